@@ -1,0 +1,1 @@
+"""Benchmarks of NiN against AlexNet and VGG-11."""

@@ -1,0 +1,38 @@
+"""Export zoo models to verified, simplified ONNX with metadata."""
+
+from .pipeline import ExportConfig, ExportSummary, class_labels, run_export
+from .steps import (
+    MAX_OPSET,
+    MIN_OPSET,
+    GraphCheck,
+    OnnxExport,
+    ParityResult,
+    ParityRow,
+    SimplifyResult,
+    check_graph,
+    check_opset,
+    check_parity,
+    export_onnx,
+    simplify,
+    write_metadata,
+)
+
+__all__ = [
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "ExportConfig",
+    "ExportSummary",
+    "GraphCheck",
+    "OnnxExport",
+    "ParityResult",
+    "ParityRow",
+    "SimplifyResult",
+    "check_graph",
+    "check_opset",
+    "check_parity",
+    "class_labels",
+    "export_onnx",
+    "run_export",
+    "simplify",
+    "write_metadata",
+]

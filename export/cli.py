@@ -1,0 +1,39 @@
+"""``nin-export``: a thin click layer over :func:`nin_edge.export.run_export`."""
+
+from __future__ import annotations
+
+import click
+
+from nin_edge.models import list_models
+from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
+
+from .pipeline import ExportConfig, run_export
+from .steps import MAX_OPSET, MIN_OPSET
+
+_DEFAULTS = ExportConfig()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", default=_DEFAULTS.model, show_default=True, help=f"Registered model: {', '.join(list_models())}.")
+@click.option("--opset", type=int, default=_DEFAULTS.opset, show_default=True, help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint (state_dict) to export; random init if omitted.")
+@click.option("--output", type=click.Path(), default=None, help="Output file [default: MODEL.onnx].")
+@click.option("--input-size", type=int, default=_DEFAULTS.input_size, show_default=True, help="Square input side in pixels.")
+@click.option("--in-channels", type=int, default=_DEFAULTS.in_channels, show_default=True)
+@click.option("--num-classes", type=int, default=_DEFAULTS.num_classes, show_default=True)
+@click.option("--simplify/--no-simplify", default=_DEFAULTS.simplify, show_default=True, help="Run onnxsim.")
+@click.option(
+    "--check-batch-sizes",
+    type=CommaList(int, positive=True),
+    default=",".join(map(str, _DEFAULTS.check_batch_sizes)),
+    show_default=True,
+    help="Batch sizes at which onnxruntime is compared with PyTorch.",
+)
+@click.option("--atol", type=float, default=_DEFAULTS.atol, show_default=True, help="Largest absolute logit difference allowed.")
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Seed of the random init and parity inputs.")
+@format_option("table", "json")
+@one_line_errors
+def main(fmt: str, **options: object) -> None:
+    """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
+    summary = run_export(ExportConfig(**options))
+    click.echo(summary.render(fmt))

@@ -1,0 +1,324 @@
+"""The export steps: plain keyword-only functions, each returning a frozen result dataclass.
+
+``export_onnx`` -> ``simplify`` -> ``check_graph`` -> ``write_metadata`` -> ``check_parity``;
+:func:`nin_edge.export.pipeline.run_export` chains them for the command line.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from nin_edge.models import ZooModel
+from nin_edge.runtime.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.metadata import ModelMetadata
+from nin_edge.runtime.report import Report, format_table
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+BATCH_AXIS = "batch"
+
+# The TorchScript exporter writes initializers as graph inputs below opset 9, which would give the
+# model inputs other than the image; above its own maximum it only warns and writes a graph it
+# does not support. So the range we accept is the one it handles cleanly.
+MIN_OPSET = 9
+MAX_OPSET = getattr(torch.onnx._constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
+
+_FORBIDDEN_AFTER_SIMPLIFY = ("Dropout", "Identity")
+
+
+def check_opset(opset: int) -> None:
+    """Raise :class:`ConfigError` unless the installed torch can export ``opset`` cleanly."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(
+            f"opset {opset!r} is not supported by torch {torch.__version__}'s exporter; "
+            f"choose one from {MIN_OPSET} to {MAX_OPSET}"
+        )
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Count of each op type in the main graph, most frequent first."""
+    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
+
+
+def batch_dim(model: onnx.ModelProto) -> tuple[str, str]:
+    """The first axis of the graph's input and output: its symbolic name or its fixed value."""
+
+    def first(value_info: onnx.ValueInfoProto) -> str:
+        dims = value_info.type.tensor_type.shape.dim
+        if not dims:
+            return ""
+        return dims[0].dim_param or str(dims[0].dim_value)
+
+    return first(model.graph.input[0]), first(model.graph.output[0])
+
+
+@dataclass(frozen=True)
+class OnnxExport(Report):
+    """An exported graph before simplification."""
+
+    path: str
+    opset: int
+    exporter: str
+    nodes: int
+    seconds: float
+
+
+def export_onnx(
+    *,
+    model: ZooModel,
+    output: str | os.PathLike,
+    opset: int = 17,
+    input_size: int | None = None,
+) -> OnnxExport:
+    """Export ``model`` in eval mode to ``output`` with a symbolic batch axis named ``batch``.
+
+    We use the TorchScript exporter (``dynamo=False``) with ``dynamic_axes``: the dynamo exporter
+    specialises a batch of 1 unless given ``dynamic_shapes``, and asked for opset 17 it builds
+    opset 18 and, for NiN, fails to convert down (on the ReduceMean of the global pool), leaving
+    opset 18 and an external ``.onnx.data`` file without a word. The TorchScript exporter writes
+    the requested opset into one file; we then prove the opset and the symbolic batch.
+    """
+    check_opset(opset)
+    size = model.input_size if input_size is None else input_size
+    model.check_input_size(size)
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    # A batch of 2, not 1, so that no size-1 axis can be folded into a broadcast during tracing.
+    dummy = torch.zeros(2, model.in_channels, size, size)
+    try:
+        with warnings.catch_warnings():
+            # The exporter's deprecation notice is about its default, which we override on purpose.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(output),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}},
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    written = onnx.load(str(output))
+    found = next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), None)
+    if found != opset:
+        raise CheckFailedError(f"asked for opset {opset}, but the exporter wrote opset {found}")
+    return OnnxExport(
+        path=str(output),
+        opset=opset,
+        exporter=f"torch.onnx TorchScript (torch {torch.__version__})",
+        nodes=len(written.graph.node),
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass(frozen=True)
+class SimplifyResult(Report):
+    """What onnxsim did to the graph."""
+
+    path: str
+    nodes_before: int
+    nodes_after: int
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    seconds: float
+
+
+def simplify(*, path: str | os.PathLike) -> SimplifyResult:
+    """Simplify the model at ``path`` in place with onnxsim, keeping the batch axis symbolic.
+
+    No input shape is forced, so onnxsim keeps ``batch`` symbolic; :func:`check_graph` proves it.
+    """
+    import onnxsim  # heavy import, needed only here
+
+    start = time.perf_counter()
+    before = onnx.load(str(path))
+    simplified, ok = onnxsim.simplify(before)
+    if not ok:
+        raise CheckFailedError("onnxsim could not validate the simplified model against the original")
+    onnx.save(simplified, str(path))
+    return SimplifyResult(
+        path=str(path),
+        nodes_before=len(before.graph.node),
+        nodes_after=len(simplified.graph.node),
+        ops_before=op_histogram(before),
+        ops_after=op_histogram(simplified),
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass(frozen=True)
+class GraphCheck(Report):
+    """The invariants a finished model file satisfies."""
+
+    path: str
+    opset: int
+    batch_input: str
+    batch_output: str
+    nodes: int
+    ops: dict[str, int]
+
+
+def check_graph(*, path: str | os.PathLike, opset: int, simplified: bool = True) -> GraphCheck:
+    """Run ``onnx.checker`` with ``full_check`` and prove our invariants, or raise CheckFailedError.
+
+    Invariants: the opset asked for, a symbolic ``batch`` axis on input and output, one input and
+    one output with our names, and (after simplification) no Dropout or Identity node.
+    """
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise CheckFailedError(f"onnx.checker rejected the model: {str(exc).splitlines()[0]}") from None
+    model = onnx.load(str(path))
+    found = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if found != opset:
+        raise CheckFailedError(f"the model has opset {found}, expected {opset}")
+    names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        raise CheckFailedError(f"the model's inputs and outputs are {names}, expected (['input'], ['logits'])")
+    batch_in, batch_out = batch_dim(model)
+    if (batch_in, batch_out) != (BATCH_AXIS, BATCH_AXIS):
+        raise CheckFailedError(
+            f"the batch axis is not symbolic: input has {batch_in!r}, output {batch_out!r}, expected 'batch'"
+        )
+    ops = op_histogram(model)
+    leftover = [op for op in _FORBIDDEN_AFTER_SIMPLIFY if op in ops]
+    if simplified and leftover:
+        raise CheckFailedError(f"simplification left {', '.join(leftover)} nodes in the graph")
+    return GraphCheck(
+        path=str(path), opset=found, batch_input=batch_in, batch_output=batch_out, nodes=len(model.graph.node), ops=ops
+    )
+
+
+def write_metadata(*, path: str | os.PathLike, metadata: ModelMetadata) -> None:
+    """Store ``metadata`` as the model's ``metadata_props`` and a readable ``doc_string``."""
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, metadata.to_props())
+    pre = metadata.preprocessing
+    model.doc_string = (
+        f"{metadata.model} image classifier exported by nin-edge {metadata.toolkit_version} "
+        f"(opset {metadata.opset}, {metadata.precision}). Input '{metadata.input_name}': float32 "
+        f"{metadata.layout} (batch, {metadata.in_channels}, {metadata.input_size}, {metadata.input_size}); "
+        f"output '{metadata.output_name}': logits over {len(metadata.labels)} classes "
+        f"({', '.join(metadata.labels)}). Preprocessing: {pre.color}, {pre.resize} resize to "
+        f"{metadata.input_size}x{metadata.input_size}, pixel*{pre.scale:.6g}, mean {list(pre.mean)}, "
+        f"std {list(pre.std)}. Weights: {metadata.weights}."
+    )
+    model.producer_name = "nin-edge"
+    model.producer_version = metadata.toolkit_version
+    onnx.save(model, str(path))
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    """ONNX Runtime against PyTorch at one batch size."""
+
+    batch_size: int
+    max_abs_err: float
+    max_rel_err: float
+    top1_agreement: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ParityResult(Report):
+    """ONNX Runtime's logits against PyTorch's on the same random images.
+
+    ``max_rel_err`` is the largest absolute difference divided by the largest PyTorch logit
+    magnitude of that batch, so near-zero logits do not blow it up.
+    """
+
+    atol: float
+    provider: str
+    batches: tuple[ParityRow, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.batches)
+
+    @property
+    def max_abs_err(self) -> float:
+        return max(r.max_abs_err for r in self.batches)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "passed": self.passed, "max_abs_err": self.max_abs_err}
+
+    def rows(self) -> list[dict]:
+        return [dict(r.__dict__) for r in self.batches]
+
+    def to_table(self) -> str:
+        return format_table(self.rows())
+
+
+def check_parity(
+    *,
+    model: ZooModel,
+    onnx_path: str | os.PathLike,
+    batch_sizes: tuple[int, ...] = (1, 2, 7),
+    atol: float = 1e-4,
+    input_size: int | None = None,
+    seed: int = 0,
+) -> ParityResult:
+    """Compare onnxruntime (CPU, full graph optimisation) with PyTorch at each batch size.
+
+    Inputs are uniform in [0, 1), the range the preprocessing produces. A batch passes when its
+    largest absolute logit difference is at most ``atol``; the caller decides what failing means.
+    """
+    size = model.input_size if input_size is None else input_size
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    rows = []
+    was_training = model.training
+    model.eval()
+    try:
+        for n in batch_sizes:
+            x = rng.random((n, model.in_channels, size, size), dtype=np.float32)
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x)).numpy()
+            got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            if got.shape != ref.shape:
+                raise CheckFailedError(f"onnxruntime gave logits of shape {got.shape} at batch {n}, expected {ref.shape}")
+            diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+            max_abs = float(diff.max())
+            scale = float(np.abs(ref).max())
+            rows.append(
+                ParityRow(
+                    batch_size=n,
+                    max_abs_err=max_abs,
+                    max_rel_err=max_abs / scale if scale > 0 else max_abs,
+                    top1_agreement=float(np.mean(got.argmax(1) == ref.argmax(1))),
+                    passed=bool(np.isfinite(got).all() and max_abs <= atol),
+                )
+            )
+    finally:
+        model.train(was_training)
+    return ParityResult(atol=atol, provider="CPUExecutionProvider", batches=tuple(rows))
+
+
+__all__ = [
+    "GraphCheck",
+    "OnnxExport",
+    "ParityResult",
+    "ParityRow",
+    "SimplifyResult",
+    "check_graph",
+    "check_opset",
+    "check_parity",
+    "export_onnx",
+    "simplify",
+    "write_metadata",
+]

@@ -1,0 +1,29 @@
+"""NiN and its baselines from D2L, with a registry, cost counters and safe checkpoint loading."""
+
+from .checkpoint import LoadedWeights, load_weights, read_checkpoint, sha256_file
+from .profile import ModelProfile, count_macs, count_params, profile_model
+from .registry import create_model, list_models, model_options, register_model
+from .zoo import FASHION_MNIST_CLASSES, ZooModel, alexnet, nin, nin_block, vgg11, vgg11_slim, vgg_block
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "LoadedWeights",
+    "ModelProfile",
+    "ZooModel",
+    "alexnet",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "list_models",
+    "load_weights",
+    "model_options",
+    "nin",
+    "nin_block",
+    "profile_model",
+    "read_checkpoint",
+    "register_model",
+    "sha256_file",
+    "vgg11",
+    "vgg11_slim",
+    "vgg_block",
+]

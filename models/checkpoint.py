@@ -1,0 +1,110 @@
+"""Loading weights safely: ``torch.load(weights_only=True)``, clear errors, the book's layouts.
+
+A checkpoint may be a bare ``state_dict`` or a dict holding one under ``state_dict`` or ``model``
+(what training scripts usually save). Keys written by D2L's class API (``net.`` prefix) or by
+DistributedDataParallel (``module.`` prefix) are accepted as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nin_edge.runtime.errors import ModelFileError
+
+_PREFIXES = ("module.", "net.")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read ``path`` with ``torch.load(weights_only=True)``; any failure is a :class:`ModelFileError`.
+
+    ``weights_only=True`` means a pickle that would run code is refused rather than executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"weights file '{path}' does not exist or is not a file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many unrelated types for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it holds pickled Python objects other than tensors, which are refused so that no code runs"
+        raise ModelFileError(f"cannot read weights file '{path}': {reason}") from None
+    if not isinstance(data, Mapping):
+        raise ModelFileError(f"weights file '{path}' holds a {type(data).__name__}, expected a state_dict (a dict of tensors)")
+    return dict(data)
+
+
+def extract_state_dict(data: Mapping, source: str) -> dict[str, torch.Tensor]:
+    """Find the state_dict in a checkpoint dict and normalise its key prefixes."""
+    for key in ("state_dict", "model"):
+        if isinstance(data.get(key), Mapping):
+            data = data[key]
+            break
+    state = {}
+    for key, value in data.items():
+        if not isinstance(value, torch.Tensor):
+            raise ModelFileError(
+                f"weights file '{source}': entry {key!r} is a {type(value).__name__}, not a tensor; "
+                "expected a state_dict, or a dict with one under 'state_dict' or 'model'"
+            )
+        state[key] = value
+    for prefix in _PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(map(str, t.shape)) + ")"
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """Where a model's weights came from."""
+
+    path: str
+    sha256: str
+    tensors: int
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadedWeights:
+    """Load the checkpoint at ``path`` into ``model`` strictly, after checking every key and shape.
+
+    The first key that is missing, unexpected or of another shape is named in the error.
+    """
+    data = read_checkpoint(path)
+    state = extract_state_dict(data, str(path))
+    expected = model.state_dict()
+    describe = getattr(model, "model_name", type(model).__name__)
+    for key, tensor in expected.items():
+        if key not in state:
+            raise ModelFileError(
+                f"weights file '{path}' does not fit {describe}: key {key!r} is missing "
+                f"(expected shape {_shape(tensor)}); the file has {len(state)} tensors, e.g. {next(iter(state), 'none')!r}"
+            )
+        if state[key].shape != tensor.shape:
+            raise ModelFileError(
+                f"weights file '{path}' does not fit {describe}: key {key!r} has shape {_shape(state[key])}, "
+                f"expected {_shape(tensor)}; check --in-channels, --num-classes and --input-size"
+            )
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ModelFileError(f"weights file '{path}' does not fit {describe}: unexpected key {extra[0]!r}")
+    model.load_state_dict(state, strict=True)
+    return LoadedWeights(path=str(path), sha256=sha256_file(path), tensors=len(state))

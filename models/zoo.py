@@ -1,0 +1,240 @@
+"""The model zoo: NiN exactly as in D2L's chapter, and D2L's AlexNet and VGG-11 for the same input.
+
+Every model is a plain ``nn.Sequential`` laid out as the book builds it, so its ``state_dict`` keys
+(``0.0.weight`` ... ``7.4.bias`` for NiN) are the book's and checkpoints trained with the book's
+code load unchanged. Each model also knows the input it accepts (channels, smallest or exact size).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from nin_edge.runtime.errors import ConfigError
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+# Larger inputs than this are not searched for a smallest size; no model here needs more.
+_SIZE_SEARCH_LIMIT = 1024
+
+
+def _positive(name: str, value: object, model: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{model}: {name} must be a positive whole number, got {value!r}")
+
+
+def _dropout(value: object, model: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"{model}: dropout must be a probability in [0, 1), got {value!r}")
+
+
+def feature_size(layers: nn.Module, size: int) -> int:
+    """Side length of the feature map after the spatial layers of ``layers`` for a ``size`` input.
+
+    Returns 0 when the input is too small for some layer. Stops at the first Flatten, so for
+    AlexNet and VGG it gives the map their first Linear layer sees.
+    """
+    for layer in layers.modules():
+        if isinstance(layer, nn.Flatten):
+            break
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p = (v if isinstance(v, int) else v[0] for v in (layer.kernel_size, layer.stride, layer.padding))
+            d = layer.dilation if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)) else 1
+            d = d if isinstance(d, int) else d[0]
+            span = size + 2 * p - d * (k - 1) - 1
+            if span < 0:
+                return 0
+            size = span // s + 1
+        elif isinstance(layer, nn.AdaptiveAvgPool2d):
+            out = layer.output_size
+            size = out if isinstance(out, int) else out[0]
+    return size
+
+
+def smallest_input_size(layers: nn.Module) -> int:
+    """The smallest square input side for which every spatial layer of ``layers`` has output."""
+    for size in range(1, _SIZE_SEARCH_LIMIT + 1):
+        if feature_size(layers, size) >= 1:
+            return size
+    raise ConfigError(f"no input up to {_SIZE_SEARCH_LIMIT} pixels fits this network")
+
+
+class ZooModel(nn.Sequential):
+    """A registered classifier: the book's ``nn.Sequential`` plus the input contract it accepts.
+
+    ``fixed_input_size`` is set for networks with Linear heads (AlexNet, VGG), which accept only the
+    size they were built for; fully convolutional NiN accepts any size from ``min_input_size`` up.
+    """
+
+    def __init__(
+        self,
+        *layers: nn.Module,
+        name: str,
+        in_channels: int,
+        num_classes: int,
+        input_size: int,
+        fixed_input_size: bool,
+    ) -> None:
+        super().__init__(*layers)
+        self.model_name = name
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.input_size = input_size
+        self.fixed_input_size = fixed_input_size
+        self.min_input_size = input_size if fixed_input_size else smallest_input_size(self)
+
+    def check_input_size(self, size: int) -> None:
+        """Raise :class:`ConfigError` unless a ``size`` x ``size`` input fits this model."""
+        _positive("input size", size, self.model_name)
+        if self.fixed_input_size and size != self.input_size:
+            raise ConfigError(
+                f"{self.model_name} was built for {self.input_size}x{self.input_size} inputs (its Linear "
+                f"head fixes the size), got {size}; build it with input_size={size} instead"
+            )
+        if size < self.min_input_size:
+            raise ConfigError(
+                f"input size {size} is too small for {self.model_name}: it needs at least "
+                f"{self.min_input_size} pixels per side to survive its strided layers and pools"
+            )
+
+
+def _check_built_size(layers: list[nn.Module], input_size: int, name: str) -> int:
+    """Validate ``input_size`` against a conv stack and return the side of its output map."""
+    _positive("input_size", input_size, name)
+    side = feature_size(nn.Sequential(*layers), input_size)
+    if side < 1:
+        need = smallest_input_size(nn.Sequential(*layers))
+        raise ConfigError(
+            f"input size {input_size} is too small for {name}: it needs at least {need} pixels per side "
+            "to survive its strided layers and pools"
+        )
+    return side
+
+
+def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: int, padding: int) -> nn.Sequential:
+    """D2L's NiN block: a convolution and two 1x1 convolutions, each followed by ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, strides, padding),
+        nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        nn.ReLU(),
+    )
+
+
+def nin(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
+    """Network in Network as in D2L, chapter "Network in Network (NiN)".
+
+    ``input_size`` is the size the model is meant for (NiN itself accepts any size from 67 up).
+    """
+    _positive("in_channels", in_channels, "nin")
+    _positive("num_classes", num_classes, "nin")
+    _dropout(dropout, "nin")
+    model = ZooModel(
+        nin_block(in_channels, 96, kernel_size=11, strides=4, padding=0),
+        nn.MaxPool2d(3, stride=2),
+        nin_block(96, 256, kernel_size=5, strides=1, padding=2),
+        nn.MaxPool2d(3, stride=2),
+        nin_block(256, 384, kernel_size=3, strides=1, padding=1),
+        nn.MaxPool2d(3, stride=2),
+        nn.Dropout(dropout),
+        nin_block(384, num_classes, kernel_size=3, strides=1, padding=1),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+        name="nin",
+        in_channels=in_channels,
+        num_classes=num_classes,
+        input_size=input_size,
+        fixed_input_size=False,
+    )
+    model.check_input_size(input_size)
+    return model
+
+
+def alexnet(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
+    """AlexNet as in D2L for Fashion-MNIST (one channel in, 10 classes out)."""
+    _positive("in_channels", in_channels, "alexnet")
+    _positive("num_classes", num_classes, "alexnet")
+    _dropout(dropout, "alexnet")
+    features = [
+        nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+    ]  # fmt: skip
+    side = _check_built_size(features, input_size, "alexnet")
+    return ZooModel(
+        *features,
+        nn.Flatten(),
+        nn.Linear(256 * side * side, 4096), nn.ReLU(), nn.Dropout(p=dropout),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=dropout),
+        nn.Linear(4096, num_classes),
+        name="alexnet",
+        in_channels=in_channels,
+        num_classes=num_classes,
+        input_size=input_size,
+        fixed_input_size=True,
+    )  # fmt: skip
+
+
+VGG11_ARCH = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+
+
+def vgg_block(num_convs: int, in_channels: int, out_channels: int) -> nn.Sequential:
+    """D2L's VGG block: ``num_convs`` 3x3 convolutions with ReLU, then a 2x2 max-pool."""
+    layers: list[nn.Module] = []
+    for _ in range(num_convs):
+        layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU()]
+        in_channels = out_channels
+    layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+def _vgg(name: str, ratio: int, in_channels: int, num_classes: int, dropout: float, input_size: int) -> ZooModel:
+    _positive("in_channels", in_channels, name)
+    _positive("num_classes", num_classes, name)
+    _dropout(dropout, name)
+    blocks, channels = [], in_channels
+    for num_convs, width in VGG11_ARCH:
+        blocks.append(vgg_block(num_convs, channels, width // ratio))
+        channels = width // ratio
+    side = _check_built_size(blocks, input_size, name)
+    return ZooModel(
+        *blocks,
+        nn.Flatten(),
+        nn.Linear(channels * side * side, 4096), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(4096, num_classes),
+        name=name,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        input_size=input_size,
+        fixed_input_size=True,
+    )  # fmt: skip
+
+
+def vgg11(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
+    """VGG-11 as in D2L, at full widths (64 to 512 channels, 4096-wide head)."""
+    return _vgg("vgg11", 1, in_channels, num_classes, dropout, input_size)
+
+
+def vgg11_slim(
+    in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224
+) -> ZooModel:
+    """The book's training variant of VGG-11: convolution widths divided by 4, the same 4096-wide head."""
+    return _vgg("vgg11_slim", 4, in_channels, num_classes, dropout, input_size)

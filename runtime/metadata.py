@@ -1,0 +1,98 @@
+"""The metadata nin-export writes into a model and the runtime reads back.
+
+One schema on both sides: the exporter turns a :class:`ModelMetadata` into ONNX
+``metadata_props`` (string pairs) and the runtime parses them with :meth:`ModelMetadata.from_props`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import metadata as _dist
+
+from .errors import ModelFileError
+
+
+def toolkit_version() -> str:
+    """The installed nin-edge version ("0+unknown" when run from a source tree that is not installed)."""
+    try:
+        return _dist.version("nin-edge")
+    except _dist.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a raw image becomes the model's input tensor.
+
+    ``resize`` is bilinear interpolation with half-pixel centres (PIL's BILINEAR and torch's
+    ``interpolate(align_corners=False)`` agree on it when enlarging, which is the Fashion-MNIST case).
+    The tensor is ``(pixel * scale - mean) / std`` per channel; mean 0 and std 1 mean "none".
+    """
+
+    color: str = "grayscale"
+    resize: str = "bilinear"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model file says about itself: its source, input contract, labels and preprocessing."""
+
+    model: str
+    input_size: int
+    in_channels: int
+    labels: tuple[str, ...]
+    weights: str
+    opset: int
+    precision: str = "fp32"
+    input_name: str = "input"
+    output_name: str = "logits"
+    layout: str = "NCHW"
+    calibration: str = ""
+    toolkit_version: str = field(default_factory=toolkit_version)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` pairs (every value a string, structured ones as JSON)."""
+        props = {}
+        for key, value in asdict(self).items():
+            props[key] = value if isinstance(value, str) else json.dumps(value)
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str) -> ModelMetadata:
+        """Parse ``metadata_props``; a model without them was not written by nin-export."""
+        missing = [k for k in ("model", "input_size", "in_channels", "labels") if k not in props]
+        if missing:
+            raise ModelFileError(
+                f"model '{source}' has no nin-edge metadata ({', '.join(missing)} missing); "
+                "export it with nin-export, or pass labels and input size explicitly"
+            )
+        try:
+            pre = json.loads(props.get("preprocessing", "{}"))
+            return cls(
+                model=props["model"],
+                input_size=int(json.loads(props["input_size"])),
+                in_channels=int(json.loads(props["in_channels"])),
+                labels=tuple(str(x) for x in json.loads(props["labels"])),
+                weights=props.get("weights", "unknown"),
+                opset=int(json.loads(props.get("opset", "0"))),
+                precision=props.get("precision", "fp32"),
+                input_name=props.get("input_name", "input"),
+                output_name=props.get("output_name", "logits"),
+                layout=props.get("layout", "NCHW"),
+                calibration=props.get("calibration", ""),
+                toolkit_version=props.get("toolkit_version", "unknown"),
+                preprocessing=Preprocessing(
+                    color=pre.get("color", "grayscale"),
+                    resize=pre.get("resize", "bilinear"),
+                    scale=float(pre.get("scale", 1.0 / 255.0)),
+                    mean=tuple(float(x) for x in pre.get("mean", (0.0,))),
+                    std=tuple(float(x) for x in pre.get("std", (1.0,))),
+                ),
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ModelFileError(f"model '{source}' has unreadable nin-edge metadata: {exc}") from None
