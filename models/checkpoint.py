@@ -71,7 +71,7 @@ def extract_state_dict(data: Mapping, source: str) -> dict[str, torch.Tensor]:
 
 
 def _shape(t: torch.Tensor) -> str:
-    return "(" + ", ".join(map(str, t.shape)) + ")"
+    return str(tuple(t.shape))
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadedWeights:
         if key not in state:
             raise ModelFileError(
                 f"weights file '{path}' does not fit {describe}: key {key!r} is missing "
-                f"(expected shape {_shape(tensor)}); the file has {len(state)} tensors, e.g. {next(iter(state), 'none')!r}"
+                f"(expected shape {_shape(tensor)}); the file has {len(state)} of the {len(expected)} tensors"
             )
         if state[key].shape != tensor.shape:
             raise ModelFileError(

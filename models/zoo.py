@@ -91,7 +91,7 @@ class ZooModel(nn.Sequential):
         self.num_classes = num_classes
         self.input_size = input_size
         self.fixed_input_size = fixed_input_size
-        self.min_input_size = input_size if fixed_input_size else smallest_input_size(self)
+        self.min_input_size = smallest_input_size(self)
 
     def check_input_size(self, size: int) -> None:
         """Raise :class:`ConfigError` unless a ``size`` x ``size`` input fits this model."""

@@ -19,10 +19,16 @@ from .errors import ConfigError
 FORMATS = ("table", "json", "csv", "markdown")
 
 
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
 def _plain(value: Any) -> Any:
-    """Turn dataclasses, tuples and paths into JSON-ready values."""
+    """Turn dataclasses, tuples and paths into JSON-ready values; nested reports use their to_dict."""
+    if isinstance(value, Report):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return _fields(value)
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -109,7 +115,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The whole result as JSON-ready data."""
-        return _plain(self)
+        return _fields(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
