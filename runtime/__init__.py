@@ -1,1 +1,34 @@
-"""Embeddable onnxruntime runner for models written by nin-export (numpy and onnxruntime only)."""
+"""Embeddable onnxruntime runner for models written by nin-export.
+
+Imports only numpy, onnxruntime and the standard library (Pillow lazily, for image files), so an
+app can ship it without torch::
+
+    from nin_edge.runtime import Classifier
+    clf = Classifier("nin.onnx", provider="cpu")
+    clf.classify(images, top_k=3)
+"""
+
+from .classifier import Classifier, ModelDescription, Prediction, RuntimeConfig, softmax
+from .errors import CheckFailedError, ConfigError, InputError, ModelFileError, NinEdgeError, ProviderError
+from .metadata import ModelMetadata, Preprocessing
+from .preprocess import MAX_IMAGE_PIXELS, preprocess_image, read_image, resize_bilinear
+
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "CheckFailedError",
+    "Classifier",
+    "ConfigError",
+    "InputError",
+    "ModelDescription",
+    "ModelFileError",
+    "ModelMetadata",
+    "NinEdgeError",
+    "Prediction",
+    "Preprocessing",
+    "ProviderError",
+    "RuntimeConfig",
+    "preprocess_image",
+    "read_image",
+    "resize_bilinear",
+    "softmax",
+]

@@ -1,0 +1,426 @@
+"""``Classifier``: an exported model behind one small, validated, thread-safe object."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import ConfigError, InputError, ModelFileError, ProviderError
+from .metadata import ModelMetadata, Preprocessing
+from .preprocess import check_image_array, gather_raw_images, is_path_like, preprocess_image
+from .providers import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    GpuOptions,
+    ProviderSpec,
+    cuda_options,
+    missing_provider_message,
+    model_sha256,
+    plan_providers,
+    tensorrt_options,
+    validate_gpu_options,
+)
+from .report import Report, format_pairs
+
+GRAPH_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How a :class:`Classifier` runs its model; every field is also a ``Classifier`` keyword.
+
+    ``optimized_model_dir`` caches onnxruntime's optimised graph per model and level (CPU only:
+    GPU providers compile nodes that cannot be saved), so the next cold start skips optimisation.
+    """
+
+    provider: str | tuple[ProviderSpec, ...] = "auto"
+    fallback: bool = False
+    threads: int | None = None
+    inter_op_threads: int | None = None
+    graph_optimization: str = "all"
+    optimized_model_dir: str | None = None
+    spinning: bool = True
+    max_batch: int = 32
+    device_id: int = 0
+    cudnn_conv_algo_search: str = "HEURISTIC"
+    fp16: bool = False
+    engine_cache_dir: str | None = None
+
+    def validate(self) -> None:
+        """Refuse bad values before a session is built."""
+        for name in ("threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{name} must be a positive whole number or None, got {value!r}")
+        if self.graph_optimization not in GRAPH_OPTIMIZATION:
+            raise ConfigError(
+                f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}, got {self.graph_optimization!r}"
+            )
+        validate_gpu_options(self.gpu)
+
+    @property
+    def gpu(self) -> GpuOptions:
+        return GpuOptions(
+            device_id=self.device_id,
+            cudnn_conv_algo_search=self.cudnn_conv_algo_search,
+            fp16=self.fp16,
+            max_batch=self.max_batch,
+            engine_cache_dir=self.engine_cache_dir,
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One of an image's top-k classes."""
+
+    label: str
+    index: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class ModelDescription(Report):
+    """A model as the runtime sees it: its metadata, input contract and the providers in use."""
+
+    source: str
+    model: str
+    precision: str
+    opset: int
+    input_name: str
+    input_shape: tuple[str | int, ...]
+    output_name: str
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    weights: str
+    calibration: str
+    toolkit_version: str
+    providers: tuple[str, ...]
+    fallback_reason: str | None = None
+
+    def to_table(self) -> str:
+        pre = self.preprocessing
+        return format_pairs(
+            [
+                ("source", self.source),
+                ("model", self.model),
+                ("precision", self.precision + (f" (calibration: {self.calibration})" if self.calibration else "")),
+                ("opset", self.opset),
+                ("input", f"{self.input_name} float32 {tuple(self.input_shape)}"),
+                ("output", f"{self.output_name} ({len(self.labels)} classes)"),
+                ("labels", ", ".join(self.labels)),
+                ("preprocessing", f"{pre.color}, {pre.resize} resize, x{pre.scale:.6g}, mean {list(pre.mean)}, std {list(pre.std)}"),
+                ("weights", self.weights),
+                ("exported by", f"nin-edge {self.toolkit_version}"),
+                ("providers", ", ".join(self.providers)),
+            ]
+            + ([("fallback", self.fallback_reason)] if self.fallback_reason else [])
+        )
+
+
+def _read_model(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model), "<bytes>"
+    path = Path(model)
+    if not path.is_file():
+        raise ModelFileError(f"model file '{path}' does not exist or is not a file")
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file '{path}': {exc.strerror}") from None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for any finite logits (the row maximum is subtracted first)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+class Classifier:
+    """Classify images with a model written by ``nin-export``, on onnxruntime.
+
+    ``Classifier(model, provider="auto", *, fallback=False, threads=None, ...)``: ``model`` is a
+    path or the bytes of an ONNX file; the keywords are the fields of :class:`RuntimeConfig`, and
+    ``labels`` overrides the labels for a model without nin-edge metadata. One instance is safe to
+    share between threads: it holds no state that a call changes.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        provider: str | Sequence[ProviderSpec] = "auto",
+        *,
+        labels: Sequence[str] | None = None,
+        **options: object,
+    ) -> None:
+        known = {f.name for f in fields(RuntimeConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"Classifier has no option {unknown[0]!r}; its options are: {', '.join(sorted(known))}")
+        provider = provider if isinstance(provider, str) else tuple(provider)
+        self.config = RuntimeConfig(provider=provider, **options)  # type: ignore[arg-type]
+        self.config.validate()
+        data, self.source = _read_model(model)
+        self._sha256 = model_sha256(data)
+        self._session, self._plan = self._make_session(data)
+        self.providers: list[str] = self._session.get_providers()
+        self.fallback_reason: str | None = self._plan.fallback_reason
+        self._check_providers_in_use()
+        if self.fallback_reason:
+            warnings.warn(self.fallback_reason, RuntimeWarning, stacklevel=2)
+        self.metadata = self._read_metadata(labels)
+        self._check_graph_io()
+        self.labels: tuple[str, ...] = self.metadata.labels
+        self.input_shape = (self.metadata.in_channels, self.metadata.input_size, self.metadata.input_size)
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _session_options(self, optimized_path: Path | None, load_optimized: bool) -> ort.SessionOptions:
+        cfg = self.config
+        so = ort.SessionOptions()
+        if cfg.threads:
+            so.intra_op_num_threads = cfg.threads
+        if cfg.inter_op_threads:
+            so.inter_op_num_threads = cfg.inter_op_threads
+        so.graph_optimization_level = (
+            GRAPH_OPTIMIZATION["disable"] if load_optimized else GRAPH_OPTIMIZATION[cfg.graph_optimization]
+        )
+        if optimized_path is not None and not load_optimized:
+            so.optimized_model_filepath = str(optimized_path)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg.spinning else "0")
+        return so
+
+    def _make_session(self, data: bytes) -> tuple[ort.InferenceSession, object]:
+        cfg = self.config
+        available = ort.get_available_providers()
+        # The TensorRT profile needs the input's shape; a light CPU session reads it without building engines.
+        builders = {CUDA: cuda_options(cfg.gpu)}
+        plan = plan_providers(cfg.provider, available, fallback=cfg.fallback, option_builder=builders)
+        if TENSORRT in plan.names:
+            name, chw = self._probe_input(data)
+            builders[TENSORRT] = tensorrt_options(
+                cfg.gpu, input_name=name, chw=chw, model_sha256=self._sha256, ort_version=ort.__version__
+            )
+            plan = plan_providers(cfg.provider, available, fallback=cfg.fallback, option_builder=builders)
+        optimized_path, load_optimized = None, False
+        if cfg.optimized_model_dir:
+            if plan.names != [CPU]:
+                raise ConfigError("optimized_model_dir works with the CPU provider only; GPU providers compile their own graphs")
+            folder = Path(cfg.optimized_model_dir)
+            if not folder.is_dir():
+                raise ConfigError(f"optimized model folder '{folder}' does not exist; create it first")
+            optimized_path = folder / f"{self._sha256[:16]}-{cfg.graph_optimization}-ort{ort.__version__}.onnx"
+            load_optimized = optimized_path.is_file()
+        source = str(optimized_path) if load_optimized else data
+        try:
+            session = ort.InferenceSession(
+                source,
+                sess_options=self._session_options(optimized_path, load_optimized),
+                providers=[name for name, _ in plan.providers],
+                provider_options=[opts for _, opts in plan.providers],
+            )
+        except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"onnxruntime cannot load model '{self.source}': {first}") from None
+        return session, plan
+
+    def _probe_input(self, data: bytes) -> tuple[str, tuple[int, int, int]]:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = GRAPH_OPTIMIZATION["disable"]
+        try:
+            probe = ort.InferenceSession(data, sess_options=so, providers=[CPU])
+        except Exception as exc:
+            raise ModelFileError(f"onnxruntime cannot load model '{self.source}': {str(exc).splitlines()[0]}") from None
+        inp = probe.get_inputs()[0]
+        dims = inp.shape[1:]
+        if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
+            raise ModelFileError(f"model '{self.source}' input {inp.name!r} has shape {inp.shape}; expected (N,C,H,W)")
+        return inp.name, (dims[0], dims[1], dims[2])
+
+    def _check_providers_in_use(self) -> None:
+        """onnxruntime drops a GPU provider silently when its libraries fail to load; we do not."""
+        wanted = self._plan.names[0]
+        if wanted in self.providers:
+            return
+        message = (
+            f"onnxruntime did not enable {wanted} (libraries missing or failing to load?); the session runs on "
+            f"{', '.join(self.providers)}. {missing_provider_message(wanted, ort.get_available_providers())}"
+        )
+        if not self.config.fallback:
+            raise ProviderError(message)
+        self.fallback_reason = message
+
+    def _read_metadata(self, labels: Sequence[str] | None) -> ModelMetadata:
+        props = dict(self._session.get_modelmeta().custom_metadata_map)
+        inp = self._session.get_inputs()[0] if self._session.get_inputs() else None
+        if labels is not None:
+            if inp is None or len(inp.shape) != 4 or not all(isinstance(d, int) for d in inp.shape[1:]):
+                raise ModelFileError(f"model '{self.source}' input must be (N,C,H,W) with fixed C, H and W")
+            if inp.shape[2] != inp.shape[3]:
+                raise ModelFileError(f"model '{self.source}' input is {inp.shape[2]}x{inp.shape[3]}; only square inputs are supported")
+            meta = ModelMetadata.from_props(props, self.source) if "labels" in props else None
+            return ModelMetadata(
+                model=meta.model if meta else Path(self.source).stem,
+                input_size=int(inp.shape[2]),
+                in_channels=int(inp.shape[1]),
+                labels=tuple(str(x) for x in labels),
+                weights=meta.weights if meta else "unknown",
+                opset=meta.opset if meta else 0,
+                precision=meta.precision if meta else "fp32",
+                input_name=inp.name,
+                output_name=self._session.get_outputs()[0].name,
+                preprocessing=meta.preprocessing if meta else Preprocessing(),
+                toolkit_version=meta.toolkit_version if meta else "none",
+            )
+        return ModelMetadata.from_props(props, self.source)
+
+    def _check_graph_io(self) -> None:
+        meta = self.metadata
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFileError(
+                f"model '{self.source}' has {len(inputs)} inputs and {len(outputs)} outputs; expected one image input and one logits output"
+            )
+        inp, out = inputs[0], outputs[0]
+        if inp.name != meta.input_name or out.name != meta.output_name:
+            raise ModelFileError(
+                f"model '{self.source}' has input {inp.name!r} and output {out.name!r}; its metadata names "
+                f"{meta.input_name!r} and {meta.output_name!r}"
+            )
+        want = [meta.in_channels, meta.input_size, meta.input_size]
+        if inp.type != "tensor(float)" or len(inp.shape) != 4 or list(inp.shape[1:]) != want:
+            raise ModelFileError(
+                f"model '{self.source}' input {inp.name!r} is {inp.type} {inp.shape}; expected float32 (N,{want[0]},{want[1]},{want[2]})"
+            )
+        classes = out.shape[-1] if len(out.shape) == 2 else None
+        if isinstance(classes, int) and classes != len(meta.labels):
+            raise ModelFileError(f"model '{self.source}' gives {classes} logits but has {len(meta.labels)} labels")
+        batch = inp.shape[0]
+        self._fixed_batch = batch if isinstance(batch, int) else None
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def _expected(self) -> str:
+        c, h, w = self.input_shape
+        return f"float32 (N,{c},{h},{w}) or ({c},{h},{w}), or uint8 images"
+
+    def prepare(self, batch: object) -> np.ndarray:
+        """Turn any accepted input into the validated float32 (N, C, H, W) tensor the model runs on.
+
+        Accepted: a float32 (N,C,H,W) batch or one (C,H,W) tensor, used as is; one uint8 image
+        (H,W) or (H,W,C); a uint8 (N,H,W,C) stack; a list of uint8 images of any sizes; an image
+        file path or a list of them. Raw images are preprocessed as the model's metadata says.
+        """
+        name = self.metadata.input_name
+        if is_path_like(batch):
+            batch = [batch]
+        if isinstance(batch, np.ndarray):
+            if batch.dtype == np.float32:
+                return self._check_tensor(batch)
+            if batch.dtype == np.uint8:
+                if batch.ndim == 4:
+                    return self._preprocess([(f"image {i}", img) for i, img in enumerate(batch)])
+                check_image_array(batch, f"input '{name}'")
+                return self._preprocess([("image", batch)])
+            raise InputError(f"input '{name}': expected {self._expected()}, got {batch.dtype} {tuple(batch.shape)}")
+        if isinstance(batch, (list, tuple)):
+            if not batch:
+                raise InputError(f"input '{name}': got an empty list; expected at least one image")
+            if all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in batch):
+                return self._check_tensor(np.stack([self._check_tensor(x)[0] for x in batch]))
+            return self._preprocess(gather_raw_images(batch))
+        raise InputError(f"input '{name}': expected {self._expected()}, got {type(batch).__name__}")
+
+    def _preprocess(self, images: list[tuple[str, np.ndarray]]) -> np.ndarray:
+        c, size, _ = self.input_shape
+        pre = self.metadata.preprocessing
+        return np.stack([preprocess_image(img, channels=c, size=size, pre=pre, where=where) for where, img in images])
+
+    def _check_tensor(self, x: np.ndarray) -> np.ndarray:
+        c, h, w = self.input_shape
+        given = tuple(x.shape)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w) or x.shape[0] == 0:
+            raise InputError(f"input '{self.metadata.input_name}': expected float32 (N,{c},{h},{w}), got {x.dtype} {given}")
+        if not np.isfinite(x).all():
+            bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+            raise InputError(f"input '{self.metadata.input_name}': {bad} values are NaN or infinite; expected finite numbers")
+        return np.ascontiguousarray(x)
+
+    def logits(self, batch: object) -> np.ndarray:
+        """Raw scores, shape (N, classes), for any input :meth:`prepare` accepts."""
+        x = self.prepare(batch)
+        step = self._fixed_batch or self.config.max_batch
+        if self._fixed_batch and x.shape[0] % self._fixed_batch:
+            raise InputError(
+                f"input '{self.metadata.input_name}': this model has a fixed batch of {self._fixed_batch}; got {x.shape[0]} images"
+            )
+        return self.run_prepared(x, step)
+
+    def run_prepared(self, x: np.ndarray, step: int | None = None) -> np.ndarray:
+        """Run an already validated float32 batch, in chunks of at most ``step`` (default ``max_batch``)."""
+        step = step or self.config.max_batch
+        names = [self.metadata.output_name]
+        feed = self.metadata.input_name
+        if x.shape[0] <= step:
+            return self._session.run(names, {feed: x})[0]
+        return np.concatenate([self._session.run(names, {feed: x[i : i + step]})[0] for i in range(0, x.shape[0], step)])
+
+    def probabilities(self, batch: object) -> np.ndarray:
+        """Softmax probabilities, shape (N, classes); each row sums to 1."""
+        return softmax(self.logits(batch))
+
+    def classify(self, batch: object, top_k: int = 1) -> list[list[Prediction]]:
+        """The ``top_k`` most probable classes of each image, best first, one list per image."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.labels):
+            raise ConfigError(f"top_k must be a whole number from 1 to {len(self.labels)}, got {top_k!r}")
+        probs = self.probabilities(batch)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        return [
+            [Prediction(label=self.labels[j], index=int(j), probability=float(row[j])) for j in idx]
+            for row, idx in zip(probs, order)
+        ]
+
+    def describe(self) -> ModelDescription:
+        """The model's metadata, input contract and the providers in use."""
+        m = self.metadata
+        shape = self._session.get_inputs()[0].shape
+        return ModelDescription(
+            source=self.source,
+            model=m.model,
+            precision=m.precision,
+            opset=m.opset,
+            input_name=m.input_name,
+            input_shape=tuple(shape),
+            output_name=m.output_name,
+            labels=m.labels,
+            preprocessing=m.preprocessing,
+            weights=m.weights,
+            calibration=m.calibration,
+            toolkit_version=m.toolkit_version,
+            providers=tuple(self.providers),
+            fallback_reason=self.fallback_reason,
+        )
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The underlying onnxruntime session, for IO binding or profiling."""
+        return self._session
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.source!r}, model={self.metadata.model!r}, providers={self.providers})"

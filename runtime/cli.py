@@ -1,0 +1,108 @@
+"""``nin-infer``: classify image files and ``.npy`` arrays with an exported model."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .classifier import Classifier, Prediction
+from .cli_common import format_option, one_line_errors
+from .errors import InputError
+from .report import Report, format_table
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The top-k predictions for one input image."""
+
+    input: str
+    top: tuple[Prediction, ...]
+
+
+@dataclass(frozen=True)
+class InferenceReport(Report):
+    """Predictions for every input, with the providers that computed them."""
+
+    model: str
+    providers: tuple[str, ...]
+    results: tuple[ImageResult, ...]
+    fallback_reason: str | None = None
+
+    def rows(self) -> list[dict]:
+        return [
+            {"input": r.input, "rank": k + 1, "label": p.label, "index": p.index, "probability": p.probability}
+            for r in self.results
+            for k, p in enumerate(r.top)
+        ]
+
+    def to_table(self) -> str:
+        rows = [
+            {
+                "input": r.input,
+                "label": r.top[0].label,
+                "probability": round(r.top[0].probability, 4),
+                "next": ", ".join(f"{p.label} {p.probability:.3f}" for p in r.top[1:]),
+            }
+            for r in self.results
+        ]
+        head = f"model {self.model} on {', '.join(self.providers)}"
+        return head + "\n" + format_table(rows, [c for c in ("input", "label", "probability", "next") if c != "next" or rows[0]["next"]])
+
+
+def load_inputs(clf: Classifier, paths: list[str]) -> tuple[list[str], np.ndarray]:
+    """Read each image file or ``.npy`` array and prepare it; returns names and one float32 batch."""
+    names, tensors = [], []
+    for path in paths:
+        if Path(path).suffix.lower() == ".npy":
+            if not Path(path).is_file():
+                raise InputError(f"array file '{path}' does not exist")
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise InputError(f"cannot read array file '{path}': {str(exc).splitlines()[0]}") from None
+            batch = clf.prepare(array)
+            is_batch = array.ndim == 4
+        else:
+            batch, is_batch = clf.prepare(path), False
+        if is_batch:
+            names.extend(f"{path}[{i}]" for i in range(len(batch)))
+        else:
+            names.append(path)
+        tensors.append(batch)
+    return names, np.concatenate(tensors)
+
+
+def run_inference(model: str, inputs: list[str], *, provider: str, top_k: int, batch_size: int, fallback: bool) -> InferenceReport:
+    """Classify ``inputs`` with ``model``: the library call behind ``nin-infer``."""
+    with warnings.catch_warnings():
+        # The fallback is reported once, in the result, instead of as a Python warning too.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        clf = Classifier(model, provider, fallback=fallback, max_batch=batch_size)
+    if not 1 <= top_k <= len(clf.labels):
+        raise InputError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {top_k}")
+    names, batch = load_inputs(clf, inputs)
+    results = tuple(ImageResult(name, tuple(top)) for name, top in zip(names, clf.classify(batch, top_k)))
+    return InferenceReport(
+        model=clf.metadata.model, providers=tuple(clf.providers), results=results, fallback_reason=clf.fallback_reason
+    )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--provider", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt.")
+@click.option("--fallback", is_flag=True, help="Fall back to the next provider (with a warning) if the one asked for is missing.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Largest batch per run.")
+@format_option("table", "json", "csv")
+@one_line_errors
+def main(model: str, inputs: tuple[str, ...], fmt: str, **options: object) -> None:
+    """Classify image files (PNG, JPEG) and .npy arrays with an exported MODEL."""
+    report = run_inference(model, list(inputs), **options)
+    if report.fallback_reason:
+        click.echo(f"warning: {report.fallback_reason}", err=True)
+    click.echo(report.render(fmt))

@@ -1,0 +1,143 @@
+"""From raw images (as Pillow and OpenCV hold them) to the model's float32 tensor, in numpy.
+
+The resize is PIL's BILINEAR filter written as two small matrix products: a triangle kernel
+over half-pixel centres, widened when shrinking so that it averages (antialiasing) as PIL does.
+When enlarging, as for 28x28 Fashion-MNIST to 224x224, it equals ``torch.nn.functional.interpolate``
+with ``mode="bilinear", align_corners=False``, so training and the runtime see the same pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .metadata import Preprocessing
+
+# Larger images are refused before decoding (decompression bombs); 64 MP is a big photo.
+MAX_IMAGE_PIXELS = 64_000_000
+
+# ITU-R 601-2 luma, the weights of PIL's convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@lru_cache(maxsize=64)
+def _resize_matrix(src: int, dst: int) -> np.ndarray:
+    """The (dst, src) weight matrix of PIL-style bilinear resampling along one axis."""
+    scale = src / dst
+    support = max(scale, 1.0)
+    centres = (np.arange(dst) + 0.5) * scale
+    pixels = np.arange(src) + 0.5
+    weights = np.clip(1.0 - np.abs(pixels[None, :] - centres[:, None]) / support, 0.0, None)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an (H, W) or (H, W, C) float array to (height, width[, C])."""
+    rows = _resize_matrix(image.shape[0], height)
+    cols = _resize_matrix(image.shape[1], width)
+    if image.ndim == 2:
+        return rows @ image @ cols.T
+    return np.einsum("ij,jkc,lk->ilc", rows, image, cols, optimize=True)
+
+
+def _to_channels(image: np.ndarray, channels: int, color: str, where: str) -> np.ndarray:
+    """Bring an (H, W) or (H, W, C) uint8 image to (H, W, channels) float32 in pixel units."""
+    img = image.astype(np.float32)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 4:  # drop alpha, as PIL's convert does
+        img = img[:, :, :3]
+    if channels == 1 or color == "grayscale":
+        if img.shape[2] == 3:
+            img = img @ _LUMA
+            img = img[:, :, None]
+        if channels > 1:
+            img = np.repeat(img, channels, axis=2)
+        return img
+    if img.shape[2] == 1:
+        return np.repeat(img, channels, axis=2)
+    if img.shape[2] != channels:
+        raise InputError(f"{where}: image has {img.shape[2]} channels, the model takes {channels}")
+    return img
+
+
+def check_image_array(image: np.ndarray, where: str) -> None:
+    """Validate one raw image: uint8, (H, W) or (H, W, C) with C in 1, 3, 4, not empty."""
+    if image.dtype != np.uint8:
+        raise InputError(f"{where}: raw images must be uint8, got {image.dtype} {tuple(image.shape)}")
+    ok_rank = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+    if not ok_rank:
+        raise InputError(
+            f"{where}: expected one image as (H,W) or (H,W,C) with C in 1, 3 or 4, got uint8 {tuple(image.shape)}; "
+            "for several images pass a list, or a uint8 (N,H,W,C) array"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"{where}: image is empty, shape {tuple(image.shape)}")
+    if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"{where}: image of {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {MAX_IMAGE_PIXELS:,}"
+        )
+
+
+def preprocess_image(image: np.ndarray, *, channels: int, size: int, pre: Preprocessing, where: str) -> np.ndarray:
+    """One raw uint8 image to a (channels, size, size) float32 tensor, as the metadata says."""
+    check_image_array(image, where)
+    img = _to_channels(image, channels, pre.color, where)
+    if img.shape[:2] != (size, size):
+        img = resize_bilinear(img, size, size)
+    img = img * np.float32(pre.scale)
+    mean = np.asarray(pre.mean, dtype=np.float32)
+    std = np.asarray(pre.std, dtype=np.float32)
+    img = (img - mean) / std
+    return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read a PNG/JPEG (any format Pillow reads) as uint8 (H, W) or (H, W, 3), refusing huge images.
+
+    The size is checked from the header, before the pixels are decoded, against ``max_pixels``
+    (default :data:`MAX_IMAGE_PIXELS`).
+    """
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InputError(
+            f"reading image file '{path}' needs Pillow: pip install 'nin-edge[images]' (or pass numpy arrays)"
+        ) from None
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file '{path}' does not exist")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise InputError(f"image '{path}' has {w}x{h} pixels, over the limit of {max_pixels:,}; refused")
+            im = im.convert("L") if im.mode in ("1", "L", "P", "I", "I;16", "F") else im.convert("RGB")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except InputError:
+        raise
+    except Exception as exc:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError...)
+        raise InputError(f"cannot read image '{path}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def is_path_like(item: object) -> bool:
+    return isinstance(item, (str, os.PathLike))
+
+
+def gather_raw_images(items: Sequence[object]) -> list[tuple[str, np.ndarray]]:
+    """Read paths and pass arrays through, each with a name for error messages."""
+    out = []
+    for i, item in enumerate(items):
+        if is_path_like(item):
+            out.append((f"image '{item}'", read_image(item)))
+        elif isinstance(item, np.ndarray):
+            out.append((f"image {i}", item))
+        else:
+            raise InputError(f"item {i} is a {type(item).__name__}; expected a uint8 array or an image file path")
+    return out

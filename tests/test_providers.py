@@ -1,0 +1,100 @@
+"""Provider planning and the CUDA / TensorRT options, built and checked without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from nin_edge.runtime.errors import ConfigError, ProviderError
+from nin_edge.runtime.providers import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    GpuOptions,
+    cuda_options,
+    engine_cache_path,
+    plan_providers,
+    tensorrt_options,
+    validate_gpu_options,
+)
+
+GPU_BUILD = [TENSORRT, CUDA, CPU]
+SHA = "ab" * 32
+
+
+def test_auto_prefers_tensorrt_then_cuda_then_cpu():
+    builders = {CUDA: {"device_id": "0"}, TENSORRT: {"trt_fp16_enable": "False"}}
+    plan = plan_providers("auto", GPU_BUILD, fallback=False, option_builder=builders)
+    assert plan.providers == ((TENSORRT, {"trt_fp16_enable": "False"}), (CUDA, {"device_id": "0"}), (CPU, {}))
+    assert plan_providers("auto", [CUDA, CPU], fallback=False).names == [CUDA, CPU]
+    assert plan_providers("auto", ["AzureExecutionProvider", CPU], fallback=False).names == [CPU]
+
+
+@pytest.mark.parametrize(("request_", "names"), [("cpu", [CPU]), ("CUDA", [CUDA, CPU]), ("tensorrt", [TENSORRT, CPU])])
+def test_named_requests_keep_cpu_last_for_unsupported_nodes(request_, names):
+    assert plan_providers(request_, GPU_BUILD, fallback=False).names == names
+
+
+def test_explicit_list_with_options_wins_over_builders():
+    plan = plan_providers(
+        [("cuda", {"device_id": "1"}), "cpu"], GPU_BUILD, fallback=False, option_builder={CUDA: {"device_id": "0"}}
+    )
+    assert plan.providers == ((CUDA, {"device_id": "1"}), (CPU, {}))
+    assert plan.requested == "cuda,cpu"
+
+
+def test_missing_provider_error_and_fallback():
+    with pytest.raises(ProviderError, match=r"TensorrtExecutionProvider is not available .*\(available: CUDAExecutionProvider, CPUExecutionProvider\)"):
+        plan_providers("tensorrt", [CUDA, CPU], fallback=False)
+    plan = plan_providers([TENSORRT, CUDA], [CUDA, CPU], fallback=True)
+    assert plan.names == [CUDA, CPU]
+    assert plan.fallback_reason.endswith("falling back to CUDAExecutionProvider")
+
+
+def test_cuda_options():
+    assert cuda_options(GpuOptions()) == {"device_id": "0", "cudnn_conv_algo_search": "HEURISTIC"}
+    assert cuda_options(GpuOptions(device_id=2, cudnn_conv_algo_search="EXHAUSTIVE")) == {
+        "device_id": "2",
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+    }
+
+
+def test_tensorrt_profile_precision_and_cache(tmp_path):
+    gpu = GpuOptions(fp16=True, max_batch=64, engine_cache_dir=str(tmp_path))
+    opts = tensorrt_options(gpu, input_name="input", chw=(1, 224, 224), model_sha256=SHA, ort_version="1.32.0")
+    assert opts["trt_profile_min_shapes"] == "input:1x1x224x224"
+    assert opts["trt_profile_opt_shapes"] == "input:32x1x224x224"
+    assert opts["trt_profile_max_shapes"] == "input:64x1x224x224"
+    assert opts["trt_fp16_enable"] == "True" and opts["trt_engine_cache_enable"] == "True"
+    cache = opts["trt_engine_cache_path"]
+    assert cache.startswith(str(tmp_path)) and f"{SHA[:16]}-fp16-b64-dev0-ort1.32.0-trt" in cache
+    assert opts["trt_timing_cache_path"] == cache
+    no_cache = tensorrt_options(GpuOptions(), input_name="x", chw=(3, 32, 32), model_sha256=SHA, ort_version="1")
+    assert "trt_engine_cache_enable" not in no_cache and no_cache["trt_fp16_enable"] == "False"
+    assert no_cache["trt_profile_max_shapes"] == "x:32x3x32x32"
+
+
+def test_engine_cache_key_changes_with_what_invalidates_an_engine(tmp_path):
+    base = GpuOptions(engine_cache_dir=str(tmp_path))
+    key = engine_cache_path(tmp_path, SHA, base, "1.32.0")
+    assert key == engine_cache_path(tmp_path, SHA, base, "1.32.0")
+    others = {
+        engine_cache_path(tmp_path, "cd" * 32, base, "1.32.0"),
+        engine_cache_path(tmp_path, SHA, GpuOptions(fp16=True), "1.32.0"),
+        engine_cache_path(tmp_path, SHA, GpuOptions(max_batch=8), "1.32.0"),
+        engine_cache_path(tmp_path, SHA, GpuOptions(device_id=1), "1.32.0"),
+        engine_cache_path(tmp_path, SHA, base, "1.33.0"),
+    }
+    assert key not in others and len(others) == 5
+
+
+@pytest.mark.parametrize(
+    ("gpu", "message"),
+    [
+        (GpuOptions(device_id=-1), "device_id must be a whole number >= 0, got -1"),
+        (GpuOptions(cudnn_conv_algo_search="fast"), "cudnn_conv_algo_search must be one of HEURISTIC, EXHAUSTIVE, DEFAULT"),
+        (GpuOptions(max_batch=0), "max_batch must be a positive whole number, got 0"),
+    ],
+)
+def test_gpu_option_validation(gpu, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_gpu_options(gpu)
