@@ -93,7 +93,7 @@ def format_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
             ";".join(map(str, v)) if isinstance(v, (list, tuple)) else ("" if v is None else v)
             for v in (row.get(c) for c in columns)
         )
-    return buf.getvalue()
+    return buf.getvalue().rstrip("\n")
 
 
 def format_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
