@@ -12,11 +12,17 @@ def run_cli(command, args: list[str]) -> Result:
     return CliRunner().invoke(command, [str(a) for a in args], catch_exceptions=False)
 
 
-def assert_one_line_error(result: Result, *fragments: str) -> str:
-    """The command failed with exit 1, one ``error:`` line on stderr naming ``fragments``, no traceback."""
+def assert_one_line_error(result: Result, *fragments: str, progress: bool = False) -> str:
+    """The command failed with exit 1, one ``error:`` line on stderr naming ``fragments``, no traceback.
+
+    With ``progress`` the error line may follow progress lines; it must still be the last line.
+    """
     assert result.exit_code == 1, (result.exit_code, result.output, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    if progress:
+        lines = lines[-1:]
+    else:
+        assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert "Traceback" not in result.stderr
     for fragment in fragments:
@@ -59,3 +65,40 @@ def nin_path(nin_checkpoint):
     out = nin_checkpoint.with_suffix(".onnx")
     run_export(ExportConfig(output=str(out), weights=str(nin_checkpoint), check_batch_sizes=(1,)))
     return out
+
+
+def write_idx(path, array, gz: bool = False) -> None:
+    """Write ``array`` (uint8) as an IDX file: images (N,H,W) get magic 0x803, labels (N,) 0x801."""
+    import gzip as _gzip
+
+    import numpy as _np
+
+    array = _np.asarray(array, dtype=_np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.tobytes()
+    path.write_bytes(_gzip.compress(data) if gz else data)
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion(tmp_path_factory):
+    """A tiny Fashion-MNIST-like data set: 96 train and 40 test images whose class is learnable
+    (each class a bright bar at its own rows), in the standard IDX files, the train files gzipped."""
+    import numpy as _np
+
+    root = tmp_path_factory.mktemp("fashion")
+    rng = _np.random.default_rng(0)
+
+    def make(n):
+        labels = _np.arange(n) % 10
+        images = rng.integers(0, 40, (n, 28, 28)).astype(_np.uint8)
+        for i, y in enumerate(labels):
+            images[i, 2 * y + 4 : 2 * y + 7, 4:24] = 230
+        return images, labels
+
+    train_x, train_y = make(96)
+    test_x, test_y = make(40)
+    write_idx(root / "train-images-idx3-ubyte.gz", train_x, gz=True)
+    write_idx(root / "train-labels-idx1-ubyte.gz", train_y, gz=True)
+    write_idx(root / "t10k-images-idx3-ubyte", test_x)
+    write_idx(root / "t10k-labels-idx1-ubyte", test_y)
+    return root

@@ -1,0 +1,99 @@
+"""``nin-train`` and ``nin-eval``: thin click layers over :mod:`nin_edge.models.train` and ``evaluate``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from nin_edge.runtime.cli_common import format_option, one_line_errors
+
+from .registry import list_models
+from .evaluate import EvalConfig, run_eval
+from .train import OPTIMIZERS, SCHEDULES, EpochStats, TrainConfig, train
+
+_T = TrainConfig()
+_E = EvalConfig()
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, redrawn in place each step."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def __call__(self, step: int, steps: int, loss: float) -> None:
+        width = 30
+        done = int(width * step / steps)
+        sys.stderr.write(f"\r  [{'#' * done}{'.' * (width - done)}] {step}/{steps} loss {loss:.4f}")
+        self.open = step < steps
+        if not self.open:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        """End a bar cut short, so that an error message starts on its own line."""
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
+
+
+def _epoch_line(s: EpochStats) -> None:
+    click.echo(
+        f"epoch {s.epoch}: train loss {s.train_loss:.4f}, train acc {s.train_acc:.4f}, "
+        f"test acc {s.test_acc:.4f}, {s.examples_per_s:.0f} examples/s ({s.seconds:.0f} s, lr {s.lr:.3g})",
+        err=True,
+    )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
+@click.option("--model", default=_T.model, show_default=True, help=f"One of {', '.join(list_models())}.")
+@click.option("--epochs", type=int, default=_T.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=_T.batch_size, show_default=True, help="Global batch (split across ranks).")
+@click.option("--lr", type=float, default=_T.lr, show_default=True)
+@click.option("--image-size", type=int, default=_T.image_size, show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_T.optimizer, show_default=True)
+@click.option("--momentum", type=float, default=_T.momentum, show_default=True)
+@click.option("--weight-decay", type=float, default=_T.weight_decay, show_default=True)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=_T.schedule, show_default=True)
+@click.option("--warmup-epochs", type=float, default=_T.warmup_epochs, show_default=True)
+@click.option("--flip/--no-flip", default=_T.flip, show_default=True, help="Random horizontal flips.")
+@click.option("--seed", type=int, default=_T.seed, show_default=True)
+@click.option("--device", default=_T.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--output", type=click.Path(), default=_T.output, show_default=True, help="Checkpoint, written every epoch.")
+@click.option("--resume", type=click.Path(), default=None, help="Continue a nin-train checkpoint exactly.")
+@click.option("--init-from", type=click.Path(), default=None, help="Start from these weights (e.g. to fine-tune at another size).")
+@click.option("--amp/--no-amp", default=_T.amp, show_default=True, help="Mixed precision (CUDA only).")
+@click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)
+@click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")
+@click.option("--test-limit", type=int, default=None, help="Use only the first N test images.")
+@click.option("--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint.")
+@format_option("table", "json", "csv")
+@one_line_errors
+def train_main(fmt: str, **options: object) -> None:
+    """Train a zoo model on Fashion-MNIST (D2L's recipe by default); torchrun-aware."""
+    bar = _ProgressBar()
+    try:
+        result = train(TrainConfig(**options), on_step=bar, on_epoch=_epoch_line)
+    finally:
+        bar.close()
+    if result.rank == 0:
+        click.echo(result.render(fmt))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
+@click.option("--weights", type=click.Path(), default=None, help="Checkpoint to evaluate with PyTorch.")
+@click.option("--onnx", type=click.Path(), default=None, help="Exported model to evaluate through nin_edge.runtime.")
+@click.option("--provider", default=_E.provider, show_default=True, help="onnxruntime provider for --onnx.")
+@click.option("--model", default=None, help="Model of a bare state_dict [default: from the checkpoint, else nin].")
+@click.option("--image-size", type=int, default=None, help="Input size for --weights [default: the checkpoint's].")
+@click.option("--batch-size", type=int, default=_E.batch_size, show_default=True)
+@click.option("--limit", type=int, default=None, help="Use only the first N test images.")
+@click.option("--confusion-png", type=click.Path(), default=None, help="Also draw the confusion matrix here.")
+@format_option("table", "json", "csv")
+@one_line_errors
+def eval_main(fmt: str, **options: object) -> None:
+    """Test accuracy, per-class accuracy and confusion matrix of a checkpoint and/or its ONNX export."""
+    click.echo(run_eval(EvalConfig(**options)).render(fmt))

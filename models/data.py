@@ -1,0 +1,111 @@
+"""Fashion-MNIST from its four IDX files, gzipped or not, with every header checked.
+
+No download happens here: the files are read from a folder the user names (or torchvision's
+``<root>/FashionMNIST/raw/`` below it). Images stay 28x28 uint8 in memory; resizing to the
+model's input happens per batch (:func:`to_model_input`), so 60,000 upscaled copies never exist.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nin_edge.runtime.errors import ConfigError, ModelFileError
+
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+
+
+def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
+    """Read one IDX file (gzipped or raw), checking its magic number and that its length fits its header."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ModelFileError(f"cannot read IDX file '{path}': {exc}") from None
+    if len(raw) < 8:
+        raise ModelFileError(f"IDX file '{path}' is truncated: {len(raw)} bytes, not even a header")
+    found = int.from_bytes(raw[:4], "big")
+    if found != magic:
+        kind = "images" if magic == IMAGES_MAGIC else "labels"
+        raise ModelFileError(f"IDX file '{path}' has magic number 0x{found:08x}, expected 0x{magic:08x} for {kind}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise ModelFileError(
+            f"IDX file '{path}' is truncated or padded: {len(raw):,} bytes, its header {tuple(dims)} needs {expected:,}"
+        )
+    # bytearray, so the array is writable (torch refuses to wrap read-only memory safely).
+    return np.frombuffer(bytearray(raw), dtype=np.uint8, offset=header).reshape(dims)
+
+
+def find_split_files(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """The images and labels files of ``split`` (train/test) under ``root`` or ``root/FashionMNIST/raw``."""
+    if split not in SPLIT_PREFIX:
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"data folder '{root}' does not exist")
+    prefix = SPLIT_PREFIX[split]
+    for folder in (root, root / "FashionMNIST" / "raw"):
+        found = []
+        for kind in ("images-idx3", "labels-idx1"):
+            name = f"{prefix}-{kind}-ubyte"
+            hit = next((folder / n for n in (name, name + ".gz") if (folder / n).is_file()), None)
+            found.append(hit)
+        if all(found):
+            return found[0], found[1]
+    raise ConfigError(
+        f"no Fashion-MNIST {split} files in '{root}': expected {prefix}-images-idx3-ubyte[.gz] and "
+        f"{prefix}-labels-idx1-ubyte[.gz] there or in its FashionMNIST/raw/ folder"
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split in memory: uint8 images (N, 28, 28) and int64 labels (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_split(root: str | os.PathLike, split: str, limit: int | None = None) -> Split:
+    """Read a split, checking that images and labels agree in count and labels lie in 0..9."""
+    images_path, labels_path = find_split_files(root, split)
+    images = read_idx(images_path, IMAGES_MAGIC)
+    labels = read_idx(labels_path, LABELS_MAGIC)
+    if images.ndim != 3:
+        raise ModelFileError(f"IDX file '{images_path}' holds shape {images.shape}, expected (N, rows, cols)")
+    if len(images) != len(labels):
+        raise ModelFileError(f"'{images_path}' has {len(images):,} images but '{labels_path}' has {len(labels):,} labels")
+    if labels.size and labels.max() > 9:
+        raise ModelFileError(f"labels file '{labels_path}' has label {int(labels.max())}; Fashion-MNIST labels are 0-9")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return Split(images=images, labels=labels.astype(np.int64))
+
+
+def to_model_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, H, W) images to float32 (N, 1, size, size) in [0, 1], resized bilinearly.
+
+    Bilinear with half-pixel centres: the same arithmetic as the runtime's numpy preprocessing
+    (``nin_edge.runtime.preprocess``) when enlarging, so training and deployment see equal pixels.
+    """
+    x = images.to(torch.float32).unsqueeze(1) / 255.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x

@@ -1,0 +1,171 @@
+"""Test-set evaluation of a checkpoint (PyTorch) and/or its ONNX export (through the runtime)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.errors import ConfigError
+from nin_edge.runtime.files import atomic_output, check_writable
+from nin_edge.runtime.report import Report, format_pairs, format_table
+
+from .checkpoint import load_weights, read_checkpoint
+from .data import Split, load_split
+from .registry import create_model
+from .train import evaluate_model
+from .zoo import FASHION_MNIST_CLASSES
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of ``nin-eval``; each field is also its flag."""
+
+    data_dir: str = ""
+    weights: str | None = None
+    onnx: str | None = None
+    provider: str = "auto"
+    model: str | None = None
+    image_size: int | None = None
+    batch_size: int = 256
+    limit: int | None = None
+    confusion_png: str | None = None
+
+    def validate(self) -> None:
+        if not self.data_dir:
+            raise ConfigError("--data-dir is required: a folder with the Fashion-MNIST IDX files")
+        if not self.weights and not self.onnx:
+            raise ConfigError("give --weights CKPT, --onnx MODEL, or both")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch size must be positive, got {self.batch_size}")
+        if self.confusion_png:
+            check_writable(self.confusion_png, "confusion matrix PNG")
+
+
+@dataclass(frozen=True)
+class Scores(Report):
+    """Accuracy, per-class accuracy and confusion matrix of one model on the test split."""
+
+    source: str
+    image_size: int
+    accuracy: float
+    per_class: dict[str, float]
+    confusion: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class EvalResult(Report):
+    """The scores of each model given, and their top-1 agreement when both were given."""
+
+    images: int
+    results: tuple[Scores, ...]
+    agreement: float | None = None
+    providers: tuple[str, ...] = ()
+
+    def rows(self) -> list[dict]:
+        return [
+            {"source": s.source, "image_size": s.image_size, "accuracy": s.accuracy, **s.per_class} for s in self.results
+        ]
+
+    def to_table(self) -> str:
+        parts = []
+        for s in self.results:
+            parts.append(format_pairs([("model", s.source), ("input size", s.image_size), ("test images", self.images),
+                                       ("accuracy", f"{s.accuracy:.4f}")]))  # fmt: skip
+            parts.append(format_table([{"class": k, "accuracy": round(v, 4)} for k, v in s.per_class.items()]))
+            labels = list(s.per_class)
+            conf = [{"true \\ predicted": labels[i], **{str(j): n for j, n in enumerate(row)}} for i, row in enumerate(s.confusion)]
+            parts.append("confusion matrix (rows: true class, columns: predicted index)\n" + format_table(conf))
+        if self.agreement is not None:
+            parts.append(f"top-1 agreement between checkpoint and ONNX: {self.agreement:.4f}")
+        if self.providers:
+            parts.append(f"onnxruntime providers: {', '.join(self.providers)}")
+        return "\n\n".join(parts)
+
+
+def scores(source: str, preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...], image_size: int) -> Scores:
+    """Accuracy, per-class accuracy and confusion matrix from predictions."""
+    k = len(names)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, preds), 1)
+    per_class = {names[i]: float(confusion[i, i] / max(1, confusion[i].sum())) for i in range(k)}
+    return Scores(
+        source=source,
+        image_size=image_size,
+        accuracy=float(np.mean(preds == labels)),
+        per_class=per_class,
+        confusion=tuple(tuple(int(v) for v in row) for row in confusion),
+    )
+
+
+def predict_checkpoint(path: str, split: Split, *, model: str | None, image_size: int | None, batch_size: int) -> tuple[np.ndarray, int]:
+    """Predictions of a checkpoint; model name and input size come from a nin-train checkpoint's recipe."""
+    data = read_checkpoint(path)
+    recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
+    # "model" holds a name in nin-train checkpoints but a state_dict in some others.
+    stored = data.get("model") if isinstance(data.get("model"), str) else None
+    name = model or stored or recipe.get("model") or "nin"
+    size = image_size or recipe.get("image_size") or 224
+    net = create_model(name, input_size=size)
+    load_weights(net, path)
+    return evaluate_model(net, split, size, torch.device("cpu"), batch_size=batch_size), size
+
+
+def predict_onnx(clf: Classifier, split: Split, batch_size: int) -> np.ndarray:
+    """Predictions of an exported model, fed raw 28x28 uint8 images as an app would."""
+    out = []
+    for start in range(0, len(split), batch_size):
+        out.append(clf.logits(split.images[start : start + batch_size, :, :, None]).argmax(1))
+    return np.concatenate(out)
+
+
+def run_eval(config: EvalConfig) -> EvalResult:
+    """Evaluate the checkpoint and/or ONNX model of ``config`` on the test split."""
+    config.validate()
+    clf = Classifier(config.onnx, config.provider, max_batch=config.batch_size) if config.onnx else None
+    split = load_split(config.data_dir, "test", config.limit)
+    results, preds = [], []
+    if config.weights:
+        p, size = predict_checkpoint(
+            config.weights, split, model=config.model, image_size=config.image_size, batch_size=config.batch_size
+        )
+        preds.append(p)
+        results.append(scores(config.weights, p, split.labels, FASHION_MNIST_CLASSES, size))
+    if clf is not None:
+        p = predict_onnx(clf, split, config.batch_size)
+        preds.append(p)
+        results.append(scores(config.onnx, p, split.labels, clf.labels, clf.input_shape[1]))
+    agreement = float(np.mean(preds[0] == preds[1])) if len(preds) == 2 else None
+    if config.confusion_png:
+        plot_confusion(results[-1], Path(config.confusion_png))
+    return EvalResult(
+        images=len(split), results=tuple(results), agreement=agreement, providers=tuple(clf.providers) if clf else ()
+    )
+
+
+def plot_confusion(result: Scores, path: Path) -> None:
+    """Draw the confusion matrix of ``result`` into a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--confusion-png needs matplotlib: pip install 'nin-edge[plot]'") from None
+    labels = list(result.per_class)
+    conf = np.array(result.confusion)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(conf, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=7)
+    ax.set_title(f"{Path(result.source).name}: accuracy {result.accuracy:.4f}")
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

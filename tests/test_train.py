@@ -1,0 +1,156 @@
+"""nin-train and nin-eval on tiny data: checkpoints, exact resume, divergence, torchrun, both eval paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nin_edge.export.cli import main as export_cli
+from nin_edge.models.cli import eval_main, train_main
+from nin_edge.models.train import TrainConfig, TrainingDivergedError, train
+from nin_edge.runtime.errors import ConfigError
+from tests.conftest import assert_one_line_error, run_cli
+
+SIZE = 67  # NiN's smallest input keeps these runs fast
+FAST = {"image_size": SIZE, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3, "plot": False}
+
+
+def test_one_epoch_writes_a_checkpoint_that_nin_export_accepts(tiny_fashion, tmp_path):
+    ckpt = tmp_path / "nin.pt"
+    result = run_cli(train_main, ["--data-dir", tiny_fashion, "--epochs", 1, "--image-size", SIZE, "--batch-size", 32,
+                                  "--output", ckpt, "--format", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    (epoch,) = report["history"]
+    assert epoch["epoch"] == 1 and 0 <= epoch["test_acc"] <= 1 and epoch["examples_per_s"] > 0
+    assert report["recipe"]["lr"] == 0.1 and report["recipe"]["optimizer"] == "sgd"  # the book's defaults
+    assert "epoch 1: train loss" in result.stderr and "3/3" in result.stderr
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["epoch"] == 1 and saved["model"] == "nin" and saved["recipe"]["image_size"] == SIZE
+    assert ckpt.with_suffix(".png").stat().st_size > 1000  # the curves
+    exported = run_cli(export_cli, ["--weights", ckpt, "--input-size", SIZE, "--output", tmp_path / "nin.onnx"])
+    assert exported.exit_code == 0, exported.stderr
+    assert "sha256:" in exported.stdout
+
+
+def test_training_lowers_the_loss(tiny_fashion, tmp_path):
+    config = TrainConfig(data_dir=str(tiny_fashion), epochs=3, output=str(tmp_path / "c.pt"), **{**FAST, "lr": 2e-3})
+    losses = [h.train_loss for h in train(config).history]
+    assert losses[2] < losses[1] < losses[0]
+
+
+def test_resume_continues_exactly(tiny_fashion, tmp_path):
+    straight = train(TrainConfig(data_dir=str(tiny_fashion), epochs=2, flip=True, output=str(tmp_path / "a.pt"), **FAST))
+    train(TrainConfig(data_dir=str(tiny_fashion), epochs=1, flip=True, output=str(tmp_path / "b.pt"), **FAST))
+    shutil.copy(tmp_path / "b.pt", tmp_path / "b1.pt")
+    resumed = train(
+        TrainConfig(data_dir=str(tiny_fashion), epochs=2, flip=True, output=str(tmp_path / "b.pt"),
+                    resume=str(tmp_path / "b1.pt"), **FAST)
+    )  # fmt: skip
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert [h.train_loss for h in straight.history] == [h.train_loss for h in resumed.history]
+    assert b["epoch"] == 2
+
+
+def test_resume_of_a_finished_run_asks_for_more_epochs(tiny_fashion, tmp_path):
+    train(TrainConfig(data_dir=str(tiny_fashion), epochs=1, output=str(tmp_path / "a.pt"), **FAST))
+    with pytest.raises(ConfigError, match="already has 1 epochs; ask for more with --epochs"):
+        train(TrainConfig(data_dir=str(tiny_fashion), epochs=1, output=str(tmp_path / "x.pt"), resume=str(tmp_path / "a.pt"), **FAST))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_fashion, tmp_path):
+    out = tmp_path / "good.pt"
+    out.write_bytes(b"last good checkpoint")
+    config = TrainConfig(data_dir=str(tiny_fashion), epochs=1, output=str(out), **{**FAST, "optimizer": "sgd", "lr": 1e12})
+    with pytest.raises(TrainingDivergedError, match=r"the loss became (nan|inf) at epoch 1, step \d+; nothing was saved"):
+        train(config)
+    assert out.read_bytes() == b"last good checkpoint"
+    result = run_cli(train_main, ["--data-dir", tiny_fashion, "--epochs", 1, "--image-size", SIZE, "--lr", "1e12", "--batch-size", 16,
+                                  "--output", out, "--no-plot"])  # fmt: skip
+    assert_one_line_error(result, "Lower --lr (now 1e+12)", progress=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", 0], "epochs must be a positive whole number, got 0"),
+        (["--lr", "-1"], "lr must be a positive number, got -1.0"),
+        (["--model", "lenet"], "unknown model 'lenet'"),
+        (["--image-size", 50], "input size 50 is too small for nin"),
+        (["--device", "tpu"], "device must be auto, cpu or cuda[:N], got 'tpu'"),
+        (["--output", "/no/such/dir/c.pt"], "checkpoint folder '/no/such/dir' does not exist"),
+    ],
+)
+def test_bad_training_options(tiny_fashion, tmp_path, args, message):
+    result = run_cli(train_main, ["--data-dir", tiny_fashion, "--output", tmp_path / "c.pt", *args])
+    assert_one_line_error(result, message)
+
+
+def test_missing_data_dir_is_one_line_error(tmp_path):
+    assert_one_line_error(run_cli(train_main, ["--data-dir", tmp_path / "none"]), "data folder")
+
+
+def test_torchrun_two_cpu_processes(tiny_fashion, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    ckpt = tmp_path / "ddp.pt"
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", shutil.which("nin-train", path=os.path.dirname(sys.executable)),
+           "--data-dir", str(tiny_fashion), "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "32",
+           "--optimizer", "adamw", "--lr", "1e-3", "--device", "cpu", "--output", str(ckpt), "--format", "json", "--no-plot"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)  # rank 0 alone prints
+    assert report["world_size"] == 2
+    assert report["history"][0]["epoch"] == 1
+    # 96 images over 2 ranks of 16-image batches: 3 steps each, all 96 images counted once.
+    assert done.stderr.count("epoch 1: train loss") == 1
+    saved = torch.load(ckpt, weights_only=True)
+    assert not any(k.startswith("module.") for k in saved["state_dict"])
+    assert list(tmp_path.iterdir()) == [ckpt]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_fashion, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained")
+    ckpt = folder / "nin.pt"
+    train(TrainConfig(data_dir=str(tiny_fashion), epochs=3, output=str(ckpt), **FAST))
+    onnx_path = folder / "nin.onnx"
+    assert run_cli(export_cli, ["--weights", ckpt, "--input-size", SIZE, "--output", onnx_path]).exit_code == 0
+    return ckpt, onnx_path
+
+
+def test_eval_checkpoint_and_onnx_agree(tiny_fashion, trained, tmp_path):
+    ckpt, onnx_path = trained
+    png = tmp_path / "confusion.png"
+    result = run_cli(eval_main, ["--data-dir", tiny_fashion, "--weights", ckpt, "--onnx", onnx_path, "--provider", "cpu",
+                                 "--format", "json", "--confusion-png", png])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    torch_scores, onnx_scores = report["results"]
+    assert report["images"] == 40 and report["agreement"] == 1.0
+    assert torch_scores["accuracy"] == onnx_scores["accuracy"]
+    assert torch_scores["image_size"] == onnx_scores["image_size"] == SIZE
+    assert sum(map(sum, torch_scores["confusion"])) == 40
+    diagonal = sum(torch_scores["confusion"][i][i] for i in range(10))
+    assert diagonal / 40 == pytest.approx(torch_scores["accuracy"])
+    assert list(torch_scores["per_class"]) [0] == "T-shirt/top"
+    assert png.stat().st_size > 1000
+    table = run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", onnx_path])
+    assert "confusion matrix" in table.stdout and "accuracy" in table.stdout
+
+
+def test_eval_refusals(tiny_fashion, trained, tmp_path):
+    assert_one_line_error(run_cli(eval_main, ["--data-dir", tiny_fashion]), "give --weights CKPT, --onnx MODEL, or both")
+    assert_one_line_error(run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", tmp_path / "x.onnx"]), "does not exist")
+    bad = tmp_path / "bad.pt"
+    bad.write_text("nope")
+    assert_one_line_error(run_cli(eval_main, ["--data-dir", tiny_fashion, "--weights", bad]), "cannot read weights file")
