@@ -1,1 +1,18 @@
-"""Benchmarks of NiN against AlexNet and VGG-11."""
+"""Benchmarks of NiN against AlexNet and VGG-11: ``run_bench(BenchConfig(...)) -> BenchReport``."""
+
+from .bench import BenchConfig, BenchReport, Row, cached_export, default_cache_dir, plot_report, run_bench
+from .timing import LatencyStats, measure, percentile, summarize
+
+__all__ = [
+    "BenchConfig",
+    "BenchReport",
+    "LatencyStats",
+    "Row",
+    "cached_export",
+    "default_cache_dir",
+    "measure",
+    "percentile",
+    "plot_report",
+    "run_bench",
+    "summarize",
+]

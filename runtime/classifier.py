@@ -310,7 +310,8 @@ class Classifier:
         if isinstance(classes, int) and classes != len(meta.labels):
             raise ModelFileError(f"model '{self.source}' gives {classes} logits but has {len(meta.labels)} labels")
         batch = inp.shape[0]
-        self._fixed_batch = batch if isinstance(batch, int) else None
+        #: The batch size a model with a fixed batch axis requires (None for a symbolic batch).
+        self.fixed_batch: int | None = batch if isinstance(batch, int) else None
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -365,10 +366,10 @@ class Classifier:
     def logits(self, batch: object) -> np.ndarray:
         """Raw scores, shape (N, classes), for any input :meth:`prepare` accepts."""
         x = self.prepare(batch)
-        step = self._fixed_batch or self.config.max_batch
-        if self._fixed_batch and x.shape[0] % self._fixed_batch:
+        step = self.fixed_batch or self.config.max_batch
+        if self.fixed_batch and x.shape[0] % self.fixed_batch:
             raise InputError(
-                f"input '{self.metadata.input_name}': this model has a fixed batch of {self._fixed_batch}; got {x.shape[0]} images"
+                f"input '{self.metadata.input_name}': this model has a fixed batch of {self.fixed_batch}; got {x.shape[0]} images"
             )
         return self.run_prepared(x, step)
 

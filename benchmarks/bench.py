@@ -1,0 +1,419 @@
+"""``run_bench``: latency, throughput, parameters and MACs of zoo models per provider and batch.
+
+Models come from the registry and are exported through :mod:`nin_edge.export` into a cache keyed
+by model, opset, input size, precision and toolkit version; timing goes through
+:class:`nin_edge.runtime.Classifier`, the code apps embed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from nin_edge.export import ExportConfig, run_export
+from nin_edge.models import ModelProfile, create_model, list_models, profile_model
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.errors import ConfigError, NinEdgeError
+from nin_edge.runtime.files import atomic_output
+from nin_edge.runtime.metadata import toolkit_version
+from nin_edge.runtime.providers import ALIASES, CPU, missing_provider_message
+from nin_edge.runtime.report import Report, format_pairs, format_table
+
+from .timing import Clock, LatencyStats, measure, summarize
+
+PRECISIONS = ("fp32",)
+OPSET = 17
+TABLE_COLUMNS = (
+    "model", "backend", "provider", "precision", "batch_size", "params", "macs", "p50_ms", "p90_ms", "p99_ms",
+    "mean_ms", "throughput", "gflops", "vs_nin", "speedup_vs_torch", "error",
+)  # fmt: skip
+
+
+def default_cache_dir() -> Path:
+    """``$NIN_EDGE_CACHE``, else ``$XDG_CACHE_HOME/nin-edge``, else ``~/.cache/nin-edge``."""
+    if os.environ.get("NIN_EDGE_CACHE"):
+        return Path(os.environ["NIN_EDGE_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "nin-edge"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of a benchmark run; each field is also the ``nin-bench`` flag of the same name."""
+
+    models: tuple[str, ...] = ("nin", "alexnet", "vgg11")
+    provider: tuple[str, ...] = ("cpu",)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    warmup: int = 3
+    iterations: int = 20
+    duration: float = 1.0
+    precision: tuple[str, ...] = ("fp32",)
+    torch: bool = False
+    model_path: tuple[str, ...] = ()
+    input_size: int = 224
+    threads: int | None = None
+    fallback: bool = False
+    io_binding: bool = True
+    pause: float = 0.2
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        """Check every option before anything is exported or timed."""
+        if not self.models and not self.model_path:
+            raise ConfigError("nothing to benchmark: give --models and/or --model-path")
+        known = list_models()
+        for name in self.models:
+            if name not in known:
+                raise ConfigError(f"unknown model {name!r}; known models: {', '.join(known)}")
+        for path in self.model_path:
+            if not Path(path).is_file():
+                raise ConfigError(f"model file '{path}' does not exist")
+        for p in self.precision:
+            if p not in PRECISIONS:
+                raise ConfigError(f"precision {p!r} is not available; choose from {', '.join(PRECISIONS)}")
+        if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
+            raise ConfigError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
+        if self.warmup < 0 or self.iterations <= 0 or self.duration < 0:
+            raise ConfigError("warmup must be >= 0, iterations > 0 and duration >= 0")
+        available = ort.get_available_providers()
+        for p in self.provider:
+            name = ALIASES.get(p.lower())
+            if name is None:
+                raise ConfigError(f"provider {p!r} is not known; expected cpu, cuda or tensorrt")
+            if name not in available and not self.fallback:
+                raise ConfigError(missing_provider_message(name, available) + "; or pass --fallback")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured configuration."""
+
+    model: str
+    backend: str
+    provider: str
+    precision: str
+    batch_size: int
+    params: int | None
+    macs: int | None
+    file_bytes: int | None
+    runs: int = 0
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    throughput: float | None = None
+    gflops: float | None = None
+    vs_nin: float | None = None
+    speedup_vs_torch: float | None = None
+    io_binding: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchReport(Report):
+    """The machine and one row per measured configuration."""
+
+    environment: dict
+    results: tuple[Row, ...]
+
+    def rows(self) -> list[dict]:
+        return [asdict(r) for r in self.results]
+
+    def to_table(self) -> str:
+        env = self.environment
+        head = format_pairs(
+            [
+                ("cpu", f"{env['cpu']} ({env['cores']} cores, {env['threads']} threads used)"),
+                ("gpu", env["gpu"] or "none"),
+                ("versions", f"onnxruntime {env['onnxruntime']}, torch {env['torch']}, nin-edge {env['nin_edge']}"),
+                ("providers", ", ".join(env["providers_available"])),
+                ("matmul peak", f"{env['matmul_peak_gflops']:.1f} GFLOP/s (torch sgemm 2048, measured in this run)"),
+            ]
+        )
+        rows = [{c: r.get(c) for c in TABLE_COLUMNS} for r in self.rows()]
+        shown = [c for c in TABLE_COLUMNS if any(row[c] is not None for row in rows)]
+        return head + "\n\n" + format_table(rows, shown)
+
+
+def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """Best sgemm rate of torch on this machine at ``size``, the yardstick for achieved GFLOP/s."""
+    torch.set_num_threads(threads)
+    a = torch.rand(size, size)
+    b = torch.rand(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_name() -> str | None:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(config: BenchConfig) -> dict:
+    """What the figures were measured on."""
+    threads = config.threads or os.cpu_count() or 1
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "gpu": _gpu_name(),
+        "python": sys.version.split()[0],
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "nin_edge": toolkit_version(),
+        "providers_available": ort.get_available_providers(),
+        "matmul_peak_gflops": matmul_peak_gflops(threads),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def cached_export(name: str, input_size: int, precision: str, cache_dir: Path) -> Path:
+    """The exported model from the cache, exported (and verified) first if it is not there yet."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{precision}-v{toolkit_version()}.onnx"
+    if not path.is_file():
+        run_export(ExportConfig(model=name, opset=OPSET, output=str(path), input_size=input_size, check_batch_sizes=(1,)))
+    return path
+
+
+def _timed_call(clf: Classifier, x: np.ndarray, io_binding: bool) -> tuple[Callable[[], object], bool]:
+    """The function to time. On a GPU provider with IO binding the input stays on the device and
+    the call synchronises before returning; otherwise it is the app's own ``logits`` call."""
+    gpu = clf.providers[0] != CPU
+    if not (gpu and io_binding):
+        return (lambda: clf.logits(x)), False
+    session = clf.session
+    binding = session.io_binding()
+    device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", clf.config.device_id)
+    binding.bind_ortvalue_input(clf.metadata.input_name, device)
+    binding.bind_output(clf.metadata.output_name, "cuda", clf.config.device_id)
+
+    def run() -> None:
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    return run, True
+
+
+def _is_oom(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation"))
+
+
+def run_bench(
+    config: BenchConfig,
+    *,
+    progress: Callable[[str], None] | None = None,
+    clock: Clock = time.perf_counter_ns,
+) -> BenchReport:
+    """Benchmark every model x provider x precision x batch size of ``config``."""
+    config.validate()
+    say = progress or (lambda _msg: None)
+    env = environment(config)
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    threads = env["threads"]
+    entries: list[tuple[str, str, Path, ModelProfile | None]] = []
+    for name in config.models:
+        profile = profile_model(create_model(name, input_size=config.input_size))
+        for precision in config.precision:
+            say(f"exporting {name} ({precision}) into the cache {cache}")
+            entries.append((name, precision, cached_export(name, config.input_size, precision, cache), profile))
+    entries.extend((Path(p).stem, "as given", Path(p), None) for p in config.model_path)
+
+    rows: list[Row] = []
+    for provider in config.provider:
+        for name, precision, path, profile in entries:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a fallback is reported below instead
+                    clf = Classifier(path, provider, fallback=config.fallback, threads=threads,
+                                     max_batch=max(config.batch_sizes), labels=foreign_labels(path))  # fmt: skip
+            except NinEdgeError as exc:
+                rows.extend(_error_rows(name, provider, precision, config, profile, path, str(exc)))
+                continue
+            if clf.fallback_reason:
+                say(f"warning: {clf.fallback_reason}")
+            for batch in config.batch_sizes:
+                say(f"{name} on {clf.providers[0]} ({precision}), batch {batch}")
+                rows.append(_bench_one(clf, name, precision, batch, config, profile, path, clock))
+                time.sleep(config.pause)  # let onnxruntime's spinning threads settle before the next run
+    if config.torch:
+        for name, precision, _path, profile in entries:
+            if profile is None or precision != "fp32":
+                continue
+            for batch in config.batch_sizes:
+                say(f"{name} on PyTorch eager, batch {batch}")
+                rows.append(_bench_torch(name, batch, config, profile, threads, clock))
+                time.sleep(config.pause)
+    return BenchReport(environment=env, results=tuple(_relate(rows)))
+
+
+def foreign_labels(path: Path) -> list[str] | None:
+    """Placeholder labels for an ONNX classifier that nin-export did not write (None for ours).
+
+    Benchmarking needs no real class names, only their count, read from the output's last axis.
+    """
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), sess_options=so, providers=[CPU])
+    except Exception as exc:  # onnxruntime's own exception types
+        raise ConfigError(f"onnxruntime cannot load model '{path}': {str(exc).splitlines()[0]}") from None
+    if "labels" in session.get_modelmeta().custom_metadata_map:
+        return None
+    outputs = session.get_outputs()
+    classes = outputs[0].shape[-1] if len(outputs) == 1 and outputs[0].shape else None
+    if not isinstance(classes, int):
+        raise ConfigError(f"model '{path}' has no nin-edge metadata and no fixed class count in its output")
+    return [f"class_{i}" for i in range(classes)]
+
+
+def _inputs(shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(0).random(shape, dtype=np.float32)
+
+
+def _error_rows(name, provider, precision, config, profile, path, message) -> list[Row]:
+    return [
+        Row(model=name, backend="onnxruntime", provider=provider, precision=precision, batch_size=b,
+            params=getattr(profile, "params", None), macs=getattr(profile, "macs", None),
+            file_bytes=path.stat().st_size if path else None, error=message)
+        for b in config.batch_sizes
+    ]  # fmt: skip
+
+
+def _row_from(stats: LatencyStats, *, base: Row, batch: int, macs: int | None) -> Row:
+    seconds = stats.mean_ms / 1e3
+    return replace(
+        base,
+        **asdict(stats),
+        throughput=batch / seconds,
+        gflops=2 * macs * batch / seconds / 1e9 if macs else None,
+    )
+
+
+def _bench_one(clf, name, precision, batch, config, profile, path, clock) -> Row:
+    base = Row(
+        model=name, backend="onnxruntime", provider=clf.providers[0], precision=precision, batch_size=batch,
+        params=getattr(profile, "params", None), macs=getattr(profile, "macs", None), file_bytes=path.stat().st_size,
+    )  # fmt: skip
+    if clf.fixed_batch and batch != clf.fixed_batch:
+        return replace(base, error=f"the model has a fixed batch of {clf.fixed_batch}; batch {batch} not measured")
+    try:
+        x = _inputs((batch, *clf.input_shape))
+        fn, bound = _timed_call(clf, x, config.io_binding)
+        durations = measure(fn, warmup=config.warmup, min_runs=config.iterations, min_seconds=config.duration, clock=clock)
+    except NinEdgeError as exc:
+        return replace(base, error=str(exc))
+    except Exception as exc:  # onnxruntime reports allocation failures as generic runtime errors
+        if not _is_oom(exc):
+            raise
+        return replace(base, error=f"out of memory at batch {batch}")
+    return replace(_row_from(summarize(durations), base=base, batch=batch, macs=base.macs), io_binding=bound)
+
+
+def _bench_torch(name, batch, config, profile, threads, clock) -> Row:
+    torch.set_num_threads(threads)
+    model = create_model(name, input_size=config.input_size).eval()
+    x = torch.from_numpy(_inputs((batch, model.in_channels, config.input_size, config.input_size)))
+    base = Row(model=name, backend="torch", provider="eager", precision="fp32", batch_size=batch,
+               params=profile.params, macs=profile.macs, file_bytes=None)  # fmt: skip
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    try:
+        durations = measure(run, warmup=config.warmup, min_runs=config.iterations, min_seconds=config.duration, clock=clock)
+    except RuntimeError as exc:
+        if not _is_oom(exc):
+            raise
+        return replace(base, error=f"out of memory at batch {batch}")
+    return _row_from(summarize(durations), base=base, batch=batch, macs=profile.macs)
+
+
+def _relate(rows: list[Row]) -> list[Row]:
+    """Add each row's latency ratio to NiN's and the runtime's speed-up over PyTorch eager."""
+    def key(r: Row) -> tuple:
+        return (r.backend, r.provider, r.precision, r.batch_size)
+
+    nin = {key(r): r.p50_ms for r in rows if r.model == "nin" and r.p50_ms}
+    eager = {(r.model, r.batch_size): r.p50_ms for r in rows if r.backend == "torch" and r.p50_ms}
+    out = []
+    for r in rows:
+        vs_nin = r.p50_ms / nin[key(r)] if r.p50_ms and key(r) in nin else None
+        speedup = eager[(r.model, r.batch_size)] / r.p50_ms if r.backend == "onnxruntime" and r.p50_ms and (r.model, r.batch_size) in eager else None
+        out.append(replace(r, vs_nin=vs_nin, speedup_vs_torch=speedup))
+    return out
+
+
+def plot_report(report: BenchReport, path: Path) -> None:
+    """Latency against batch size per model and provider, and a parameter / MAC bar chart, in one PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'nin-edge[plot]'") from None
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in report.results:
+        if r.p50_ms is not None:
+            series.setdefault(f"{r.model} {r.backend}/{r.provider} {r.precision}", []).append((r.batch_size, r.p50_ms))
+    for label, points in series.items():
+        points.sort()
+        ax1.plot([b for b, _ in points], [ms for _, ms in points], "o-", label=label)
+    ax1.set(xscale="log", yscale="log", xlabel="batch size", ylabel="p50 latency (ms)", title="latency")
+    ax1.legend(fontsize=7)
+    models = {}
+    for r in report.results:
+        if r.params:
+            models[r.model] = (r.params, r.macs)
+    names = list(models)
+    xs = np.arange(len(names))
+    ax2.bar(xs - 0.2, [models[n][0] / 1e6 for n in names], 0.4, label="parameters (M)")
+    ax2.bar(xs + 0.2, [models[n][1] / 1e9 for n in names], 0.4, label="GMACs per image")
+    ax2.set(xticks=xs, yscale="log", title="size and compute")
+    ax2.set_xticklabels(names)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
