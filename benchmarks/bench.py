@@ -26,7 +26,7 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import ConfigError, NinEdgeError
 from nin_edge.runtime.files import atomic_output
 from nin_edge.runtime.metadata import toolkit_version
-from nin_edge.runtime.providers import ALIASES, CPU, missing_provider_message
+from nin_edge.runtime.providers import ALIASES, CPU, TENSORRT, missing_provider_message
 from nin_edge.runtime.report import Report, format_pairs, format_table
 
 from .timing import Clock, LatencyStats, measure, summarize
@@ -64,6 +64,7 @@ class BenchConfig:
     threads: int | None = None
     fallback: bool = False
     io_binding: bool = True
+    trt_fp16: bool = False
     pause: float = 0.2
     cache_dir: str | None = None
 
@@ -256,6 +257,8 @@ def run_bench(
             entries.append((name, precision, cached_export(name, config.input_size, precision, cache), profile))
     entries.extend((Path(p).stem, "as given", Path(p), None) for p in config.model_path)
 
+    engines = cache / "trt-engines"
+    engines.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     for provider in config.provider:
         for name, precision, path, profile in entries:
@@ -263,12 +266,15 @@ def run_bench(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # a fallback is reported below instead
                     clf = Classifier(path, provider, fallback=config.fallback, threads=threads,
-                                     max_batch=max(config.batch_sizes), labels=foreign_labels(path))  # fmt: skip
+                                     max_batch=max(config.batch_sizes), labels=foreign_labels(path),
+                                     fp16=config.trt_fp16, engine_cache_dir=str(engines))  # fmt: skip
             except NinEdgeError as exc:
                 rows.extend(_error_rows(name, provider, precision, config, profile, path, str(exc)))
                 continue
             if clf.fallback_reason:
                 say(f"warning: {clf.fallback_reason}")
+            if config.trt_fp16 and clf.providers[0] == TENSORRT:
+                precision = f"{precision}+trt-fp16"
             for batch in config.batch_sizes:
                 say(f"{name} on {clf.providers[0]} ({precision}), batch {batch}")
                 rows.append(_bench_one(clf, name, precision, batch, config, profile, path, clock))

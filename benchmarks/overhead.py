@@ -1,0 +1,157 @@
+"""What the runtime adds on top of onnxruntime: warm per-call overhead and cold-start cost.
+
+``python -m nin_edge.benchmarks.overhead MODEL.onnx`` compares, on the same file,
+``Classifier.logits`` with a bare ``InferenceSession.run`` (interleaved blocks, so drift hits both
+alike), and a fresh process that imports the runtime, loads the model and classifies one 28x28
+image with a fresh process doing the same with bare onnxruntime and numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from nin_edge.runtime.cli_common import format_option, one_line_errors
+from nin_edge.runtime.report import Report, format_pairs
+
+_BARE = """
+import sys, numpy as np, onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+x = np.repeat(np.repeat(img, 8, 0), 8, 1)[None, None].astype(np.float32) / 255
+print(int(s.run(None, {"input": x})[0].argmax()))
+"""
+
+_RUNTIME = """
+import sys, numpy as np
+from nin_edge.runtime import Classifier
+c = Classifier(sys.argv[1], "cpu")
+img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+print(c.classify(img)[0][0].index)
+"""
+
+
+@dataclass(frozen=True)
+class OverheadReport(Report):
+    """Warm latency and cold start of the runtime against bare onnxruntime."""
+
+    model: str
+    batch_size: int
+    bare_run_ms: float
+    runtime_logits_ms: float
+    warm_overhead_pct: float
+    bare_cold_s: float
+    runtime_cold_s: float
+    cold_overhead_pct: float
+    bare_peak_rss_mb: float
+    runtime_peak_rss_mb: float
+    rss_overhead_pct: float
+    cold_repeats: int
+
+    def to_table(self) -> str:
+        return format_pairs(
+            [
+                ("model", self.model),
+                (f"warm, batch {self.batch_size}", f"bare run {self.bare_run_ms:.2f} ms, Classifier.logits "
+                 f"{self.runtime_logits_ms:.2f} ms ({self.warm_overhead_pct:+.1f}%)"),
+                ("cold start", f"bare {self.bare_cold_s:.3f} s, runtime {self.runtime_cold_s:.3f} s "
+                 f"({self.cold_overhead_pct:+.1f}%), medians of {self.cold_repeats}"),
+                ("peak RSS", f"bare {self.bare_peak_rss_mb:.0f} MB, runtime {self.runtime_peak_rss_mb:.0f} MB "
+                 f"({self.rss_overhead_pct:+.1f}%)"),
+            ]
+        )  # fmt: skip
+
+
+def warm_latency(model: str, batch_size: int = 1, blocks: int = 10, runs: int = 30) -> tuple[float, float]:
+    """Median latency (ms) of a bare ``session.run`` and of ``Classifier.logits`` on the same file.
+
+    Both use onnxruntime's default session options, so the difference is the runtime's own code.
+    """
+    import onnxruntime as ort
+
+    from nin_edge.runtime import Classifier
+
+    bare = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    clf = Classifier(model, "cpu")
+    x = np.random.default_rng(0).random((batch_size, *clf.input_shape), dtype=np.float32)
+    fns = {"bare": lambda: bare.run(None, {"input": x}), "runtime": lambda: clf.logits(x)}
+    times: dict[str, list[float]] = {"bare": [], "runtime": []}
+    for fn in fns.values():
+        for _ in range(5):
+            fn()
+    for block in range(blocks):
+        order = ("bare", "runtime") if block % 2 == 0 else ("runtime", "bare")
+        for name in order:
+            for _ in range(runs):
+                t0 = time.perf_counter_ns()
+                fns[name]()
+                times[name].append((time.perf_counter_ns() - t0) / 1e6)
+    return statistics.median(times["bare"]), statistics.median(times["runtime"])
+
+
+def _run_child(code: str, model: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a fresh Python process running ``code``."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code, model], stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cold-start child exited with {proc.returncode}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def cold_start(model: str, repeats: int = 7) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median (wall s, peak RSS MB) of fresh bare and runtime processes, run alternately."""
+    bare, runtime = [], []
+    for _ in range(repeats):
+        bare.append(_run_child(_BARE, model))
+        runtime.append(_run_child(_RUNTIME, model))
+
+    def med(rows: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+    return med(bare), med(runtime)
+
+
+def measure_overhead(model: str, batch_size: int = 1, repeats: int = 7) -> OverheadReport:
+    """Both measurements for ``model``."""
+    bare_ms, rt_ms = warm_latency(model, batch_size)
+    (bare_s, bare_mb), (rt_s, rt_mb) = cold_start(model, repeats)
+    return OverheadReport(
+        model=str(Path(model)),
+        batch_size=batch_size,
+        bare_run_ms=bare_ms,
+        runtime_logits_ms=rt_ms,
+        warm_overhead_pct=100 * (rt_ms / bare_ms - 1),
+        bare_cold_s=bare_s,
+        runtime_cold_s=rt_s,
+        cold_overhead_pct=100 * (rt_s / bare_s - 1),
+        bare_peak_rss_mb=bare_mb,
+        runtime_peak_rss_mb=rt_mb,
+        rss_overhead_pct=100 * (rt_mb / bare_mb - 1),
+        cold_repeats=repeats,
+    )
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True, help="Cold-start processes of each kind.")
+@format_option("table", "json")
+@one_line_errors
+def main(model: str, batch_size: int, repeats: int, fmt: str) -> None:
+    """Measure the runtime's warm and cold-start overhead against bare onnxruntime on MODEL."""
+    click.echo(measure_overhead(model, batch_size, repeats).render(fmt))
+
+
+if __name__ == "__main__":
+    main()
