@@ -7,6 +7,7 @@ by model, opset, input size, precision and toolkit version; timing goes through
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -21,6 +22,7 @@ import onnxruntime as ort
 import torch
 
 from nin_edge.export import ExportConfig, run_export
+from nin_edge.export.precision import PRECISIONS
 from nin_edge.models import ModelProfile, create_model, list_models, profile_model
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import ConfigError, NinEdgeError
@@ -31,7 +33,6 @@ from nin_edge.runtime.report import Report, format_pairs, format_table
 
 from .timing import Clock, LatencyStats, measure, summarize
 
-PRECISIONS = ("fp32",)
 OPSET = 17
 TABLE_COLUMNS = (
     "model", "backend", "provider", "precision", "batch_size", "params", "macs", "p50_ms", "p90_ms", "p99_ms",
@@ -65,6 +66,7 @@ class BenchConfig:
     fallback: bool = False
     io_binding: bool = True
     trt_fp16: bool = False
+    calibration_data: str = "synthetic"
     pause: float = 0.2
     cache_dir: str | None = None
 
@@ -144,6 +146,7 @@ class BenchReport(Report):
                 ("providers", ", ".join(env["providers_available"])),
                 ("matmul peak", f"{env['matmul_peak_gflops']:.1f} GFLOP/s (torch sgemm 2048, measured in this run)"),
             ]
+            + ([("int8 calibration", env["int8_calibration"])] if env.get("int8_calibration") else [])
         )
         rows = [{c: r.get(c) for c in TABLE_COLUMNS} for r in self.rows()]
         shown = [c for c in TABLE_COLUMNS if any(row[c] is not None for row in rows)]
@@ -201,15 +204,27 @@ def environment(config: BenchConfig) -> dict:
         "providers_available": ort.get_available_providers(),
         "matmul_peak_gflops": matmul_peak_gflops(threads),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "int8_calibration": config.calibration_data if "int8" in config.precision else None,
     }
 
 
-def cached_export(name: str, input_size: int, precision: str, cache_dir: Path) -> Path:
-    """The exported model from the cache, exported (and verified) first if it is not there yet."""
+def cached_export(name: str, input_size: int, precision: str, cache_dir: Path, calibration_data: str = "synthetic") -> Path:
+    """The exported model from the cache, exported (and verified) first if it is not there yet.
+
+    The key holds model, opset, input size, precision and toolkit version, and for INT8 a digest
+    of the calibration source, since other calibration images give another model.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{precision}-v{toolkit_version()}.onnx"
+    tag = precision
+    if precision == "int8":
+        tag += "-" + hashlib.sha256(str(calibration_data).encode()).hexdigest()[:8]
+    path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{tag}-v{toolkit_version()}.onnx"
     if not path.is_file():
-        run_export(ExportConfig(model=name, opset=OPSET, output=str(path), input_size=input_size, check_batch_sizes=(1,)))
+        run_export(
+            ExportConfig(model=name, opset=OPSET, output=str(path), input_size=input_size, check_batch_sizes=(1,),
+                         precision=precision, calibration_data=calibration_data if precision == "int8" else None,
+                         eval_size=64, min_agreement=0.0)
+        )  # fmt: skip  (speed rows: accuracy is judged by nin-export and nin-eval, not here)
     return path
 
 
@@ -254,7 +269,8 @@ def run_bench(
         profile = profile_model(create_model(name, input_size=config.input_size))
         for precision in config.precision:
             say(f"exporting {name} ({precision}) into the cache {cache}")
-            entries.append((name, precision, cached_export(name, config.input_size, precision, cache), profile))
+            path = cached_export(name, config.input_size, precision, cache, config.calibration_data)
+            entries.append((name, precision, path, profile))
     entries.extend((Path(p).stem, "as given", Path(p), None) for p in config.model_path)
 
     engines = cache / "trt-engines"

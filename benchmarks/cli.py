@@ -28,6 +28,8 @@ _B = BenchConfig()
 @click.option("--threads", type=int, default=None, help="CPU threads [default: all cores].")
 @click.option("--fallback", is_flag=True, help="Use the next provider instead of failing when one is missing.")
 @click.option("--io-binding/--no-io-binding", default=_B.io_binding, show_default=True, help="Keep GPU inputs on the device.")
+@click.option("--calibration-data", default=_B.calibration_data, show_default=True,
+              help="Calibration images for INT8 rows (see nin-export); the report names it.")
 @click.option("--trt-fp16", is_flag=True, help="Let TensorRT build FP16 engines (rows say fp32+trt-fp16).")
 @click.option("--pause", type=float, default=_B.pause, show_default=True, help="Seconds of rest between configurations.")
 @click.option("--cache-dir", type=click.Path(), default=None, help="Where exported models are cached [default: ~/.cache/nin-edge].")

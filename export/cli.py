@@ -8,6 +8,7 @@ from nin_edge.models import list_models
 from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
 
 from .pipeline import ExportConfig, run_export
+from .precision import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS
 from .steps import MAX_OPSET, MIN_OPSET
 
 _DEFAULTS = ExportConfig()
@@ -31,6 +32,17 @@ _DEFAULTS = ExportConfig()
 )
 @click.option("--atol", type=float, default=_DEFAULTS.atol, show_default=True, help="Largest absolute logit difference allowed.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Seed of the random init and parity inputs.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision, show_default=True)
+@click.option("--calibration-data", default=None, help="INT8 calibration: IDX folder, image folder, .npy, or 'synthetic'.")
+@click.option("--calibration-size", type=int, default=_DEFAULTS.calibration_size, show_default=True)
+@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default=_DEFAULTS.calibration_method, show_default=True)
+@click.option("--int8-target", type=click.Choice(INT8_TARGETS), default=_DEFAULTS.int8_target, show_default=True,
+              help="cpu: U8S8 QDQ; tensorrt: symmetric S8S8 QDQ.")
+@click.option("--eval-data", default=None, help="Fashion-MNIST folder whose test split judges a reduced precision.")
+@click.option("--eval-size", type=int, default=_DEFAULTS.eval_size, show_default=True)
+@click.option("--min-agreement", type=float, default=_DEFAULTS.min_agreement, show_default=True,
+              help="Lowest top-1 agreement with FP32 a reduced precision may have.")
+@click.option("--provider", default=_DEFAULTS.provider, show_default=True, help="Where reduced-precision latency is measured.")
 @format_option("table", "json")
 @one_line_errors
 def main(fmt: str, **options: object) -> None:

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nin_edge.models import FASHION_MNIST_CLASSES, ZooModel, create_model, load_weights, profile_model
+from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.files import atomic_output, check_writable
 from nin_edge.runtime.metadata import ModelMetadata
 from nin_edge.runtime.report import Report, format_pairs, format_table
 
+from .precision import (
+    CALIBRATION_METHODS,
+    INT8_TARGETS,
+    MIN_INT8_OPSET,
+    PRECISIONS,
+    CalibrationSet,
+    convert_fp16,
+    load_images,
+    quantize_int8,
+)
 from .steps import ParityResult, check_graph, check_opset, check_parity, export_onnx, simplify, write_metadata
 
 
@@ -33,6 +46,15 @@ class ExportConfig:
     check_batch_sizes: tuple[int, ...] = (1, 2, 7)
     atol: float = 1e-4
     seed: int = 0
+    precision: str = "fp32"
+    calibration_data: str | None = None
+    calibration_size: int = 300
+    calibration_method: str = "minmax"
+    int8_target: str = "cpu"
+    eval_data: str | None = None
+    eval_size: int = 1000
+    min_agreement: float = 0.99
+    provider: str = "cpu"
 
     @property
     def output_path(self) -> Path:
@@ -49,6 +71,24 @@ class ExportConfig:
             )
         if not isinstance(self.atol, (int, float)) or not math.isfinite(self.atol) or self.atol <= 0:
             raise ConfigError(f"atol must be a positive number, got {self.atol!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "int8":
+            if not self.calibration_data:
+                raise ConfigError(
+                    "INT8 needs calibration images: --calibration-data DIR (Fashion-MNIST IDX files, images or .npy), "
+                    "or --calibration-data synthetic to accept uniform noise (recorded in the model)"
+                )
+            if self.opset < MIN_INT8_OPSET:
+                raise ConfigError(f"INT8 with per-channel weights needs opset {MIN_INT8_OPSET} or newer, got {self.opset}")
+            if self.calibration_method not in CALIBRATION_METHODS:
+                raise ConfigError(
+                    f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.calibration_method!r}"
+                )
+            if self.int8_target not in INT8_TARGETS:
+                raise ConfigError(f"int8 target must be one of {', '.join(INT8_TARGETS)}, got {self.int8_target!r}")
+        if not 0 <= self.min_agreement <= 1:
+            raise ConfigError(f"min agreement must be in [0, 1], got {self.min_agreement!r}")
         check_writable(self.output_path)
 
 
@@ -73,6 +113,8 @@ class ExportSummary(Report):
     parity: ParityResult
     seconds: float = 0.0
     labels: tuple[str, ...] = field(default=())
+    precision: str = "fp32"
+    reduced: PrecisionReport | None = None
 
     def rows(self) -> list[dict]:
         flat = {k: v for k, v in self.to_dict().items() if not isinstance(v, (dict, list))}
@@ -86,6 +128,7 @@ class ExportSummary(Report):
             ("output", self.output),
             ("weights", self.weights),
             ("opset", self.opset),
+            ("precision", self.precision),
             ("input", f"float32 (batch, {self.in_channels}, {self.input_size}, {self.input_size})"),
             ("classes", self.num_classes),
             ("parameters", self.params),
@@ -97,11 +140,14 @@ class ExportSummary(Report):
             ("time", f"{self.seconds:.2f} s"),
         ]  # fmt: skip
         verdict = "passed" if self.parity.passed else "FAILED"
-        return (
+        text = (
             format_pairs(pairs)
-            + f"\n\nparity against PyTorch ({self.parity.provider}, atol {self.parity.atol:g}): {verdict}\n"
+            + f"\n\nparity of the FP32 graph against PyTorch ({self.parity.provider}, atol {self.parity.atol:g}): {verdict}\n"
             + format_table(self.parity.rows())
         )
+        if self.reduced is not None:
+            text += f"\n\n{self.precision} against FP32\n" + self.reduced.to_table()
+        return text
 
 
 def class_labels(num_classes: int) -> tuple[str, ...]:
@@ -126,37 +172,147 @@ def build_model(config: ExportConfig) -> tuple[ZooModel, str]:
     return model, f"random-init seed {config.seed}"
 
 
+@dataclass(frozen=True)
+class PrecisionReport(Report):
+    """A reduced-precision model against its FP32 source on the same images."""
+
+    precision: str
+    calibration: str
+    eval_images: str
+    images: int
+    top1_agreement: float
+    max_abs_err: float
+    mean_abs_err: float
+    accuracy_fp32: float | None
+    accuracy_reduced: float | None
+    fp32_bytes: int
+    reduced_bytes: int
+    provider: str
+    latency_ms: dict[str, dict[str, float]]
+
+    def to_table(self) -> str:
+        lat = self.latency_ms
+        pairs = [
+            ("precision", self.precision),
+            ("calibration", self.calibration or "-"),
+            ("compared on", f"{self.images} images ({self.eval_images})"),
+            ("top-1 agreement", f"{self.top1_agreement:.4f}"),
+            ("logit error", f"max {self.max_abs_err:.4g}, mean {self.mean_abs_err:.4g}"),
+            ("file size", f"{self.reduced_bytes:,} bytes, {100 * self.reduced_bytes / self.fp32_bytes:.1f}% of FP32"),
+        ]
+        if self.accuracy_fp32 is not None:
+            pairs.append(("accuracy", f"fp32 {self.accuracy_fp32:.4f}, {self.precision} {self.accuracy_reduced:.4f}"))
+        for batch in lat["fp32"]:
+            fp32, red = lat["fp32"][batch], lat[self.precision][batch]
+            pairs.append((f"latency batch {batch}", f"fp32 {fp32:.2f} ms, {self.precision} {red:.2f} ms "
+                          f"({fp32 / red:.2f}x) on {self.provider}"))  # fmt: skip
+        return format_pairs(pairs)
+
+
+def _median_ms(clf, x: np.ndarray, runs: int = 15) -> float:
+    """Median latency of ``clf.logits(x)`` after two warm-up calls (a quick figure, not a benchmark)."""
+    for _ in range(2):
+        clf.logits(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        clf.logits(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def compare_precision(
+    *, fp32_path: Path, reduced_path: Path, precision: str, images: CalibrationSet, calibration: str, provider: str
+) -> PrecisionReport:
+    """Agreement, logit error, accuracy, size and latency of ``reduced_path`` against ``fp32_path``."""
+    fp32 = Classifier(fp32_path, provider)
+    reduced = Classifier(reduced_path, provider)
+    a = fp32.logits(images.images)
+    b = reduced.logits(images.images)
+    err = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    acc = (lambda logits: float(np.mean(logits.argmax(1) == images.labels))) if images.labels is not None else None
+    latency: dict[str, dict[str, float]] = {"fp32": {}, precision: {}}
+    for batch in (1, 8):
+        x = images.images[:batch] if len(images.images) >= batch else np.repeat(images.images[:1], batch, axis=0)
+        latency["fp32"][str(batch)] = _median_ms(fp32, x)
+        latency[precision][str(batch)] = _median_ms(reduced, x)
+    return PrecisionReport(
+        precision=precision,
+        calibration=calibration,
+        eval_images=images.source,
+        images=len(images.images),
+        top1_agreement=float(np.mean(a.argmax(1) == b.argmax(1))),
+        max_abs_err=float(err.max()),
+        mean_abs_err=float(err.mean()),
+        accuracy_fp32=acc(a) if acc else None,
+        accuracy_reduced=acc(b) if acc else None,
+        fp32_bytes=fp32_path.stat().st_size,
+        reduced_bytes=reduced_path.stat().st_size,
+        provider=reduced.providers[0],
+        latency_ms=latency,
+    )
+
+
+def _reduce(config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMetadata) -> PrecisionReport:
+    """Write the INT8 or FP16 variant of ``fp32_path`` to ``out`` and compare the two."""
+    size, channels = config.input_size, config.in_channels
+    calibration = ""
+    if config.precision == "int8":
+        calib = load_images(config.calibration_data, size=size, channels=channels, limit=config.calibration_size,
+                            split="train", seed=config.seed)  # fmt: skip
+        quantize_int8(fp32_path=fp32_path, output=out, calibration=calib, method=config.calibration_method,
+                      target=config.int8_target)  # fmt: skip
+        calibration = f"{config.calibration_method} on {calib.source}; target {config.int8_target}"
+    else:
+        convert_fp16(fp32_path=fp32_path, output=out)
+    write_metadata(path=out, metadata=replace(metadata, precision=config.precision, calibration=calibration))
+    check_graph(path=out, opset=config.opset)
+    source = config.eval_data or config.calibration_data or "synthetic"
+    images = load_images(source, size=size, channels=channels, limit=config.eval_size,
+                         split="test" if config.eval_data else "train", seed=config.seed + 1)  # fmt: skip
+    report = compare_precision(fp32_path=fp32_path, reduced_path=out, precision=config.precision, images=images,
+                               calibration=calibration, provider=config.provider)  # fmt: skip
+    if report.top1_agreement < config.min_agreement:
+        raise CheckFailedError(
+            f"{config.precision} model agrees with FP32 on {report.top1_agreement:.2%} of {report.images} images, "
+            f"below --min-agreement {config.min_agreement:g}; '{config.output_path}' was not written"
+        )
+    return report
+
+
 def run_export(config: ExportConfig) -> ExportSummary:
     """Export, simplify, check, label and verify one model; the output appears only if all passes.
 
-    Raises a :class:`~nin_edge.runtime.errors.NinEdgeError` subclass for bad options, bad weights or
-    a failed check; an existing file at the output path is then left as it was.
+    With ``precision`` int8 or fp16 the verified FP32 model is converted, labelled and compared
+    with the FP32 one (agreement must reach ``min_agreement``). Raises a
+    :class:`~nin_edge.runtime.errors.NinEdgeError` subclass for bad options, bad weights or a
+    failed check; an existing file at the output path is then left as it was.
     """
     start = time.perf_counter()
     config.validate()
     model, weights = build_model(config)
     profile = profile_model(model, config.input_size)
     labels = class_labels(config.num_classes)
-    with atomic_output(config.output_path) as tmp:
-        exported = export_onnx(model=model, output=tmp, opset=config.opset, input_size=config.input_size)
+    metadata = ModelMetadata(
+        model=config.model,
+        input_size=config.input_size,
+        in_channels=config.in_channels,
+        labels=labels,
+        weights=weights,
+        opset=config.opset,
+    )
+    reduced = None
+    with atomic_output(config.output_path) as tmp, tempfile.TemporaryDirectory() as scratch:
+        fp32_path = tmp if config.precision == "fp32" else Path(scratch) / "fp32.onnx"
+        exported = export_onnx(model=model, output=fp32_path, opset=config.opset, input_size=config.input_size)
         nodes_final = exported.nodes
         if config.simplify:
-            nodes_final = simplify(path=tmp).nodes_after
-        write_metadata(
-            path=tmp,
-            metadata=ModelMetadata(
-                model=config.model,
-                input_size=config.input_size,
-                in_channels=config.in_channels,
-                labels=labels,
-                weights=weights,
-                opset=config.opset,
-            ),
-        )
-        graph = check_graph(path=tmp, opset=config.opset, simplified=config.simplify)
+            nodes_final = simplify(path=fp32_path).nodes_after
+        write_metadata(path=fp32_path, metadata=metadata)
+        graph = check_graph(path=fp32_path, opset=config.opset, simplified=config.simplify)
         parity = check_parity(
             model=model,
-            onnx_path=tmp,
+            onnx_path=fp32_path,
             batch_sizes=tuple(config.check_batch_sizes),
             atol=config.atol,
             input_size=config.input_size,
@@ -168,6 +324,9 @@ def run_export(config: ExportConfig) -> ExportSummary:
                 f"parity check failed: max abs error {worst.max_abs_err:.3g} at batch {worst.batch_size} "
                 f"exceeds atol {config.atol:g}; '{config.output_path}' was not written"
             )
+        if config.precision != "fp32":
+            reduced = _reduce(config, fp32_path, tmp, metadata)
+            graph = check_graph(path=tmp, opset=config.opset)
         file_bytes = tmp.stat().st_size
     return ExportSummary(
         model=config.model,
@@ -187,4 +346,6 @@ def run_export(config: ExportConfig) -> ExportSummary:
         parity=parity,
         seconds=time.perf_counter() - start,
         labels=labels,
+        precision=config.precision,
+        reduced=reduced,
     )

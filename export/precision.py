@@ -1,0 +1,195 @@
+"""Reduced-precision variants of an exported model: INT8 (static, calibrated) and FP16.
+
+INT8 uses onnxruntime's own quantizer (``quant_pre_process`` then ``quantize_static`` with
+per-channel weights) fed by a ``CalibrationDataReader`` over real images; FP16 uses the converter
+that ships inside onnxruntime (``onnxruntime.transformers.float16``) with float32 inputs and
+outputs kept, so apps feed the same arrays. Both keep the symbolic batch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader
+
+from nin_edge.models.data import load_split
+from nin_edge.runtime.errors import ConfigError, InputError
+from nin_edge.runtime.metadata import Preprocessing
+from nin_edge.runtime.preprocess import preprocess_image, read_image
+from nin_edge.runtime.report import Report
+
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+INT8_TARGETS = ("cpu", "tensorrt")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Per-channel QDQ needs opset 13 (the axis attribute of QuantizeLinear).
+MIN_INT8_OPSET = 13
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Model-ready calibration (or evaluation) images, their labels if known, and where they came from."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    source: str
+
+
+def load_images(
+    source: str,
+    *,
+    size: int,
+    channels: int,
+    limit: int,
+    split: str = "train",
+    seed: int = 0,
+    pre: Preprocessing | None = None,
+) -> CalibrationSet:
+    """Images for calibration or evaluation, preprocessed exactly as the runtime does.
+
+    ``source`` is ``synthetic`` (uniform noise, flagged as such), a folder with Fashion-MNIST IDX
+    files (``split`` of it), a folder of image files, or a ``.npy`` file / folder of ``.npy`` batches
+    (uint8: one (H,W) image or an (N,H,W[,C]) stack; or model-ready float32 (N,C,H,W) tensors).
+    """
+    pre = pre or Preprocessing()
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise ConfigError(f"calibration size must be a positive whole number, got {limit!r}")
+    if source == "synthetic":
+        rng = np.random.default_rng(seed)
+        images = rng.random((limit, channels, size, size), dtype=np.float32)
+        return CalibrationSet(images, None, f"synthetic: {limit} uniform-noise images, seed {seed}")
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"calibration data '{source}' does not exist; give a folder of IDX files, images or .npy, or 'synthetic'")
+
+    def prep(raw: list[np.ndarray]) -> np.ndarray:
+        return np.stack([preprocess_image(im, channels=channels, size=size, pre=pre, where=f"'{source}'") for im in raw])
+
+    if path.is_dir() and any(path.glob("*-idx3-ubyte*")) or (path / "FashionMNIST" / "raw").is_dir():
+        data = load_split(path, split)
+        take = min(limit, len(data))
+        return CalibrationSet(prep(list(data.images[:take])), data.labels[:take], f"Fashion-MNIST {split} split of '{source}', first {take} images")
+    npys = [path] if path.suffix == ".npy" else sorted(path.glob("*.npy")) if path.is_dir() else []
+    if npys:
+        batches = []
+        for f in npys:
+            try:
+                arr = np.load(f, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise InputError(f"cannot read calibration array '{f}': {str(exc).splitlines()[0]}") from None
+            if arr.dtype == np.float32:
+                if arr.ndim != 4 or arr.shape[1:] != (channels, size, size):
+                    raise InputError(f"calibration array '{f}': expected float32 (N,{channels},{size},{size}), got {tuple(arr.shape)}")
+                batches.append(arr)
+            elif arr.dtype == np.uint8:
+                # A uint8 .npy is one (H,W) image or a stack: (N,H,W) or (N,H,W,C).
+                batches.append(prep([arr] if arr.ndim == 2 else list(arr)))
+            else:
+                raise InputError(f"calibration array '{f}': expected uint8 images or float32 tensors, got {arr.dtype}")
+        images = np.concatenate(batches)[:limit]
+        return CalibrationSet(images, None, f"{len(images)} images from .npy in '{source}'")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
+    if not files:
+        raise ConfigError(f"calibration data '{source}' holds no IDX files, images or .npy arrays")
+    images = prep([read_image(f) for f in files[:limit]])
+    return CalibrationSet(images, None, f"{len(images)} image files from '{source}'")
+
+
+class _Reader(CalibrationDataReader):
+    """Feeds the calibration images to onnxruntime's calibrator in small batches."""
+
+    def __init__(self, images: np.ndarray, input_name: str, batch: int = 16) -> None:
+        self.images, self.input_name, self.batch = images, input_name, batch
+        self._it: Iterator[dict] | None = None
+
+    def get_next(self) -> dict | None:
+        if self._it is None:
+            self._it = ({self.input_name: self.images[i : i + self.batch]} for i in range(0, len(self.images), self.batch))
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = None
+
+
+@dataclass(frozen=True)
+class QuantizeResult(Report):
+    """What the INT8 conversion did."""
+
+    path: str
+    target: str
+    quant_format: str
+    activation_type: str
+    weight_type: str
+    calibration: str
+    method: str
+    seconds: float
+
+
+def quantize_int8(
+    *,
+    fp32_path: str | os.PathLike,
+    output: str | os.PathLike,
+    calibration: CalibrationSet,
+    method: str = "minmax",
+    target: str = "cpu",
+    input_name: str = "input",
+) -> QuantizeResult:
+    """Static INT8 quantization of ``fp32_path`` into ``output`` (QDQ, per-channel weights).
+
+    ``target="cpu"``: unsigned activations and signed weights (U8S8) with ``reduce_range``, which
+    avoids the saturation of the VPMADDUBSW path on AVX2 CPUs at no cost in speed on others.
+    ``target="tensorrt"``: symmetric signed activations and weights (S8S8), what TensorRT needs.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    if target not in INT8_TARGETS:
+        raise ConfigError(f"int8 target must be one of {', '.join(INT8_TARGETS)}, got {target!r}")
+    start = time.perf_counter()
+    trt = target == "tensorrt"
+    activation = QuantType.QInt8 if trt else QuantType.QUInt8
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            model_input=str(prepared),
+            model_output=str(output),
+            calibration_data_reader=_Reader(calibration.images, input_name),
+            quant_format=QuantFormat.QDQ,
+            activation_type=activation,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=not trt,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],  # fmt: skip
+            extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True},
+        )
+    return QuantizeResult(
+        path=str(output),
+        target=target,
+        quant_format="QDQ",
+        activation_type="int8 symmetric" if trt else "uint8",
+        weight_type="int8 per-channel",
+        calibration=calibration.source,
+        method=method,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def convert_fp16(*, fp32_path: str | os.PathLike, output: str | os.PathLike) -> None:
+    """FP16 weights and compute, float32 input and output kept (so apps feed the same arrays)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    converted = OnnxModel(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True))
+    # The converter appends the input Casts after the nodes that use them; ONNX wants them first.
+    converted.topological_sort()
+    onnx.save(converted.model, str(output))
