@@ -9,9 +9,11 @@ from nin_edge.runtime.cli_common import CommaList, format_option, one_line_error
 
 from .pipeline import ExportConfig, run_export
 from .precision import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS
+from .triton import INSTANCE_KINDS, TritonOptions
 from .steps import MAX_OPSET, MIN_OPSET
 
 _DEFAULTS = ExportConfig()
+_TRITON = TritonOptions()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,9 +45,23 @@ _DEFAULTS = ExportConfig()
 @click.option("--min-agreement", type=float, default=_DEFAULTS.min_agreement, show_default=True,
               help="Lowest top-1 agreement with FP32 a reduced precision may have.")
 @click.option("--provider", default=_DEFAULTS.provider, show_default=True, help="Where reduced-precision latency is measured.")
+@click.option("--triton-repo", type=click.Path(), default=None,
+              help="Also write a Triton model repository (model.onnx, config.pbtxt, labels.txt) here.")
+@click.option("--triton-name", "name", default=_TRITON.name, show_default=True, help="Model name in the repository.")
+@click.option("--max-batch", type=int, default=_TRITON.max_batch, show_default=True, help="Triton max_batch_size (0: no batching).")
+@click.option("--preferred-batch-sizes", type=CommaList(int, positive=True), default=None, help="Dynamic batcher's preferred sizes.")
+@click.option("--queue-delay-us", type=int, default=_TRITON.queue_delay_us, show_default=True)
+@click.option("--instance-count", type=int, default=_TRITON.instance_count, show_default=True)
+@click.option("--instance-kind", type=click.Choice(INSTANCE_KINDS), default=_TRITON.instance_kind, show_default=True)
+@click.option("--tensorrt", is_flag=True, help="Triton: run through the TensorRT accelerator (GPU instances).")
+@click.option("--tensorrt-fp16", is_flag=True, help="Triton: let TensorRT use FP16.")
 @format_option("table", "json")
 @one_line_errors
 def main(fmt: str, **options: object) -> None:
     """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
-    summary = run_export(ExportConfig(**options))
+    triton_fields = ("name", "max_batch", "preferred_batch_sizes", "queue_delay_us", "instance_count", "instance_kind",
+                     "tensorrt", "tensorrt_fp16")  # fmt: skip
+    triton = {k: options.pop(k) for k in triton_fields}
+    triton["preferred_batch_sizes"] = triton["preferred_batch_sizes"] or ()
+    summary = run_export(ExportConfig(**options, triton=TritonOptions(**triton)))
     click.echo(summary.render(fmt))

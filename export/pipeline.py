@@ -28,6 +28,7 @@ from .precision import (
     load_images,
     quantize_int8,
 )
+from .triton import TritonOptions, TritonRepo, check_repository, write_triton_repo
 from .steps import ParityResult, check_graph, check_opset, check_parity, export_onnx, simplify, write_metadata
 
 
@@ -55,6 +56,8 @@ class ExportConfig:
     eval_size: int = 1000
     min_agreement: float = 0.99
     provider: str = "cpu"
+    triton_repo: str | None = None
+    triton: TritonOptions = field(default_factory=TritonOptions)
 
     @property
     def output_path(self) -> Path:
@@ -87,6 +90,9 @@ class ExportConfig:
                 )
             if self.int8_target not in INT8_TARGETS:
                 raise ConfigError(f"int8 target must be one of {', '.join(INT8_TARGETS)}, got {self.int8_target!r}")
+        if self.triton_repo:
+            self.triton.validate()
+            check_repository(self.triton_repo)
         if not 0 <= self.min_agreement <= 1:
             raise ConfigError(f"min agreement must be in [0, 1], got {self.min_agreement!r}")
         check_writable(self.output_path)
@@ -115,6 +121,7 @@ class ExportSummary(Report):
     labels: tuple[str, ...] = field(default=())
     precision: str = "fp32"
     reduced: PrecisionReport | None = None
+    triton: TritonRepo | None = None
 
     def rows(self) -> list[dict]:
         flat = {k: v for k, v in self.to_dict().items() if not isinstance(v, (dict, list))}
@@ -147,6 +154,8 @@ class ExportSummary(Report):
         )
         if self.reduced is not None:
             text += f"\n\n{self.precision} against FP32\n" + self.reduced.to_table()
+        if self.triton is not None:
+            text += f"\n\nTriton model repository: {self.triton.model_dir}\n{self.triton.config_text}"
         return text
 
 
@@ -328,6 +337,10 @@ def run_export(config: ExportConfig) -> ExportSummary:
             reduced = _reduce(config, fp32_path, tmp, metadata)
             graph = check_graph(path=tmp, opset=config.opset)
         file_bytes = tmp.stat().st_size
+    triton = None
+    if config.triton_repo:
+        triton = write_triton_repo(onnx_path=config.output_path, repository=config.triton_repo, options=config.triton,
+                                   labels=labels)  # fmt: skip
     return ExportSummary(
         model=config.model,
         output=str(config.output_path),
@@ -348,4 +361,5 @@ def run_export(config: ExportConfig) -> ExportSummary:
         labels=labels,
         precision=config.precision,
         reduced=reduced,
+        triton=triton,
     )

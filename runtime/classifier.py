@@ -150,6 +150,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def check_top_k(top_k: object, classes: int) -> None:
+    """Refuse a ``top_k`` outside 1..classes."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= classes:
+        raise ConfigError(f"top_k must be a whole number from 1 to {classes}, got {top_k!r}")
+
+
+def top_predictions(logits: np.ndarray, labels: Sequence[str], top_k: int) -> list[list[Prediction]]:
+    """The ``top_k`` most probable classes of each row of ``logits``, best first."""
+    check_top_k(top_k, len(labels))
+    probs = softmax(logits)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    return [
+        [Prediction(label=labels[j], index=int(j), probability=float(row[j])) for j in idx]
+        for row, idx in zip(probs, order)
+    ]
+
+
 class Classifier:
     """Classify images with a model written by ``nin-export``, on onnxruntime.
 
@@ -388,14 +405,8 @@ class Classifier:
 
     def classify(self, batch: object, top_k: int = 1) -> list[list[Prediction]]:
         """The ``top_k`` most probable classes of each image, best first, one list per image."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.labels):
-            raise ConfigError(f"top_k must be a whole number from 1 to {len(self.labels)}, got {top_k!r}")
-        probs = self.probabilities(batch)
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        return [
-            [Prediction(label=self.labels[j], index=int(j), probability=float(row[j])) for j in idx]
-            for row, idx in zip(probs, order)
-        ]
+        check_top_k(top_k, len(self.labels))
+        return top_predictions(self.logits(batch), self.labels, top_k)
 
     def describe(self) -> ModelDescription:
         """The model's metadata, input contract and the providers in use."""

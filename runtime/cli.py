@@ -13,6 +13,7 @@ from .classifier import Classifier, Prediction
 from .cli_common import format_option, one_line_errors
 from .errors import InputError
 from .report import Report, format_table
+from .serve import ServeConfig, TritonClassifier, serve
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,22 @@ def load_inputs(clf: Classifier, paths: list[str]) -> tuple[list[str], np.ndarra
     return names, np.concatenate(tensors)
 
 
-def run_inference(model: str, inputs: list[str], *, provider: str, top_k: int, batch_size: int, fallback: bool) -> InferenceReport:
-    """Classify ``inputs`` with ``model``: the library call behind ``nin-infer``."""
+def run_inference(
+    model: str,
+    inputs: list[str],
+    *,
+    provider: str,
+    top_k: int,
+    batch_size: int,
+    fallback: bool,
+    triton_url: str | None = None,
+    triton_model: str | None = None,
+) -> InferenceReport:
+    """Classify ``inputs`` with ``model``: the library call behind ``nin-infer``.
+
+    With ``triton_url`` the server computes the logits; the local model file still gives the
+    labels and preprocessing, so the answers match in-process inference.
+    """
     with warnings.catch_warnings():
         # The fallback is reported once, in the result, instead of as a Python warning too.
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -85,9 +100,13 @@ def run_inference(model: str, inputs: list[str], *, provider: str, top_k: int, b
     if not 1 <= top_k <= len(clf.labels):
         raise InputError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {top_k}")
     names, batch = load_inputs(clf, inputs)
-    results = tuple(ImageResult(name, tuple(top)) for name, top in zip(names, clf.classify(batch, top_k)))
+    runner, providers = clf, tuple(clf.providers)
+    if triton_url:
+        runner = TritonClassifier(triton_url, triton_model or clf.metadata.model, clf)
+        providers = (f"triton {triton_url}",)
+    results = tuple(ImageResult(name, tuple(top)) for name, top in zip(names, runner.classify(batch, top_k)))
     return InferenceReport(
-        model=clf.metadata.model, providers=tuple(clf.providers), results=results, fallback_reason=clf.fallback_reason
+        model=clf.metadata.model, providers=providers, results=results, fallback_reason=clf.fallback_reason
     )
 
 
@@ -98,6 +117,8 @@ def run_inference(model: str, inputs: list[str], *, provider: str, top_k: int, b
 @click.option("--fallback", is_flag=True, help="Fall back to the next provider (with a warning) if the one asked for is missing.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Largest batch per run.")
+@click.option("--triton-url", default=None, help="Let a Triton server (e.g. http://127.0.0.1:8000) compute the logits.")
+@click.option("--triton-model", default=None, help="Model name on the server [default: the model's own name].")
 @format_option("table", "json", "csv")
 @one_line_errors
 def main(model: str, inputs: tuple[str, ...], fmt: str, **options: object) -> None:
@@ -106,3 +127,23 @@ def main(model: str, inputs: tuple[str, ...], fmt: str, **options: object) -> No
     if report.fallback_reason:
         click.echo(f"warning: {report.fallback_reason}", err=True)
     click.echo(report.render(fmt))
+
+
+_S = ServeConfig()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path())
+@click.option("--name", default=None, help="Model name on the server [default: the model's own name].")
+@click.option("--host", default=_S.host, show_default=True, help="Address to bind; 0.0.0.0 exposes the server.")
+@click.option("--http-port", type=int, default=_S.http_port, show_default=True)
+@click.option("--grpc-port", type=int, default=_S.grpc_port, show_default=True)
+@click.option("--metrics-port", type=int, default=_S.metrics_port, show_default=True)
+@click.option("--max-batch", type=int, default=_S.max_batch, show_default=True, help="Largest batch Triton forms.")
+@click.option("--queue-delay-us", type=int, default=_S.queue_delay_us, show_default=True, help="How long Triton waits to fill a batch.")
+@click.option("--provider", default=_S.provider, show_default=True)
+@click.option("--batch-log", type=click.Path(dir_okay=False), default=None, help="Append each executed batch size to this file.")
+@one_line_errors
+def serve_main(**options: object) -> None:
+    """Serve MODEL with a real Triton Inference Server (PyTriton) until interrupted."""
+    serve(ServeConfig(**options), ready=lambda message: click.echo(message, err=True))

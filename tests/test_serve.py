@@ -1,0 +1,208 @@
+"""Triton: the generated model repository, and nin-serve on a real Triton server (PyTriton)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from nin_edge.export import ExportConfig, run_export
+from nin_edge.export.cli import main as export_cli
+from nin_edge.export.triton import TritonOptions, read_config, write_triton_repo
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.errors import CheckFailedError, ConfigError
+from tests.conftest import assert_one_line_error, run_cli
+
+pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serve extra (tritonclient) is not installed")
+
+SIZE = 72
+
+
+@pytest.fixture(scope="module")
+def model72(tmp_path_factory):
+    from tests.conftest import he_init_nin
+
+    folder = tmp_path_factory.mktemp("serve")
+    ckpt = folder / "nin72.pt"
+    torch.save(he_init_nin(SIZE).state_dict(), ckpt)
+    out = folder / "nin72.onnx"
+    run_export(ExportConfig(weights=str(ckpt), input_size=SIZE, output=str(out), check_batch_sizes=(1,)))
+    return out
+
+
+def test_config_round_trip_matches_the_onnx_file(model72, tmp_path):
+    labels = tuple(f"c{i}" for i in range(10))
+    repo = write_triton_repo(onnx_path=model72, repository=tmp_path / "repo", labels=labels,
+                             options=TritonOptions(name="nin", max_batch=32, preferred_batch_sizes=(4, 8),
+                                                   queue_delay_us=500, instance_count=2))  # fmt: skip
+    cfg = read_config(repo.config_path)
+    model = onnx.load(str(tmp_path / "repo" / "nin" / "1" / "model.onnx"))
+    assert (tmp_path / "repo" / "nin" / "1" / "model.onnx").read_bytes() == model72.read_bytes()
+    assert cfg.name == "nin" and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 32
+    onnx_in = model.graph.input[0].type.tensor_type
+    assert cfg.input[0].name == model.graph.input[0].name == "input"
+    assert list(cfg.input[0].dims) == [d.dim_value for d in onnx_in.shape.dim[1:]] == [1, SIZE, SIZE]
+    assert cfg.output[0].name == "logits" and list(cfg.output[0].dims) == [10]
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    assert pb.DataType.Name(cfg.input[0].data_type) == "TYPE_FP32"
+    assert cfg.output[0].label_filename == "labels.txt"
+    assert (tmp_path / "repo" / "nin" / "labels.txt").read_text().splitlines() == list(labels)
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    assert cfg.instance_group[0].count == 2 and pb.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == "KIND_CPU"
+    assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_tensorrt_accelerator_profile_matches_max_batch(model72, tmp_path):
+    repo = write_triton_repo(onnx_path=model72, repository=tmp_path, labels=(),
+                             options=TritonOptions(max_batch=64, instance_kind="gpu", tensorrt=True, tensorrt_fp16=True))  # fmt: skip
+    (trt,) = read_config(repo.config_path).optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
+    assert trt.parameters["trt_profile_min_shapes"] == f"input:1x1x{SIZE}x{SIZE}"
+    assert trt.parameters["trt_profile_max_shapes"] == f"input:64x1x{SIZE}x{SIZE}"
+
+
+def test_no_batching_keeps_the_batch_axis_in_dims(model72, tmp_path):
+    repo = write_triton_repo(onnx_path=model72, repository=tmp_path, labels=(), options=TritonOptions(max_batch=0))
+    cfg = read_config(repo.config_path)
+    assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [-1, 1, SIZE, SIZE]
+    assert list(cfg.output[0].dims) == [-1, 10] and not cfg.HasField("dynamic_batching")
+
+
+def test_fixed_batch_model_is_refused_for_batching(tmp_path):
+    from tests.test_runtime import foreign_model
+
+    fixed = foreign_model(tmp_path / "fixed.onnx", shape=(1, 1, 8, 8))
+    with pytest.raises(CheckFailedError, match="has a fixed first axis"):
+        write_triton_repo(onnx_path=fixed, repository=tmp_path / "r", labels=(), options=TritonOptions(max_batch=8))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (TritonOptions(max_batch=8, preferred_batch_sizes=(16,)), "must lie in 1..8"),
+        (TritonOptions(tensorrt=True), "the TensorRT accelerator needs --instance-kind gpu"),
+        (TritonOptions(name="a/b"), "must be a plain folder name"),
+        (TritonOptions(instance_kind="tpu"), "instance kind must be cpu or gpu"),
+    ],
+)
+def test_bad_triton_options(model72, tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        write_triton_repo(onnx_path=model72, repository=tmp_path, labels=(), options=options)
+
+
+def test_export_cli_writes_the_repository(tmp_path):
+    result = run_cli(export_cli, ["--input-size", SIZE, "--output", tmp_path / "n.onnx", "--triton-repo", tmp_path / "repo",
+                                  "--max-batch", 16, "--preferred-batch-sizes", "4,8", "--check-batch-sizes", 1])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "Triton model repository" in result.stdout
+    assert read_config(tmp_path / "repo" / "nin" / "config.pbtxt").max_batch_size == 16
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(
+        run_cli(export_cli, ["--input-size", SIZE, "--output", tmp_path / "m.onnx", "--triton-repo", tmp_path / "file"]),
+        "exists and is not a folder",
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def server(model72, tmp_path_factory):
+    pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
+    http, grpc, metrics = free_ports(3)
+    log = tmp_path_factory.mktemp("serve-log") / "batches.txt"
+    exe = Path(sys.executable).with_name("nin-serve")
+    proc = subprocess.Popen(
+        [str(exe), str(model72), "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+         "--max-batch", "16", "--queue-delay-us", "20000", "--batch-log", str(log)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{http}")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if client.is_model_ready("nin"):
+                break
+        except Exception:  # not listening yet
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"nin-serve exited early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("Triton did not become ready in 90 s")
+    yield {"url": f"http://127.0.0.1:{http}", "proc": proc, "log": log, "model": model72}
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_concurrent_requests_are_batched_and_exact(server):
+    import tritonclient.http as httpclient
+
+    clf = Classifier(server["model"], "cpu")
+    rng = np.random.default_rng(0)
+    images = [rng.random((1, 1, SIZE, SIZE), dtype=np.float32) for _ in range(32)]
+    address = server["url"].split("://")[1]
+
+    def ask(x):
+        client = httpclient.InferenceServerClient(url=address)
+        inp = httpclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        return client.infer("nin", [inp]).as_numpy("logits")
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(pool.map(ask, images))
+    for x, got in zip(images, answers):
+        np.testing.assert_allclose(got, clf.logits(x), atol=1e-5)
+    sizes = [int(line) for line in server["log"].read_text().split()]
+    assert sum(sizes) == 32
+    assert max(sizes) > 1, f"no request was batched: {sizes}"
+
+
+def test_nin_infer_through_triton_matches_in_process(server, tmp_path):
+    from nin_edge.runtime.cli import main as infer_cli
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).random((3, 1, SIZE, SIZE), dtype=np.float32))
+    local = run_cli(infer_cli, [server["model"], tmp_path / "x.npy", "--format", "json", "--top-k", 3])
+    remote = run_cli(infer_cli, [server["model"], tmp_path / "x.npy", "--format", "json", "--top-k", 3,
+                                 "--triton-url", server["url"]])  # fmt: skip
+    assert remote.exit_code == 0, remote.stderr
+    import json
+
+    a, b = json.loads(local.stdout), json.loads(remote.stdout)
+    assert b["providers"] == [f"triton {server['url']}"]
+    for ra, rb in zip(a["results"], b["results"]):
+        assert [p["label"] for p in ra["top"]] == [p["label"] for p in rb["top"]]
+        assert [p["probability"] for p in ra["top"]] == pytest.approx([p["probability"] for p in rb["top"]], abs=1e-5)
+    assert_one_line_error(
+        run_cli(infer_cli, [server["model"], tmp_path / "x.npy", "--triton-url", "http://127.0.0.1:1"]), "cannot reach Triton"
+    )
+
+
+def test_server_stops_cleanly(server):
+    proc = server["proc"]
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode is not None
