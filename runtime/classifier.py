@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from .providers import (
     ProviderSpec,
     cuda_options,
     missing_provider_message,
-    model_sha256,
+    sha256_hex,
     plan_providers,
     tensorrt_options,
     validate_gpu_options,
@@ -129,16 +130,16 @@ class ModelDescription(Report):
         )
 
 
-def _read_model(model: str | os.PathLike | bytes) -> tuple[bytes, str]:
+def _model_source(model: str | os.PathLike | bytes) -> tuple[str | bytes, str]:
+    """What onnxruntime should load (a path is passed as is, so no copy is made) and its name."""
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model), "<bytes>"
     path = Path(model)
     if not path.is_file():
         raise ModelFileError(f"model file '{path}' does not exist or is not a file")
-    try:
-        return path.read_bytes(), str(path)
-    except OSError as exc:
-        raise ModelFileError(f"cannot read model file '{path}': {exc.strerror}") from None
+    if not os.access(path, os.R_OK):
+        raise ModelFileError(f"cannot read model file '{path}': permission denied")
+    return str(path), str(path)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -191,9 +192,8 @@ class Classifier:
         provider = provider if isinstance(provider, str) else tuple(provider)
         self.config = RuntimeConfig(provider=provider, **options)  # type: ignore[arg-type]
         self.config.validate()
-        data, self.source = _read_model(model)
-        self._sha256 = model_sha256(data)
-        self._session, self._plan = self._make_session(data)
+        self._model, self.source = _model_source(model)
+        self._session, self._plan = self._make_session(self._model)
         self.providers: list[str] = self._session.get_providers()
         self.fallback_reason: str | None = self._plan.fallback_reason
         self._check_providers_in_use()
@@ -221,7 +221,16 @@ class Classifier:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg.spinning else "0")
         return so
 
-    def _make_session(self, data: bytes) -> tuple[ort.InferenceSession, object]:
+    @functools.cached_property
+    def model_sha256(self) -> str:
+        """sha256 of the model file: the key of the engine and optimised-model caches.
+
+        Computed only when a cache needs it, since hashing costs a cold start time.
+        """
+        data = self._model if isinstance(self._model, bytes) else Path(self._model).read_bytes()
+        return sha256_hex(data)
+
+    def _make_session(self, data: str | bytes) -> tuple[ort.InferenceSession, object]:
         cfg = self.config
         available = ort.get_available_providers()
         # The TensorRT profile needs the input's shape; a light CPU session reads it without building engines.
@@ -230,7 +239,7 @@ class Classifier:
         if TENSORRT in plan.names:
             name, chw = self._probe_input(data)
             builders[TENSORRT] = tensorrt_options(
-                cfg.gpu, input_name=name, chw=chw, model_sha256=self._sha256, ort_version=ort.__version__
+                cfg.gpu, input_name=name, chw=chw, model_sha256=self.model_sha256, ort_version=ort.__version__
             )
             plan = plan_providers(cfg.provider, available, fallback=cfg.fallback, option_builder=builders)
         optimized_path, load_optimized = None, False
@@ -240,7 +249,7 @@ class Classifier:
             folder = Path(cfg.optimized_model_dir)
             if not folder.is_dir():
                 raise ConfigError(f"optimized model folder '{folder}' does not exist; create it first")
-            optimized_path = folder / f"{self._sha256[:16]}-{cfg.graph_optimization}-ort{ort.__version__}.onnx"
+            optimized_path = folder / f"{self.model_sha256[:16]}-{cfg.graph_optimization}-ort{ort.__version__}.onnx"
             load_optimized = optimized_path.is_file()
         source = str(optimized_path) if load_optimized else data
         try:
@@ -255,7 +264,7 @@ class Classifier:
             raise ModelFileError(f"onnxruntime cannot load model '{self.source}': {first}") from None
         return session, plan
 
-    def _probe_input(self, data: bytes) -> tuple[str, tuple[int, int, int]]:
+    def _probe_input(self, data: str | bytes) -> tuple[str, tuple[int, int, int]]:
         so = ort.SessionOptions()
         so.graph_optimization_level = GRAPH_OPTIMIZATION["disable"]
         try:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from importlib import metadata as _dist
 
 from .errors import ModelFileError
 
 
 def toolkit_version() -> str:
     """The installed nin-edge version ("0+unknown" when run from a source tree that is not installed)."""
+    from importlib import metadata as _dist  # imported here: it costs cold-start time and is rarely needed
+
     try:
         return _dist.version("nin-edge")
     except _dist.PackageNotFoundError:

@@ -10,7 +10,6 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata as _dist
 from pathlib import Path
 
 from .errors import ConfigError, ProviderError
@@ -72,6 +71,8 @@ def missing_provider_message(name: str, available: Sequence[str]) -> str:
 
 def trt_library_version() -> str:
     """The installed TensorRT wheel's version, or "unknown" when TensorRT came from elsewhere."""
+    from importlib import metadata as _dist  # only TensorRT sessions need it; keep it off the cold start
+
     for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-libs", "tensorrt-cu12-libs"):
         try:
             return _dist.version(dist)
@@ -196,6 +197,6 @@ def plan_providers(
     return ProviderPlan(requested=requested_label, providers=tuple(wanted), fallback_reason=reason)
 
 
-def model_sha256(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
     """Hex sha256 of a serialised model (the engine and optimised-model cache key)."""
     return hashlib.sha256(data).hexdigest()
