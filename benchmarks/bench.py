@@ -24,6 +24,7 @@ import torch
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.precision import PRECISIONS
 from nin_edge.models import ModelProfile, create_model, list_models, profile_model
+from nin_edge.models.registry import pretrained_fits
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import ConfigError, NinEdgeError
 from nin_edge.runtime.files import atomic_output
@@ -211,17 +212,18 @@ def environment(config: BenchConfig) -> dict:
 def cached_export(name: str, input_size: int, precision: str, cache_dir: Path, calibration_data: str = "synthetic") -> Path:
     """The exported model from the cache, exported (and verified) first if it is not there yet.
 
-    The key holds model, opset, input size, precision and toolkit version, and for INT8 a digest
-    of the calibration source, since other calibration images give another model.
+    The key holds model, opset, input size, precision, weights (shipped or random) and toolkit
+    version, and for INT8 a digest of the calibration source, since other images give another model.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = precision
+    tag = precision + ("-pretrained" if pretrained_fits(name) else "-random")
     if precision == "int8":
         tag += "-" + hashlib.sha256(str(calibration_data).encode()).hexdigest()[:8]
     path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{tag}-v{toolkit_version()}.onnx"
     if not path.is_file():
         run_export(
             ExportConfig(model=name, opset=OPSET, output=str(path), input_size=input_size, check_batch_sizes=(1,),
+                         random_init=not pretrained_fits(name),
                          precision=precision, calibration_data=calibration_data if precision == "int8" else None,
                          eval_size=64, min_agreement=0.0)
         )  # fmt: skip  (speed rows: accuracy is judged by nin-export and nin-eval, not here)

@@ -1,0 +1,93 @@
+"""Which INT8 layout is fastest on this CPU: QDQ or QOperator, U8S8 or S8S8.
+
+``python -m nin_edge.benchmarks.int8_formats`` quantizes one FP32 export four ways with the same
+calibration images, then times each (and FP32) through ``Classifier`` in interleaved rounds, so
+slow drift of the machine hits every variant alike. nin-export's CPU default follows this result.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from nin_edge.export import ExportConfig, run_export
+from nin_edge.export.precision import load_images, quantize_int8
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.report import Report, format_table
+
+VARIANTS = {"QDQ U8S8": ("qdq", "uint8"), "QDQ S8S8": ("qdq", "int8"), "QOperator U8S8": ("qoperator", "uint8"),
+            "QOperator S8S8": ("qoperator", "int8")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FormatReport(Report):
+    """Median latency (ms) per variant and batch size."""
+
+    model: str
+    calibration: str
+    rounds: int
+    results: tuple[dict, ...]
+
+    def rows(self) -> list[dict]:
+        return list(self.results)
+
+    def to_table(self) -> str:
+        return f"{self.model}, calibration: {self.calibration}, {self.rounds} rounds\n" + format_table(self.rows())
+
+
+def compare_formats(
+    *, model: str = "nin", weights: str | None = None, calibration_data: str = "synthetic", batch_sizes=(1, 8, 32),
+    rounds: int = 5, runs: int = 5, calibration_size: int = 200,
+) -> FormatReport:  # fmt: skip
+    """Quantize ``model`` in each variant and time them all against FP32."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        run_export(ExportConfig(model=model, weights=weights, random_init=weights is None, output=str(fp32), check_batch_sizes=(1,)))
+        calib = load_images(calibration_data, size=224, channels=1, limit=calibration_size)
+        paths = {"FP32": fp32}
+        for name, (fmt, act) in VARIANTS.items():
+            paths[name] = Path(tmp) / f"{fmt}-{act}.onnx"
+            quantize_int8(fp32_path=fp32, output=paths[name], calibration=calib, quant_format=fmt, activation=act)
+        clfs = {name: Classifier(p, "cpu", max_batch=max(batch_sizes)) for name, p in paths.items()}
+        rows = []
+        for batch in batch_sizes:
+            x = np.random.default_rng(0).random((batch, 1, 224, 224), dtype=np.float32)
+            times: dict[str, list[float]] = {name: [] for name in clfs}
+            for clf in clfs.values():
+                clf.logits(x)
+            for _ in range(rounds):
+                for name, clf in clfs.items():
+                    for _ in range(runs):
+                        t0 = time.perf_counter()
+                        clf.logits(x)
+                        times[name].append((time.perf_counter() - t0) * 1e3)
+                    time.sleep(0.1)  # onnxruntime's threads spin after a run; let them settle
+            fp32_ms = statistics.median(times["FP32"])
+            for name, values in times.items():
+                ms = statistics.median(values)
+                rows.append({"batch_size": batch, "variant": name, "p50_ms": ms, "speedup_vs_fp32": fp32_ms / ms})
+    return FormatReport(model=model, calibration=calib.source, rounds=rounds, results=tuple(rows))
+
+
+@click.command()
+@click.option("--model", default="nin", show_default=True)
+@click.option("--weights", default=None, help="Checkpoint to quantize [default: random init; speed does not depend on it].")
+@click.option("--calibration-data", default="synthetic", show_default=True)
+@click.option("--batch-sizes", type=CommaList(int, positive=True), default="1,8,32", show_default=True)
+@click.option("--rounds", type=int, default=5, show_default=True)
+@format_option("table", "json", "markdown")
+@one_line_errors
+def main(fmt: str, **options: object) -> None:
+    """Time QDQ/QOperator x U8S8/S8S8 INT8 variants against FP32 on this CPU."""
+    click.echo(compare_formats(**options).render(fmt))
+
+
+if __name__ == "__main__":
+    main()
