@@ -24,10 +24,10 @@ import torch
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.precision import PRECISIONS
 from nin_edge.models import ModelProfile, create_model, list_models, profile_model
+from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.models.registry import pretrained_fits
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import ConfigError, NinEdgeError
-from nin_edge.runtime.files import atomic_output
 from nin_edge.runtime.metadata import toolkit_version
 from nin_edge.runtime.providers import ALIASES, CPU, TENSORRT, missing_provider_message
 from nin_edge.runtime.report import Report, format_pairs, format_table
@@ -408,13 +408,7 @@ def _relate(rows: list[Row]) -> list[Row]:
 
 def plot_report(report: BenchReport, path: Path) -> None:
     """Latency against batch size per model and provider, and a parameter / MAC bar chart, in one PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'nin-edge[plot]'") from None
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     series: dict[str, list[tuple[int, float]]] = {}
@@ -438,6 +432,4 @@ def plot_report(report: BenchReport, path: Path) -> None:
     ax2.set_xticklabels(names)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)

@@ -63,7 +63,8 @@ class ServingReport(Report):
         )
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """``n`` loopback ports that were free a moment ago (the OS picks them)."""
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
@@ -115,7 +116,7 @@ def measure_serving(
         lat, wall = _load(lambda: clf.logits(x), n, seconds)
         rows.append(_row("in-process", n, lat, wall, None))
         time.sleep(0.5)
-    http_port, grpc_port, metrics_port = _free_ports(3)
+    http_port, grpc_port, metrics_port = free_ports(3)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "batches.txt"
         exe = Path(sys.executable).with_name("nin-serve")

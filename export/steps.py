@@ -308,17 +308,3 @@ def check_parity(
         model.train(was_training)
     return ParityResult(atol=atol, provider="CPUExecutionProvider", batches=tuple(rows))
 
-
-__all__ = [
-    "GraphCheck",
-    "OnnxExport",
-    "ParityResult",
-    "ParityRow",
-    "SimplifyResult",
-    "check_graph",
-    "check_opset",
-    "check_parity",
-    "export_onnx",
-    "simplify",
-    "write_metadata",
-]

@@ -10,10 +10,11 @@ import torch
 
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import ConfigError
-from nin_edge.runtime.files import atomic_output, check_writable
+from nin_edge.runtime.files import check_writable
 from nin_edge.runtime.report import Report, format_pairs, format_table
 
 from .checkpoint import load_weights, read_checkpoint
+from .plotting import pyplot, save_png
 from .data import Split, load_split
 from .registry import create_model
 from .train import evaluate_model
@@ -148,13 +149,7 @@ def run_eval(config: EvalConfig) -> EvalResult:
 
 def plot_confusion(result: Scores, path: Path) -> None:
     """Draw the confusion matrix of ``result`` into a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--confusion-png needs matplotlib: pip install 'nin-edge[plot]'") from None
+    plt = pyplot()
     labels = list(result.per_class)
     conf = np.array(result.confusion)
     fig, ax = plt.subplots(figsize=(7, 6))
@@ -166,6 +161,4 @@ def plot_confusion(result: Scores, path: Path) -> None:
             ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=7)
     ax.set_title(f"{Path(result.source).name}: accuracy {result.accuracy:.4f}")
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)

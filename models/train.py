@@ -28,6 +28,7 @@ from nin_edge.runtime.report import Report, format_table
 
 from .checkpoint import load_weights, read_checkpoint
 from .data import Split, load_split, to_model_input
+from .plotting import pyplot, save_png
 from .registry import create_model
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -374,12 +375,9 @@ def _read_training_checkpoint(path: str) -> dict:
 def plot_curves(history: list[EpochStats], path: Path) -> tuple[str | None, tuple[str, ...]]:
     """Draw loss and accuracy per epoch into ``path``; says so when matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None, ("curves not plotted: matplotlib is not installed (pip install 'nin-edge[plot]')",)
+        plt = pyplot()
+    except ConfigError as exc:
+        return None, (f"curves not plotted: {exc}",)
     epochs = [h.epoch for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.plot(epochs, [h.train_loss for h in history], "o-", label="train loss")
@@ -390,7 +388,4 @@ def plot_curves(history: list[EpochStats], path: Path) -> tuple[str | None, tupl
     ax2.set_xlabel("epoch")
     ax2.legend()
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return str(path), ()
+    return save_png(fig, path), ()

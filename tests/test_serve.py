@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import onnx
 import pytest
 import torch
 
+from nin_edge.benchmarks.serving import free_ports
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.cli import main as export_cli
 from nin_edge.export.triton import TritonOptions, read_config, write_triton_repo
@@ -114,16 +114,6 @@ def test_export_cli_writes_the_repository(tmp_path):
         "exists and is not a folder",
     )
     assert not (tmp_path / "m.onnx").exists()
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
