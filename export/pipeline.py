@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from nin_edge.models import FASHION_MNIST_CLASSES, ZooModel, create_model, load_weights, profile_model
+from nin_edge.models.registry import pretrained_fits, pretrained_path
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.files import atomic_output, check_writable
@@ -39,6 +40,7 @@ class ExportConfig:
     model: str = "nin"
     opset: int = 17
     weights: str | None = None
+    random_init: bool = False
     output: str | None = None
     input_size: int = 224
     in_channels: int = 1
@@ -90,6 +92,8 @@ class ExportConfig:
                 )
             if self.int8_target not in INT8_TARGETS:
                 raise ConfigError(f"int8 target must be one of {', '.join(INT8_TARGETS)}, got {self.int8_target!r}")
+        if self.weights and self.random_init:
+            raise ConfigError("--weights and --random-init exclude each other; give one")
         if self.triton_repo:
             self.triton.validate()
             check_repository(self.triton_repo)
@@ -178,7 +182,11 @@ def build_model(config: ExportConfig) -> tuple[ZooModel, str]:
     if config.weights:
         loaded = load_weights(model, config.weights)
         return model, f"sha256:{loaded.sha256}"
-    return model, f"random-init seed {config.seed}"
+    if not config.random_init and pretrained_fits(config.model, config.in_channels, config.num_classes):
+        loaded = load_weights(model, pretrained_path(config.model))
+        return model, f"pretrained {Path(loaded.path).name} sha256:{loaded.sha256}"
+    why = "" if config.random_init else f" (no pretrained weights for {config.model} with {config.in_channels} channel(s), {config.num_classes} classes)"
+    return model, f"random-init seed {config.seed}{why}"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from nin_edge.export import (
 )
 from nin_edge.export.cli import main as export_cli
 from nin_edge.models import FASHION_MNIST_CLASSES, create_model, list_models
+from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -68,7 +69,7 @@ def test_metadata_is_in_the_model(nin_onnx):
     assert json.loads(props["labels"]) == list(FASHION_MNIST_CLASSES)
     assert props["opset"] == "17" and props["input_size"] == "224" and props["in_channels"] == "1"
     assert props["layout"] == "NCHW" and props["precision"] == "fp32"
-    assert props["weights"] == "random-init seed 0"
+    assert props["weights"].startswith("pretrained nin_fashion_mnist.pt sha256:")
     assert json.loads(props["preprocessing"]) == {
         "color": "grayscale", "resize": "bilinear", "scale": 1 / 255, "mean": [0.0], "std": [1.0]}  # fmt: skip
     assert props["toolkit_version"]
@@ -133,9 +134,9 @@ def test_random_init_is_reproducible_and_leaves_global_rng_alone(tmp_path):
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = run_export(ExportConfig(output=str(tmp_path / "a.onnx"), input_size=70, seed=5))
+    a = run_export(ExportConfig(output=str(tmp_path / "a.onnx"), input_size=70, seed=5, random_init=True))
     assert torch.equal(torch.rand(1), before)
-    b = run_export(ExportConfig(output=str(tmp_path / "b.onnx"), input_size=70, seed=5))
+    b = run_export(ExportConfig(output=str(tmp_path / "b.onnx"), input_size=70, seed=5, random_init=True))
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     assert a.weights == "random-init seed 5"
     del b
@@ -227,3 +228,22 @@ def test_bad_batch_sizes_are_refused_by_click(tmp_path):
 def test_config_validates_before_work(tmp_path):
     with pytest.raises(ConfigError, match="check batch sizes must be positive"):
         run_export(ExportConfig(output=str(tmp_path / "n.onnx"), check_batch_sizes=()))
+
+
+def test_default_export_uses_the_shipped_weights(nin_onnx):
+    _, summary = nin_onnx
+    digest = hashlib.sha256(pretrained_path("nin").read_bytes()).hexdigest()
+    assert summary["weights"] == f"pretrained nin_fashion_mnist.pt sha256:{digest}"
+
+
+def test_random_init_flag_and_when_pretrained_does_not_fit(tmp_path):
+    result = run_cli(export_cli, ["--random-init", "--input-size", 70, "--output", tmp_path / "r.onnx", "--format", "json"])
+    assert json.loads(result.stdout)["weights"] == "random-init seed 0"
+    other = run_export(ExportConfig(output=str(tmp_path / "c3.onnx"), input_size=70, in_channels=3))
+    assert other.weights == "random-init seed 0 (no pretrained weights for nin with 3 channel(s), 10 classes)"
+    alex = run_export(ExportConfig(model="alexnet", output=str(tmp_path / "a.onnx"), input_size=65))
+    assert alex.weights.startswith("random-init seed 0 (no pretrained weights for alexnet")
+    assert_one_line_error(
+        run_cli(export_cli, ["--random-init", "--weights", tmp_path / "x.pt", "--output", tmp_path / "n.onnx"]),
+        "--weights and --random-init exclude each other",
+    )

@@ -18,6 +18,7 @@ from nin_edge.models import (
     model_options,
     profile_model,
 )
+from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime.errors import ConfigError, ModelFileError
 
 # Spec figures: D2L's own counts for NiN, AlexNet and VGG-11 at 1x224x224 with 10 classes.
@@ -232,3 +233,17 @@ def test_non_tensor_entries_are_refused(tmp_path):
     torch.save({"0.0.weight": [1, 2, 3]}, path)
     with pytest.raises(ModelFileError, match="entry '0.0.weight' is a list, not a tensor"):
         load_weights(create_model("nin"), path)
+
+
+def test_pretrained_nin_is_shipped_and_trained():
+    trained = create_model("nin", pretrained=True)
+    fresh = create_model("nin")
+    assert not torch.equal(trained[0][0].weight, fresh[0][0].weight)
+    assert torch.equal(trained[0][0].weight, torch.load(pretrained_path("nin"), weights_only=True)["0.0.weight"])
+
+
+def test_pretrained_refusals():
+    with pytest.raises(ConfigError, match="no pretrained weights are shipped for 'alexnet'; they exist for: nin"):
+        create_model("alexnet", pretrained=True)
+    with pytest.raises(ConfigError, match="the pretrained nin takes 1 channel and gives 10 classes; got in_channels=1, num_classes=5"):
+        create_model("nin", pretrained=True, num_classes=5)

@@ -7,12 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from nin_edge.export.cli import main as export_cli
 from nin_edge.models.cli import eval_main, train_main
+from nin_edge.models.registry import pretrained_path
 from nin_edge.models.train import TrainConfig, TrainingDivergedError, train
 from nin_edge.runtime.errors import ConfigError
 from tests.conftest import assert_one_line_error, run_cli
@@ -154,3 +156,20 @@ def test_eval_refusals(tiny_fashion, trained, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_text("nope")
     assert_one_line_error(run_cli(eval_main, ["--data-dir", tiny_fashion, "--weights", bad]), "cannot read weights file")
+
+
+REAL_SAMPLE = Path(__file__).parent / "data"
+
+
+def test_shipped_weights_are_trained_on_real_images(tmp_path):
+    """The first 200 real Fashion-MNIST test images, through both nin-eval paths."""
+    onnx_path = tmp_path / "nin.onnx"
+    assert run_cli(export_cli, ["--output", onnx_path, "--check-batch-sizes", 1]).exit_code == 0
+    result = run_cli(eval_main, ["--data-dir", REAL_SAMPLE, "--weights", pretrained_path("nin"), "--onnx", onnx_path,
+                                 "--provider", "cpu", "--format", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    torch_scores, onnx_scores = report["results"]
+    assert report["images"] == 200
+    assert torch_scores["accuracy"] >= 0.85 and onnx_scores["accuracy"] >= 0.85
+    assert report["agreement"] >= 0.99
