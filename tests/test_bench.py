@@ -178,3 +178,15 @@ def test_out_of_memory_is_reported_in_its_row(cache, monkeypatch):
 )
 def test_refusals(args, message):
     assert_one_line_error(run_cli(bench_cli, args), message)
+
+
+def test_precisions_side_by_side(cache, tiny_fashion):
+    report = run_bench(BenchConfig(models=("nin",), precision=("fp32", "int8", "fp16"), batch_sizes=(2,), iterations=1,
+                                   duration=0, warmup=0, input_size=SIZE, cache_dir=str(cache), pause=0,
+                                   calibration_data=str(tiny_fashion)))  # fmt: skip
+    assert [r.precision for r in report.results] == ["fp32", "int8", "fp16"]
+    assert all(r.p50_ms > 0 and r.error is None for r in report.results)
+    fp32, int8, fp16 = report.results
+    assert int8.file_bytes < 0.3 * fp32.file_bytes and fp16.file_bytes < 0.6 * fp32.file_bytes
+    assert report.environment["int8_calibration"] == str(tiny_fashion)
+    assert any("-int8-" in p.name for p in cache.glob("nin-*.onnx"))
