@@ -368,7 +368,7 @@ class Classifier:
             if not batch:
                 raise InputError(f"input '{name}': got an empty list; expected at least one image")
             if all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in batch):
-                return self._check_tensor(np.stack([self._check_tensor(x)[0] for x in batch]))
+                return np.concatenate([self._check_tensor(x) for x in batch])
             return self._preprocess(gather_raw_images(batch))
         raise InputError(f"input '{name}': expected {self._expected()}, got {type(batch).__name__}")
 

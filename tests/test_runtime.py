@@ -190,6 +190,7 @@ def test_every_input_form_agrees(clf, tmp_path):
     np.testing.assert_allclose(clf.logits(tensor), ref, atol=1e-6)  # (N,C,H,W)
     np.testing.assert_allclose(clf.logits(tensor[3]), ref[3:4], atol=1e-6)  # (C,H,W)
     np.testing.assert_allclose(clf.logits(list(tensor)), ref, atol=1e-6)  # list of (C,H,W)
+    np.testing.assert_allclose(clf.logits([tensor[:2], tensor[2]]), ref[:3], atol=1e-6)  # list of batches and images
     png, jpg = tmp_path / "a.png", tmp_path / "b.jpg"
     Image.fromarray(gray[0]).save(png)
     Image.fromarray(gray[3]).convert("RGB").save(jpg, quality=100)
