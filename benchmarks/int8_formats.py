@@ -44,13 +44,14 @@ class FormatReport(Report):
 
 def compare_formats(
     *, model: str = "nin", weights: str | None = None, calibration_data: str = "synthetic", batch_sizes=(1, 8, 32),
-    rounds: int = 5, runs: int = 5, calibration_size: int = 200,
+    rounds: int = 5, runs: int = 5, calibration_size: int = 200, input_size: int = 224,
 ) -> FormatReport:  # fmt: skip
     """Quantize ``model`` in each variant and time them all against FP32."""
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        run_export(ExportConfig(model=model, weights=weights, random_init=weights is None, output=str(fp32), check_batch_sizes=(1,)))
-        calib = load_images(calibration_data, size=224, channels=1, limit=calibration_size)
+        run_export(ExportConfig(model=model, weights=weights, random_init=weights is None, output=str(fp32),
+                                input_size=input_size, check_batch_sizes=(1,)))  # fmt: skip
+        calib = load_images(calibration_data, size=input_size, channels=1, limit=calibration_size)
         paths = {"FP32": fp32}
         for name, (fmt, act) in VARIANTS.items():
             paths[name] = Path(tmp) / f"{fmt}-{act}.onnx"
@@ -58,7 +59,7 @@ def compare_formats(
         clfs = {name: Classifier(p, "cpu", max_batch=max(batch_sizes)) for name, p in paths.items()}
         rows = []
         for batch in batch_sizes:
-            x = np.random.default_rng(0).random((batch, 1, 224, 224), dtype=np.float32)
+            x = np.random.default_rng(0).random((batch, 1, input_size, input_size), dtype=np.float32)
             times: dict[str, list[float]] = {name: [] for name in clfs}
             for clf in clfs.values():
                 clf.logits(x)

@@ -1,0 +1,37 @@
+"""The one-off measurement tools: runtime overhead, INT8 layouts, serving throughput (tiny settings)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nin_edge.benchmarks.int8_formats import VARIANTS, compare_formats
+from nin_edge.benchmarks.overhead import cold_start, warm_latency
+
+
+def test_overhead_measures_both_sides(nin_path):
+    bare_ms, runtime_ms = warm_latency(str(nin_path), blocks=2, runs=2)
+    assert bare_ms > 0 and runtime_ms > 0
+    (bare_s, bare_mb), (rt_s, rt_mb) = cold_start(str(nin_path), repeats=1)
+    assert bare_s > 0 and rt_s > 0 and bare_mb > 20 and rt_mb > 20
+
+
+def test_int8_formats_compares_every_variant(tiny_fashion):
+    report = compare_formats(calibration_data=str(tiny_fashion), batch_sizes=(2,), rounds=1, runs=1,
+                             calibration_size=16, input_size=72)  # fmt: skip
+    assert [r["variant"] for r in report.results] == ["FP32", *VARIANTS]
+    assert report.results[0]["speedup_vs_fp32"] == 1.0
+    assert all(r["p50_ms"] > 0 for r in report.results)
+    assert "train split" in report.calibration
+
+
+def test_serving_benchmark_runs_both_modes(tmp_path):
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    from nin_edge.benchmarks.serving import measure_serving
+    from nin_edge.export import ExportConfig, run_export
+
+    model = tmp_path / "nin.onnx"
+    run_export(ExportConfig(output=str(model), input_size=72, check_batch_sizes=(1,)))
+    report = measure_serving(str(model), clients=(1, 4), seconds=0.5)
+    assert [(r.mode, r.clients) for r in report.results] == [("in-process", 1), ("in-process", 4), ("triton", 1), ("triton", 4)]
+    assert all(r.requests > 0 and r.requests_per_s > 0 and r.p99_ms >= r.p50_ms for r in report.results)
+    assert report.results[2].mean_batch == 1.0
