@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from nin_edge.models import FASHION_MNIST_CLASSES, ZooModel, create_model, load_weights, profile_model
-from nin_edge.models.registry import pretrained_fits, pretrained_path
+from nin_edge.models.registry import pretrained_fits, pretrained_input_size, pretrained_path
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.files import atomic_output, check_writable
@@ -32,6 +32,8 @@ from .precision import (
 from .triton import TritonOptions, TritonRepo, check_repository, write_triton_repo
 from .steps import ParityResult, check_graph, check_opset, check_parity, export_onnx, simplify, write_metadata
 
+DEFAULT_INPUT_SIZE = 224
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -42,7 +44,7 @@ class ExportConfig:
     weights: str | None = None
     random_init: bool = False
     output: str | None = None
-    input_size: int = 224
+    input_size: int | None = None
     in_channels: int = 1
     num_classes: int = 10
     simplify: bool = True
@@ -60,6 +62,17 @@ class ExportConfig:
     provider: str = "cpu"
     triton_repo: str | None = None
     triton: TritonOptions = field(default_factory=TritonOptions)
+
+    @property
+    def uses_pretrained(self) -> bool:
+        return not self.weights and not self.random_init and pretrained_fits(self.model, self.in_channels, self.num_classes)
+
+    def resolved(self) -> ExportConfig:
+        """This config with ``input_size`` filled in: as given, else the size the shipped weights were
+        trained at when they are used, else 224 (the book's size)."""
+        if self.input_size is not None:
+            return self
+        return replace(self, input_size=pretrained_input_size(self.model) if self.uses_pretrained else DEFAULT_INPUT_SIZE)
 
     @property
     def output_path(self) -> Path:
@@ -182,7 +195,7 @@ def build_model(config: ExportConfig) -> tuple[ZooModel, str]:
     if config.weights:
         loaded = load_weights(model, config.weights)
         return model, f"sha256:{loaded.sha256}"
-    if not config.random_init and pretrained_fits(config.model, config.in_channels, config.num_classes):
+    if config.uses_pretrained:
         loaded = load_weights(model, pretrained_path(config.model))
         return model, f"pretrained {Path(loaded.path).name} sha256:{loaded.sha256}"
     why = "" if config.random_init else f" (no pretrained weights for {config.model} with {config.in_channels} channel(s), {config.num_classes} classes)"
@@ -307,6 +320,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
     """
     start = time.perf_counter()
     config.validate()
+    config = config.resolved()
     model, weights = build_model(config)
     profile = profile_model(model, config.input_size)
     labels = class_labels(config.num_classes)

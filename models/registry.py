@@ -41,8 +41,9 @@ def _constructor(name: str) -> Callable[..., ZooModel]:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
-# Weights shipped inside the package: trained on Fashion-MNIST, 1 channel in, 10 classes out.
-PRETRAINED = {"nin": "nin_fashion_mnist.pt"}
+# Weights shipped inside the package: trained on Fashion-MNIST, 1 channel in, 10 classes out,
+# with the input size they were trained and evaluated at (models/weights/*.json has the recipe).
+PRETRAINED = {"nin": ("nin_fashion_mnist.pt", 112)}
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
@@ -51,10 +52,16 @@ def pretrained_path(name: str) -> Path:
     _constructor(name)
     if name not in PRETRAINED:
         raise ConfigError(f"no pretrained weights are shipped for {name!r}; they exist for: {', '.join(sorted(PRETRAINED))}")
-    path = WEIGHTS_DIR / PRETRAINED[name]
+    path = WEIGHTS_DIR / PRETRAINED[name][0]
     if not path.is_file():
         raise ConfigError(f"the pretrained weights of {name!r} are missing from this installation ({path}); reinstall nin-edge")
     return path
+
+
+def pretrained_input_size(name: str) -> int:
+    """The input size the shipped weights of ``name`` were trained and evaluated at."""
+    pretrained_path(name)
+    return PRETRAINED[name][1]
 
 
 def pretrained_fits(name: str, in_channels: int = 1, num_classes: int = 10) -> bool:

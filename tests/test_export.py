@@ -21,7 +21,7 @@ from nin_edge.export import (
 )
 from nin_edge.export.cli import main as export_cli
 from nin_edge.models import FASHION_MNIST_CLASSES, create_model, list_models
-from nin_edge.models.registry import pretrained_path
+from nin_edge.models.registry import pretrained_input_size, pretrained_path
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -34,7 +34,7 @@ def smallest_size(name: str) -> int:
 def nin_onnx(tmp_path_factory):
     """NiN exported by the CLI at its default 224 input, opset 17."""
     out = tmp_path_factory.mktemp("export") / "nin.onnx"
-    result = run_cli(export_cli, ["--opset", 17, "--output", out, "--format", "json"])
+    result = run_cli(export_cli, ["--opset", 17, "--input-size", 224, "--output", out, "--format", "json"])
     assert result.exit_code == 0, result.stderr
     return out, json.loads(result.stdout)
 
@@ -230,10 +230,14 @@ def test_config_validates_before_work(tmp_path):
         run_export(ExportConfig(output=str(tmp_path / "n.onnx"), check_batch_sizes=()))
 
 
-def test_default_export_uses_the_shipped_weights(nin_onnx):
-    _, summary = nin_onnx
+def test_default_export_uses_the_shipped_weights_at_their_size(tmp_path):
+    result = run_cli(export_cli, ["--output", tmp_path / "nin.onnx", "--format", "json", "--check-batch-sizes", 1])
+    summary = json.loads(result.stdout)
     digest = hashlib.sha256(pretrained_path("nin").read_bytes()).hexdigest()
     assert summary["weights"] == f"pretrained nin_fashion_mnist.pt sha256:{digest}"
+    assert summary["input_size"] == pretrained_input_size("nin") == 112
+    random = run_cli(export_cli, ["--random-init", "--output", tmp_path / "r.onnx", "--format", "json", "--check-batch-sizes", 1])
+    assert json.loads(random.stdout)["input_size"] == 224
 
 
 def test_random_init_flag_and_when_pretrained_does_not_fit(tmp_path):

@@ -165,11 +165,11 @@ def test_shipped_weights_are_trained_on_real_images(tmp_path):
     """The first 200 real Fashion-MNIST test images, through both nin-eval paths."""
     onnx_path = tmp_path / "nin.onnx"
     assert run_cli(export_cli, ["--output", onnx_path, "--check-batch-sizes", 1]).exit_code == 0
-    result = run_cli(eval_main, ["--data-dir", REAL_SAMPLE, "--weights", pretrained_path("nin"), "--onnx", onnx_path,
-                                 "--provider", "cpu", "--format", "json"])  # fmt: skip
+    result = run_cli(eval_main, ["--data-dir", REAL_SAMPLE, "--weights", pretrained_path("nin"), "--image-size", 112,
+                                 "--onnx", onnx_path, "--provider", "cpu", "--format", "json"])  # fmt: skip
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     torch_scores, onnx_scores = report["results"]
-    assert report["images"] == 200
+    assert report["images"] == 200 and torch_scores["image_size"] == onnx_scores["image_size"] == 112
     assert torch_scores["accuracy"] >= 0.85 and onnx_scores["accuracy"] >= 0.85
     assert report["agreement"] >= 0.99
