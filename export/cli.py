@@ -8,7 +8,7 @@ from nin_edge.models import list_models
 from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
 
 from .pipeline import ExportConfig, run_export
-from .precision import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS
+from .precision import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS, REDUCE_RANGE
 from .triton import INSTANCE_KINDS, TritonOptions
 from .steps import MAX_OPSET, MIN_OPSET
 
@@ -43,6 +43,8 @@ _TRITON = TritonOptions()
 @click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default=_DEFAULTS.calibration_method, show_default=True)
 @click.option("--int8-target", type=click.Choice(INT8_TARGETS), default=_DEFAULTS.int8_target, show_default=True,
               help="cpu: U8S8 QDQ; tensorrt: symmetric S8S8 QDQ.")
+@click.option("--int8-reduce-range", type=click.Choice(REDUCE_RANGE), default=_DEFAULTS.int8_reduce_range, show_default=True,
+              help="7-bit weights: auto uses them only on CPUs without VNNI (AVX2 saturation).")
 @click.option("--eval-data", default=None, help="Fashion-MNIST folder whose test split judges a reduced precision.")
 @click.option("--eval-size", type=int, default=_DEFAULTS.eval_size, show_default=True)
 @click.option("--min-agreement", type=float, default=_DEFAULTS.min_agreement, show_default=True,

@@ -56,6 +56,7 @@ class ExportConfig:
     calibration_size: int = 300
     calibration_method: str = "minmax"
     int8_target: str = "cpu"
+    int8_reduce_range: str = "auto"
     eval_data: str | None = None
     eval_size: int = 1000
     min_agreement: float = 0.99
@@ -290,9 +291,9 @@ def _reduce(config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMet
     if config.precision == "int8":
         calib = load_images(config.calibration_data, size=size, channels=channels, limit=config.calibration_size,
                             split="train", seed=config.seed)  # fmt: skip
-        quantize_int8(fp32_path=fp32_path, output=out, calibration=calib, method=config.calibration_method,
-                      target=config.int8_target)  # fmt: skip
-        calibration = f"{config.calibration_method} on {calib.source}; target {config.int8_target}"
+        q = quantize_int8(fp32_path=fp32_path, output=out, calibration=calib, method=config.calibration_method,
+                          target=config.int8_target, reduce_range=config.int8_reduce_range)  # fmt: skip
+        calibration = f"{config.calibration_method} on {calib.source}; target {config.int8_target}; {q.reduce_range}"
     else:
         convert_fp16(fp32_path=fp32_path, output=out)
     write_metadata(path=out, metadata=replace(metadata, precision=config.precision, calibration=calibration))

@@ -160,3 +160,16 @@ def test_unreadable_and_mis_sized_calibration_data(tmp_path):
         load_images(str(tmp_path / "broken.npy"), size=SIZE, channels=1, limit=4)
     np.save(tmp_path / "raw.npy", np.zeros((5, 28, 28), np.uint8))
     assert load_images(str(tmp_path / "raw.npy"), size=SIZE, channels=1, limit=3).images.shape == (3, 1, SIZE, SIZE)
+
+
+def test_reduce_range_follows_the_cpu(monkeypatch):
+    from nin_edge.export import precision
+
+    monkeypatch.setattr(precision, "cpu_has_vnni", lambda: True)
+    assert precision.resolve_reduce_range("auto", "cpu") == (False, "reduce_range off (auto: this CPU has VNNI)")
+    monkeypatch.setattr(precision, "cpu_has_vnni", lambda: False)
+    assert precision.resolve_reduce_range("auto", "cpu")[0] is True
+    assert precision.resolve_reduce_range("auto", "tensorrt")[0] is False
+    assert precision.resolve_reduce_range("on", "cpu") == (True, "reduce_range on")
+    with pytest.raises(ConfigError, match="reduce range must be one of auto, on, off"):
+        precision.resolve_reduce_range("maybe", "cpu")
