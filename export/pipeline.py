@@ -30,7 +30,7 @@ from .precision import (
     quantize_int8,
 )
 from .triton import TritonOptions, TritonRepo, check_repository, write_triton_repo
-from .steps import ParityResult, check_graph, check_opset, check_parity, export_onnx, simplify, write_metadata
+from .steps import GraphCheck, ParityResult, check_graph, check_opset, check_parity, export_onnx, simplify, write_metadata
 
 DEFAULT_INPUT_SIZE = 224
 
@@ -284,8 +284,8 @@ def compare_precision(
     )
 
 
-def _reduce(config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMetadata) -> PrecisionReport:
-    """Write the INT8 or FP16 variant of ``fp32_path`` to ``out`` and compare the two."""
+def _reduce(config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMetadata) -> tuple[PrecisionReport, GraphCheck]:
+    """Write the INT8 or FP16 variant of ``fp32_path`` to ``out``, check its graph and compare the two."""
     size, channels = config.input_size, config.in_channels
     calibration = ""
     if config.precision == "int8":
@@ -297,7 +297,7 @@ def _reduce(config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMet
     else:
         convert_fp16(fp32_path=fp32_path, output=out)
     write_metadata(path=out, metadata=replace(metadata, precision=config.precision, calibration=calibration))
-    check_graph(path=out, opset=config.opset)
+    graph = check_graph(path=out, opset=config.opset)
     source = config.eval_data or config.calibration_data or "synthetic"
     images = load_images(source, size=size, channels=channels, limit=config.eval_size,
                          split="test" if config.eval_data else "train", seed=config.seed + 1)  # fmt: skip
@@ -308,7 +308,7 @@ def _reduce(config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMet
             f"{config.precision} model agrees with FP32 on {report.top1_agreement:.2%} of {report.images} images, "
             f"below --min-agreement {config.min_agreement:g}; '{config.output_path}' was not written"
         )
-    return report
+    return report, graph
 
 
 def run_export(config: ExportConfig) -> ExportSummary:
@@ -357,8 +357,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
                 f"exceeds atol {config.atol:g}; '{config.output_path}' was not written"
             )
         if config.precision != "fp32":
-            reduced = _reduce(config, fp32_path, tmp, metadata)
-            graph = check_graph(path=tmp, opset=config.opset)
+            reduced, graph = _reduce(config, fp32_path, tmp, metadata)
         file_bytes = tmp.stat().st_size
     triton = None
     if config.triton_repo:
