@@ -27,9 +27,9 @@ from nin_edge.models import ModelProfile, create_model, list_models, profile_mod
 from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.models.registry import pretrained_fits
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.errors import ConfigError, NinEdgeError
+from nin_edge.runtime.errors import CheckFailedError, ConfigError, NinEdgeError
 from nin_edge.runtime.metadata import toolkit_version
-from nin_edge.runtime.providers import ALIASES, CPU, TENSORRT, missing_provider_message
+from nin_edge.runtime.providers import ALIASES, CPU, CUDA, TENSORRT, missing_provider_message
 from nin_edge.runtime.report import Report, format_pairs, format_table
 
 from .timing import Clock, LatencyStats, measure, summarize
@@ -61,12 +61,14 @@ class BenchConfig:
     duration: float = 1.0
     precision: tuple[str, ...] = ("fp32",)
     torch: bool = False
+    torch_compile: bool = False
     model_path: tuple[str, ...] = ()
     input_size: int = 224
     threads: int | None = None
     fallback: bool = False
     io_binding: bool = True
     trt_fp16: bool = False
+    cudnn_conv_algo_search: str = "HEURISTIC"
     calibration_data: str = "synthetic"
     pause: float = 0.2
     cache_dir: str | None = None
@@ -96,6 +98,12 @@ class BenchConfig:
                 raise ConfigError(f"provider {p!r} is not known; expected cpu, cuda or tensorrt")
             if name not in available and not self.fallback:
                 raise ConfigError(missing_provider_message(name, available) + "; or pass --fallback")
+
+    @property
+    def torch_device(self) -> str:
+        """Where PyTorch rows run: the GPU when a GPU provider is measured and torch has CUDA, else the CPU."""
+        gpu = any(ALIASES.get(p.lower()) in (CUDA, TENSORRT) for p in self.provider)
+        return "cuda" if gpu and torch.cuda.is_available() else "cpu"
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ class BenchReport(Report):
                 ("providers", ", ".join(env["providers_available"])),
                 ("matmul peak", f"{env['matmul_peak_gflops']:.1f} GFLOP/s (torch sgemm 2048, measured in this run)"),
             ]
+            + [(f"gpu {k}", v) for k, v in (env.get("gpu_details") or {}).items()]
             + ([("int8 calibration", env["int8_calibration"])] if env.get("int8_calibration") else [])
         )
         rows = [{c: r.get(c) for c in TABLE_COLUMNS} for r in self.rows()]
@@ -168,6 +177,55 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> floa
     return 2 * size**3 / best / 1e9
 
 
+def gpu_matmul_peaks(size: int = 8192, repeats: int = 10) -> dict[str, float]:
+    """Measured TFLOP/s of torch matmul on the GPU in FP32 (no TF32), TF32 and FP16: the GPU rows' yardstick."""
+    peaks = {}
+    saved = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for label, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True), ("fp16", torch.float16, False)):
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            a = torch.rand(size, size, device="cuda", dtype=dtype)
+            b = torch.rand(size, size, device="cuda", dtype=dtype)
+            torch.mm(a, b)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                torch.mm(a, b)
+            torch.cuda.synchronize()
+            peaks[label] = 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e12
+            del a, b
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    return peaks
+
+
+def _nvidia_smi(query: str) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def gpu_details() -> dict:
+    """GPU, driver and library versions, and the measured matmul peaks (only when torch sees a GPU)."""
+    from nin_edge.runtime.cuda import installed_onnxruntime_distributions, onnxruntime_cuda_major
+    from nin_edge.runtime.providers import trt_library_version
+
+    peaks = gpu_matmul_peaks()
+    return {
+        "name": torch.cuda.get_device_name(0),
+        "driver": _nvidia_smi("driver_version") or "unknown",
+        "torch cuda / cudnn": f"{torch.version.cuda} / {torch.backends.cudnn.version()}",
+        "onnxruntime": f"{', '.join(installed_onnxruntime_distributions())} (CUDA {onnxruntime_cuda_major()})",
+        "tensorrt": trt_library_version(),
+        "peak tflops": ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + " (torch matmul 8192, measured in this run)",
+        "peaks": peaks,
+    }
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -181,13 +239,7 @@ def _cpu_model() -> str:
 def _gpu_name() -> str | None:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    try:
-        import subprocess
-
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    return _nvidia_smi("name")
 
 
 def environment(config: BenchConfig) -> dict:
@@ -206,6 +258,7 @@ def environment(config: BenchConfig) -> dict:
         "matmul_peak_gflops": matmul_peak_gflops(threads),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "int8_calibration": config.calibration_data if "int8" in config.precision else None,
+        "gpu_details": gpu_details() if config.torch_device == "cuda" else None,
     }
 
 
@@ -230,7 +283,7 @@ def cached_export(name: str, input_size: int, precision: str, cache_dir: Path, c
     return path
 
 
-def _timed_call(clf: Classifier, x: np.ndarray, io_binding: bool) -> tuple[Callable[[], object], bool]:
+def timed_call(clf: Classifier, x: np.ndarray, io_binding: bool) -> tuple[Callable[[], object], bool]:
     """The function to time. On a GPU provider with IO binding the input stays on the device and
     the call synchronises before returning; otherwise it is the app's own ``logits`` call."""
     gpu = clf.providers[0] != CPU
@@ -246,6 +299,13 @@ def _timed_call(clf: Classifier, x: np.ndarray, io_binding: bool) -> tuple[Calla
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
+    # A timing of the wrong computation is worthless: the bound run must give the app's answer.
+    run()
+    bound_logits = binding.copy_outputs_to_cpu()[0]
+    expected = clf.logits(x)
+    if bound_logits.shape != expected.shape or not np.allclose(bound_logits, expected, rtol=1e-3, atol=1e-3):
+        worst = float(np.max(np.abs(bound_logits - expected))) if bound_logits.shape == expected.shape else float("nan")
+        raise CheckFailedError(f"IO-binding run differs from Classifier.logits by up to {worst:.3g}; not timed")
     return run, True
 
 
@@ -285,7 +345,8 @@ def run_bench(
                     warnings.simplefilter("ignore", RuntimeWarning)  # a fallback is reported below instead
                     clf = Classifier(path, provider, fallback=config.fallback, threads=threads,
                                      max_batch=max(config.batch_sizes), labels=foreign_labels(path),
-                                     fp16=config.trt_fp16, engine_cache_dir=str(engines))  # fmt: skip
+                                     fp16=config.trt_fp16, engine_cache_dir=str(engines),
+                                     cudnn_conv_algo_search=config.cudnn_conv_algo_search)  # fmt: skip
             except NinEdgeError as exc:
                 rows.extend(_error_rows(name, provider, precision, config, profile, path, str(exc)))
                 continue
@@ -297,13 +358,15 @@ def run_bench(
                 say(f"{name} on {clf.providers[0]} ({precision}), batch {batch}")
                 rows.append(_bench_one(clf, name, precision, batch, config, profile, path, clock))
                 time.sleep(config.pause)  # let onnxruntime's spinning threads settle before the next run
-    if config.torch:
+    modes = [m for m, on in (("eager", config.torch), ("compile", config.torch_compile)) if on]
+    device = config.torch_device
+    for mode in modes:
         for name, precision, _path, profile in entries:
             if profile is None or precision != "fp32":
                 continue
             for batch in config.batch_sizes:
-                say(f"{name} on PyTorch eager, batch {batch}")
-                rows.append(_bench_torch(name, batch, config, profile, threads, clock))
+                say(f"{name} on PyTorch {mode} ({device}), batch {batch}")
+                rows.append(_bench_torch(name, batch, config, profile, threads, clock, mode=mode, device=device))
                 time.sleep(config.pause)
     return BenchReport(environment=env, results=tuple(_relate(rows)))
 
@@ -360,7 +423,7 @@ def _bench_one(clf, name, precision, batch, config, profile, path, clock) -> Row
         return replace(base, error=f"the model has a fixed batch of {clf.fixed_batch}; batch {batch} not measured")
     try:
         x = _inputs((batch, *clf.input_shape))
-        fn, bound = _timed_call(clf, x, config.io_binding)
+        fn, bound = timed_call(clf, x, config.io_binding)
         durations = measure(fn, warmup=config.warmup, min_runs=config.iterations, min_seconds=config.duration, clock=clock)
     except NinEdgeError as exc:
         return replace(base, error=str(exc))
@@ -371,16 +434,24 @@ def _bench_one(clf, name, precision, batch, config, profile, path, clock) -> Row
     return replace(_row_from(summarize(durations), base=base, batch=batch, macs=base.macs), io_binding=bound)
 
 
-def _bench_torch(name, batch, config, profile, threads, clock) -> Row:
+def _bench_torch(name, batch, config, profile, threads, clock, *, mode: str = "eager", device: str = "cpu") -> Row:
+    """PyTorch on the same inputs: ``eager`` or ``compile`` (torch.compile, default inductor), on ``device``.
+
+    On CUDA each run synchronises, as the onnxruntime GPU rows do, so both time finished work.
+    """
     torch.set_num_threads(threads)
-    model = create_model(name, input_size=config.input_size).eval()
-    x = torch.from_numpy(_inputs((batch, model.in_channels, config.input_size, config.input_size)))
-    base = Row(model=name, backend="torch", provider="eager", precision="fp32", batch_size=batch,
+    model = create_model(name, input_size=config.input_size).eval().to(device)
+    x = torch.from_numpy(_inputs((batch, model.in_channels, config.input_size, config.input_size))).to(device)
+    label = mode if device == "cpu" else f"{mode}-{device}"
+    base = Row(model=name, backend="torch", provider=label, precision="fp32", batch_size=batch,
                params=profile.params, macs=profile.macs, file_bytes=None)  # fmt: skip
+    net = torch.compile(model) if mode == "compile" else model
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def run() -> None:
         with torch.inference_mode():
-            model(x)
+            net(x)
+        sync()
 
     try:
         durations = measure(run, warmup=config.warmup, min_runs=config.iterations, min_seconds=config.duration, clock=clock)
@@ -397,7 +468,7 @@ def _relate(rows: list[Row]) -> list[Row]:
         return (r.backend, r.provider, r.precision, r.batch_size)
 
     nin = {key(r): r.p50_ms for r in rows if r.model == "nin" and r.p50_ms}
-    eager = {(r.model, r.batch_size): r.p50_ms for r in rows if r.backend == "torch" and r.p50_ms}
+    eager = {(r.model, r.batch_size): r.p50_ms for r in rows if r.backend == "torch" and r.provider.startswith("eager") and r.p50_ms}
     out = []
     for r in rows:
         vs_nin = r.p50_ms / nin[key(r)] if r.p50_ms and key(r) in nin else None

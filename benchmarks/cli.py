@@ -8,6 +8,7 @@ import click
 
 from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
 from nin_edge.runtime.files import atomic_output, check_writable
+from nin_edge.runtime.providers import CUDNN_SEARCH
 
 from .bench import BenchConfig, plot_report, run_bench
 
@@ -22,7 +23,9 @@ _B = BenchConfig()
 @click.option("--iterations", type=int, default=_B.iterations, show_default=True, help="At least this many timed runs...")
 @click.option("--duration", type=float, default=_B.duration, show_default=True, help="...and at least this many seconds.")
 @click.option("--precision", type=CommaList(str), default=",".join(_B.precision), show_default=True)
-@click.option("--torch/--no-torch", default=_B.torch, show_default=True, help="Add PyTorch eager rows on the same inputs.")
+@click.option("--torch/--no-torch", default=_B.torch, show_default=True,
+              help="Add PyTorch eager rows on the same inputs (on the GPU when a GPU provider is measured).")
+@click.option("--torch-compile", is_flag=True, help="Add torch.compile rows (compiled once per batch size, not timed).")
 @click.option("--model-path", multiple=True, type=click.Path(), help="Any ONNX classifier file; repeatable.")
 @click.option("--input-size", type=int, default=_B.input_size, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads [default: all cores].")
@@ -30,6 +33,8 @@ _B = BenchConfig()
 @click.option("--io-binding/--no-io-binding", default=_B.io_binding, show_default=True, help="Keep GPU inputs on the device.")
 @click.option("--calibration-data", default=_B.calibration_data, show_default=True,
               help="Calibration images for INT8 rows (see nin-export); the report names it.")
+@click.option("--cudnn-conv-algo-search", type=click.Choice(CUDNN_SEARCH), default=_B.cudnn_conv_algo_search,
+              show_default=True, help="How the CUDA provider picks convolution kernels (EXHAUSTIVE times them once per shape).")
 @click.option("--trt-fp16", is_flag=True, help="Let TensorRT build FP16 engines (rows say fp32+trt-fp16).")
 @click.option("--pause", type=float, default=_B.pause, show_default=True, help="Seconds of rest between configurations.")
 @click.option("--cache-dir", type=click.Path(), default=None, help="Where exported models are cached [default: ~/.cache/nin-edge].")

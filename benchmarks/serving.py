@@ -41,6 +41,8 @@ class ServingRow:
     p50_ms: float
     p99_ms: float
     mean_batch: float | None
+    wrong: int = 0
+    max_abs_diff: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class ServingReport(Report):
     """Rows for in-process and served inference at each concurrency."""
 
     model: str
+    provider: str
+    inputs: str
     seconds_per_point: float
     max_batch: int
     queue_delay_us: int
@@ -58,8 +62,8 @@ class ServingReport(Report):
 
     def to_table(self) -> str:
         return (
-            f"model {self.model}; {self.seconds_per_point:g} s per point; Triton max batch {self.max_batch}, "
-            f"queue delay {self.queue_delay_us} us\n" + format_table(self.rows())
+            f"model {self.model} on {self.provider}; inputs: {self.inputs}; {self.seconds_per_point:g} s per point; "
+            f"Triton max batch {self.max_batch}, queue delay {self.queue_delay_us} us\n" + format_table(self.rows())
         )
 
 
@@ -74,23 +78,48 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def _load(fn, clients: int, seconds: float) -> tuple[list[float], float]:
-    """Run ``fn`` back to back from ``clients`` threads for ``seconds``; per-call ms and wall time."""
+class _Answers:
+    """Checks every answer against the in-process logits of the same image, from any thread."""
+
+    def __init__(self, expected: np.ndarray) -> None:
+        self.expected = expected
+        self.lock = threading.Lock()
+        self.wrong = 0
+        self.max_abs_diff = 0.0
+
+    def check(self, index: int, logits: np.ndarray) -> None:
+        want = self.expected[index]
+        got = np.asarray(logits).reshape(want.shape)
+        diff = float(np.max(np.abs(got - want)))
+        with self.lock:
+            self.max_abs_diff = max(self.max_abs_diff, diff)
+            # A batch of another size may pick other GPU kernels: small differences are expected,
+            # another class or a large difference is a wrong answer.
+            if got.argmax() != want.argmax() or diff > 1e-2:
+                self.wrong += 1
+
+
+def _load(fn, clients: int, seconds: float, inputs: int, answers: _Answers) -> tuple[list[float], float]:
+    """Run ``fn(i)`` back to back from ``clients`` threads for ``seconds``, cycling through the
+    inputs and checking each answer; per-call ms and wall time."""
     latencies: list[float] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
-    def worker() -> None:
+    def worker(first: int) -> None:
         mine = []
+        i = first
         while time.monotonic() < stop:
             t0 = time.perf_counter_ns()
-            fn()
+            out = fn(i % inputs)
             mine.append((time.perf_counter_ns() - t0) / 1e6)
+            answers.check(i % inputs, out)
+            i += clients
         with lock:
             latencies.extend(mine)
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -98,54 +127,81 @@ def _load(fn, clients: int, seconds: float) -> tuple[list[float], float]:
     return latencies, time.perf_counter() - t0
 
 
-def _row(mode: str, clients: int, latencies: list[float], wall: float, mean_batch: float | None) -> ServingRow:
+def _row(mode: str, clients: int, latencies: list[float], wall: float, mean_batch: float | None, answers: _Answers) -> ServingRow:
     ordered = sorted(latencies)
-    return ServingRow(mode, clients, len(ordered), len(ordered) / wall, percentile(ordered, 50), percentile(ordered, 99), mean_batch)
+    return ServingRow(mode, clients, len(ordered), len(ordered) / wall, percentile(ordered, 50), percentile(ordered, 99),
+                      mean_batch, answers.wrong, answers.max_abs_diff)  # fmt: skip
+
+
+def _inputs(clf: Classifier, data_dir: str | None, count: int = 64) -> tuple[np.ndarray, str]:
+    """One-image requests: real test images when a data folder is given, else seeded noise."""
+    if data_dir:
+        from nin_edge.models.data import load_split
+
+        images = load_split(data_dir, "test", limit=count).images
+        return clf.prepare(images[:, :, :, None]), f"the first {len(images)} Fashion-MNIST test images"
+    return np.random.default_rng(0).random((count, *clf.input_shape), dtype=np.float32), f"{count} seeded random tensors"
 
 
 def measure_serving(
-    model: str, *, clients: tuple[int, ...] = (1, 8, 32), seconds: float = 5.0, max_batch: int = 16, queue_delay_us: int = 2000
+    model: str,
+    *,
+    clients: tuple[int, ...] = (1, 8, 32),
+    seconds: float = 5.0,
+    max_batch: int = 16,
+    queue_delay_us: int = 2000,
+    provider: str = "cpu",
+    data_dir: str | None = None,
 ) -> ServingReport:
-    """In-process against served throughput and latency at each client count."""
+    """In-process against served throughput and latency at each client count, every answer checked
+    against the in-process logits of the same image (column ``wrong``)."""
     import tritonclient.http as http
 
-    clf = Classifier(model, "cpu", max_batch=max_batch)
-    x = np.random.default_rng(0).random((1, *clf.input_shape), dtype=np.float32)
+    clf = Classifier(model, provider, max_batch=max_batch)
+    x, described = _inputs(clf, data_dir)
+    expected = clf.logits(x)
     rows = []
     for n in clients:
-        lat, wall = _load(lambda: clf.logits(x), n, seconds)
-        rows.append(_row("in-process", n, lat, wall, None))
+        answers = _Answers(expected)
+        lat, wall = _load(lambda i: clf.logits(x[i : i + 1]), n, seconds, len(x), answers)
+        rows.append(_row("in-process", n, lat, wall, None, answers))
         time.sleep(0.5)
     http_port, grpc_port, metrics_port = free_ports(3)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "batches.txt"
+        server_log = Path(tmp) / "server.log"
         exe = Path(sys.executable).with_name("nin-serve")
-        proc = subprocess.Popen(
-            [str(exe), model, "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port",
-             str(metrics_port), "--max-batch", str(max_batch), "--queue-delay-us", str(queue_delay_us), "--batch-log", str(log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        with server_log.open("wb") as server_out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [str(exe), model, "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port",
+                 str(metrics_port), "--max-batch", str(max_batch), "--queue-delay-us", str(queue_delay_us), "--batch-log",
+                 str(log), "--provider", provider],
+                stdout=server_out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         try:
             address = f"127.0.0.1:{http_port}"
             deadline = time.monotonic() + 90
             while not _ready(http, address, clf.metadata.model):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise NinEdgeError("nin-serve did not become ready within 90 s")
+                    tail = " | ".join(server_log.read_text(errors="replace").strip().splitlines()[-5:])
+                    state = f"exited with status {proc.returncode}" if proc.poll() is not None else "was not ready within 90 s"
+                    raise NinEdgeError(f"nin-serve {state}; its last output: {tail or '(none)'}")
                 time.sleep(0.5)
             local = threading.local()
 
-            def served() -> None:
+            def served(i: int) -> np.ndarray:
                 if not hasattr(local, "client"):
                     local.client = http.InferenceServerClient(url=address)
-                    local.inp = http.InferInput("input", list(x.shape), "FP32")
-                    local.inp.set_data_from_numpy(x)
-                local.client.infer(clf.metadata.model, [local.inp])
+                inp = http.InferInput(clf.metadata.input_name, [1, *clf.input_shape], "FP32")
+                inp.set_data_from_numpy(x[i : i + 1])
+                return local.client.infer(clf.metadata.model, [inp]).as_numpy(clf.metadata.output_name)
 
             for n in clients:
                 before = len(log.read_text().split()) if log.exists() else 0
-                lat, wall = _load(served, n, seconds)
+                answers = _Answers(expected)
+                lat, wall = _load(served, n, seconds, len(x), answers)
                 sizes = [int(v) for v in log.read_text().split()[before:]]
-                rows.append(_row("triton", n, lat, wall, sum(sizes) / len(sizes) if sizes else None))
+                rows.append(_row("triton", n, lat, wall, sum(sizes) / len(sizes) if sizes else None, answers))
                 time.sleep(0.5)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -153,7 +209,7 @@ def measure_serving(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-    return ServingReport(model=model, seconds_per_point=seconds, max_batch=max_batch, queue_delay_us=queue_delay_us,
+    return ServingReport(model=model, provider=", ".join(clf.providers), inputs=described, seconds_per_point=seconds, max_batch=max_batch, queue_delay_us=queue_delay_us,
                          results=tuple(rows))  # fmt: skip
 
 
@@ -170,6 +226,8 @@ def _ready(http, address: str, name: str) -> bool:
 @click.option("--seconds", type=float, default=5.0, show_default=True, help="Load time per point.")
 @click.option("--max-batch", type=int, default=16, show_default=True)
 @click.option("--queue-delay-us", type=int, default=2000, show_default=True)
+@click.option("--provider", default="cpu", show_default=True, help="Provider of both the server and the in-process runs.")
+@click.option("--data-dir", type=click.Path(), default=None, help="Send real Fashion-MNIST test images from this folder.")
 @format_option("table", "json", "markdown")
 @one_line_errors
 def main(model: str, fmt: str, **options: object) -> None:

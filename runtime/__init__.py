@@ -8,6 +8,14 @@ app can ship it without torch::
     clf.classify(images, top_k=3)
 """
 
+try:
+    import onnxruntime  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        "nin-edge needs onnxruntime, which comes with one of its extras: pip install 'nin-edge[cpu]', "
+        "or 'nin-edge[gpu]' on a machine with an NVIDIA GPU (never both)"
+    ) from exc
+
 from .classifier import Classifier, ModelDescription, Prediction, RuntimeConfig, softmax
 from .errors import CheckFailedError, ConfigError, InputError, ModelFileError, NinEdgeError, ProviderError
 from .metadata import ModelMetadata, Preprocessing

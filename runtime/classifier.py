@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .cuda import diagnose_cuda, preload_cuda_libraries
 from .errors import ConfigError, InputError, ModelFileError, ProviderError
 from .metadata import ModelMetadata, Preprocessing
 from .preprocess import check_image_array, gather_raw_images, is_path_like, preprocess_image
@@ -242,6 +243,8 @@ class Classifier:
                 cfg.gpu, input_name=name, chw=chw, model_sha256=self.model_sha256, ort_version=ort.__version__
             )
             plan = plan_providers(cfg.provider, available, fallback=cfg.fallback, option_builder=builders)
+        if CUDA in plan.names or TENSORRT in plan.names:
+            preload_cuda_libraries(ort)
         optimized_path, load_optimized = None, False
         if cfg.optimized_model_dir:
             if plan.names != [CPU]:
@@ -282,10 +285,8 @@ class Classifier:
         wanted = self._plan.names[0]
         if wanted in self.providers:
             return
-        message = (
-            f"onnxruntime did not enable {wanted} (libraries missing or failing to load?); the session runs on "
-            f"{', '.join(self.providers)}. {missing_provider_message(wanted, ort.get_available_providers())}"
-        )
+        why = diagnose_cuda(ort) if wanted in (CUDA, TENSORRT) else missing_provider_message(wanted, ort.get_available_providers())
+        message = f"onnxruntime did not enable {wanted}; the session runs on {', '.join(self.providers)}: {why}"
         if not self.config.fallback:
             raise ProviderError(message)
         self.fallback_reason = message

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cuda import GPU_INSTALL, installed_onnxruntime_distributions
 from .errors import ConfigError, ProviderError
 
 CPU = "CPUExecutionProvider"
@@ -23,8 +24,9 @@ AUTO_ORDER = (TENSORRT, CUDA, CPU)
 CUDNN_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 
 _HOW_TO_GET = {
-    CUDA: "install onnxruntime-gpu (pip install onnxruntime-gpu) on a machine with an NVIDIA GPU, CUDA 12 and cuDNN 9",
-    TENSORRT: "install onnxruntime-gpu and the TensorRT libraries (pip install onnxruntime-gpu tensorrt) "
+    CUDA: "on a machine with an NVIDIA GPU install onnxruntime-gpu instead of onnxruntime "
+    "(pip uninstall -y onnxruntime && pip install 'nin-edge[gpu]'; CUDA 13 and cuDNN 9 come as wheels)",
+    TENSORRT: "install onnxruntime-gpu ('nin-edge[gpu]') and the TensorRT libraries (pip install tensorrt-cu13) "
     "on a machine with an NVIDIA GPU",
 }
 
@@ -63,6 +65,9 @@ def canonical_name(name: str) -> str:
 def missing_provider_message(name: str, available: Sequence[str]) -> str:
     """Say which provider is missing, which ones this build has, and how to get it."""
     how = _HOW_TO_GET.get(name, "use an onnxruntime build that includes it")
+    dists = installed_onnxruntime_distributions()
+    if name in (CUDA, TENSORRT) and len(dists) > 1:
+        how = f"{' and '.join(dists)} are installed together and overwrite each other; keep one: {GPU_INSTALL}"
     return (
         f"execution provider {name} is not available in this onnxruntime build "
         f"(available: {', '.join(available)}); {how}"

@@ -99,7 +99,7 @@ def test_json_schema_and_figures(json_report):
 def test_progress_goes_to_stderr(json_report):
     _, stderr = json_report
     assert "nin on CPUExecutionProvider (fp32), batch 3" in stderr
-    assert "vgg11 on PyTorch eager, batch 1" in stderr
+    assert "vgg11 on PyTorch eager (cpu), batch 1" in stderr
 
 
 def test_cache_is_reused(cache, monkeypatch):

@@ -35,3 +35,6 @@ def test_serving_benchmark_runs_both_modes(tmp_path):
     assert [(r.mode, r.clients) for r in report.results] == [("in-process", 1), ("in-process", 4), ("triton", 1), ("triton", 4)]
     assert all(r.requests > 0 and r.requests_per_s > 0 and r.p99_ms >= r.p50_ms for r in report.results)
     assert report.results[2].mean_batch == 1.0
+    # every answer was checked against the in-process logits of the same image
+    assert all(r.wrong == 0 and r.max_abs_diff < 1e-3 for r in report.results)
+    assert report.provider == "CPUExecutionProvider" and "random" in report.inputs

@@ -106,8 +106,11 @@ def test_silently_dropped_gpu_provider_is_caught(nin_path, monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        with pytest.raises(ProviderError, match="onnxruntime did not enable CUDAExecutionProvider"):
+        with pytest.raises(ProviderError, match="onnxruntime did not enable CUDAExecutionProvider") as err:
             Classifier(nin_path, "cuda")
+        # the reason names the cause found on this machine: a CPU build of onnxruntime
+        assert "this onnxruntime is a CPU build (onnxruntime 1." in str(err.value)
+        assert "pip install 'nin-edge[gpu]'" in str(err.value)
         with pytest.warns(RuntimeWarning, match="did not enable CUDAExecutionProvider"):
             clf = Classifier(nin_path, "cuda", fallback=True)
     assert clf.providers == ["CPUExecutionProvider"]

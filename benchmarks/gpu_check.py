@@ -1,0 +1,165 @@
+"""``python -m nin_edge.benchmarks.gpu_check``: prove a GPU provider gives the CPU provider's answers.
+
+For each precision the shipped NiN is exported (through the bench cache), then the first ``limit``
+Fashion-MNIST test images are classified from raw uint8 pixels, as an app would, by a CPU and a
+GPU :class:`~nin_edge.runtime.Classifier`. The check fails unless the GPU provider is the one in
+use, every node of the graph runs on it (onnxruntime's ``session.disable_cpu_ep_fallback``), the
+IO-binding path of ``nin-bench`` returns the same logits, and top-1 agreement reaches the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import onnxruntime as ort
+
+from nin_edge.models.data import load_split
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.files import atomic_output
+from nin_edge.runtime.errors import CheckFailedError, ConfigError, NinEdgeError, ProviderError
+from nin_edge.runtime.providers import ALIASES, CPU, CUDA, missing_provider_message
+from nin_edge.runtime.report import Report, format_table
+
+from .bench import cached_export, default_cache_dir, timed_call
+
+
+@dataclass(frozen=True)
+class GpuCheckConfig:
+    """Options of the GPU check; each field is also its flag."""
+
+    data_dir: str = ""
+    provider: str = "cuda"
+    precision: tuple[str, ...] = ("fp32", "fp16")
+    input_size: int = 112
+    limit: int = 1000
+    batch_size: int = 100
+    min_agreement: float = 0.995
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        if ALIASES.get(self.provider.lower()) in (None, CPU):
+            raise ConfigError(f"provider must be a GPU provider (cuda or tensorrt), got {self.provider!r}")
+        if self.limit <= 0 or self.batch_size <= 0:
+            raise ConfigError(f"--limit and --batch-size must be positive, got {self.limit} and {self.batch_size}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ConfigError(f"--min-agreement must lie in 0..1, got {self.min_agreement}")
+
+
+@dataclass(frozen=True)
+class GpuCheckRow:
+    """One precision on the GPU provider against the CPU provider."""
+
+    precision: str
+    images: int
+    provider_in_use: str
+    all_nodes_on_gpu: bool
+    placement_note: str
+    io_binding_ok: bool
+    agreement: float
+    max_abs_logit_diff: float
+    accuracy_cpu: float
+    accuracy_gpu: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class GpuCheckReport(Report):
+    """The check's rows, one per precision."""
+
+    provider: str
+    results: tuple[GpuCheckRow, ...]
+
+    def rows(self) -> list[dict]:
+        return [dict(r.__dict__) for r in self.results]
+
+    def to_table(self) -> str:
+        return f"GPU provider {self.provider} against {CPU}\n" + format_table(self.rows())
+
+
+def all_nodes_on(model: str, provider: str, device_id: int = 0) -> tuple[bool, str]:
+    """Whether onnxruntime can place every node on ``provider`` with CPU fallback forbidden."""
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    try:
+        ort.InferenceSession(model, sess_options=so, providers=[(provider, {"device_id": str(device_id)})])
+    except Exception as exc:  # onnxruntime's own types; the message names the node it could not place
+        return False, " ".join(str(exc).split())[:300]
+    return True, "every node on " + provider
+
+
+def _logits(clf: Classifier, images: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([clf.logits(images[i : i + batch, :, :, None]) for i in range(0, len(images), batch)])
+
+
+def run_gpu_check(config: GpuCheckConfig) -> GpuCheckReport:
+    """Compare the GPU provider with the CPU provider on real test images, per precision."""
+    config.validate()
+    name = ALIASES[config.provider.lower()]
+    available = ort.get_available_providers()
+    if name not in available:  # before any export: say at once that this machine cannot run the check
+        raise ProviderError(missing_provider_message(name, available))
+    split = load_split(config.data_dir, "test", limit=config.limit)
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    rows = []
+    for precision in config.precision:
+        path = cached_export("nin", config.input_size, precision, cache)
+        cpu = Classifier(path, "cpu", max_batch=config.batch_size)
+        gpu = Classifier(path, config.provider, max_batch=config.batch_size)
+        if gpu.providers[0] != name:
+            raise CheckFailedError(f"asked for {name} but the session runs on {', '.join(gpu.providers)}")
+        on_gpu, note = all_nodes_on(str(path), name) if name == CUDA else (True, "TensorRT places nodes itself")
+        try:
+            x = gpu.prepare(split.images[: config.batch_size, :, :, None])
+            timed_call(gpu, x, io_binding=True)
+            io_ok = True
+        except NinEdgeError:
+            io_ok = False
+        a, b = _logits(cpu, split.images, config.batch_size), _logits(gpu, split.images, config.batch_size)
+        agreement = float(np.mean(a.argmax(1) == b.argmax(1)))
+        rows.append(
+            GpuCheckRow(
+                precision=precision, images=len(split), provider_in_use=gpu.providers[0], all_nodes_on_gpu=on_gpu,
+                placement_note=note, io_binding_ok=io_ok, agreement=agreement,
+                max_abs_logit_diff=float(np.max(np.abs(a - b))),
+                accuracy_cpu=float(np.mean(a.argmax(1) == split.labels)),
+                accuracy_gpu=float(np.mean(b.argmax(1) == split.labels)),
+                passed=on_gpu and io_ok and agreement >= config.min_agreement,
+            )
+        )  # fmt: skip
+    return GpuCheckReport(provider=name, results=tuple(rows))
+
+
+_G = GpuCheckConfig()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
+@click.option("--provider", default=_G.provider, show_default=True, help="cuda or tensorrt.")
+@click.option("--precision", type=CommaList(str), default=",".join(_G.precision), show_default=True)
+@click.option("--input-size", type=int, default=_G.input_size, show_default=True)
+@click.option("--limit", type=int, default=_G.limit, show_default=True, help="The first N test images.")
+@click.option("--batch-size", type=int, default=_G.batch_size, show_default=True)
+@click.option("--min-agreement", type=float, default=_G.min_agreement, show_default=True)
+@click.option("--cache-dir", type=click.Path(), default=None, help="Where exported models are cached.")
+@click.option("--output", type=click.Path(), default=None, help="Also write the result in --format to this file.")
+@format_option("table", "json")
+@one_line_errors
+def main(fmt: str, output: str | None, **options: object) -> None:
+    """Top-1 agreement, node placement and IO binding of a GPU provider against the CPU provider."""
+    report = run_gpu_check(GpuCheckConfig(**options))
+    text = report.render(fmt)
+    click.echo(text)
+    if output:
+        with atomic_output(output) as tmp:
+            Path(tmp).write_text(text + "\n")
+    failed = [r.precision for r in report.results if not r.passed]
+    if failed:
+        raise CheckFailedError(f"the GPU check failed for {', '.join(failed)}; see the table above")
+
+
+if __name__ == "__main__":
+    main()
