@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.precision import PRECISIONS
 from nin_edge.models import ModelProfile, create_model, list_models, profile_model
@@ -36,9 +35,23 @@ from .timing import Clock, LatencyStats, measure, summarize
 
 OPSET = 17
 TABLE_COLUMNS = (
-    "model", "backend", "provider", "precision", "batch_size", "params", "macs", "p50_ms", "p90_ms", "p99_ms",
-    "mean_ms", "throughput", "gflops", "vs_nin", "speedup_vs_torch", "error",
-)  # fmt: skip
+    "model",
+    "backend",
+    "provider",
+    "precision",
+    "batch_size",
+    "params",
+    "macs",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "throughput",
+    "gflops",
+    "vs_nin",
+    "speedup_vs_torch",
+    "error",
+)
 
 
 def default_cache_dir() -> Path:
@@ -93,11 +106,11 @@ class BenchConfig:
             raise ConfigError("warmup must be >= 0, iterations > 0 and duration >= 0")
         available = ort.get_available_providers()
         for p in self.provider:
-            name = ALIASES.get(p.lower())
-            if name is None:
+            wanted = ALIASES.get(p.lower())
+            if wanted is None:
                 raise ConfigError(f"provider {p!r} is not known; expected cpu, cuda or tensorrt")
-            if name not in available and not self.fallback:
-                raise ConfigError(missing_provider_message(name, available) + "; or pass --fallback")
+            if wanted not in available and not self.fallback:
+                raise ConfigError(missing_provider_message(wanted, available) + "; or pass --fallback")
 
     @property
     def torch_device(self) -> str:
@@ -182,7 +195,11 @@ def gpu_matmul_peaks(size: int = 8192, repeats: int = 10) -> dict[str, float]:
     peaks = {}
     saved = torch.backends.cuda.matmul.allow_tf32
     try:
-        for label, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True), ("fp16", torch.float16, False)):
+        for label, dtype, tf32 in (
+            ("fp32", torch.float32, False),
+            ("tf32", torch.float32, True),
+            ("fp16", torch.float16, False),
+        ):
             torch.backends.cuda.matmul.allow_tf32 = tf32
             a = torch.rand(size, size, device="cuda", dtype=dtype)
             b = torch.rand(size, size, device="cuda", dtype=dtype)
@@ -203,7 +220,9 @@ def _nvidia_smi(query: str) -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
@@ -221,7 +240,8 @@ def gpu_details() -> dict:
         "torch cuda / cudnn": f"{torch.version.cuda} / {torch.backends.cudnn.version()}",
         "onnxruntime": f"{', '.join(installed_onnxruntime_distributions())} (CUDA {onnxruntime_cuda_major()})",
         "tensorrt": trt_library_version(),
-        "peak tflops": ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + " (torch matmul 8192, measured in this run)",
+        "peak tflops": ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+        + " (torch matmul 8192, measured in this run)",
         "peaks": peaks,
     }
 
@@ -262,7 +282,9 @@ def environment(config: BenchConfig) -> dict:
     }
 
 
-def cached_export(name: str, input_size: int, precision: str, cache_dir: Path, calibration_data: str = "synthetic") -> Path:
+def cached_export(
+    name: str, input_size: int, precision: str, cache_dir: Path, calibration_data: str = "synthetic"
+) -> Path:
     """The exported model from the cache, exported (and verified) first if it is not there yet.
 
     The key holds model, opset, input size, precision, weights (shipped or random) and toolkit
@@ -275,11 +297,19 @@ def cached_export(name: str, input_size: int, precision: str, cache_dir: Path, c
     path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{tag}-v{toolkit_version()}.onnx"
     if not path.is_file():
         run_export(
-            ExportConfig(model=name, opset=OPSET, output=str(path), input_size=input_size, check_batch_sizes=(1,),
-                         random_init=not pretrained_fits(name),
-                         precision=precision, calibration_data=calibration_data if precision == "int8" else None,
-                         eval_size=64, min_agreement=0.0)
-        )  # fmt: skip  (speed rows: accuracy is judged by nin-export and nin-eval, not here)
+            ExportConfig(
+                model=name,
+                opset=OPSET,
+                output=str(path),
+                input_size=input_size,
+                check_batch_sizes=(1,),
+                random_init=not pretrained_fits(name),
+                precision=precision,
+                calibration_data=calibration_data if precision == "int8" else None,
+                eval_size=64,
+                min_agreement=0.0,
+            )
+        )  # speed rows: accuracy is judged by nin-export and nin-eval, not here
     return path
 
 
@@ -328,11 +358,11 @@ def run_bench(
     threads = env["threads"]
     entries: list[tuple[str, str, Path, ModelProfile | None]] = []
     for name in config.models:
-        profile = profile_model(create_model(name, input_size=config.input_size))
+        model_profile = profile_model(create_model(name, input_size=config.input_size))
         for precision in config.precision:
             say(f"exporting {name} ({precision}) into the cache {cache}")
             path = cached_export(name, config.input_size, precision, cache, config.calibration_data)
-            entries.append((name, precision, path, profile))
+            entries.append((name, precision, path, model_profile))
     entries.extend((Path(p).stem, "as given", Path(p), None) for p in config.model_path)
 
     engines = cache / "trt-engines"
@@ -343,10 +373,17 @@ def run_bench(
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # a fallback is reported below instead
-                    clf = Classifier(path, provider, fallback=config.fallback, threads=threads,
-                                     max_batch=max(config.batch_sizes), labels=foreign_labels(path),
-                                     fp16=config.trt_fp16, engine_cache_dir=str(engines),
-                                     cudnn_conv_algo_search=config.cudnn_conv_algo_search)  # fmt: skip
+                    clf = Classifier(
+                        path,
+                        provider,
+                        fallback=config.fallback,
+                        threads=threads,
+                        max_batch=max(config.batch_sizes),
+                        labels=foreign_labels(path),
+                        fp16=config.trt_fp16,
+                        engine_cache_dir=str(engines),
+                        cudnn_conv_algo_search=config.cudnn_conv_algo_search,
+                    )
             except NinEdgeError as exc:
                 rows.extend(_error_rows(name, provider, precision, config, profile, path, str(exc)))
                 continue
@@ -397,11 +434,19 @@ def _inputs(shape: tuple[int, ...]) -> np.ndarray:
 
 def _error_rows(name, provider, precision, config, profile, path, message) -> list[Row]:
     return [
-        Row(model=name, backend="onnxruntime", provider=provider, precision=precision, batch_size=b,
-            params=getattr(profile, "params", None), macs=getattr(profile, "macs", None),
-            file_bytes=path.stat().st_size if path else None, error=message)
+        Row(
+            model=name,
+            backend="onnxruntime",
+            provider=provider,
+            precision=precision,
+            batch_size=b,
+            params=getattr(profile, "params", None),
+            macs=getattr(profile, "macs", None),
+            file_bytes=path.stat().st_size if path else None,
+            error=message,
+        )
         for b in config.batch_sizes
-    ]  # fmt: skip
+    ]
 
 
 def _row_from(stats: LatencyStats, *, base: Row, batch: int, macs: int | None) -> Row:
@@ -416,15 +461,23 @@ def _row_from(stats: LatencyStats, *, base: Row, batch: int, macs: int | None) -
 
 def _bench_one(clf, name, precision, batch, config, profile, path, clock) -> Row:
     base = Row(
-        model=name, backend="onnxruntime", provider=clf.providers[0], precision=precision, batch_size=batch,
-        params=getattr(profile, "params", None), macs=getattr(profile, "macs", None), file_bytes=path.stat().st_size,
-    )  # fmt: skip
+        model=name,
+        backend="onnxruntime",
+        provider=clf.providers[0],
+        precision=precision,
+        batch_size=batch,
+        params=getattr(profile, "params", None),
+        macs=getattr(profile, "macs", None),
+        file_bytes=path.stat().st_size,
+    )
     if clf.fixed_batch and batch != clf.fixed_batch:
         return replace(base, error=f"the model has a fixed batch of {clf.fixed_batch}; batch {batch} not measured")
     try:
         x = _inputs((batch, *clf.input_shape))
         fn, bound = timed_call(clf, x, config.io_binding)
-        durations = measure(fn, warmup=config.warmup, min_runs=config.iterations, min_seconds=config.duration, clock=clock)
+        durations = measure(
+            fn, warmup=config.warmup, min_runs=config.iterations, min_seconds=config.duration, clock=clock
+        )
     except NinEdgeError as exc:
         return replace(base, error=str(exc))
     except Exception as exc:  # onnxruntime reports allocation failures as generic runtime errors
@@ -443,8 +496,16 @@ def _bench_torch(name, batch, config, profile, threads, clock, *, mode: str = "e
     model = create_model(name, input_size=config.input_size).eval().to(device)
     x = torch.from_numpy(_inputs((batch, model.in_channels, config.input_size, config.input_size))).to(device)
     label = mode if device == "cpu" else f"{mode}-{device}"
-    base = Row(model=name, backend="torch", provider=label, precision="fp32", batch_size=batch,
-               params=profile.params, macs=profile.macs, file_bytes=None)  # fmt: skip
+    base = Row(
+        model=name,
+        backend="torch",
+        provider=label,
+        precision="fp32",
+        batch_size=batch,
+        params=profile.params,
+        macs=profile.macs,
+        file_bytes=None,
+    )
     net = torch.compile(model) if mode == "compile" else model
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -454,7 +515,9 @@ def _bench_torch(name, batch, config, profile, threads, clock, *, mode: str = "e
         sync()
 
     try:
-        durations = measure(run, warmup=config.warmup, min_runs=config.iterations, min_seconds=config.duration, clock=clock)
+        durations = measure(
+            run, warmup=config.warmup, min_runs=config.iterations, min_seconds=config.duration, clock=clock
+        )
     except RuntimeError as exc:
         if not _is_oom(exc):
             raise
@@ -464,15 +527,24 @@ def _bench_torch(name, batch, config, profile, threads, clock, *, mode: str = "e
 
 def _relate(rows: list[Row]) -> list[Row]:
     """Add each row's latency ratio to NiN's and the runtime's speed-up over PyTorch eager."""
+
     def key(r: Row) -> tuple:
         return (r.backend, r.provider, r.precision, r.batch_size)
 
     nin = {key(r): r.p50_ms for r in rows if r.model == "nin" and r.p50_ms}
-    eager = {(r.model, r.batch_size): r.p50_ms for r in rows if r.backend == "torch" and r.provider.startswith("eager") and r.p50_ms}
+    eager = {
+        (r.model, r.batch_size): r.p50_ms
+        for r in rows
+        if r.backend == "torch" and r.provider.startswith("eager") and r.p50_ms
+    }
     out = []
     for r in rows:
         vs_nin = r.p50_ms / nin[key(r)] if r.p50_ms and key(r) in nin else None
-        speedup = eager[(r.model, r.batch_size)] / r.p50_ms if r.backend == "onnxruntime" and r.p50_ms and (r.model, r.batch_size) in eager else None
+        speedup = (
+            eager[(r.model, r.batch_size)] / r.p50_ms
+            if r.backend == "onnxruntime" and r.p50_ms and (r.model, r.batch_size) in eager
+            else None
+        )
         out.append(replace(r, vs_nin=vs_nin, speedup_vs_torch=speedup))
     return out
 
@@ -491,9 +563,9 @@ def plot_report(report: BenchReport, path: Path) -> None:
         ax1.plot([b for b, _ in points], [ms for _, ms in points], "o-", label=label)
     ax1.set(xscale="log", yscale="log", xlabel="batch size", ylabel="p50 latency (ms)", title="latency")
     ax1.legend(fontsize=7)
-    models = {}
+    models: dict[str, tuple[int, int]] = {}
     for r in report.results:
-        if r.params:
+        if r.params and r.macs:
             models[r.model] = (r.params, r.macs)
     names = list(models)
     xs = np.arange(len(names))

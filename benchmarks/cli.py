@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
-
 from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
 from nin_edge.runtime.files import atomic_output, check_writable
 from nin_edge.runtime.providers import CUDNN_SEARCH
@@ -16,33 +16,69 @@ _B = BenchConfig()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--models", type=CommaList(str), default=",".join(_B.models), show_default=True, help="Registered models.")
-@click.option("--provider", multiple=True, default=_B.provider, show_default=True, help="cpu, cuda or tensorrt; repeat or comma-separate.")
-@click.option("--batch-sizes", type=CommaList(int, positive=True), default=",".join(map(str, _B.batch_sizes)), show_default=True)
+@click.option(
+    "--models", type=CommaList(str), default=",".join(_B.models), show_default=True, help="Registered models."
+)
+@click.option(
+    "--provider",
+    multiple=True,
+    default=_B.provider,
+    show_default=True,
+    help="cpu, cuda or tensorrt; repeat or comma-separate.",
+)
+@click.option(
+    "--batch-sizes", type=CommaList(int, positive=True), default=",".join(map(str, _B.batch_sizes)), show_default=True
+)
 @click.option("--warmup", type=int, default=_B.warmup, show_default=True, help="Untimed runs per configuration.")
-@click.option("--iterations", type=int, default=_B.iterations, show_default=True, help="At least this many timed runs...")
-@click.option("--duration", type=float, default=_B.duration, show_default=True, help="...and at least this many seconds.")
+@click.option(
+    "--iterations", type=int, default=_B.iterations, show_default=True, help="At least this many timed runs..."
+)
+@click.option(
+    "--duration", type=float, default=_B.duration, show_default=True, help="...and at least this many seconds."
+)
 @click.option("--precision", type=CommaList(str), default=",".join(_B.precision), show_default=True)
-@click.option("--torch/--no-torch", default=_B.torch, show_default=True,
-              help="Add PyTorch eager rows on the same inputs (on the GPU when a GPU provider is measured).")
+@click.option(
+    "--torch/--no-torch",
+    default=_B.torch,
+    show_default=True,
+    help="Add PyTorch eager rows on the same inputs (on the GPU when a GPU provider is measured).",
+)
 @click.option("--torch-compile", is_flag=True, help="Add torch.compile rows (compiled once per batch size, not timed).")
 @click.option("--model-path", multiple=True, type=click.Path(), help="Any ONNX classifier file; repeatable.")
 @click.option("--input-size", type=int, default=_B.input_size, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads [default: all cores].")
 @click.option("--fallback", is_flag=True, help="Use the next provider instead of failing when one is missing.")
-@click.option("--io-binding/--no-io-binding", default=_B.io_binding, show_default=True, help="Keep GPU inputs on the device.")
-@click.option("--calibration-data", default=_B.calibration_data, show_default=True,
-              help="Calibration images for INT8 rows (see nin-export); the report names it.")
-@click.option("--cudnn-conv-algo-search", type=click.Choice(CUDNN_SEARCH), default=_B.cudnn_conv_algo_search,
-              show_default=True, help="How the CUDA provider picks convolution kernels (EXHAUSTIVE times them once per shape).")
+@click.option(
+    "--io-binding/--no-io-binding", default=_B.io_binding, show_default=True, help="Keep GPU inputs on the device."
+)
+@click.option(
+    "--calibration-data",
+    default=_B.calibration_data,
+    show_default=True,
+    help="Calibration images for INT8 rows (see nin-export); the report names it.",
+)
+@click.option(
+    "--cudnn-conv-algo-search",
+    type=click.Choice(CUDNN_SEARCH),
+    default=_B.cudnn_conv_algo_search,
+    show_default=True,
+    help="How the CUDA provider picks convolution kernels (EXHAUSTIVE times them once per shape).",
+)
 @click.option("--trt-fp16", is_flag=True, help="Let TensorRT build FP16 engines (rows say fp32+trt-fp16).")
-@click.option("--pause", type=float, default=_B.pause, show_default=True, help="Seconds of rest between configurations.")
-@click.option("--cache-dir", type=click.Path(), default=None, help="Where exported models are cached [default: ~/.cache/nin-edge].")
+@click.option(
+    "--pause", type=float, default=_B.pause, show_default=True, help="Seconds of rest between configurations."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(),
+    default=None,
+    help="Where exported models are cached [default: ~/.cache/nin-edge].",
+)
 @click.option("--output", type=click.Path(), default=None, help="Also write the result in --format to this file.")
 @click.option("--plot", type=click.Path(), default=None, help="Draw latency and size charts into this PNG.")
 @format_option("table", "json", "csv", "markdown")
 @one_line_errors
-def main(fmt: str, output: str | None, plot: str | None, provider: tuple[str, ...], **options: object) -> None:
+def main(fmt: str, output: str | None, plot: str | None, provider: tuple[str, ...], **options: Any) -> None:
     """Latency, throughput, parameters and MACs of NiN against AlexNet and VGG-11."""
     providers = tuple(p.strip() for item in provider for p in item.split(",") if p.strip())
     for path in (output, plot):

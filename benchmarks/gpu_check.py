@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 import onnxruntime as ort
-
 from nin_edge.models.data import load_split
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
-from nin_edge.runtime.files import atomic_output
 from nin_edge.runtime.errors import CheckFailedError, ConfigError, NinEdgeError, ProviderError
+from nin_edge.runtime.files import atomic_output
 from nin_edge.runtime.providers import ALIASES, CPU, CUDA, missing_provider_message
 from nin_edge.runtime.report import Report, format_table
 
@@ -122,14 +122,19 @@ def run_gpu_check(config: GpuCheckConfig) -> GpuCheckReport:
         agreement = float(np.mean(a.argmax(1) == b.argmax(1)))
         rows.append(
             GpuCheckRow(
-                precision=precision, images=len(split), provider_in_use=gpu.providers[0], all_nodes_on_gpu=on_gpu,
-                placement_note=note, io_binding_ok=io_ok, agreement=agreement,
+                precision=precision,
+                images=len(split),
+                provider_in_use=gpu.providers[0],
+                all_nodes_on_gpu=on_gpu,
+                placement_note=note,
+                io_binding_ok=io_ok,
+                agreement=agreement,
                 max_abs_logit_diff=float(np.max(np.abs(a - b))),
                 accuracy_cpu=float(np.mean(a.argmax(1) == split.labels)),
                 accuracy_gpu=float(np.mean(b.argmax(1) == split.labels)),
                 passed=on_gpu and io_ok and agreement >= config.min_agreement,
             )
-        )  # fmt: skip
+        )
     return GpuCheckReport(provider=name, results=tuple(rows))
 
 
@@ -148,7 +153,7 @@ _G = GpuCheckConfig()
 @click.option("--output", type=click.Path(), default=None, help="Also write the result in --format to this file.")
 @format_option("table", "json")
 @one_line_errors
-def main(fmt: str, output: str | None, **options: object) -> None:
+def main(fmt: str, output: str | None, **options: Any) -> None:
     """Top-1 agreement, node placement and IO binding of a GPU provider against the CPU provider."""
     report = run_gpu_check(GpuCheckConfig(**options))
     text = report.render(fmt)

@@ -12,18 +12,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
-
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.precision import load_images, quantize_int8
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
 from nin_edge.runtime.report import Report, format_table
 
-VARIANTS = {"QDQ U8S8": ("qdq", "uint8"), "QDQ S8S8": ("qdq", "int8"), "QOperator U8S8": ("qoperator", "uint8"),
-            "QOperator S8S8": ("qoperator", "int8")}  # fmt: skip
+VARIANTS = {
+    "QDQ U8S8": ("qdq", "uint8"),
+    "QDQ S8S8": ("qdq", "int8"),
+    "QOperator U8S8": ("qoperator", "uint8"),
+    "QOperator S8S8": ("qoperator", "int8"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,29 @@ class FormatReport(Report):
 
 
 def compare_formats(
-    *, model: str = "nin", weights: str | None = None, calibration_data: str = "synthetic", batch_sizes=(1, 8, 32),
-    rounds: int = 5, runs: int = 5, calibration_size: int = 200, input_size: int = 224,
-) -> FormatReport:  # fmt: skip
+    *,
+    model: str = "nin",
+    weights: str | None = None,
+    calibration_data: str = "synthetic",
+    batch_sizes=(1, 8, 32),
+    rounds: int = 5,
+    runs: int = 5,
+    calibration_size: int = 200,
+    input_size: int = 224,
+) -> FormatReport:
     """Quantize ``model`` in each variant and time them all against FP32."""
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        run_export(ExportConfig(model=model, weights=weights, random_init=weights is None, output=str(fp32),
-                                input_size=input_size, check_batch_sizes=(1,)))  # fmt: skip
+        run_export(
+            ExportConfig(
+                model=model,
+                weights=weights,
+                random_init=weights is None,
+                output=str(fp32),
+                input_size=input_size,
+                check_batch_sizes=(1,),
+            )
+        )
         calib = load_images(calibration_data, size=input_size, channels=1, limit=calibration_size)
         paths = {"FP32": fp32}
         for name, (fmt, act) in VARIANTS.items():
@@ -79,13 +98,15 @@ def compare_formats(
 
 @click.command()
 @click.option("--model", default="nin", show_default=True)
-@click.option("--weights", default=None, help="Checkpoint to quantize [default: random init; speed does not depend on it].")
+@click.option(
+    "--weights", default=None, help="Checkpoint to quantize [default: random init; speed does not depend on it]."
+)
 @click.option("--calibration-data", default="synthetic", show_default=True)
 @click.option("--batch-sizes", type=CommaList(int, positive=True), default="1,8,32", show_default=True)
 @click.option("--rounds", type=int, default=5, show_default=True)
 @format_option("table", "json", "markdown")
 @one_line_errors
-def main(fmt: str, **options: object) -> None:
+def main(fmt: str, **options: Any) -> None:
     """Time QDQ/QOperator x U8S8/S8S8 INT8 variants against FP32 on this CPU."""
     click.echo(compare_formats(**options).render(fmt))
 

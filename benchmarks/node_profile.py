@@ -12,11 +12,11 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 import onnxruntime as ort
-
 from nin_edge.runtime.cli_common import format_option, one_line_errors
 from nin_edge.runtime.errors import ConfigError, ModelFileError
 from nin_edge.runtime.providers import ALIASES, CPU, CUDA
@@ -49,7 +49,10 @@ class NodeProfileReport(Report):
         return [dict(r.__dict__) for r in self.results]
 
     def to_table(self) -> str:
-        head = f"{self.model} on {self.provider}, batch {self.batch_size}: {self.total_ms:.3f} ms of node time per run ({self.runs} runs)"
+        head = (
+            f"{self.model} on {self.provider}, batch {self.batch_size}: "
+            f"{self.total_ms:.3f} ms of node time per run ({self.runs} runs)"
+        )
         return head + "\n" + format_table(self.rows())
 
 
@@ -69,7 +72,9 @@ def summarize_trace(events: list[dict], runs: int) -> list[NodeTime]:
     return sorted(rows, key=lambda r: -r.ms)
 
 
-def profile_nodes(model: str, *, provider: str = "cpu", batch_size: int = 1, runs: int = 20, warmup: int = 5) -> NodeProfileReport:
+def profile_nodes(
+    model: str, *, provider: str = "cpu", batch_size: int = 1, runs: int = 20, warmup: int = 5
+) -> NodeProfileReport:
     """Profile ``runs`` inferences of ``model`` at ``batch_size`` on ``provider`` (after ``warmup``)."""
     name = ALIASES.get(provider.lower())
     if name is None:
@@ -94,19 +99,27 @@ def profile_nodes(model: str, *, provider: str = "cpu", batch_size: int = 1, run
     first = starts[-runs] if len(starts) >= runs else 0
     timed = [ev for ev in events if ev.get("ts", 0) >= first]
     rows = summarize_trace(timed, runs)
-    return NodeProfileReport(model=model, provider=session.get_providers()[0], batch_size=batch_size, runs=runs,
-                             total_ms=sum(r.ms for r in rows), results=tuple(rows))  # fmt: skip
+    return NodeProfileReport(
+        model=model,
+        provider=session.get_providers()[0],
+        batch_size=batch_size,
+        runs=runs,
+        total_ms=sum(r.ms for r in rows),
+        results=tuple(rows),
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
-@click.option("--provider", default="cpu", show_default=True, help=f"cpu, cuda or tensorrt ({CUDA} needs onnxruntime-gpu).")
+@click.option(
+    "--provider", default="cpu", show_default=True, help=f"cpu, cuda or tensorrt ({CUDA} needs onnxruntime-gpu)."
+)
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--runs", type=int, default=20, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)
 @format_option("table", "json", "csv")
 @one_line_errors
-def main(model: str, fmt: str, **options: object) -> None:
+def main(model: str, fmt: str, **options: Any) -> None:
     """Per-node kernel time of MODEL from onnxruntime's profiler, slowest first."""
     click.echo(profile_nodes(model, **options).render(fmt))
 

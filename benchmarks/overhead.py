@@ -18,7 +18,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-
 from nin_edge.runtime.cli_common import format_option, one_line_errors
 from nin_edge.runtime.report import Report, format_pairs
 
@@ -60,14 +59,23 @@ class OverheadReport(Report):
         return format_pairs(
             [
                 ("model", self.model),
-                (f"warm, batch {self.batch_size}", f"bare run {self.bare_run_ms:.2f} ms, Classifier.logits "
-                 f"{self.runtime_logits_ms:.2f} ms ({self.warm_overhead_pct:+.1f}%)"),
-                ("cold start", f"bare {self.bare_cold_s:.3f} s, runtime {self.runtime_cold_s:.3f} s "
-                 f"({self.cold_overhead_pct:+.1f}%), medians of {self.cold_repeats}"),
-                ("peak RSS", f"bare {self.bare_peak_rss_mb:.0f} MB, runtime {self.runtime_peak_rss_mb:.0f} MB "
-                 f"({self.rss_overhead_pct:+.1f}%)"),
+                (
+                    f"warm, batch {self.batch_size}",
+                    f"bare run {self.bare_run_ms:.2f} ms, Classifier.logits "
+                    f"{self.runtime_logits_ms:.2f} ms ({self.warm_overhead_pct:+.1f}%)",
+                ),
+                (
+                    "cold start",
+                    f"bare {self.bare_cold_s:.3f} s, runtime {self.runtime_cold_s:.3f} s "
+                    f"({self.cold_overhead_pct:+.1f}%), medians of {self.cold_repeats}",
+                ),
+                (
+                    "peak RSS",
+                    f"bare {self.bare_peak_rss_mb:.0f} MB, runtime {self.runtime_peak_rss_mb:.0f} MB "
+                    f"({self.rss_overhead_pct:+.1f}%)",
+                ),
             ]
-        )  # fmt: skip
+        )
 
 
 def warm_latency(model: str, batch_size: int = 1, blocks: int = 10, runs: int = 30) -> tuple[float, float]:
@@ -76,7 +84,6 @@ def warm_latency(model: str, batch_size: int = 1, blocks: int = 10, runs: int = 
     Both use onnxruntime's default session options, so the difference is the runtime's own code.
     """
     import onnxruntime as ort
-
     from nin_edge.runtime import Classifier
 
     bare = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
@@ -145,7 +152,9 @@ def measure_overhead(model: str, batch_size: int = 1, repeats: int = 7) -> Overh
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True, help="Cold-start processes of each kind.")
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=7, show_default=True, help="Cold-start processes of each kind."
+)
 @format_option("table", "json")
 @one_line_errors
 def main(model: str, batch_size: int, repeats: int, fmt: str) -> None:

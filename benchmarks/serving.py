@@ -18,10 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
-
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
 from nin_edge.runtime.errors import NinEdgeError
@@ -127,10 +127,21 @@ def _load(fn, clients: int, seconds: float, inputs: int, answers: _Answers) -> t
     return latencies, time.perf_counter() - t0
 
 
-def _row(mode: str, clients: int, latencies: list[float], wall: float, mean_batch: float | None, answers: _Answers) -> ServingRow:
+def _row(
+    mode: str, clients: int, latencies: list[float], wall: float, mean_batch: float | None, answers: _Answers
+) -> ServingRow:
     ordered = sorted(latencies)
-    return ServingRow(mode, clients, len(ordered), len(ordered) / wall, percentile(ordered, 50), percentile(ordered, 99),
-                      mean_batch, answers.wrong, answers.max_abs_diff)  # fmt: skip
+    return ServingRow(
+        mode,
+        clients,
+        len(ordered),
+        len(ordered) / wall,
+        percentile(ordered, 50),
+        percentile(ordered, 99),
+        mean_batch,
+        answers.wrong,
+        answers.max_abs_diff,
+    )
 
 
 def _inputs(clf: Classifier, data_dir: str | None, count: int = 64) -> tuple[np.ndarray, str]:
@@ -140,7 +151,9 @@ def _inputs(clf: Classifier, data_dir: str | None, count: int = 64) -> tuple[np.
 
         images = load_split(data_dir, "test", limit=count).images
         return clf.prepare(images[:, :, :, None]), f"the first {len(images)} Fashion-MNIST test images"
-    return np.random.default_rng(0).random((count, *clf.input_shape), dtype=np.float32), f"{count} seeded random tensors"
+    return np.random.default_rng(0).random(
+        (count, *clf.input_shape), dtype=np.float32
+    ), f"{count} seeded random tensors"
 
 
 def measure_serving(
@@ -173,18 +186,39 @@ def measure_serving(
         exe = Path(sys.executable).with_name("nin-serve")
         with server_log.open("wb") as server_out:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
-                [str(exe), model, "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port",
-                 str(metrics_port), "--max-batch", str(max_batch), "--queue-delay-us", str(queue_delay_us), "--batch-log",
-                 str(log), "--provider", provider],
-                stdout=server_out, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                [
+                    str(exe),
+                    model,
+                    "--http-port",
+                    str(http_port),
+                    "--grpc-port",
+                    str(grpc_port),
+                    "--metrics-port",
+                    str(metrics_port),
+                    "--max-batch",
+                    str(max_batch),
+                    "--queue-delay-us",
+                    str(queue_delay_us),
+                    "--batch-log",
+                    str(log),
+                    "--provider",
+                    provider,
+                ],
+                stdout=server_out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             address = f"127.0.0.1:{http_port}"
             deadline = time.monotonic() + 90
             while not _ready(http, address, clf.metadata.model):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = " | ".join(server_log.read_text(errors="replace").strip().splitlines()[-5:])
-                    state = f"exited with status {proc.returncode}" if proc.poll() is not None else "was not ready within 90 s"
+                    state = (
+                        f"exited with status {proc.returncode}"
+                        if proc.poll() is not None
+                        else "was not ready within 90 s"
+                    )
                     raise NinEdgeError(f"nin-serve {state}; its last output: {tail or '(none)'}")
                 time.sleep(0.5)
             local = threading.local()
@@ -209,8 +243,15 @@ def measure_serving(
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-    return ServingReport(model=model, provider=", ".join(clf.providers), inputs=described, seconds_per_point=seconds, max_batch=max_batch, queue_delay_us=queue_delay_us,
-                         results=tuple(rows))  # fmt: skip
+    return ServingReport(
+        model=model,
+        provider=", ".join(clf.providers),
+        inputs=described,
+        seconds_per_point=seconds,
+        max_batch=max_batch,
+        queue_delay_us=queue_delay_us,
+        results=tuple(rows),
+    )
 
 
 def _ready(http, address: str, name: str) -> bool:
@@ -226,11 +267,15 @@ def _ready(http, address: str, name: str) -> bool:
 @click.option("--seconds", type=float, default=5.0, show_default=True, help="Load time per point.")
 @click.option("--max-batch", type=int, default=16, show_default=True)
 @click.option("--queue-delay-us", type=int, default=2000, show_default=True)
-@click.option("--provider", default="cpu", show_default=True, help="Provider of both the server and the in-process runs.")
-@click.option("--data-dir", type=click.Path(), default=None, help="Send real Fashion-MNIST test images from this folder.")
+@click.option(
+    "--provider", default="cpu", show_default=True, help="Provider of both the server and the in-process runs."
+)
+@click.option(
+    "--data-dir", type=click.Path(), default=None, help="Send real Fashion-MNIST test images from this folder."
+)
 @format_option("table", "json", "markdown")
 @one_line_errors
-def main(model: str, fmt: str, **options: object) -> None:
+def main(model: str, fmt: str, **options: Any) -> None:
     """Requests per second and p50/p99 latency through nin-serve against in-process calls."""
     click.echo(measure_serving(model, **options).render(fmt))
 

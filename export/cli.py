@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
-import click
+from typing import Any
 
+import click
 from nin_edge.models import list_models
 from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
 
 from .pipeline import ExportConfig, run_export
 from .precision import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS, REDUCE_RANGE
-from .triton import INSTANCE_KINDS, TritonOptions
 from .steps import MAX_OPSET, MIN_OPSET
+from .triton import INSTANCE_KINDS, TritonOptions
 
 _DEFAULTS = ExportConfig()
 _TRITON = TritonOptions()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", default=_DEFAULTS.model, show_default=True, help=f"Registered model: {', '.join(list_models())}.")
-@click.option("--opset", type=int, default=_DEFAULTS.opset, show_default=True, help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}).")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help="Checkpoint (state_dict) to export [default: the shipped pretrained weights where they exist].")
-@click.option("--random-init", is_flag=True, help="Export an untrained model (seeded by --seed) instead of pretrained weights.")
+@click.option(
+    "--model", default=_DEFAULTS.model, show_default=True, help=f"Registered model: {', '.join(list_models())}."
+)
+@click.option(
+    "--opset", type=int, default=_DEFAULTS.opset, show_default=True, help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET})."
+)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Checkpoint (state_dict) to export [default: the shipped pretrained weights where they exist].",
+)
+@click.option(
+    "--random-init", is_flag=True, help="Export an untrained model (seeded by --seed) instead of pretrained weights."
+)
 @click.option("--output", type=click.Path(), default=None, help="Output file [default: MODEL.onnx].")
-@click.option("--input-size", type=int, default=None,
-              help="Square input side in pixels [default: the size the shipped weights were trained at (NiN: 112), else 224].")
+@click.option(
+    "--input-size",
+    type=int,
+    default=None,
+    help="Square input side in pixels [default: the size the shipped weights were trained at (NiN: 112), else 224].",
+)
 @click.option("--in-channels", type=int, default=_DEFAULTS.in_channels, show_default=True)
 @click.option("--num-classes", type=int, default=_DEFAULTS.num_classes, show_default=True)
 @click.option("--simplify/--no-simplify", default=_DEFAULTS.simplify, show_default=True, help="Run onnxsim.")
@@ -35,26 +50,69 @@ _TRITON = TritonOptions()
     show_default=True,
     help="Batch sizes at which onnxruntime is compared with PyTorch.",
 )
-@click.option("--atol", type=float, default=_DEFAULTS.atol, show_default=True, help="Largest absolute logit difference allowed.")
-@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Seed of the random init and parity inputs.")
+@click.option(
+    "--atol", type=float, default=_DEFAULTS.atol, show_default=True, help="Largest absolute logit difference allowed."
+)
+@click.option(
+    "--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Seed of the random init and parity inputs."
+)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision, show_default=True)
-@click.option("--calibration-data", default=None, help="INT8 calibration: IDX folder, image folder, .npy, or 'synthetic'.")
+@click.option(
+    "--calibration-data", default=None, help="INT8 calibration: IDX folder, image folder, .npy, or 'synthetic'."
+)
 @click.option("--calibration-size", type=int, default=_DEFAULTS.calibration_size, show_default=True)
-@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default=_DEFAULTS.calibration_method, show_default=True)
-@click.option("--int8-target", type=click.Choice(INT8_TARGETS), default=_DEFAULTS.int8_target, show_default=True,
-              help="cpu: U8S8 QDQ; tensorrt: symmetric S8S8 QDQ.")
-@click.option("--int8-reduce-range", type=click.Choice(REDUCE_RANGE), default=_DEFAULTS.int8_reduce_range, show_default=True,
-              help="7-bit weights: auto uses them only on CPUs without VNNI (AVX2 saturation).")
+@click.option(
+    "--calibration-method",
+    type=click.Choice(CALIBRATION_METHODS),
+    default=_DEFAULTS.calibration_method,
+    show_default=True,
+)
+@click.option(
+    "--int8-target",
+    type=click.Choice(INT8_TARGETS),
+    default=_DEFAULTS.int8_target,
+    show_default=True,
+    help="cpu: U8S8 QDQ; tensorrt: symmetric S8S8 QDQ.",
+)
+@click.option(
+    "--int8-reduce-range",
+    type=click.Choice(REDUCE_RANGE),
+    default=_DEFAULTS.int8_reduce_range,
+    show_default=True,
+    help="7-bit weights: auto uses them only on CPUs without VNNI (AVX2 saturation).",
+)
 @click.option("--eval-data", default=None, help="Fashion-MNIST folder whose test split judges a reduced precision.")
 @click.option("--eval-size", type=int, default=_DEFAULTS.eval_size, show_default=True)
-@click.option("--min-agreement", type=float, default=_DEFAULTS.min_agreement, show_default=True,
-              help="Lowest top-1 agreement with FP32 a reduced precision may have.")
-@click.option("--provider", default=_DEFAULTS.provider, show_default=True, help="Where reduced-precision latency is measured.")
-@click.option("--triton-repo", type=click.Path(), default=None,
-              help="Also write a Triton model repository (model.onnx, config.pbtxt, labels.txt) here.")
+@click.option(
+    "--min-agreement",
+    type=float,
+    default=_DEFAULTS.min_agreement,
+    show_default=True,
+    help="Lowest top-1 agreement with FP32 a reduced precision may have.",
+)
+@click.option(
+    "--provider", default=_DEFAULTS.provider, show_default=True, help="Where reduced-precision latency is measured."
+)
+@click.option(
+    "--triton-repo",
+    type=click.Path(),
+    default=None,
+    help="Also write a Triton model repository (model.onnx, config.pbtxt, labels.txt) here.",
+)
 @click.option("--triton-name", "name", default=_TRITON.name, show_default=True, help="Model name in the repository.")
-@click.option("--max-batch", type=int, default=_TRITON.max_batch, show_default=True, help="Triton max_batch_size (0: no batching).")
-@click.option("--preferred-batch-sizes", type=CommaList(int, positive=True), default=None, help="Dynamic batcher's preferred sizes.")
+@click.option(
+    "--max-batch",
+    type=int,
+    default=_TRITON.max_batch,
+    show_default=True,
+    help="Triton max_batch_size (0: no batching).",
+)
+@click.option(
+    "--preferred-batch-sizes",
+    type=CommaList(int, positive=True),
+    default=None,
+    help="Dynamic batcher's preferred sizes.",
+)
 @click.option("--queue-delay-us", type=int, default=_TRITON.queue_delay_us, show_default=True)
 @click.option("--instance-count", type=int, default=_TRITON.instance_count, show_default=True)
 @click.option("--instance-kind", type=click.Choice(INSTANCE_KINDS), default=_TRITON.instance_kind, show_default=True)
@@ -62,10 +120,18 @@ _TRITON = TritonOptions()
 @click.option("--tensorrt-fp16", is_flag=True, help="Triton: let TensorRT use FP16.")
 @format_option("table", "json")
 @one_line_errors
-def main(fmt: str, **options: object) -> None:
+def main(fmt: str, **options: Any) -> None:
     """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
-    triton_fields = ("name", "max_batch", "preferred_batch_sizes", "queue_delay_us", "instance_count", "instance_kind",
-                     "tensorrt", "tensorrt_fp16")  # fmt: skip
+    triton_fields = (
+        "name",
+        "max_batch",
+        "preferred_batch_sizes",
+        "queue_delay_us",
+        "instance_count",
+        "instance_kind",
+        "tensorrt",
+        "tensorrt_fp16",
+    )
     triton = {k: options.pop(k) for k in triton_fields}
     triton["preferred_batch_sizes"] = triton["preferred_batch_sizes"] or ()
     summary = run_export(ExportConfig(**options, triton=TritonOptions(**triton)))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from nin_edge.models import FASHION_MNIST_CLASSES, ZooModel, create_model, load_weights, profile_model
 from nin_edge.models.registry import pretrained_fits, pretrained_input_size, pretrained_path
 from nin_edge.runtime import Classifier
@@ -29,8 +28,17 @@ from .precision import (
     load_images,
     quantize_int8,
 )
+from .steps import (
+    GraphCheck,
+    ParityResult,
+    check_graph,
+    check_opset,
+    check_parity,
+    export_onnx,
+    simplify,
+    write_metadata,
+)
 from .triton import TritonOptions, TritonRepo, check_repository, write_triton_repo
-from .steps import GraphCheck, ParityResult, check_graph, check_opset, check_parity, export_onnx, simplify, write_metadata
 
 DEFAULT_INPUT_SIZE = 224
 
@@ -66,14 +74,23 @@ class ExportConfig:
 
     @property
     def uses_pretrained(self) -> bool:
-        return not self.weights and not self.random_init and pretrained_fits(self.model, self.in_channels, self.num_classes)
+        return (
+            not self.weights
+            and not self.random_init
+            and pretrained_fits(self.model, self.in_channels, self.num_classes)
+        )
 
     def resolved(self) -> ExportConfig:
         """This config with ``input_size`` filled in: as given, else the size the shipped weights were
         trained at when they are used, else 224 (the book's size)."""
+        return self if self.input_size is not None else replace(self, input_size=self.size)
+
+    @property
+    def size(self) -> int:
+        """The input size the model is exported at (see :meth:`resolved`)."""
         if self.input_size is not None:
-            return self
-        return replace(self, input_size=pretrained_input_size(self.model) if self.uses_pretrained else DEFAULT_INPUT_SIZE)
+            return self.input_size
+        return pretrained_input_size(self.model) if self.uses_pretrained else DEFAULT_INPUT_SIZE
 
     @property
     def output_path(self) -> Path:
@@ -99,10 +116,13 @@ class ExportConfig:
                     "or --calibration-data synthetic to accept uniform noise (recorded in the model)"
                 )
             if self.opset < MIN_INT8_OPSET:
-                raise ConfigError(f"INT8 with per-channel weights needs opset {MIN_INT8_OPSET} or newer, got {self.opset}")
+                raise ConfigError(
+                    f"INT8 with per-channel weights needs opset {MIN_INT8_OPSET} or newer, got {self.opset}"
+                )
             if self.calibration_method not in CALIBRATION_METHODS:
                 raise ConfigError(
-                    f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.calibration_method!r}"
+                    f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got "
+                    f"{self.calibration_method!r}"
                 )
             if self.int8_target not in INT8_TARGETS:
                 raise ConfigError(f"int8 target must be one of {', '.join(INT8_TARGETS)}, got {self.int8_target!r}")
@@ -159,16 +179,19 @@ class ExportSummary(Report):
             ("parameters", self.params),
             ("MACs per image", self.macs),
             ("file size", f"{self.file_bytes / 1e6:.2f} MB ({self.file_bytes:,} bytes)"),
-            ("nodes", f"{self.nodes_exported} exported -> {self.nodes_final} final"
-             + ("" if self.simplified else " (not simplified)")),
+            (
+                "nodes",
+                f"{self.nodes_exported} exported -> {self.nodes_final} final"
+                + ("" if self.simplified else " (not simplified)"),
+            ),
             ("ops", ", ".join(f"{k} {v}" for k, v in self.ops.items())),
             ("time", f"{self.seconds:.2f} s"),
-        ]  # fmt: skip
+        ]
         verdict = "passed" if self.parity.passed else "FAILED"
         text = (
             format_pairs(pairs)
-            + f"\n\nparity of the FP32 graph against PyTorch ({self.parity.provider}, atol {self.parity.atol:g}): {verdict}\n"
-            + format_table(self.parity.rows())
+            + f"\n\nparity of the FP32 graph against PyTorch ({self.parity.provider}, atol {self.parity.atol:g}): "
+            f"{verdict}\n" + format_table(self.parity.rows())
         )
         if self.reduced is not None:
             text += f"\n\n{self.precision} against FP32\n" + self.reduced.to_table()
@@ -191,7 +214,7 @@ def build_model(config: ExportConfig) -> tuple[ZooModel, str]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = create_model(
-            config.model, in_channels=config.in_channels, num_classes=config.num_classes, input_size=config.input_size
+            config.model, in_channels=config.in_channels, num_classes=config.num_classes, input_size=config.size
         )
     if config.weights:
         loaded = load_weights(model, config.weights)
@@ -199,7 +222,12 @@ def build_model(config: ExportConfig) -> tuple[ZooModel, str]:
     if config.uses_pretrained:
         loaded = load_weights(model, pretrained_path(config.model))
         return model, f"pretrained {Path(loaded.path).name} sha256:{loaded.sha256}"
-    why = "" if config.random_init else f" (no pretrained weights for {config.model} with {config.in_channels} channel(s), {config.num_classes} classes)"
+    why = (
+        ""
+        if config.random_init
+        else f" (no pretrained weights for {config.model} with {config.in_channels} channel(s), "
+        f"{config.num_classes} classes)"
+    )
     return model, f"random-init seed {config.seed}{why}"
 
 
@@ -235,8 +263,12 @@ class PrecisionReport(Report):
             pairs.append(("accuracy", f"fp32 {self.accuracy_fp32:.4f}, {self.precision} {self.accuracy_reduced:.4f}"))
         for batch in lat["fp32"]:
             fp32, red = lat["fp32"][batch], lat[self.precision][batch]
-            pairs.append((f"latency batch {batch}", f"fp32 {fp32:.2f} ms, {self.precision} {red:.2f} ms "
-                          f"({fp32 / red:.2f}x) on {self.provider}"))  # fmt: skip
+            pairs.append(
+                (
+                    f"latency batch {batch}",
+                    f"fp32 {fp32:.2f} ms, {self.precision} {red:.2f} ms ({fp32 / red:.2f}x) on {self.provider}",
+                )
+            )
         return format_pairs(pairs)
 
 
@@ -284,25 +316,53 @@ def compare_precision(
     )
 
 
-def _reduce(config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMetadata) -> tuple[PrecisionReport, GraphCheck]:
+def _reduce(
+    config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMetadata
+) -> tuple[PrecisionReport, GraphCheck]:
     """Write the INT8 or FP16 variant of ``fp32_path`` to ``out``, check its graph and compare the two."""
-    size, channels = config.input_size, config.in_channels
+    size, channels = config.size, config.in_channels
     calibration = ""
     if config.precision == "int8":
-        calib = load_images(config.calibration_data, size=size, channels=channels, limit=config.calibration_size,
-                            split="train", seed=config.seed)  # fmt: skip
-        q = quantize_int8(fp32_path=fp32_path, output=out, calibration=calib, method=config.calibration_method,
-                          target=config.int8_target, reduce_range=config.int8_reduce_range)  # fmt: skip
+        if config.calibration_data is None:  # validate() refuses this; say so rather than crash
+            raise ConfigError("--precision int8 needs --calibration-data")
+        calib = load_images(
+            config.calibration_data,
+            size=size,
+            channels=channels,
+            limit=config.calibration_size,
+            split="train",
+            seed=config.seed,
+        )
+        q = quantize_int8(
+            fp32_path=fp32_path,
+            output=out,
+            calibration=calib,
+            method=config.calibration_method,
+            target=config.int8_target,
+            reduce_range=config.int8_reduce_range,
+        )
         calibration = f"{config.calibration_method} on {calib.source}; target {config.int8_target}; {q.reduce_range}"
     else:
         convert_fp16(fp32_path=fp32_path, output=out)
     write_metadata(path=out, metadata=replace(metadata, precision=config.precision, calibration=calibration))
     graph = check_graph(path=out, opset=config.opset)
     source = config.eval_data or config.calibration_data or "synthetic"
-    images = load_images(source, size=size, channels=channels, limit=config.eval_size,
-                         split="test" if config.eval_data else "train", seed=config.seed + 1)  # fmt: skip
-    report = compare_precision(fp32_path=fp32_path, reduced_path=out, precision=config.precision, images=images,
-                               calibration=calibration, provider=config.provider)  # fmt: skip
+    images = load_images(
+        source,
+        size=size,
+        channels=channels,
+        limit=config.eval_size,
+        split="test" if config.eval_data else "train",
+        seed=config.seed + 1,
+    )
+    report = compare_precision(
+        fp32_path=fp32_path,
+        reduced_path=out,
+        precision=config.precision,
+        images=images,
+        calibration=calibration,
+        provider=config.provider,
+    )
     if report.top1_agreement < config.min_agreement:
         raise CheckFailedError(
             f"{config.precision} model agrees with FP32 on {report.top1_agreement:.2%} of {report.images} images, "
@@ -323,11 +383,11 @@ def run_export(config: ExportConfig) -> ExportSummary:
     config.validate()
     config = config.resolved()
     model, weights = build_model(config)
-    profile = profile_model(model, config.input_size)
+    profile = profile_model(model, config.size)
     labels = class_labels(config.num_classes)
     metadata = ModelMetadata(
         model=config.model,
-        input_size=config.input_size,
+        input_size=config.size,
         in_channels=config.in_channels,
         labels=labels,
         weights=weights,
@@ -336,7 +396,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
     reduced = None
     with atomic_output(config.output_path) as tmp, tempfile.TemporaryDirectory() as scratch:
         fp32_path = tmp if config.precision == "fp32" else Path(scratch) / "fp32.onnx"
-        exported = export_onnx(model=model, output=fp32_path, opset=config.opset, input_size=config.input_size)
+        exported = export_onnx(model=model, output=fp32_path, opset=config.opset, input_size=config.size)
         nodes_final = exported.nodes
         if config.simplify:
             nodes_final = simplify(path=fp32_path).nodes_after
@@ -347,7 +407,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
             onnx_path=fp32_path,
             batch_sizes=tuple(config.check_batch_sizes),
             atol=config.atol,
-            input_size=config.input_size,
+            input_size=config.size,
             seed=config.seed,
         )
         if not parity.passed:
@@ -361,14 +421,15 @@ def run_export(config: ExportConfig) -> ExportSummary:
         file_bytes = tmp.stat().st_size
     triton = None
     if config.triton_repo:
-        triton = write_triton_repo(onnx_path=config.output_path, repository=config.triton_repo, options=config.triton,
-                                   labels=labels)  # fmt: skip
+        triton = write_triton_repo(
+            onnx_path=config.output_path, repository=config.triton_repo, options=config.triton, labels=labels
+        )
     return ExportSummary(
         model=config.model,
         output=str(config.output_path),
         weights=weights,
         opset=config.opset,
-        input_size=config.input_size,
+        input_size=config.size,
         in_channels=config.in_channels,
         num_classes=config.num_classes,
         params=profile.params,

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationDataReader
-
 from nin_edge.models.data import load_split
 from nin_edge.runtime.errors import CheckFailedError, ConfigError, InputError
 from nin_edge.runtime.metadata import Preprocessing
 from nin_edge.runtime.preprocess import preprocess_image, read_image
 from nin_edge.runtime.report import Report
+from onnxruntime.quantization import CalibrationDataReader
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -67,15 +66,23 @@ def load_images(
         return CalibrationSet(images, None, f"synthetic: {limit} uniform-noise images, seed {seed}")
     path = Path(source)
     if not path.exists():
-        raise ConfigError(f"calibration data '{source}' does not exist; give a folder of IDX files, images or .npy, or 'synthetic'")
+        raise ConfigError(
+            f"calibration data '{source}' does not exist; give a folder of IDX files, images or .npy, or 'synthetic'"
+        )
 
     def prep(raw: list[np.ndarray]) -> np.ndarray:
-        return np.stack([preprocess_image(im, channels=channels, size=size, pre=pre, where=f"'{source}'") for im in raw])
+        return np.stack(
+            [preprocess_image(im, channels=channels, size=size, pre=pre, where=f"'{source}'") for im in raw]
+        )
 
     if path.is_dir() and any(path.glob("*-idx3-ubyte*")) or (path / "FashionMNIST" / "raw").is_dir():
         data = load_split(path, split)
         take = min(limit, len(data))
-        return CalibrationSet(prep(list(data.images[:take])), data.labels[:take], f"Fashion-MNIST {split} split of '{source}', first {take} images")
+        return CalibrationSet(
+            prep(list(data.images[:take])),
+            data.labels[:take],
+            f"Fashion-MNIST {split} split of '{source}', first {take} images",
+        )
     npys = [path] if path.suffix == ".npy" else sorted(path.glob("*.npy")) if path.is_dir() else []
     if npys:
         batches = []
@@ -86,7 +93,10 @@ def load_images(
                 raise InputError(f"cannot read calibration array '{f}': {str(exc).splitlines()[0]}") from None
             if arr.dtype == np.float32:
                 if arr.ndim != 4 or arr.shape[1:] != (channels, size, size):
-                    raise InputError(f"calibration array '{f}': expected float32 (N,{channels},{size},{size}), got {tuple(arr.shape)}")
+                    raise InputError(
+                        f"calibration array '{f}': expected float32 (N,{channels},{size},{size}), got "
+                        f"{tuple(arr.shape)}"
+                    )
                 batches.append(arr)
             elif arr.dtype == np.uint8:
                 # A uint8 .npy is one (H,W) image or a stack: (N,H,W) or (N,H,W,C).
@@ -111,7 +121,9 @@ class _Reader(CalibrationDataReader):
 
     def get_next(self) -> dict | None:
         if self._it is None:
-            self._it = ({self.input_name: self.images[i : i + self.batch]} for i in range(0, len(self.images), self.batch))
+            self._it = (
+                {self.input_name: self.images[i : i + self.batch]} for i in range(0, len(self.images), self.batch)
+            )
         return next(self._it, None)
 
     def rewind(self) -> None:
@@ -215,8 +227,11 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             per_channel=True,
             reduce_range=use_reduce_range,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],  # fmt: skip
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
             extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True},
         )
     return QuantizeResult(

@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-
 from nin_edge.models import ZooModel
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.metadata import ModelMetadata
@@ -291,7 +290,9 @@ def check_parity(
                 ref = model(torch.from_numpy(x)).numpy()
             got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
             if got.shape != ref.shape:
-                raise CheckFailedError(f"onnxruntime gave logits of shape {got.shape} at batch {n}, expected {ref.shape}")
+                raise CheckFailedError(
+                    f"onnxruntime gave logits of shape {got.shape} at batch {n}, expected {ref.shape}"
+                )
             diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
             max_abs = float(diff.max())
             scale = float(np.abs(ref).max())
@@ -307,4 +308,3 @@ def check_parity(
     finally:
         model.train(was_training)
     return ParityResult(atol=atol, provider="CPUExecutionProvider", batches=tuple(rows))
-

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.files import atomic_output
 from nin_edge.runtime.report import Report
 
 INSTANCE_KINDS = ("cpu", "gpu")
-_ONNX_TO_TRITON = {
+_ONNX_TO_TRITON: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
     onnx.TensorProto.FLOAT16: "TYPE_FP16",
     onnx.TensorProto.INT8: "TYPE_INT8",
@@ -58,7 +57,8 @@ class TritonOptions:
             raise ConfigError(f"max batch must be 0 (no batching) or positive, got {self.max_batch}")
         if any(b <= 0 or (self.max_batch and b > self.max_batch) for b in self.preferred_batch_sizes):
             raise ConfigError(
-                f"preferred batch sizes {list(self.preferred_batch_sizes)} must lie in 1..{self.max_batch} (the max batch)"
+                f"preferred batch sizes {list(self.preferred_batch_sizes)} must lie in 1..{self.max_batch} (the max "
+                "batch)"
             )
         if self.queue_delay_us < 0 or self.instance_count <= 0:
             raise ConfigError("queue delay must be >= 0 and instance count positive")
@@ -103,9 +103,13 @@ def build_config(model: onnx.ModelProto, options: TritonOptions, labels_file: st
     cfg = pb.ModelConfig(name=options.name, platform="onnxruntime_onnx", max_batch_size=options.max_batch)
     skip = 1 if options.max_batch > 0 else 0
     for name, elem, dims in inputs:
-        cfg.input.append(pb.ModelInput(name=name, data_type=pb.DataType.Value(_ONNX_TO_TRITON[elem]), dims=_triton_dims(dims[skip:])))
+        cfg.input.append(
+            pb.ModelInput(name=name, data_type=pb.DataType.Value(_ONNX_TO_TRITON[elem]), dims=_triton_dims(dims[skip:]))
+        )
     for name, elem, dims in outputs:
-        out = pb.ModelOutput(name=name, data_type=pb.DataType.Value(_ONNX_TO_TRITON[elem]), dims=_triton_dims(dims[skip:]))
+        out = pb.ModelOutput(
+            name=name, data_type=pb.DataType.Value(_ONNX_TO_TRITON[elem]), dims=_triton_dims(dims[skip:])
+        )
         if labels_file:
             out.label_filename = labels_file
         cfg.output.append(out)
@@ -119,8 +123,11 @@ def build_config(model: onnx.ModelProto, options: TritonOptions, labels_file: st
         trt.parameters["precision_mode"] = "FP16" if options.tensorrt_fp16 else "FP32"
         trt.parameters["max_workspace_size_bytes"] = str(1 << 30)
         # TensorRT's optimisation profile must cover every batch the dynamic batcher can form.
-        for key, batch in (("trt_profile_min_shapes", 1), ("trt_profile_opt_shapes", max(1, options.max_batch // 2)),
-                           ("trt_profile_max_shapes", max(1, options.max_batch))):  # fmt: skip
+        for key, batch in (
+            ("trt_profile_min_shapes", 1),
+            ("trt_profile_opt_shapes", max(1, options.max_batch // 2)),
+            ("trt_profile_max_shapes", max(1, options.max_batch)),
+        ):
             name, _, dims = inputs[0]
             trt.parameters[key] = f"{name}:{batch}x" + "x".join(str(d) for d in dims[1:])
     return cfg
@@ -131,17 +138,24 @@ def check_config(cfg, model: onnx.ModelProto) -> None:
     pb, _ = _model_config_pb2()
     inputs, outputs = _io(model)
     skip = 1 if cfg.max_batch_size > 0 else 0
-    pairs = [(c, o, "input") for c, o in zip(cfg.input, inputs)] + [(c, o, "output") for c, o in zip(cfg.output, outputs)]
+    pairs = [(c, o, "input") for c, o in zip(cfg.input, inputs, strict=False)] + [
+        (c, o, "output") for c, o in zip(cfg.output, outputs, strict=False)
+    ]
     if len(cfg.input) != len(inputs) or len(cfg.output) != len(outputs):
-        raise CheckFailedError(f"config has {len(cfg.input)} inputs / {len(cfg.output)} outputs, the model {len(inputs)} / {len(outputs)}")
+        raise CheckFailedError(
+            f"config has {len(cfg.input)} inputs / {len(cfg.output)} outputs, the model {len(inputs)} / {len(outputs)}"
+        )
     for entry, (name, elem, dims), kind in pairs:
         if entry.name != name:
             raise CheckFailedError(f"config {kind} {entry.name!r} is called {name!r} in the model")
         if pb.DataType.Name(entry.data_type) != _ONNX_TO_TRITON.get(elem):
-            raise CheckFailedError(f"config {kind} {name!r} has {pb.DataType.Name(entry.data_type)}, the model {_ONNX_TO_TRITON.get(elem)}")
+            raise CheckFailedError(
+                f"config {kind} {name!r} has {pb.DataType.Name(entry.data_type)}, the model {_ONNX_TO_TRITON.get(elem)}"
+            )
         if skip and (not dims or not isinstance(dims[0], str)):
             raise CheckFailedError(
-                f"max_batch_size is {cfg.max_batch_size} but the model's {kind} {name!r} has a fixed first axis {dims[:1]}; "
+                f"max_batch_size is {cfg.max_batch_size} but the model's {kind} {name!r} has a fixed first axis "
+                f"{dims[:1]}; "
                 "export it with a symbolic batch or use --max-batch 0"
             )
         if list(entry.dims) != _triton_dims(dims[skip:]):
@@ -180,7 +194,9 @@ def write_triton_repo(
     config_path = root / options.name / "config.pbtxt"
     with atomic_output(config_path) as tmp:
         tmp.write_text(text)
-    return TritonRepo(repository=str(root), model_dir=str(root / options.name), config_path=str(config_path), config_text=text)
+    return TritonRepo(
+        repository=str(root), model_dir=str(root / options.name), config_path=str(config_path), config_text=text
+    )
 
 
 def read_config(path: str | os.PathLike):

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from nin_edge.runtime.errors import ModelFileError
+from torch import nn
 
 _PREFIXES = ("module.", "net.")
 
@@ -46,7 +45,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             reason = "it holds pickled Python objects other than tensors, which are refused so that no code runs"
         raise ModelFileError(f"cannot read weights file '{path}': {reason}") from None
     if not isinstance(data, Mapping):
-        raise ModelFileError(f"weights file '{path}' holds a {type(data).__name__}, expected a state_dict (a dict of tensors)")
+        raise ModelFileError(
+            f"weights file '{path}' holds a {type(data).__name__}, expected a state_dict (a dict of tensors)"
+        )
     return dict(data)
 
 

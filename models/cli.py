@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
-
 from nin_edge.runtime.cli_common import format_option, one_line_errors
 
-from .registry import list_models
 from .evaluate import EvalConfig, run_eval
+from .registry import list_models
 from .train import OPTIMIZERS, SCHEDULES, EpochStats, TrainConfig, train
 
 _T = TrainConfig()
@@ -17,19 +17,28 @@ _E = EvalConfig()
 
 
 class _ProgressBar:
-    """A one-line progress bar on stderr, redrawn in place each step."""
+    """A one-line progress bar on stderr, redrawn in place each step on a terminal.
+
+    Elsewhere (CI logs, files, pipes) carriage-return frames would pile up as thousands of lines,
+    so only the finished count is written, once per epoch.
+    """
 
     def __init__(self) -> None:
         self.open = False
 
     def __call__(self, step: int, steps: int, loss: float) -> None:
+        stream = sys.stderr
+        if not stream.isatty():
+            if step >= steps:
+                stream.write(f"  {step}/{steps} steps, loss {loss:.4f}\n")
+            return
         width = 30
         done = int(width * step / steps)
-        sys.stderr.write(f"\r  [{'#' * done}{'.' * (width - done)}] {step}/{steps} loss {loss:.4f}")
+        stream.write(f"\r  [{'#' * done}{'.' * (width - done)}] {step}/{steps} loss {loss:.4f}")
         self.open = step < steps
         if not self.open:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            stream.write("\n")
+        stream.flush()
 
     def close(self) -> None:
         """End a bar cut short, so that an error message starts on its own line."""
@@ -50,7 +59,9 @@ def _epoch_line(s: EpochStats) -> None:
 @click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
 @click.option("--model", default=_T.model, show_default=True, help=f"One of {', '.join(list_models())}.")
 @click.option("--epochs", type=int, default=_T.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_T.batch_size, show_default=True, help="Global batch (split across ranks).")
+@click.option(
+    "--batch-size", type=int, default=_T.batch_size, show_default=True, help="Global batch (split across ranks)."
+)
 @click.option("--lr", type=float, default=_T.lr, show_default=True)
 @click.option("--image-size", type=int, default=_T.image_size, show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_T.optimizer, show_default=True)
@@ -61,17 +72,23 @@ def _epoch_line(s: EpochStats) -> None:
 @click.option("--flip/--no-flip", default=_T.flip, show_default=True, help="Random horizontal flips.")
 @click.option("--seed", type=int, default=_T.seed, show_default=True)
 @click.option("--device", default=_T.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--output", type=click.Path(), default=_T.output, show_default=True, help="Checkpoint, written every epoch.")
+@click.option(
+    "--output", type=click.Path(), default=_T.output, show_default=True, help="Checkpoint, written every epoch."
+)
 @click.option("--resume", type=click.Path(), default=None, help="Continue a nin-train checkpoint exactly.")
-@click.option("--init-from", type=click.Path(), default=None, help="Start from these weights (e.g. to fine-tune at another size).")
+@click.option(
+    "--init-from", type=click.Path(), default=None, help="Start from these weights (e.g. to fine-tune at another size)."
+)
 @click.option("--amp/--no-amp", default=_T.amp, show_default=True, help="Mixed precision (CUDA only).")
 @click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)
 @click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")
 @click.option("--test-limit", type=int, default=None, help="Use only the first N test images.")
-@click.option("--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint.")
+@click.option(
+    "--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint."
+)
 @format_option("table", "json", "csv")
 @one_line_errors
-def train_main(fmt: str, **options: object) -> None:
+def train_main(fmt: str, **options: Any) -> None:
     """Train a zoo model on Fashion-MNIST (D2L's recipe by default); torchrun-aware."""
     bar = _ProgressBar()
     try:
@@ -94,6 +111,6 @@ def train_main(fmt: str, **options: object) -> None:
 @click.option("--confusion-png", type=click.Path(), default=None, help="Also draw the confusion matrix here.")
 @format_option("table", "json", "csv")
 @one_line_errors
-def eval_main(fmt: str, **options: object) -> None:
+def eval_main(fmt: str, **options: Any) -> None:
     """Test accuracy, per-class accuracy and confusion matrix of a checkpoint and/or its ONNX export."""
     click.echo(run_eval(EvalConfig(**options)).render(fmt))

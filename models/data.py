@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from nin_edge.runtime.errors import ConfigError, ModelFileError
 
 IMAGES_MAGIC = 0x00000803
@@ -64,8 +63,9 @@ def find_split_files(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
             name = f"{prefix}-{kind}-ubyte"
             hit = next((folder / n for n in (name, name + ".gz") if (folder / n).is_file()), None)
             found.append(hit)
-        if all(found):
-            return found[0], found[1]
+        images, labels = found
+        if images is not None and labels is not None:
+            return images, labels
     raise ConfigError(
         f"no Fashion-MNIST {split} files in '{root}': expected {prefix}-images-idx3-ubyte[.gz] and "
         f"{prefix}-labels-idx1-ubyte[.gz] there or in its FashionMNIST/raw/ folder"
@@ -91,7 +91,9 @@ def load_split(root: str | os.PathLike, split: str, limit: int | None = None) ->
     if images.ndim != 3:
         raise ModelFileError(f"IDX file '{images_path}' holds shape {images.shape}, expected (N, rows, cols)")
     if len(images) != len(labels):
-        raise ModelFileError(f"'{images_path}' has {len(images):,} images but '{labels_path}' has {len(labels):,} labels")
+        raise ModelFileError(
+            f"'{images_path}' has {len(images):,} images but '{labels_path}' has {len(labels):,} labels"
+        )
     if labels.size and labels.max() > 9:
         raise ModelFileError(f"labels file '{labels_path}' has label {int(labels.max())}; Fashion-MNIST labels are 0-9")
     if limit is not None:

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import ConfigError
 from nin_edge.runtime.files import check_writable
 from nin_edge.runtime.report import Report, format_pairs, format_table
 
 from .checkpoint import load_weights, read_checkpoint
-from .plotting import pyplot, save_png
 from .data import Split, load_split
+from .plotting import pyplot, save_png
 from .registry import create_model
 from .train import evaluate_model
 from .zoo import FASHION_MNIST_CLASSES
@@ -68,17 +67,29 @@ class EvalResult(Report):
 
     def rows(self) -> list[dict]:
         return [
-            {"source": s.source, "image_size": s.image_size, "accuracy": s.accuracy, **s.per_class} for s in self.results
+            {"source": s.source, "image_size": s.image_size, "accuracy": s.accuracy, **s.per_class}
+            for s in self.results
         ]
 
     def to_table(self) -> str:
         parts = []
         for s in self.results:
-            parts.append(format_pairs([("model", s.source), ("input size", s.image_size), ("test images", self.images),
-                                       ("accuracy", f"{s.accuracy:.4f}")]))  # fmt: skip
+            parts.append(
+                format_pairs(
+                    [
+                        ("model", s.source),
+                        ("input size", s.image_size),
+                        ("test images", self.images),
+                        ("accuracy", f"{s.accuracy:.4f}"),
+                    ]
+                )
+            )
             parts.append(format_table([{"class": k, "accuracy": round(v, 4)} for k, v in s.per_class.items()]))
             labels = list(s.per_class)
-            conf = [{"true \\ predicted": labels[i], **{str(j): n for j, n in enumerate(row)}} for i, row in enumerate(s.confusion)]
+            conf = [
+                {"true \\ predicted": labels[i], **{str(j): n for j, n in enumerate(row)}}
+                for i, row in enumerate(s.confusion)
+            ]
             parts.append("confusion matrix (rows: true class, columns: predicted index)\n" + format_table(conf))
         if self.agreement is not None:
             parts.append(f"top-1 agreement between checkpoint and ONNX: {self.agreement:.4f}")
@@ -102,10 +113,13 @@ def scores(source: str, preds: np.ndarray, labels: np.ndarray, names: tuple[str,
     )
 
 
-def predict_checkpoint(path: str, split: Split, *, model: str | None, image_size: int | None, batch_size: int) -> tuple[np.ndarray, int]:
+def predict_checkpoint(
+    path: str, split: Split, *, model: str | None, image_size: int | None, batch_size: int
+) -> tuple[np.ndarray, int]:
     """Predictions of a checkpoint; model name and input size come from a nin-train checkpoint's recipe."""
     data = read_checkpoint(path)
-    recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
+    raw_recipe = data.get("recipe")
+    recipe: dict = raw_recipe if isinstance(raw_recipe, dict) else {}
     # "model" holds a name in nin-train checkpoints but a state_dict in some others.
     stored = data.get("model") if isinstance(data.get("model"), str) else None
     name = model or stored or recipe.get("model") or "nin"
@@ -138,7 +152,7 @@ def run_eval(config: EvalConfig) -> EvalResult:
     if clf is not None:
         p = predict_onnx(clf, split, config.batch_size)
         preds.append(p)
-        results.append(scores(config.onnx, p, split.labels, clf.labels, clf.input_shape[1]))
+        results.append(scores(clf.source, p, split.labels, clf.labels, clf.input_shape[1]))
     agreement = float(np.mean(preds[0] == preds[1])) if len(preds) == 2 else None
     if config.confusion_png:
         plot_confusion(results[-1], Path(config.confusion_png))

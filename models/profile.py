@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from nin_edge.runtime.report import Report
+from torch import nn
 
 from .zoo import ZooModel
 
@@ -30,9 +29,10 @@ def count_macs(model: ZooModel, input_size: int | None = None) -> int:
     def hook(layer: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
         if isinstance(layer, nn.Conv2d):
-            per_output = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
-            total += output[0].numel() * per_output
-        else:
+            kh, kw = layer.kernel_size
+            per_output = layer.in_channels // layer.groups * int(kh) * int(kw)
+            total += int(output[0].numel()) * per_output
+        elif isinstance(layer, nn.Linear):
             total += layer.in_features * layer.out_features
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

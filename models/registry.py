@@ -51,10 +51,14 @@ def pretrained_path(name: str) -> Path:
     """The shipped checkpoint of model ``name``; a clear error if there is none."""
     _constructor(name)
     if name not in PRETRAINED:
-        raise ConfigError(f"no pretrained weights are shipped for {name!r}; they exist for: {', '.join(sorted(PRETRAINED))}")
+        raise ConfigError(
+            f"no pretrained weights are shipped for {name!r}; they exist for: {', '.join(sorted(PRETRAINED))}"
+        )
     path = WEIGHTS_DIR / PRETRAINED[name][0]
     if not path.is_file():
-        raise ConfigError(f"the pretrained weights of {name!r} are missing from this installation ({path}); reinstall nin-edge")
+        raise ConfigError(
+            f"the pretrained weights of {name!r} are missing from this installation ({path}); reinstall nin-edge"
+        )
     return path
 
 

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-
 from nin_edge.runtime.errors import ConfigError, NinEdgeError
 from nin_edge.runtime.files import atomic_output, check_writable
 from nin_edge.runtime.report import Report, format_table
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from .checkpoint import load_weights, read_checkpoint
 from .data import Split, load_split, to_model_input
@@ -187,7 +186,12 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 
 
 def evaluate_model(
-    model: nn.Module, split: Split, image_size: int, device: torch.device, batch_size: int = 256, ddp: _Dist | None = None
+    model: nn.Module,
+    split: Split,
+    image_size: int,
+    device: torch.device,
+    batch_size: int = 256,
+    ddp: _Dist | None = None,
 ) -> np.ndarray:
     """Predicted class of every image of ``split`` (each rank does its share; gathered under DDP)."""
     ddp = ddp or _Dist()
@@ -253,10 +257,12 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
         start_epoch = int(resume_state["epoch"])
         history = [EpochStats(**h) for h in resume_state.get("history", [])]
         if start_epoch >= config.epochs:
-            raise ConfigError(f"checkpoint '{config.resume}' already has {start_epoch} epochs; ask for more with --epochs")
+            raise ConfigError(
+                f"checkpoint '{config.resume}' already has {start_epoch} epochs; ask for more with --epochs"
+            )
     model.to(device)
     if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit this keyword
     optimizer = _make_optimizer(config, model)
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -266,7 +272,9 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     dataset = TensorDataset(torch.from_numpy(train_split.images), torch.from_numpy(train_split.labels))
-    sampler = DistributedSampler(dataset, ddp.world_size, ddp.rank, shuffle=True, seed=config.seed) if ddp.enabled else None
+    sampler: DistributedSampler | None = (
+        DistributedSampler(dataset, ddp.world_size, ddp.rank, shuffle=True, seed=config.seed) if ddp.enabled else None
+    )
     loss_fn = nn.CrossEntropyLoss()
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
@@ -303,7 +311,8 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; nothing was saved for this "
-                    f"epoch ('{config.output}' keeps the last good one). Lower --lr (now {config.lr:g}) or add --warmup-epochs"
+                    f"epoch ('{config.output}' keeps the last good one). Lower --lr (now {config.lr:g}) or add "
+                    "--warmup-epochs"
                 )
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -349,7 +358,8 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
             )
             if on_epoch:
                 on_epoch(stats)
-    plot, notes = None, ()
+    plot: str | None = None
+    notes: tuple[str, ...] = ()
     if config.plot and ddp.main:
         plot, notes = plot_curves(history, Path(config.output).with_suffix(".png"))
     return TrainResult(
@@ -368,7 +378,9 @@ def _read_training_checkpoint(path: str) -> dict:
     needed = ("state_dict", "optimizer", "epoch", "rng")
     missing = [k for k in needed if k not in data]
     if missing:
-        raise ConfigError(f"'{path}' is not a nin-train checkpoint (no {', '.join(missing)}); use --weights for bare weights")
+        raise ConfigError(
+            f"'{path}' is not a nin-train checkpoint (no {', '.join(missing)}); use --weights for bare weights"
+        )
     return data
 
 

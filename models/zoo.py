@@ -7,9 +7,10 @@ code load unchanged. Each model also knows the input it accepts (channels, small
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Sequence
 
 from nin_edge.runtime.errors import ConfigError
+from torch import nn
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -48,17 +49,24 @@ def feature_size(layers: nn.Module, size: int) -> int:
         if isinstance(layer, nn.Flatten):
             break
         if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p = (v if isinstance(v, int) else v[0] for v in (layer.kernel_size, layer.stride, layer.padding))
-            d = layer.dilation if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)) else 1
-            d = d if isinstance(d, int) else d[0]
+            k, s, p = (_first(v) for v in (layer.kernel_size, layer.stride, layer.padding))
+            d = _first(layer.dilation) if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)) else 1
             span = size + 2 * p - d * (k - 1) - 1
             if span < 0:
                 return 0
             size = span // s + 1
         elif isinstance(layer, nn.AdaptiveAvgPool2d):
-            out = layer.output_size
-            size = out if isinstance(out, int) else out[0]
+            size = _first(layer.output_size)
     return size
+
+
+def _first(value: object) -> int:
+    """A layer's size attribute as one number: an int, or the first of a pair (square layers)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, tuple) and value and isinstance(value[0], int):
+        return value[0]
+    raise ConfigError(f"cannot compute the output size of a layer with size attribute {value!r}")
 
 
 def smallest_input_size(layers: nn.Module) -> int:
@@ -108,7 +116,7 @@ class ZooModel(nn.Sequential):
             )
 
 
-def _check_built_size(layers: list[nn.Module], input_size: int, name: str) -> int:
+def _check_built_size(layers: Sequence[nn.Module], input_size: int, name: str) -> int:
     """Validate ``input_size`` against a conv stack and return the side of its output map."""
     _positive("input_size", input_size, name)
     side = feature_size(nn.Sequential(*layers), input_size)
@@ -168,28 +176,37 @@ def alexnet(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *
     _positive("num_classes", num_classes, "alexnet")
     _dropout(dropout, "alexnet")
     features = [
-        nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(),
+        nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=1),
+        nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(),
+        nn.Conv2d(96, 256, kernel_size=5, padding=2),
+        nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 384, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 384, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
         nn.MaxPool2d(kernel_size=3, stride=2),
-    ]  # fmt: skip
+    ]
     side = _check_built_size(features, input_size, "alexnet")
     return ZooModel(
         *features,
         nn.Flatten(),
-        nn.Linear(256 * side * side, 4096), nn.ReLU(), nn.Dropout(p=dropout),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=dropout),
+        nn.Linear(256 * side * side, 4096),
+        nn.ReLU(),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(),
+        nn.Dropout(p=dropout),
         nn.Linear(4096, num_classes),
         name="alexnet",
         in_channels=in_channels,
         num_classes=num_classes,
         input_size=input_size,
         fixed_input_size=True,
-    )  # fmt: skip
+    )
 
 
 VGG11_ARCH = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
@@ -217,15 +234,19 @@ def _vgg(name: str, ratio: int, in_channels: int, num_classes: int, dropout: flo
     return ZooModel(
         *blocks,
         nn.Flatten(),
-        nn.Linear(channels * side * side, 4096), nn.ReLU(), nn.Dropout(dropout),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(channels * side * side, 4096),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(),
+        nn.Dropout(dropout),
         nn.Linear(4096, num_classes),
         name=name,
         in_channels=in_channels,
         num_classes=num_classes,
         input_size=input_size,
         fixed_input_size=True,
-    )  # fmt: skip
+    )
 
 
 def vgg11(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
@@ -233,8 +254,6 @@ def vgg11(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, 
     return _vgg("vgg11", 1, in_channels, num_classes, dropout, input_size)
 
 
-def vgg11_slim(
-    in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224
-) -> ZooModel:
+def vgg11_slim(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
     """The book's training variant of VGG-11: convolution widths divided by 4, the same 4096-wide head."""
     return _vgg("vgg11_slim", 4, in_channels, num_classes, dropout, input_size)

@@ -21,11 +21,12 @@ from .providers import (
     CUDA,
     TENSORRT,
     GpuOptions,
+    ProviderPlan,
     ProviderSpec,
     cuda_options,
     missing_provider_message,
-    sha256_hex,
     plan_providers,
+    sha256_hex,
     tensorrt_options,
     validate_gpu_options,
 )
@@ -122,7 +123,10 @@ class ModelDescription(Report):
                 ("input", f"{self.input_name} float32 {tuple(self.input_shape)}"),
                 ("output", f"{self.output_name} ({len(self.labels)} classes)"),
                 ("labels", ", ".join(self.labels)),
-                ("preprocessing", f"{pre.color}, {pre.resize} resize, x{pre.scale:.6g}, mean {list(pre.mean)}, std {list(pre.std)}"),
+                (
+                    "preprocessing",
+                    f"{pre.color}, {pre.resize} resize, x{pre.scale:.6g}, mean {list(pre.mean)}, std {list(pre.std)}",
+                ),
                 ("weights", self.weights),
                 ("exported by", f"nin-edge {self.toolkit_version}"),
                 ("providers", ", ".join(self.providers)),
@@ -165,7 +169,7 @@ def top_predictions(logits: np.ndarray, labels: Sequence[str], top_k: int) -> li
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
     return [
         [Prediction(label=labels[j], index=int(j), probability=float(row[j])) for j in idx]
-        for row, idx in zip(probs, order)
+        for row, idx in zip(probs, order, strict=False)
     ]
 
 
@@ -231,7 +235,7 @@ class Classifier:
         data = self._model if isinstance(self._model, bytes) else Path(self._model).read_bytes()
         return sha256_hex(data)
 
-    def _make_session(self, data: str | bytes) -> tuple[ort.InferenceSession, object]:
+    def _make_session(self, data: str | bytes) -> tuple[ort.InferenceSession, ProviderPlan]:
         cfg = self.config
         available = ort.get_available_providers()
         # The TensorRT profile needs the input's shape; a light CPU session reads it without building engines.
@@ -248,7 +252,9 @@ class Classifier:
         optimized_path, load_optimized = None, False
         if cfg.optimized_model_dir:
             if plan.names != [CPU]:
-                raise ConfigError("optimized_model_dir works with the CPU provider only; GPU providers compile their own graphs")
+                raise ConfigError(
+                    "optimized_model_dir works with the CPU provider only; GPU providers compile their own graphs"
+                )
             folder = Path(cfg.optimized_model_dir)
             if not folder.is_dir():
                 raise ConfigError(f"optimized model folder '{folder}' does not exist; create it first")
@@ -285,7 +291,11 @@ class Classifier:
         wanted = self._plan.names[0]
         if wanted in self.providers:
             return
-        why = diagnose_cuda(ort) if wanted in (CUDA, TENSORRT) else missing_provider_message(wanted, ort.get_available_providers())
+        why = (
+            diagnose_cuda(ort)
+            if wanted in (CUDA, TENSORRT)
+            else missing_provider_message(wanted, ort.get_available_providers())
+        )
         message = f"onnxruntime did not enable {wanted}; the session runs on {', '.join(self.providers)}: {why}"
         if not self.config.fallback:
             raise ProviderError(message)
@@ -298,7 +308,9 @@ class Classifier:
             if inp is None or len(inp.shape) != 4 or not all(isinstance(d, int) for d in inp.shape[1:]):
                 raise ModelFileError(f"model '{self.source}' input must be (N,C,H,W) with fixed C, H and W")
             if inp.shape[2] != inp.shape[3]:
-                raise ModelFileError(f"model '{self.source}' input is {inp.shape[2]}x{inp.shape[3]}; only square inputs are supported")
+                raise ModelFileError(
+                    f"model '{self.source}' input is {inp.shape[2]}x{inp.shape[3]}; only square inputs are supported"
+                )
             meta = ModelMetadata.from_props(props, self.source) if "labels" in props else None
             return ModelMetadata(
                 model=meta.model if meta else Path(self.source).stem,
@@ -320,7 +332,8 @@ class Classifier:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFileError(
-                f"model '{self.source}' has {len(inputs)} inputs and {len(outputs)} outputs; expected one image input and one logits output"
+                f"model '{self.source}' has {len(inputs)} inputs and {len(outputs)} outputs; expected one image input "
+                "and one logits output"
             )
         inp, out = inputs[0], outputs[0]
         if inp.name != meta.input_name or out.name != meta.output_name:
@@ -331,7 +344,8 @@ class Classifier:
         want = [meta.in_channels, meta.input_size, meta.input_size]
         if inp.type != "tensor(float)" or len(inp.shape) != 4 or list(inp.shape[1:]) != want:
             raise ModelFileError(
-                f"model '{self.source}' input {inp.name!r} is {inp.type} {inp.shape}; expected float32 (N,{want[0]},{want[1]},{want[2]})"
+                f"model '{self.source}' input {inp.name!r} is {inp.type} {inp.shape}; expected float32 "
+                f"(N,{want[0]},{want[1]},{want[2]})"
             )
         classes = out.shape[-1] if len(out.shape) == 2 else None
         if isinstance(classes, int) and classes != len(meta.labels):
@@ -384,10 +398,14 @@ class Classifier:
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w) or x.shape[0] == 0:
-            raise InputError(f"input '{self.metadata.input_name}': expected float32 (N,{c},{h},{w}), got {x.dtype} {given}")
+            raise InputError(
+                f"input '{self.metadata.input_name}': expected float32 (N,{c},{h},{w}), got {x.dtype} {given}"
+            )
         if not np.isfinite(x).all():
             bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-            raise InputError(f"input '{self.metadata.input_name}': {bad} values are NaN or infinite; expected finite numbers")
+            raise InputError(
+                f"input '{self.metadata.input_name}': {bad} values are NaN or infinite; expected finite numbers"
+            )
         return np.ascontiguousarray(x)
 
     def logits(self, batch: object) -> np.ndarray:
@@ -396,7 +414,8 @@ class Classifier:
         step = self.fixed_batch or self.config.max_batch
         if self.fixed_batch and x.shape[0] % self.fixed_batch:
             raise InputError(
-                f"input '{self.metadata.input_name}': this model has a fixed batch of {self.fixed_batch}; got {x.shape[0]} images"
+                f"input '{self.metadata.input_name}': this model has a fixed batch of {self.fixed_batch}; got "
+                f"{x.shape[0]} images"
             )
         return self.run_prepared(x, step)
 
@@ -407,7 +426,9 @@ class Classifier:
         feed = self.metadata.input_name
         if x.shape[0] <= step:
             return self._session.run(names, {feed: x})[0]
-        return np.concatenate([self._session.run(names, {feed: x[i : i + step]})[0] for i in range(0, x.shape[0], step)])
+        return np.concatenate(
+            [self._session.run(names, {feed: x[i : i + step]})[0] for i in range(0, x.shape[0], step)]
+        )
 
     def probabilities(self, batch: object) -> np.ndarray:
         """Softmax probabilities, shape (N, classes); each row sums to 1."""

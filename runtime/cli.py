@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -51,12 +52,19 @@ class InferenceReport(Report):
             for r in self.results
         ]
         head = f"model {self.model} on {', '.join(self.providers)}"
-        return head + "\n" + format_table(rows, [c for c in ("input", "label", "probability", "next") if c != "next" or rows[0]["next"]])
+        return (
+            head
+            + "\n"
+            + format_table(
+                rows, [c for c in ("input", "label", "probability", "next") if c != "next" or rows[0]["next"]]
+            )
+        )
 
 
 def load_inputs(clf: Classifier, paths: list[str]) -> tuple[list[str], np.ndarray]:
     """Read each image file or ``.npy`` array and prepare it; returns names and one float32 batch."""
-    names, tensors = [], []
+    names: list[str] = []
+    tensors: list[np.ndarray] = []
     for path in paths:
         if Path(path).suffix.lower() == ".npy":
             if not Path(path).is_file():
@@ -100,11 +108,14 @@ def run_inference(
     if not 1 <= top_k <= len(clf.labels):
         raise InputError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {top_k}")
     names, batch = load_inputs(clf, inputs)
-    runner, providers = clf, tuple(clf.providers)
+    runner: Classifier | TritonClassifier = clf
+    providers = tuple(clf.providers)
     if triton_url:
         runner = TritonClassifier(triton_url, triton_model or clf.metadata.model, clf)
         providers = (f"triton {triton_url}",)
-    results = tuple(ImageResult(name, tuple(top)) for name, top in zip(names, runner.classify(batch, top_k)))
+    results = tuple(
+        ImageResult(name, tuple(top)) for name, top in zip(names, runner.classify(batch, top_k), strict=False)
+    )
     return InferenceReport(
         model=clf.metadata.model, providers=providers, results=results, fallback_reason=clf.fallback_reason
     )
@@ -114,14 +125,16 @@ def run_inference(
 @click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--provider", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt.")
-@click.option("--fallback", is_flag=True, help="Fall back to the next provider (with a warning) if the one asked for is missing.")
+@click.option(
+    "--fallback", is_flag=True, help="Fall back to the next provider (with a warning) if the one asked for is missing."
+)
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Largest batch per run.")
 @click.option("--triton-url", default=None, help="Let a Triton server (e.g. http://127.0.0.1:8000) compute the logits.")
 @click.option("--triton-model", default=None, help="Model name on the server [default: the model's own name].")
 @format_option("table", "json", "csv")
 @one_line_errors
-def main(model: str, inputs: tuple[str, ...], fmt: str, **options: object) -> None:
+def main(model: str, inputs: tuple[str, ...], fmt: str, **options: Any) -> None:
     """Classify image files (PNG, JPEG) and .npy arrays with an exported MODEL."""
     report = run_inference(model, list(inputs), **options)
     if report.fallback_reason:
@@ -140,10 +153,18 @@ _S = ServeConfig()
 @click.option("--grpc-port", type=int, default=_S.grpc_port, show_default=True)
 @click.option("--metrics-port", type=int, default=_S.metrics_port, show_default=True)
 @click.option("--max-batch", type=int, default=_S.max_batch, show_default=True, help="Largest batch Triton forms.")
-@click.option("--queue-delay-us", type=int, default=_S.queue_delay_us, show_default=True, help="How long Triton waits to fill a batch.")
+@click.option(
+    "--queue-delay-us",
+    type=int,
+    default=_S.queue_delay_us,
+    show_default=True,
+    help="How long Triton waits to fill a batch.",
+)
 @click.option("--provider", default=_S.provider, show_default=True)
-@click.option("--batch-log", type=click.Path(dir_okay=False), default=None, help="Append each executed batch size to this file.")
+@click.option(
+    "--batch-log", type=click.Path(dir_okay=False), default=None, help="Append each executed batch size to this file."
+)
 @one_line_errors
-def serve_main(**options: object) -> None:
+def serve_main(**options: Any) -> None:
     """Serve MODEL with a real Triton Inference Server (PyTriton) until interrupted."""
     serve(ServeConfig(**options), ready=lambda message: click.echo(message, err=True))

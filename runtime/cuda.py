@@ -40,7 +40,9 @@ def cuda_libraries(cuda_major: int) -> tuple[CudaLibrary, ...]:
         CudaLibrary("libcurand.so.10", f"cuRAND (CUDA {cuda_major})", f"nvidia-curand (CUDA {cuda_major})"),
         CudaLibrary("libcudnn.so.9", "cuDNN 9", f"nvidia-cudnn-cu{cuda_major}"),
         CudaLibrary(f"libcufft.so.{cufft}", f"cuFFT (CUDA {cuda_major})", f"nvidia-cufft (CUDA {cuda_major})", True),
-        CudaLibrary(f"libnvrtc.so.{cuda_major}", f"NVRTC (CUDA {cuda_major})", f"nvidia-cuda-nvrtc (CUDA {cuda_major})", True),
+        CudaLibrary(
+            f"libnvrtc.so.{cuda_major}", f"NVRTC (CUDA {cuda_major})", f"nvidia-cuda-nvrtc (CUDA {cuda_major})", True
+        ),
     )
 
 
@@ -114,9 +116,14 @@ def diagnose_cuda(ort_module: object, load=ctypes.CDLL) -> str:
         )
     major = onnxruntime_cuda_major()
     if major is None:
-        return f"this onnxruntime is a CPU build ({', '.join(dists) or 'unknown wheel'}); for NVIDIA GPUs: {GPU_INSTALL}"
+        return (
+            f"this onnxruntime is a CPU build ({', '.join(dists) or 'unknown wheel'}); for NVIDIA GPUs: {GPU_INSTALL}"
+        )
     capi = Path(getattr(ort_module, "__file__", "")).parent / "capi"
-    if not (capi / "libonnxruntime_providers_cuda.so").is_file() and not (capi / "onnxruntime_providers_cuda.dll").is_file():
+    if (
+        not (capi / "libonnxruntime_providers_cuda.so").is_file()
+        and not (capi / "onnxruntime_providers_cuda.dll").is_file()
+    ):
         return f"the CUDA provider library is missing from {capi}; reinstall: {GPU_INSTALL}"
     missing = missing_libraries(cuda_libraries(major), load)
     if missing:

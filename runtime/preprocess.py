@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 
@@ -118,15 +119,17 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
             w, h = im.size
             if w * h > max_pixels:
                 raise InputError(f"image '{path}' has {w}x{h} pixels, over the limit of {max_pixels:,}; refused")
-            im = im.convert("L") if im.mode in ("1", "L", "P", "I", "I;16", "F") else im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
+            converted = im.convert("L") if im.mode in ("1", "L", "P", "I", "I;16", "F") else im.convert("RGB")
+            return np.asarray(converted, dtype=np.uint8).copy()
     except InputError:
         raise
     except Exception as exc:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError...)
-        raise InputError(f"cannot read image '{path}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise InputError(
+            f"cannot read image '{path}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
 
 
-def is_path_like(item: object) -> bool:
+def is_path_like(item: object) -> TypeGuard[str | os.PathLike]:
     return isinstance(item, (str, os.PathLike))
 
 

@@ -94,7 +94,8 @@ def engine_cache_path(cache_dir: str | os.PathLike, model_sha256: str, gpu: GpuO
     the same key reuses the engine instead of rebuilding it (minutes on small GPUs).
     """
     precision = "fp16" if gpu.fp16 else "fp32"
-    key = f"{model_sha256[:16]}-{precision}-b{gpu.max_batch}-dev{gpu.device_id}-ort{ort_version}-trt{trt_library_version()}"
+    versions = f"ort{ort_version}-trt{trt_library_version()}"
+    key = f"{model_sha256[:16]}-{precision}-b{gpu.max_batch}-dev{gpu.device_id}-{versions}"
     return Path(cache_dir) / key
 
 

@@ -116,8 +116,10 @@ def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> No
             strict=True,
         )
         if ready:
-            ready(f"serving {name} ({config.model}) on http://{config.host}:{config.http_port} and grpc "
-                  f"{config.host}:{config.grpc_port} with {', '.join(clf.providers)}")  # fmt: skip
+            ready(
+                f"serving {name} ({config.model}) on http://{config.host}:{config.http_port} and grpc "
+                f"{config.host}:{config.grpc_port} with {', '.join(clf.providers)}"
+            )
         triton.serve()
 
 
@@ -142,7 +144,9 @@ class TritonClassifier:
             self.client = http.InferenceServerClient(url=address)
             ready = self.client.is_model_ready(model_name)
         except Exception as exc:  # connection refused, DNS, HTTP errors: tritonclient raises several types
-            raise NinEdgeError(f"cannot reach Triton at {url}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise NinEdgeError(
+                f"cannot reach Triton at {url}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
         if not ready:
             raise NinEdgeError(f"Triton at {url} has no ready model named {model_name!r}")
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from onnx import TensorProto, helper
 
 
 def run_cli(command, args: list[str]) -> Result:
@@ -102,3 +105,20 @@ def tiny_fashion(tmp_path_factory):
     write_idx(root / "t10k-images-idx3-ubyte", test_x)
     write_idx(root / "t10k-labels-idx1-ubyte", test_y)
     return root
+
+
+def foreign_model(path, shape=("N", 1, 8, 8), classes=3):
+    """A tiny ONNX classifier written by hand, without nin-edge metadata: GlobalAveragePool + Gemm."""
+    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", classes])
+    w = helper.make_tensor(
+        "w", TensorProto.FLOAT, [shape[1], classes], np.arange(shape[1] * classes, dtype=np.float32).tolist()
+    )
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["scores"]),
+    ]
+    graph = helper.make_graph(nodes, "foreign", [x], [y], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path

@@ -9,14 +9,13 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from nin_edge.benchmarks import BenchConfig, measure, percentile, run_bench, summarize
 from nin_edge.benchmarks import bench as bench_module
 from nin_edge.benchmarks.cli import main as bench_cli
 from nin_edge.models import create_model, profile_model
 from nin_edge.runtime import Classifier
-from tests.conftest import assert_one_line_error, run_cli
-from tests.test_runtime import foreign_model
+
+from tests.conftest import assert_one_line_error, foreign_model, run_cli
 
 SIZE = 70
 TINY = ["--input-size", SIZE, "--iterations", 2, "--duration", 0, "--warmup", 1, "--pause", 0]
@@ -66,23 +65,58 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def json_report(cache):
-    result = run_cli(bench_cli, ["--models", "nin,alexnet,vgg11", "--batch-sizes", "1,3", "--torch", "--format", "json",
-                                 "--cache-dir", cache, *TINY])  # fmt: skip
+    result = run_cli(
+        bench_cli,
+        [
+            "--models",
+            "nin,alexnet,vgg11",
+            "--batch-sizes",
+            "1,3",
+            "--torch",
+            "--format",
+            "json",
+            "--cache-dir",
+            cache,
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout), result.stderr
 
 
+@pytest.mark.slow
 def test_json_schema_and_figures(json_report):
     report, _ = json_report
     assert set(report) == {"environment", "results"}
     env = report["environment"]
-    for key in ("cpu", "cores", "threads", "gpu", "onnxruntime", "torch", "nin_edge", "providers_available", "matmul_peak_gflops"):
+    for key in (
+        "cpu",
+        "cores",
+        "threads",
+        "gpu",
+        "onnxruntime",
+        "torch",
+        "nin_edge",
+        "providers_available",
+        "matmul_peak_gflops",
+    ):
         assert key in env
     assert env["matmul_peak_gflops"] > 0
     rows = report["results"]
     assert len(rows) == 3 * 2 * 2  # models x batches x (onnxruntime, torch)
     for row in rows:
-        for key in ("model", "provider", "batch_size", "params", "macs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput"):
+        for key in (
+            "model",
+            "provider",
+            "batch_size",
+            "params",
+            "macs",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "mean_ms",
+            "throughput",
+        ):
             assert row[key] is not None, (key, row)
         assert row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert row["throughput"] == pytest.approx(row["batch_size"] * 1000 / row["mean_ms"])
@@ -96,25 +130,38 @@ def test_json_schema_and_figures(json_report):
     assert all(r["file_bytes"] > 0 for r in ort_rows)
 
 
+@pytest.mark.slow
 def test_progress_goes_to_stderr(json_report):
     _, stderr = json_report
     assert "nin on CPUExecutionProvider (fp32), batch 3" in stderr
     assert "vgg11 on PyTorch eager (cpu), batch 1" in stderr
 
 
+@pytest.mark.slow
 def test_cache_is_reused(cache, monkeypatch):
     files = sorted(cache.glob("*.onnx"))
     assert [f.name.split("-")[0] for f in files] == ["alexnet", "nin", "vgg11"]
     stamps = [f.stat().st_mtime_ns for f in files]
     calls = []
     monkeypatch.setattr(bench_module, "run_export", lambda config: calls.append(config))
-    report = run_bench(BenchConfig(models=("nin", "vgg11"), batch_sizes=(1,), iterations=1, duration=0, warmup=0,
-                                   input_size=SIZE, cache_dir=str(cache), pause=0))  # fmt: skip
+    report = run_bench(
+        BenchConfig(
+            models=("nin", "vgg11"),
+            batch_sizes=(1,),
+            iterations=1,
+            duration=0,
+            warmup=0,
+            input_size=SIZE,
+            cache_dir=str(cache),
+            pause=0,
+        )
+    )
     assert calls == [] and [f.stat().st_mtime_ns for f in files] == stamps
     assert [r.model for r in report.results] == ["nin", "vgg11"]
     assert report.results[1].vs_nin == pytest.approx(report.results[1].p50_ms / report.results[0].p50_ms)
 
 
+@pytest.mark.slow
 def test_csv_markdown_table_output_and_plot(cache, tmp_path):
     out, png = tmp_path / "bench.csv", tmp_path / "bench.png"
     args = ["--models", "nin", "--batch-sizes", "1,2", "--cache-dir", cache, *TINY]
@@ -132,35 +179,63 @@ def test_csv_markdown_table_output_and_plot(cache, tmp_path):
 
 def test_model_path_with_fixed_and_foreign_models(cache, tmp_path):
     foreign = foreign_model(tmp_path / "foreign.onnx", shape=(1, 1, 8, 8), classes=4)  # fixed batch of 1
-    report = run_bench(BenchConfig(models=(), model_path=(str(foreign),), batch_sizes=(1, 2), iterations=1,
-                                   duration=0, warmup=0, pause=0, cache_dir=str(cache)))  # fmt: skip
+    report = run_bench(
+        BenchConfig(
+            models=(),
+            model_path=(str(foreign),),
+            batch_sizes=(1, 2),
+            iterations=1,
+            duration=0,
+            warmup=0,
+            pause=0,
+            cache_dir=str(cache),
+        )
+    )
     one, two = report.results
     assert one.model == "foreign" and one.p50_ms > 0 and one.error is None and one.params is None
     assert two.p50_ms is None and "fixed batch of 1" in two.error
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this build has CUDA")
+@pytest.mark.slow
 def test_missing_provider_is_refused_unless_fallback(cache):
     args = ["--models", "nin", "--batch-sizes", "1", "--cache-dir", cache, *TINY]
-    assert_one_line_error(run_cli(bench_cli, [*args, "--provider", "cuda"]),
-                          "CUDAExecutionProvider is not available", "CPUExecutionProvider", "--fallback")  # fmt: skip
+    assert_one_line_error(
+        run_cli(bench_cli, [*args, "--provider", "cuda"]),
+        "CUDAExecutionProvider is not available",
+        "CPUExecutionProvider",
+        "--fallback",
+    )
     result = run_cli(bench_cli, [*args, "--provider", "tensorrt", "--fallback", "--format", "json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["results"][0]["provider"] == "CPUExecutionProvider"
     assert "warning: execution provider TensorrtExecutionProvider is not available" in result.stderr
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_reported_in_its_row(cache, monkeypatch):
     real = Classifier.logits
 
     def logits(self, x):
         if len(x) > 1:
-            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer")
+            raise RuntimeError(
+                "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer"
+            )
         return real(self, x)
 
     monkeypatch.setattr(Classifier, "logits", logits)
-    report = run_bench(BenchConfig(models=("nin",), batch_sizes=(1, 4), iterations=1, duration=0, warmup=0,
-                                   input_size=SIZE, cache_dir=str(cache), pause=0))  # fmt: skip
+    report = run_bench(
+        BenchConfig(
+            models=("nin",),
+            batch_sizes=(1, 4),
+            iterations=1,
+            duration=0,
+            warmup=0,
+            input_size=SIZE,
+            cache_dir=str(cache),
+            pause=0,
+        )
+    )
     assert report.results[0].p50_ms > 0
     assert report.results[1].error == "out of memory at batch 4" and report.results[1].p50_ms is None
 
@@ -180,10 +255,22 @@ def test_refusals(args, message):
     assert_one_line_error(run_cli(bench_cli, args), message)
 
 
+@pytest.mark.slow
 def test_precisions_side_by_side(cache, tiny_fashion):
-    report = run_bench(BenchConfig(models=("nin",), precision=("fp32", "int8", "fp16"), batch_sizes=(2,), iterations=1,
-                                   duration=0, warmup=0, input_size=SIZE, cache_dir=str(cache), pause=0,
-                                   calibration_data=str(tiny_fashion)))  # fmt: skip
+    report = run_bench(
+        BenchConfig(
+            models=("nin",),
+            precision=("fp32", "int8", "fp16"),
+            batch_sizes=(2,),
+            iterations=1,
+            duration=0,
+            warmup=0,
+            input_size=SIZE,
+            cache_dir=str(cache),
+            pause=0,
+            calibration_data=str(tiny_fashion),
+        )
+    )
     assert [r.precision for r in report.results] == ["fp32", "int8", "fp16"]
     assert all(r.p50_ms > 0 and r.error is None for r in report.results)
     fp32, int8, fp16 = report.results

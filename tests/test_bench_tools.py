@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from nin_edge.benchmarks.int8_formats import VARIANTS, compare_formats
 from nin_edge.benchmarks.overhead import cold_start, warm_latency
 
 
+@pytest.mark.slow
 def test_overhead_measures_both_sides(nin_path):
     bare_ms, runtime_ms = warm_latency(str(nin_path), blocks=2, runs=2)
     assert bare_ms > 0 and runtime_ms > 0
@@ -15,15 +15,19 @@ def test_overhead_measures_both_sides(nin_path):
     assert bare_s > 0 and rt_s > 0 and bare_mb > 20 and rt_mb > 20
 
 
+@pytest.mark.slow
 def test_int8_formats_compares_every_variant(tiny_fashion):
-    report = compare_formats(calibration_data=str(tiny_fashion), batch_sizes=(2,), rounds=1, runs=1,
-                             calibration_size=16, input_size=72)  # fmt: skip
+    report = compare_formats(
+        calibration_data=str(tiny_fashion), batch_sizes=(2,), rounds=1, runs=1, calibration_size=16, input_size=72
+    )
     assert [r["variant"] for r in report.results] == ["FP32", *VARIANTS]
     assert report.results[0]["speedup_vs_fp32"] == 1.0
     assert all(r["p50_ms"] > 0 for r in report.results)
     assert "train split" in report.calibration
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_serving_benchmark_runs_both_modes(tmp_path):
     pytest.importorskip("pytriton", reason="the serve extra is not installed")
     from nin_edge.benchmarks.serving import measure_serving
@@ -32,7 +36,12 @@ def test_serving_benchmark_runs_both_modes(tmp_path):
     model = tmp_path / "nin.onnx"
     run_export(ExportConfig(output=str(model), input_size=72, check_batch_sizes=(1,)))
     report = measure_serving(str(model), clients=(1, 4), seconds=0.5)
-    assert [(r.mode, r.clients) for r in report.results] == [("in-process", 1), ("in-process", 4), ("triton", 1), ("triton", 4)]
+    assert [(r.mode, r.clients) for r in report.results] == [
+        ("in-process", 1),
+        ("in-process", 4),
+        ("triton", 1),
+        ("triton", 4),
+    ]
     assert all(r.requests > 0 and r.requests_per_s > 0 and r.p99_ms >= r.p50_ms for r in report.results)
     assert report.results[2].mean_batch == 1.0
     # every answer was checked against the in-process logits of the same image

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from nin_edge.models.data import IMAGES_MAGIC, LABELS_MAGIC, find_split_files, load_split, read_idx, to_model_input
 from nin_edge.runtime.errors import ConfigError, ModelFileError
 from nin_edge.runtime.preprocess import resize_bilinear
+
 from tests.conftest import write_idx
 
 
@@ -40,7 +40,9 @@ def test_tiny_fixture_loads(tiny_fashion):
 def test_truncated_file(tmp_path):
     write_idx(tmp_path / "x", np.zeros((4, 28, 28)))
     (tmp_path / "x").write_bytes((tmp_path / "x").read_bytes()[:-10])
-    with pytest.raises(ModelFileError, match=r"is truncated or padded: 3,142 bytes, its header \(4, 28, 28\) needs 3,152"):
+    with pytest.raises(
+        ModelFileError, match=r"is truncated or padded: 3,142 bytes, its header \(4, 28, 28\) needs 3,152"
+    ):
         read_idx(tmp_path / "x", IMAGES_MAGIC)
     (tmp_path / "y").write_bytes(b"\x00\x00")
     with pytest.raises(ModelFileError, match="not even a header"):

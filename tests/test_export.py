@@ -10,7 +10,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
 from nin_edge.export import (
     MAX_OPSET,
     ExportConfig,
@@ -23,6 +22,7 @@ from nin_edge.export.cli import main as export_cli
 from nin_edge.models import FASHION_MNIST_CLASSES, create_model, list_models
 from nin_edge.models.registry import pretrained_input_size, pretrained_path
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
+
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -71,7 +71,12 @@ def test_metadata_is_in_the_model(nin_onnx):
     assert props["layout"] == "NCHW" and props["precision"] == "fp32"
     assert props["weights"].startswith("pretrained nin_fashion_mnist.pt sha256:")
     assert json.loads(props["preprocessing"]) == {
-        "color": "grayscale", "resize": "bilinear", "scale": 1 / 255, "mean": [0.0], "std": [1.0]}  # fmt: skip
+        "color": "grayscale",
+        "resize": "bilinear",
+        "scale": 1 / 255,
+        "mean": [0.0],
+        "std": [1.0],
+    }
     assert props["toolkit_version"]
     assert "Ankle boot" in model.doc_string and "Preprocessing: grayscale" in model.doc_string
 
@@ -90,11 +95,16 @@ def test_summary_json_reports_counts_parity_and_time(nin_onnx):
 def test_summary_table(tmp_path):
     result = run_cli(export_cli, ["--output", tmp_path / "n.onnx", "--input-size", 96, "--check-batch-sizes", "3"])
     assert result.exit_code == 0, result.stderr
-    for line in ("parameters      1,992,166", "nodes           29 exported -> 29 final", "parity of the FP32 graph against PyTorch"):
+    for line in (
+        "parameters      1,992,166",
+        "nodes           29 exported -> 29 final",
+        "parity of the FP32 graph against PyTorch",
+    ):
         assert line in result.stdout
 
 
 @pytest.mark.parametrize("name", list_models())
+@pytest.mark.slow
 def test_every_model_exports_with_a_dynamic_batch(tmp_path, name):
     size = smallest_size(name)
     summary = run_export(
@@ -154,8 +164,15 @@ def test_other_opsets_are_written_as_asked(tmp_path, opset):
 def test_check_graph_catches_a_fixed_batch(tmp_path):
     model = create_model("nin", input_size=70).eval()
     path = tmp_path / "fixed.onnx"
-    torch.onnx.export(model, (torch.zeros(1, 1, 70, 70),), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"])  # fmt: skip
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, 70, 70),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+    )
     with pytest.raises(CheckFailedError, match="the batch axis is not symbolic: input has '1'"):
         check_graph(path=path, opset=17)
     with pytest.raises(CheckFailedError, match="the model has opset 17, expected 13"):
@@ -236,12 +253,17 @@ def test_default_export_uses_the_shipped_weights_at_their_size(tmp_path):
     digest = hashlib.sha256(pretrained_path("nin").read_bytes()).hexdigest()
     assert summary["weights"] == f"pretrained nin_fashion_mnist.pt sha256:{digest}"
     assert summary["input_size"] == pretrained_input_size("nin") == 112
-    random = run_cli(export_cli, ["--random-init", "--output", tmp_path / "r.onnx", "--format", "json", "--check-batch-sizes", 1])
+    random = run_cli(
+        export_cli, ["--random-init", "--output", tmp_path / "r.onnx", "--format", "json", "--check-batch-sizes", 1]
+    )
     assert json.loads(random.stdout)["input_size"] == 224
 
 
+@pytest.mark.slow
 def test_random_init_flag_and_when_pretrained_does_not_fit(tmp_path):
-    result = run_cli(export_cli, ["--random-init", "--input-size", 70, "--output", tmp_path / "r.onnx", "--format", "json"])
+    result = run_cli(
+        export_cli, ["--random-init", "--input-size", 70, "--output", tmp_path / "r.onnx", "--format", "json"]
+    )
     assert json.loads(result.stdout)["weights"] == "random-init seed 0"
     other = run_export(ExportConfig(output=str(tmp_path / "c3.onnx"), input_size=70, in_channels=3))
     assert other.weights == "random-init seed 0 (no pretrained weights for nin with 3 channel(s), 10 classes)"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from conftest import assert_one_line_error, run_cli
 from nin_edge.benchmarks import gpu_check, node_profile
 from nin_edge.benchmarks.cli import main as bench_cli
 from nin_edge.runtime import cuda
 from nin_edge.runtime.providers import CUDA, missing_provider_message
+
+from tests.conftest import assert_one_line_error, run_cli
 
 
 def _loader(missing: set[str]):
@@ -37,12 +37,16 @@ def test_missing_libraries_skip_optional_ones():
 
 
 def test_diagnosis_names_both_wheels_when_installed_together(monkeypatch):
-    monkeypatch.setattr(cuda, "installed_onnxruntime_distributions", lambda: ["onnxruntime 1.32.0", "onnxruntime-gpu 1.31.1"])
+    monkeypatch.setattr(
+        cuda, "installed_onnxruntime_distributions", lambda: ["onnxruntime 1.32.0", "onnxruntime-gpu 1.31.1"]
+    )
     text = cuda.diagnose_cuda(object())
     assert text.startswith("onnxruntime 1.32.0 and onnxruntime-gpu 1.31.1 are installed together")
     assert cuda.GPU_INSTALL in text
     # the missing-provider message says the same before a session is even tried
-    monkeypatch.setattr("nin_edge.runtime.providers.installed_onnxruntime_distributions", cuda.installed_onnxruntime_distributions)
+    monkeypatch.setattr(
+        "nin_edge.runtime.providers.installed_onnxruntime_distributions", cuda.installed_onnxruntime_distributions
+    )
     assert "are installed together and overwrite each other" in missing_provider_message(CUDA, ["CPUExecutionProvider"])
 
 
@@ -53,7 +57,10 @@ def test_diagnosis_names_missing_cuda_libraries(monkeypatch, tmp_path):
     monkeypatch.setattr(cuda, "installed_onnxruntime_distributions", lambda: ["onnxruntime-gpu 1.31.1"])
     monkeypatch.setattr(cuda, "onnxruntime_cuda_major", lambda: 13)
     text = cuda.diagnose_cuda(fake_ort, load=_loader({"libcudnn.so.9", "libcublasLt.so.13"}))
-    assert "built for CUDA 13 and cuDNN 9, but the loader cannot open libcublasLt.so.13 (cuBLASLt (CUDA 13)), libcudnn.so.9 (cuDNN 9)" in text
+    assert (
+        "built for CUDA 13 and cuDNN 9, but the loader cannot open libcublasLt.so.13 (cuBLASLt (CUDA 13)), "
+        "libcudnn.so.9 (cuDNN 9)" in text
+    )
     assert "nvidia-cudnn-cu13" in text and "onnxruntime-gpu[cuda,cudnn]" in text
     assert "found its libraries; check the NVIDIA driver" in cuda.diagnose_cuda(fake_ort, load=_loader(set()))
     (tmp_path / "capi" / "libonnxruntime_providers_cuda.so").unlink()
@@ -82,8 +89,20 @@ def test_gpu_check_refusals(tiny_fashion, tmp_path, args, message):
 def test_node_profile_summarises_a_trace():
     events = [
         {"cat": "Session", "name": "model_run", "ts": 0, "dur": 10},
-        {"cat": "Node", "name": "conv_kernel_time", "ts": 1, "dur": 3000, "args": {"op_name": "Conv", "provider": "CPUExecutionProvider"}},
-        {"cat": "Node", "name": "relu_kernel_time", "ts": 2, "dur": 1000, "args": {"op_name": "Relu", "provider": "CPUExecutionProvider"}},
+        {
+            "cat": "Node",
+            "name": "conv_kernel_time",
+            "ts": 1,
+            "dur": 3000,
+            "args": {"op_name": "Conv", "provider": "CPUExecutionProvider"},
+        },
+        {
+            "cat": "Node",
+            "name": "relu_kernel_time",
+            "ts": 2,
+            "dur": 1000,
+            "args": {"op_name": "Relu", "provider": "CPUExecutionProvider"},
+        },
         {"cat": "Node", "name": "conv_fence_before", "ts": 3, "dur": 999},
     ]
     rows = node_profile.summarize_trace(events, runs=2)

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
-
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli import main as infer_cli
+from PIL import Image
+
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -35,7 +35,7 @@ def test_json_has_one_record_per_image_with_top_k(nin_path, inputs):
     names = [r["input"] for r in report["results"]]
     assert names == [str(folder / "shoe.png"), f"{folder / 'batch.npy'}[0]", f"{folder / 'batch.npy'}[1]"]
     expected = Classifier(nin_path, "cpu").classify(list(images), top_k=3)
-    for record, preds in zip(report["results"], expected):
+    for record, preds in zip(report["results"], expected, strict=False):
         assert [p["label"] for p in record["top"]] == [p.label for p in preds]
         assert [p["probability"] for p in record["top"]] == pytest.approx([p.probability for p in preds], abs=1e-6)
 
@@ -52,7 +52,9 @@ def test_table_and_csv(nin_path, inputs):
 
 def test_png_and_float_npy_of_the_same_image_agree(nin_path, inputs):
     folder, _ = inputs
-    report = json.loads(run_cli(infer_cli, [nin_path, folder / "shoe.png", folder / "tensor.npy", "--format", "json"]).stdout)
+    report = json.loads(
+        run_cli(infer_cli, [nin_path, folder / "shoe.png", folder / "tensor.npy", "--format", "json"]).stdout
+    )
     a, b = (r["top"] for r in report["results"])
     assert [p["label"] for p in a] == [p["label"] for p in b]
     assert [p["probability"] for p in a] == pytest.approx([p["probability"] for p in b], abs=1e-5)
@@ -63,7 +65,8 @@ def test_missing_provider_and_fallback(nin_path, inputs):
     folder, _ = inputs
     assert_one_line_error(
         run_cli(infer_cli, [nin_path, folder / "shoe.png", "--provider", "cuda"]),
-        "CUDAExecutionProvider is not available", "onnxruntime-gpu",
+        "CUDAExecutionProvider is not available",
+        "onnxruntime-gpu",
     )
     result = run_cli(infer_cli, [nin_path, folder / "shoe.png", "--provider", "cuda", "--fallback", "--format", "json"])
     assert result.exit_code == 0
@@ -83,7 +86,10 @@ def test_bad_inputs_are_one_line_errors(nin_path, inputs, tmp_path):
         ([tmp_path / "none.onnx", folder / "shoe.png"], "model file"),
         ([nin_path, tmp_path / "none.png"], "does not exist"),
         ([nin_path, pickled], "cannot read array file"),
-        ([nin_path, wrong], "expected float32 (N,1,224,224) or (1,224,224), or uint8 images, got float64 (2, 3, 224, 224)"),
+        (
+            [nin_path, wrong],
+            "expected float32 (N,1,224,224) or (1,224,224), or uint8 images, got float64 (2, 3, 224, 224)",
+        ),
         ([nin_path, notes], "cannot read image"),
         ([nin_path, folder / "shoe.png", "--top-k", 11], "--top-k must be from 1 to 10"),
         ([notes, folder / "shoe.png"], "onnxruntime cannot load model"),

@@ -7,8 +7,6 @@ import pickle
 
 import pytest
 import torch
-from torch import nn
-
 from nin_edge.models import (
     count_macs,
     count_params,
@@ -20,6 +18,7 @@ from nin_edge.models import (
 )
 from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime.errors import ConfigError, ModelFileError
+from torch import nn
 
 # Spec figures: D2L's own counts for NiN, AlexNet and VGG-11 at 1x224x224 with 10 classes.
 EXPECTED = {
@@ -33,9 +32,13 @@ EXPECTED = {
 def book_nin_block(in_channels, out_channels, kernel_size, strides, padding):
     """The block written the way D2L writes it, independent of the package."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, strides, padding), nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, kernel_size=1), nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, kernel_size=1), nn.ReLU())  # fmt: skip
+        nn.Conv2d(in_channels, out_channels, kernel_size, strides, padding),
+        nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        nn.ReLU(),
+    )
 
 
 def book_nin():
@@ -49,7 +52,8 @@ def book_nin():
         nn.Dropout(0.5),
         book_nin_block(384, 10, kernel_size=3, strides=1, padding=1),
         nn.AdaptiveAvgPool2d((1, 1)),
-        nn.Flatten())  # fmt: skip
+        nn.Flatten(),
+    )
 
 
 def test_registry_lists_every_model():
@@ -57,6 +61,7 @@ def test_registry_lists_every_model():
 
 
 @pytest.mark.parametrize("name", list_models())
+@pytest.mark.slow
 def test_params_and_macs_match_the_book(name):
     model = create_model(name)
     assert (count_params(model), count_macs(model)) == EXPECTED[name]
@@ -72,9 +77,17 @@ def test_nin_shape_table_is_the_books():
         x = layer(x)
         shapes.append(tuple(x.shape[1:]))
     assert shapes == [
-        (96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 12, 12), (384, 12, 12),
-        (384, 5, 5), (384, 5, 5), (10, 5, 5), (10, 1, 1), (10,),
-    ]  # fmt: skip
+        (96, 54, 54),
+        (96, 26, 26),
+        (256, 26, 26),
+        (256, 12, 12),
+        (384, 12, 12),
+        (384, 5, 5),
+        (384, 5, 5),
+        (10, 5, 5),
+        (10, 1, 1),
+        (10,),
+    ]
     assert [type(m).__name__ for m in model] == [type(m).__name__ for m in book_nin()]
 
 
@@ -86,10 +99,15 @@ def test_nin_state_dict_keys_are_the_books():
 
 @pytest.mark.parametrize(
     "wrap",
-    [lambda sd: sd, lambda sd: {"state_dict": sd, "epoch": torch.tensor(3)}, lambda sd: {"model": sd},
-     lambda sd: {f"net.{k}": v for k, v in sd.items()}, lambda sd: {f"module.{k}": v for k, v in sd.items()}],
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": sd, "epoch": torch.tensor(3)},
+        lambda sd: {"model": sd},
+        lambda sd: {f"net.{k}": v for k, v in sd.items()},
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},
+    ],
     ids=["bare", "state_dict", "model", "d2l-class-net-prefix", "ddp-module-prefix"],
-)  # fmt: skip
+)
 def test_book_checkpoint_loads_unchanged(tmp_path, wrap):
     book = book_nin().eval()
     path = tmp_path / "book.pt"
@@ -103,6 +121,7 @@ def test_book_checkpoint_loads_unchanged(tmp_path, wrap):
 
 
 @pytest.mark.parametrize("name", list_models())
+@pytest.mark.slow
 def test_smallest_input_is_enforced_and_real(name):
     model = create_model(name)
     smallest = model.min_input_size
@@ -114,7 +133,9 @@ def test_smallest_input_is_enforced_and_real(name):
             model.check_input_size(smallest)
     else:
         small = model
-        with pytest.raises(ConfigError, match=rf"input size {smallest - 1} is too small for {name}: it needs at least {smallest}"):
+        with pytest.raises(
+            ConfigError, match=rf"input size {smallest - 1} is too small for {name}: it needs at least {smallest}"
+        ):
             model.check_input_size(smallest - 1)
     small.eval()
     with torch.no_grad():
@@ -142,10 +163,12 @@ def test_unknown_option_is_named():
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("in_channels", 0, "in_channels must be a positive whole number, got 0"),
-     ("num_classes", -1, "num_classes must be a positive whole number, got -1"),
-     ("dropout", 1.5, "dropout must be a probability in [0, 1), got 1.5")],
-)  # fmt: skip
+    [
+        ("in_channels", 0, "in_channels must be a positive whole number, got 0"),
+        ("num_classes", -1, "num_classes must be a positive whole number, got -1"),
+        ("dropout", 1.5, "dropout must be a probability in [0, 1), got 1.5"),
+    ],
+)
 def test_bad_options_are_refused(name, option, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         create_model(name, **{option: value})
@@ -205,7 +228,9 @@ def test_code_running_pickle_never_runs(tmp_path):
 def test_mismatched_checkpoint_names_first_bad_key(tmp_path):
     path = tmp_path / "twenty.pt"
     torch.save(create_model("nin", num_classes=20).state_dict(), path)
-    with pytest.raises(ModelFileError, match=r"key '7\.0\.weight' has shape \(20, 384, 3, 3\), expected \(10, 384, 3, 3\)"):
+    with pytest.raises(
+        ModelFileError, match=r"key '7\.0\.weight' has shape \(20, 384, 3, 3\), expected \(10, 384, 3, 3\)"
+    ):
         load_weights(create_model("nin"), path)
 
 
@@ -245,5 +270,7 @@ def test_pretrained_nin_is_shipped_and_trained():
 def test_pretrained_refusals():
     with pytest.raises(ConfigError, match="no pretrained weights are shipped for 'alexnet'; they exist for: nin"):
         create_model("alexnet", pretrained=True)
-    with pytest.raises(ConfigError, match="the pretrained nin takes 1 channel and gives 10 classes; got in_channels=1, num_classes=5"):
+    with pytest.raises(
+        ConfigError, match="the pretrained nin takes 1 channel and gives 10 classes; got in_channels=1, num_classes=5"
+    ):
         create_model("nin", pretrained=True, num_classes=5)

@@ -7,15 +7,17 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto
-
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export import pipeline as pipeline_module
 from nin_edge.export.cli import main as export_cli
 from nin_edge.export.precision import load_images
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import CheckFailedError, ConfigError, InputError
+from onnx import TensorProto
+
 from tests.conftest import assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.slow
 
 SIZE = 72
 
@@ -32,16 +34,29 @@ def he_ckpt(tmp_path_factory):
 
 
 def export(tmp_path, he_ckpt, **options):
-    config = ExportConfig(weights=str(he_ckpt), input_size=SIZE, check_batch_sizes=(1,), eval_size=40,
-                          output=str(tmp_path / f"nin-{options.get('precision', 'fp32')}.onnx"), **options)  # fmt: skip
+    config = ExportConfig(
+        weights=str(he_ckpt),
+        input_size=SIZE,
+        check_batch_sizes=(1,),
+        eval_size=40,
+        output=str(tmp_path / f"nin-{options.get('precision', 'fp32')}.onnx"),
+        **options,
+    )
     return run_export(config)
 
 
 @pytest.fixture(scope="module")
 def int8(tmp_path_factory, he_ckpt, tiny_fashion):
     folder = tmp_path_factory.mktemp("int8")
-    return export(folder, he_ckpt, precision="int8", calibration_data=str(tiny_fashion), calibration_size=32,
-                  eval_data=str(tiny_fashion), min_agreement=0.0)  # fmt: skip
+    return export(
+        folder,
+        he_ckpt,
+        precision="int8",
+        calibration_data=str(tiny_fashion),
+        calibration_size=32,
+        eval_data=str(tiny_fashion),
+        min_agreement=0.0,
+    )
 
 
 def inputs_of(model: onnx.ModelProto) -> list[tuple[str, int]]:
@@ -55,7 +70,9 @@ def test_int8_graph_and_metadata(int8):
     weights = {i.name: i for i in model.graph.initializer}
     int8_weights = [w for w in weights.values() if w.data_type == TensorProto.INT8 and len(w.dims) == 4]
     assert len(int8_weights) == 12  # every convolution's weights
-    assert any(len(w.dims) == 1 and w.dims[0] == 96 for w in weights.values() if w.data_type == TensorProto.FLOAT)  # per-channel scales
+    assert any(
+        len(w.dims) == 1 and w.dims[0] == 96 for w in weights.values() if w.data_type == TensorProto.FLOAT
+    )  # per-channel scales
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert inputs_of(model) == [("input", TensorProto.FLOAT)]
     props = {p.key: p.value for p in model.metadata_props}
@@ -66,11 +83,11 @@ def test_int8_graph_and_metadata(int8):
 def test_int8_comparison_is_real(int8, tiny_fashion):
     rep = int8.reduced
     assert rep.images == 40 and "test split" in rep.eval_images
-    fp32 = Classifier(int8.output.replace(".onnx", "") + ".onnx", "cpu")
+    int8_clf = Classifier(int8.output, "cpu")
     images = load_images(str(tiny_fashion), size=SIZE, channels=1, limit=40, split="test")
-    b = fp32.logits(images.images)
-    assert fp32.describe().precision == "int8"
-    assert rep.accuracy_reduced == pytest.approx(float(np.mean(b.argmax(1) == images.labels)))
+    int8_logits = int8_clf.logits(images.images)
+    assert int8_clf.describe().precision == "int8"
+    assert rep.accuracy_reduced == pytest.approx(float(np.mean(int8_logits.argmax(1) == images.labels)))
     assert 0 <= rep.top1_agreement <= 1 and rep.accuracy_fp32 is not None
     assert rep.max_abs_err >= rep.mean_abs_err > 0
     assert rep.reduced_bytes < 0.3 * rep.fp32_bytes
@@ -93,8 +110,15 @@ def test_fp16_keeps_float32_io(tmp_path, he_ckpt):
 
 
 def test_int8_for_tensorrt_is_symmetric_s8s8(tmp_path, he_ckpt):
-    summary = export(tmp_path, he_ckpt, precision="int8", calibration_data="synthetic", calibration_size=16,
-                     int8_target="tensorrt", min_agreement=0.0)  # fmt: skip
+    summary = export(
+        tmp_path,
+        he_ckpt,
+        precision="int8",
+        calibration_data="synthetic",
+        calibration_size=16,
+        int8_target="tensorrt",
+        min_agreement=0.0,
+    )
     model = onnx.load(summary.output)
     # Activations and weights; biases are int32 by design.
     zero_points = {i.name: i for i in model.graph.initializer if "zero_point" in i.name and "bias" not in i.name}
@@ -105,14 +129,57 @@ def test_int8_for_tensorrt_is_symmetric_s8s8(tmp_path, he_ckpt):
 
 
 def test_cli_table_reports_the_comparison(tmp_path, he_ckpt):
-    result = run_cli(export_cli, ["--weights", he_ckpt, "--input-size", SIZE, "--precision", "int8", "--calibration-data",
-                                  "synthetic", "--calibration-size", 16, "--eval-size", 16, "--min-agreement", 0,
-                                  "--output", tmp_path / "q.onnx", "--check-batch-sizes", 1])  # fmt: skip
+    result = run_cli(
+        export_cli,
+        [
+            "--weights",
+            he_ckpt,
+            "--input-size",
+            SIZE,
+            "--precision",
+            "int8",
+            "--calibration-data",
+            "synthetic",
+            "--calibration-size",
+            16,
+            "--eval-size",
+            16,
+            "--min-agreement",
+            0,
+            "--output",
+            tmp_path / "q.onnx",
+            "--check-batch-sizes",
+            1,
+        ],
+    )
     assert result.exit_code == 0, result.stderr
-    for fragment in ("int8 against FP32", "top-1 agreement", "% of FP32", "latency batch 8", "calibration      minmax on synthetic"):
+    for fragment in (
+        "int8 against FP32",
+        "top-1 agreement",
+        "% of FP32",
+        "latency batch 8",
+        "calibration      minmax on synthetic",
+    ):
         assert fragment in result.stdout
-    as_json = run_cli(export_cli, ["--weights", he_ckpt, "--input-size", SIZE, "--precision", "fp16", "--eval-size", 8,
-                                   "--output", tmp_path / "h.onnx", "--check-batch-sizes", 1, "--format", "json"])  # fmt: skip
+    as_json = run_cli(
+        export_cli,
+        [
+            "--weights",
+            he_ckpt,
+            "--input-size",
+            SIZE,
+            "--precision",
+            "fp16",
+            "--eval-size",
+            8,
+            "--output",
+            tmp_path / "h.onnx",
+            "--check-batch-sizes",
+            1,
+            "--format",
+            "json",
+        ],
+    )
     assert json.loads(as_json.stdout)["reduced"]["precision"] == "fp16"
 
 
@@ -126,7 +193,9 @@ def test_low_agreement_fails_the_export(tmp_path, he_ckpt, monkeypatch):
 
     monkeypatch.setattr(pipeline_module, "compare_precision", low)
     out = tmp_path / "nin-fp16.onnx"
-    with pytest.raises(CheckFailedError, match=r"fp16 model agrees with FP32 on 50.00% of 40 images, below --min-agreement 0.99"):
+    with pytest.raises(
+        CheckFailedError, match=r"fp16 model agrees with FP32 on 50.00% of 40 images, below --min-agreement 0.99"
+    ):
         export(tmp_path, he_ckpt, precision="fp16")
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
@@ -137,7 +206,10 @@ def test_low_agreement_fails_the_export(tmp_path, he_ckpt, monkeypatch):
         (["--precision", "int8"], "INT8 needs calibration images: --calibration-data DIR"),
         (["--precision", "int8", "--calibration-data", "nowhere"], "calibration data 'nowhere' does not exist"),
         (["--precision", "int8", "--calibration-data", "synthetic", "--opset", 11], "needs opset 13 or newer, got 11"),
-        (["--precision", "int8", "--calibration-data", "synthetic", "--calibration-size", 0], "calibration size must be a positive"),
+        (
+            ["--precision", "int8", "--calibration-data", "synthetic", "--calibration-size", 0],
+            "calibration size must be a positive",
+        ),
         (["--min-agreement", 2], "min agreement must be in [0, 1]"),
     ],
 )

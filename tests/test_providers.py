@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nin_edge.runtime.errors import ConfigError, ProviderError
 from nin_edge.runtime.providers import (
     CPU,
@@ -43,7 +42,11 @@ def test_explicit_list_with_options_wins_over_builders():
 
 
 def test_missing_provider_error_and_fallback():
-    with pytest.raises(ProviderError, match=r"TensorrtExecutionProvider is not available .*\(available: CUDAExecutionProvider, CPUExecutionProvider\)"):
+    with pytest.raises(
+        ProviderError,
+        match=r"TensorrtExecutionProvider is not available .*"
+        r"\(available: CUDAExecutionProvider, CPUExecutionProvider\)",
+    ):
         plan_providers("tensorrt", [CUDA, CPU], fallback=False)
     plan = plan_providers([TENSORRT, CUDA], [CUDA, CPU], fallback=True)
     assert plan.names == [CUDA, CPU]
@@ -91,7 +94,10 @@ def test_engine_cache_key_changes_with_what_invalidates_an_engine(tmp_path):
     ("gpu", "message"),
     [
         (GpuOptions(device_id=-1), "device_id must be a whole number >= 0, got -1"),
-        (GpuOptions(cudnn_conv_algo_search="fast"), "cudnn_conv_algo_search must be one of HEURISTIC, EXHAUSTIVE, DEFAULT"),
+        (
+            GpuOptions(cudnn_conv_algo_search="fast"),
+            "cudnn_conv_algo_search must be one of HEURISTIC, EXHAUSTIVE, DEFAULT",
+        ),
         (GpuOptions(max_batch=0), "max_batch must be a positive whole number, got 0"),
     ],
 )

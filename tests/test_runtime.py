@@ -13,9 +13,6 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper
-from PIL import Image
-
 from nin_edge.runtime import (
     Classifier,
     ConfigError,
@@ -25,7 +22,10 @@ from nin_edge.runtime import (
     softmax,
 )
 from nin_edge.runtime import preprocess as preprocess_module
-from tests.conftest import he_init_nin
+from onnx import TensorProto, helper
+from PIL import Image
+
+from tests.conftest import foreign_model, he_init_nin
 
 CPU_ONLY = ort.get_available_providers()
 
@@ -80,7 +80,9 @@ def test_cpu_and_auto_run_on_cpu_here(nin_path):
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in CPU_ONLY, reason="this onnxruntime build has CUDA")
-@pytest.mark.parametrize(("request_", "name"), [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")])
+@pytest.mark.parametrize(
+    ("request_", "name"), [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")]
+)
 def test_missing_provider_is_refused_with_what_exists(nin_path, request_, name):
     with pytest.raises(ProviderError) as err:
         Classifier(nin_path, request_)
@@ -215,9 +217,17 @@ def test_large_batches_are_split(nin_path, clf):
     x = np.random.default_rng(2).random((11, 1, 224, 224), dtype=np.float32)
     small = Classifier(nin_path, "cpu", max_batch=4)
     calls = []
-    real_run = small.session.run
-    small._session = type("Spy", (), {"run": lambda self, *a: calls.append(a[1]["input"].shape[0]) or real_run(*a)})()
-    np.testing.assert_allclose(small.logits(x), clf.logits(x), atol=1e-5)
+    real_run = ort.InferenceSession.run
+
+    def spy(session, names, feed, *rest):
+        if session is small.session:
+            calls.append(feed["input"].shape[0])
+        return real_run(session, names, feed, *rest)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ort.InferenceSession, "run", spy)
+        split = small.logits(x)
+    np.testing.assert_allclose(split, clf.logits(x), atol=1e-5)
     assert calls == [4, 4, 3]
 
 
@@ -227,13 +237,22 @@ def test_large_batches_are_split(nin_path, clf):
 @pytest.mark.parametrize(
     ("batch", "message"),
     [
-        (np.zeros((2, 3, 32, 32), np.float64), "input 'input': expected float32 (N,1,224,224) or (1,224,224), or uint8 images, got float64 (2, 3, 32, 32)"),
-        (np.zeros((2, 3, 224, 224), np.float32), "input 'input': expected float32 (N,1,224,224), got float32 (2, 3, 224, 224)"),
+        (
+            np.zeros((2, 3, 32, 32), np.float64),
+            "input 'input': expected float32 (N,1,224,224) or (1,224,224), or uint8 images, got float64 (2, 3, 32, 32)",
+        ),
+        (
+            np.zeros((2, 3, 224, 224), np.float32),
+            "input 'input': expected float32 (N,1,224,224), got float32 (2, 3, 224, 224)",
+        ),
         (np.zeros((2, 1, 100, 100), np.float32), "expected float32 (N,1,224,224), got float32 (2, 1, 100, 100)"),
         (np.zeros((0, 1, 224, 224), np.float32), "got float32 (0, 1, 224, 224)"),
         (np.zeros((224, 224), np.float32), "got float32 (224, 224)"),
         (np.zeros((3, 224, 224), np.float32), "got float32 (3, 224, 224)"),
-        (np.zeros((5, 28, 28), np.uint8), "expected one image as (H,W) or (H,W,C) with C in 1, 3 or 4, got uint8 (5, 28, 28)"),
+        (
+            np.zeros((5, 28, 28), np.uint8),
+            "expected one image as (H,W) or (H,W,C) with C in 1, 3 or 4, got uint8 (5, 28, 28)",
+        ),
         (np.zeros((28, 28), np.int32), "got int32 (28, 28)"),
         ([], "got an empty list"),
         ([np.zeros((28, 28), np.uint8), 3], "item 1 is a int; expected a uint8 array or an image file path"),
@@ -288,21 +307,6 @@ def test_missing_and_corrupt_model_files(tmp_path):
         Classifier(b"\x00\x01garbage")
 
 
-def foreign_model(path, shape=("N", 1, 8, 8), classes=3):
-    """A tiny ONNX classifier written by hand, without nin-edge metadata: GlobalAveragePool + Gemm."""
-    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, list(shape))
-    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", classes])
-    w = helper.make_tensor("w", TensorProto.FLOAT, [shape[1], classes], np.arange(shape[1] * classes, dtype=np.float32).tolist())
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "w"], ["scores"]),
-    ]
-    graph = helper.make_graph(nodes, "foreign", [x], [y], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
 def test_foreign_model_needs_labels(tmp_path):
     path = foreign_model(tmp_path / "foreign.onnx")
     with pytest.raises(ModelFileError, match="has no nin-edge metadata"):
@@ -333,7 +337,7 @@ def test_classify_returns_top_k_per_image(clf):
     result = clf.classify(images, top_k=4)
     assert len(result) == 3 and all(len(r) == 4 for r in result)
     probs = clf.probabilities(images)
-    for row, preds in zip(probs, result):
+    for row, preds in zip(probs, result, strict=False):
         assert [p.index for p in preds] == list(np.argsort(-row)[:4])
         assert all(p.label == clf.labels[p.index] for p in preds)
         assert preds[0].probability == pytest.approx(row.max())
@@ -366,5 +370,5 @@ def test_one_classifier_is_safe_to_share_between_threads(clf):
     serial = [clf.logits(b) for b in batches]
     with ThreadPoolExecutor(max_workers=6) as pool:
         parallel = list(pool.map(clf.logits, batches))
-    for a, b in zip(serial, parallel):
+    for a, b in zip(serial, parallel, strict=False):
         np.testing.assert_array_equal(a, b)

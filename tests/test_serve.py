@@ -14,16 +14,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from nin_edge.benchmarks.serving import free_ports
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.cli import main as export_cli
 from nin_edge.export.triton import TritonOptions, read_config, write_triton_repo
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.errors import CheckFailedError, ConfigError
+
 from tests.conftest import assert_one_line_error, run_cli
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serve extra (tritonclient) is not installed")
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 SIZE = 72
 
@@ -42,9 +44,14 @@ def model72(tmp_path_factory):
 
 def test_config_round_trip_matches_the_onnx_file(model72, tmp_path):
     labels = tuple(f"c{i}" for i in range(10))
-    repo = write_triton_repo(onnx_path=model72, repository=tmp_path / "repo", labels=labels,
-                             options=TritonOptions(name="nin", max_batch=32, preferred_batch_sizes=(4, 8),
-                                                   queue_delay_us=500, instance_count=2))  # fmt: skip
+    repo = write_triton_repo(
+        onnx_path=model72,
+        repository=tmp_path / "repo",
+        labels=labels,
+        options=TritonOptions(
+            name="nin", max_batch=32, preferred_batch_sizes=(4, 8), queue_delay_us=500, instance_count=2
+        ),
+    )
     cfg = read_config(repo.config_path)
     model = onnx.load(str(tmp_path / "repo" / "nin" / "1" / "model.onnx"))
     assert (tmp_path / "repo" / "nin" / "1" / "model.onnx").read_bytes() == model72.read_bytes()
@@ -60,13 +67,19 @@ def test_config_round_trip_matches_the_onnx_file(model72, tmp_path):
     assert (tmp_path / "repo" / "nin" / "labels.txt").read_text().splitlines() == list(labels)
     assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
-    assert cfg.instance_group[0].count == 2 and pb.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == "KIND_CPU"
+    assert (
+        cfg.instance_group[0].count == 2 and pb.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == "KIND_CPU"
+    )
     assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
 
 
 def test_tensorrt_accelerator_profile_matches_max_batch(model72, tmp_path):
-    repo = write_triton_repo(onnx_path=model72, repository=tmp_path, labels=(),
-                             options=TritonOptions(max_batch=64, instance_kind="gpu", tensorrt=True, tensorrt_fp16=True))  # fmt: skip
+    repo = write_triton_repo(
+        onnx_path=model72,
+        repository=tmp_path,
+        labels=(),
+        options=TritonOptions(max_batch=64, instance_kind="gpu", tensorrt=True, tensorrt_fp16=True),
+    )
     (trt,) = read_config(repo.config_path).optimization.execution_accelerators.gpu_execution_accelerator
     assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
     assert trt.parameters["trt_profile_min_shapes"] == f"input:1x1x{SIZE}x{SIZE}"
@@ -81,7 +94,7 @@ def test_no_batching_keeps_the_batch_axis_in_dims(model72, tmp_path):
 
 
 def test_fixed_batch_model_is_refused_for_batching(tmp_path):
-    from tests.test_runtime import foreign_model
+    from tests.conftest import foreign_model
 
     fixed = foreign_model(tmp_path / "fixed.onnx", shape=(1, 1, 8, 8))
     with pytest.raises(CheckFailedError, match="has a fixed first axis"):
@@ -103,14 +116,31 @@ def test_bad_triton_options(model72, tmp_path, options, message):
 
 
 def test_export_cli_writes_the_repository(tmp_path):
-    result = run_cli(export_cli, ["--input-size", SIZE, "--output", tmp_path / "n.onnx", "--triton-repo", tmp_path / "repo",
-                                  "--max-batch", 16, "--preferred-batch-sizes", "4,8", "--check-batch-sizes", 1])  # fmt: skip
+    result = run_cli(
+        export_cli,
+        [
+            "--input-size",
+            SIZE,
+            "--output",
+            tmp_path / "n.onnx",
+            "--triton-repo",
+            tmp_path / "repo",
+            "--max-batch",
+            16,
+            "--preferred-batch-sizes",
+            "4,8",
+            "--check-batch-sizes",
+            1,
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     assert "Triton model repository" in result.stdout
     assert read_config(tmp_path / "repo" / "nin" / "config.pbtxt").max_batch_size == 16
     (tmp_path / "file").write_text("x")
     assert_one_line_error(
-        run_cli(export_cli, ["--input-size", SIZE, "--output", tmp_path / "m.onnx", "--triton-repo", tmp_path / "file"]),
+        run_cli(
+            export_cli, ["--input-size", SIZE, "--output", tmp_path / "m.onnx", "--triton-repo", tmp_path / "file"]
+        ),
         "exists and is not a folder",
     )
     assert not (tmp_path / "m.onnx").exists()
@@ -123,10 +153,27 @@ def server(model72, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-log") / "batches.txt"
     exe = Path(sys.executable).with_name("nin-serve")
     proc = subprocess.Popen(
-        [str(exe), str(model72), "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-         "--max-batch", "16", "--queue-delay-us", "20000", "--batch-log", str(log)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(exe),
+            str(model72),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+            "--max-batch",
+            "16",
+            "--queue-delay-us",
+            "20000",
+            "--batch-log",
+            str(log),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(url=f"127.0.0.1:{http}")
@@ -164,7 +211,7 @@ def test_concurrent_requests_are_batched_and_exact(server):
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         answers = list(pool.map(ask, images))
-    for x, got in zip(images, answers):
+    for x, got in zip(images, answers, strict=False):
         np.testing.assert_allclose(got, clf.logits(x), atol=1e-5)
     sizes = [int(line) for line in server["log"].read_text().split()]
     assert sum(sizes) == 32
@@ -176,18 +223,21 @@ def test_nin_infer_through_triton_matches_in_process(server, tmp_path):
 
     np.save(tmp_path / "x.npy", np.random.default_rng(1).random((3, 1, SIZE, SIZE), dtype=np.float32))
     local = run_cli(infer_cli, [server["model"], tmp_path / "x.npy", "--format", "json", "--top-k", 3])
-    remote = run_cli(infer_cli, [server["model"], tmp_path / "x.npy", "--format", "json", "--top-k", 3,
-                                 "--triton-url", server["url"]])  # fmt: skip
+    remote = run_cli(
+        infer_cli,
+        [server["model"], tmp_path / "x.npy", "--format", "json", "--top-k", 3, "--triton-url", server["url"]],
+    )
     assert remote.exit_code == 0, remote.stderr
     import json
 
     a, b = json.loads(local.stdout), json.loads(remote.stdout)
     assert b["providers"] == [f"triton {server['url']}"]
-    for ra, rb in zip(a["results"], b["results"]):
+    for ra, rb in zip(a["results"], b["results"], strict=False):
         assert [p["label"] for p in ra["top"]] == [p["label"] for p in rb["top"]]
         assert [p["probability"] for p in ra["top"]] == pytest.approx([p["probability"] for p in rb["top"]], abs=1e-5)
     assert_one_line_error(
-        run_cli(infer_cli, [server["model"], tmp_path / "x.npy", "--triton-url", "http://127.0.0.1:1"]), "cannot reach Triton"
+        run_cli(infer_cli, [server["model"], tmp_path / "x.npy", "--triton-url", "http://127.0.0.1:1"]),
+        "cannot reach Triton",
     )
 
 

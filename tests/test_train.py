@@ -11,28 +11,45 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from nin_edge.export.cli import main as export_cli
 from nin_edge.models.cli import eval_main, train_main
 from nin_edge.models.registry import pretrained_path
 from nin_edge.models.train import TrainConfig, TrainingDivergedError, train
 from nin_edge.runtime.errors import ConfigError
+
 from tests.conftest import assert_one_line_error, run_cli
 
 SIZE = 67  # NiN's smallest input keeps these runs fast
 FAST = {"image_size": SIZE, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3, "plot": False}
 
 
+@pytest.mark.slow
 def test_one_epoch_writes_a_checkpoint_that_nin_export_accepts(tiny_fashion, tmp_path):
     ckpt = tmp_path / "nin.pt"
-    result = run_cli(train_main, ["--data-dir", tiny_fashion, "--epochs", 1, "--image-size", SIZE, "--batch-size", 32,
-                                  "--output", ckpt, "--format", "json"])  # fmt: skip
+    result = run_cli(
+        train_main,
+        [
+            "--data-dir",
+            tiny_fashion,
+            "--epochs",
+            1,
+            "--image-size",
+            SIZE,
+            "--batch-size",
+            32,
+            "--output",
+            ckpt,
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     (epoch,) = report["history"]
     assert epoch["epoch"] == 1 and 0 <= epoch["test_acc"] <= 1 and epoch["examples_per_s"] > 0
     assert report["recipe"]["lr"] == 0.1 and report["recipe"]["optimizer"] == "sgd"  # the book's defaults
-    assert "epoch 1: train loss" in result.stderr and "3/3" in result.stderr
+    assert "epoch 1: train loss" in result.stderr and "3/3 steps" in result.stderr
+    assert "\r" not in result.stderr  # no carriage-return frames when stderr is not a terminal
     saved = torch.load(ckpt, weights_only=True)
     assert saved["epoch"] == 1 and saved["model"] == "nin" and saved["recipe"]["image_size"] == SIZE
     assert ckpt.with_suffix(".png").stat().st_size > 1000  # the curves
@@ -41,20 +58,30 @@ def test_one_epoch_writes_a_checkpoint_that_nin_export_accepts(tiny_fashion, tmp
     assert "sha256:" in exported.stdout
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(tiny_fashion, tmp_path):
     config = TrainConfig(data_dir=str(tiny_fashion), epochs=3, output=str(tmp_path / "c.pt"), **{**FAST, "lr": 2e-3})
     losses = [h.train_loss for h in train(config).history]
     assert losses[2] < losses[1] < losses[0]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_fashion, tmp_path):
-    straight = train(TrainConfig(data_dir=str(tiny_fashion), epochs=2, flip=True, output=str(tmp_path / "a.pt"), **FAST))
+    straight = train(
+        TrainConfig(data_dir=str(tiny_fashion), epochs=2, flip=True, output=str(tmp_path / "a.pt"), **FAST)
+    )
     train(TrainConfig(data_dir=str(tiny_fashion), epochs=1, flip=True, output=str(tmp_path / "b.pt"), **FAST))
     shutil.copy(tmp_path / "b.pt", tmp_path / "b1.pt")
     resumed = train(
-        TrainConfig(data_dir=str(tiny_fashion), epochs=2, flip=True, output=str(tmp_path / "b.pt"),
-                    resume=str(tmp_path / "b1.pt"), **FAST)
-    )  # fmt: skip
+        TrainConfig(
+            data_dir=str(tiny_fashion),
+            epochs=2,
+            flip=True,
+            output=str(tmp_path / "b.pt"),
+            resume=str(tmp_path / "b1.pt"),
+            **FAST,
+        )
+    )
     a = torch.load(tmp_path / "a.pt", weights_only=True)
     b = torch.load(tmp_path / "b.pt", weights_only=True)
     for key, value in a["state_dict"].items():
@@ -63,21 +90,50 @@ def test_resume_continues_exactly(tiny_fashion, tmp_path):
     assert b["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_asks_for_more_epochs(tiny_fashion, tmp_path):
     train(TrainConfig(data_dir=str(tiny_fashion), epochs=1, output=str(tmp_path / "a.pt"), **FAST))
     with pytest.raises(ConfigError, match="already has 1 epochs; ask for more with --epochs"):
-        train(TrainConfig(data_dir=str(tiny_fashion), epochs=1, output=str(tmp_path / "x.pt"), resume=str(tmp_path / "a.pt"), **FAST))
+        train(
+            TrainConfig(
+                data_dir=str(tiny_fashion),
+                epochs=1,
+                output=str(tmp_path / "x.pt"),
+                resume=str(tmp_path / "a.pt"),
+                **FAST,
+            )
+        )
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_fashion, tmp_path):
     out = tmp_path / "good.pt"
     out.write_bytes(b"last good checkpoint")
-    config = TrainConfig(data_dir=str(tiny_fashion), epochs=1, output=str(out), **{**FAST, "optimizer": "sgd", "lr": 1e12})
-    with pytest.raises(TrainingDivergedError, match=r"the loss became (nan|inf) at epoch 1, step \d+; nothing was saved"):
+    config = TrainConfig(
+        data_dir=str(tiny_fashion), epochs=1, output=str(out), **{**FAST, "optimizer": "sgd", "lr": 1e12}
+    )
+    with pytest.raises(
+        TrainingDivergedError, match=r"the loss became (nan|inf) at epoch 1, step \d+; nothing was saved"
+    ):
         train(config)
     assert out.read_bytes() == b"last good checkpoint"
-    result = run_cli(train_main, ["--data-dir", tiny_fashion, "--epochs", 1, "--image-size", SIZE, "--lr", "1e12", "--batch-size", 16,
-                                  "--output", out, "--no-plot"])  # fmt: skip
+    result = run_cli(
+        train_main,
+        [
+            "--data-dir",
+            tiny_fashion,
+            "--epochs",
+            1,
+            "--image-size",
+            SIZE,
+            "--lr",
+            "1e12",
+            "--batch-size",
+            16,
+            "--output",
+            out,
+            "--no-plot",
+        ],
+    )
     assert_one_line_error(result, "Lower --lr (now 1e+12)", progress=True)
 
 
@@ -101,12 +157,36 @@ def test_missing_data_dir_is_one_line_error(tmp_path):
     assert_one_line_error(run_cli(train_main, ["--data-dir", tmp_path / "none"]), "data folder")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_torchrun_two_cpu_processes(tiny_fashion, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     ckpt = tmp_path / "ddp.pt"
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", shutil.which("nin-train", path=os.path.dirname(sys.executable)),
-           "--data-dir", str(tiny_fashion), "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "32",
-           "--optimizer", "adamw", "--lr", "1e-3", "--device", "cpu", "--output", str(ckpt), "--format", "json", "--no-plot"]  # fmt: skip
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node=2",
+        shutil.which("nin-train", path=os.path.dirname(sys.executable)),
+        "--data-dir",
+        str(tiny_fashion),
+        "--epochs",
+        "1",
+        "--image-size",
+        str(SIZE),
+        "--batch-size",
+        "32",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "1e-3",
+        "--device",
+        "cpu",
+        "--output",
+        str(ckpt),
+        "--format",
+        "json",
+        "--no-plot",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -130,11 +210,27 @@ def trained(tiny_fashion, tmp_path_factory):
     return ckpt, onnx_path
 
 
+@pytest.mark.slow
 def test_eval_checkpoint_and_onnx_agree(tiny_fashion, trained, tmp_path):
     ckpt, onnx_path = trained
     png = tmp_path / "confusion.png"
-    result = run_cli(eval_main, ["--data-dir", tiny_fashion, "--weights", ckpt, "--onnx", onnx_path, "--provider", "cpu",
-                                 "--format", "json", "--confusion-png", png])  # fmt: skip
+    result = run_cli(
+        eval_main,
+        [
+            "--data-dir",
+            tiny_fashion,
+            "--weights",
+            ckpt,
+            "--onnx",
+            onnx_path,
+            "--provider",
+            "cpu",
+            "--format",
+            "json",
+            "--confusion-png",
+            png,
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     torch_scores, onnx_scores = report["results"]
@@ -144,32 +240,73 @@ def test_eval_checkpoint_and_onnx_agree(tiny_fashion, trained, tmp_path):
     assert sum(map(sum, torch_scores["confusion"])) == 40
     diagonal = sum(torch_scores["confusion"][i][i] for i in range(10))
     assert diagonal / 40 == pytest.approx(torch_scores["accuracy"])
-    assert list(torch_scores["per_class"]) [0] == "T-shirt/top"
+    assert list(torch_scores["per_class"])[0] == "T-shirt/top"
     assert png.stat().st_size > 1000
     table = run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", onnx_path])
     assert "confusion matrix" in table.stdout and "accuracy" in table.stdout
 
 
+@pytest.mark.slow
 def test_eval_refusals(tiny_fashion, trained, tmp_path):
-    assert_one_line_error(run_cli(eval_main, ["--data-dir", tiny_fashion]), "give --weights CKPT, --onnx MODEL, or both")
-    assert_one_line_error(run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", tmp_path / "x.onnx"]), "does not exist")
+    assert_one_line_error(
+        run_cli(eval_main, ["--data-dir", tiny_fashion]), "give --weights CKPT, --onnx MODEL, or both"
+    )
+    assert_one_line_error(
+        run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", tmp_path / "x.onnx"]), "does not exist"
+    )
     bad = tmp_path / "bad.pt"
     bad.write_text("nope")
-    assert_one_line_error(run_cli(eval_main, ["--data-dir", tiny_fashion, "--weights", bad]), "cannot read weights file")
+    assert_one_line_error(
+        run_cli(eval_main, ["--data-dir", tiny_fashion, "--weights", bad]), "cannot read weights file"
+    )
 
 
 REAL_SAMPLE = Path(__file__).parent / "data"
 
 
+@pytest.mark.slow
 def test_shipped_weights_are_trained_on_real_images(tmp_path):
     """The first 200 real Fashion-MNIST test images, through both nin-eval paths."""
     onnx_path = tmp_path / "nin.onnx"
     assert run_cli(export_cli, ["--output", onnx_path, "--check-batch-sizes", 1]).exit_code == 0
-    result = run_cli(eval_main, ["--data-dir", REAL_SAMPLE, "--weights", pretrained_path("nin"), "--image-size", 112,
-                                 "--onnx", onnx_path, "--provider", "cpu", "--format", "json"])  # fmt: skip
+    result = run_cli(
+        eval_main,
+        [
+            "--data-dir",
+            REAL_SAMPLE,
+            "--weights",
+            pretrained_path("nin"),
+            "--image-size",
+            112,
+            "--onnx",
+            onnx_path,
+            "--provider",
+            "cpu",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     torch_scores, onnx_scores = report["results"]
     assert report["images"] == 200 and torch_scores["image_size"] == onnx_scores["image_size"] == 112
     assert torch_scores["accuracy"] >= 0.85 and onnx_scores["accuracy"] >= 0.85
     assert report["agreement"] >= 0.99
+
+
+def test_progress_bar_redraws_only_on_a_terminal(monkeypatch):
+    import io
+
+    from nin_edge.models.cli import _ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, frames in ((Terminal(), 3), (io.StringIO(), 0)):
+        monkeypatch.setattr("sys.stderr", stream)
+        bar = _ProgressBar()
+        for step in (1, 2, 3):
+            bar(step, 3, 0.5)
+        assert stream.getvalue().count("\r") == frames
+        assert stream.getvalue().endswith("3/3 loss 0.5000\n" if frames else "3/3 steps, loss 0.5000\n")
