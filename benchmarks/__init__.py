@@ -1,7 +1,8 @@
 """Benchmarks of NiN against AlexNet and VGG-11: ``run_bench(BenchConfig(...)) -> BenchReport``."""
 
+from nin_edge.runtime.core.timing import LatencyStats, measure, percentile, summarize
+
 from .bench import BenchConfig, BenchReport, Row, cached_export, default_cache_dir, plot_report, run_bench
-from .timing import LatencyStats, measure, percentile, summarize
 
 __all__ = [
     "BenchConfig",

@@ -26,12 +26,11 @@ from nin_edge.models import ModelProfile, create_model, list_models, profile_mod
 from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.models.registry import pretrained_fits
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.errors import CheckFailedError, ConfigError, NinEdgeError
-from nin_edge.runtime.metadata import toolkit_version
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
+from nin_edge.runtime.core.metadata import toolkit_version
+from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from nin_edge.runtime.core.timing import Clock, LatencyStats, measure, summarize
 from nin_edge.runtime.providers import ALIASES, CPU, CUDA, TENSORRT, missing_provider_message
-from nin_edge.runtime.report import Report, format_pairs, format_table
-
-from .timing import Clock, LatencyStats, measure, summarize
 
 OPSET = 17
 TABLE_COLUMNS = (

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
-from nin_edge.runtime.files import atomic_output, check_writable
+from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.providers import CUDNN_SEARCH
 
 from .bench import BenchConfig, plot_report, run_bench

@@ -18,11 +18,11 @@ import numpy as np
 import onnxruntime as ort
 from nin_edge.models.data import load_split
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
-from nin_edge.runtime.errors import CheckFailedError, ConfigError, NinEdgeError, ProviderError
-from nin_edge.runtime.files import atomic_output
+from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError, ProviderError
+from nin_edge.runtime.core.files import atomic_output
+from nin_edge.runtime.core.report import Report, format_table
 from nin_edge.runtime.providers import ALIASES, CPU, CUDA, missing_provider_message
-from nin_edge.runtime.report import Report, format_table
 
 from .bench import cached_export, default_cache_dir, timed_call
 

@@ -19,8 +19,8 @@ import numpy as np
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.precision import load_images, quantize_int8
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
-from nin_edge.runtime.report import Report, format_table
+from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.core.report import Report, format_table
 
 VARIANTS = {
     "QDQ U8S8": ("qdq", "uint8"),

@@ -17,10 +17,10 @@ from typing import Any
 import click
 import numpy as np
 import onnxruntime as ort
-from nin_edge.runtime.cli_common import format_option, one_line_errors
-from nin_edge.runtime.errors import ConfigError, ModelFileError
+from nin_edge.runtime.cli.common import format_option, one_line_errors
+from nin_edge.runtime.core.errors import ConfigError, ModelFileError
+from nin_edge.runtime.core.report import Report, format_table
 from nin_edge.runtime.providers import ALIASES, CPU, CUDA
-from nin_edge.runtime.report import Report, format_table
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 import numpy as np
-from nin_edge.runtime.cli_common import format_option, one_line_errors
-from nin_edge.runtime.report import Report, format_pairs
+from nin_edge.runtime.cli.common import format_option, one_line_errors
+from nin_edge.runtime.core.report import Report, format_pairs
 
 _BARE = """
 import sys, numpy as np, onnxruntime as ort

@@ -23,11 +23,10 @@ from typing import Any
 import click
 import numpy as np
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
-from nin_edge.runtime.errors import NinEdgeError
-from nin_edge.runtime.report import Report, format_table
-
-from .timing import percentile
+from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.core.errors import NinEdgeError
+from nin_edge.runtime.core.report import Report, format_table
+from nin_edge.runtime.core.timing import percentile
 
 
 @dataclass(frozen=True)

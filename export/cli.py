@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 from nin_edge.models import list_models
-from nin_edge.runtime.cli_common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
 
 from .pipeline import ExportConfig, run_export
 from .precision import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS, REDUCE_RANGE

@@ -13,10 +13,10 @@ import torch
 from nin_edge.models import FASHION_MNIST_CLASSES, ZooModel, create_model, load_weights, profile_model
 from nin_edge.models.registry import pretrained_fits, pretrained_input_size, pretrained_path
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.errors import CheckFailedError, ConfigError
-from nin_edge.runtime.files import atomic_output, check_writable
-from nin_edge.runtime.metadata import ModelMetadata
-from nin_edge.runtime.report import Report, format_pairs, format_table
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.core.files import atomic_output, check_writable
+from nin_edge.runtime.core.metadata import ModelMetadata
+from nin_edge.runtime.core.report import Report, format_pairs, format_table
 
 from .precision import (
     CALIBRATION_METHODS,
@@ -376,7 +376,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
 
     With ``precision`` int8 or fp16 the verified FP32 model is converted, labelled and compared
     with the FP32 one (agreement must reach ``min_agreement``). Raises a
-    :class:`~nin_edge.runtime.errors.NinEdgeError` subclass for bad options, bad weights or a
+    :class:`~nin_edge.runtime.core.errors.NinEdgeError` subclass for bad options, bad weights or a
     failed check; an existing file at the output path is then left as it was.
     """
     start = time.perf_counter()

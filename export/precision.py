@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 from nin_edge.models.data import load_split
-from nin_edge.runtime.errors import CheckFailedError, ConfigError, InputError
-from nin_edge.runtime.metadata import Preprocessing
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
+from nin_edge.runtime.core.metadata import Preprocessing
+from nin_edge.runtime.core.report import Report
 from nin_edge.runtime.preprocess import preprocess_image, read_image
-from nin_edge.runtime.report import Report
 from onnxruntime.quantization import CalibrationDataReader
 
 PRECISIONS = ("fp32", "fp16", "int8")

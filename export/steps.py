@@ -17,9 +17,9 @@ import onnx
 import onnxruntime as ort
 import torch
 from nin_edge.models import ZooModel
-from nin_edge.runtime.errors import CheckFailedError, ConfigError
-from nin_edge.runtime.metadata import ModelMetadata
-from nin_edge.runtime.report import Report, format_table
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.core.metadata import ModelMetadata
+from nin_edge.runtime.core.report import Report, format_table
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

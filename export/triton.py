@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from nin_edge.runtime.errors import CheckFailedError, ConfigError
-from nin_edge.runtime.files import atomic_output
-from nin_edge.runtime.report import Report
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.core.files import atomic_output
+from nin_edge.runtime.core.report import Report
 
 INSTANCE_KINDS = ("cpu", "gpu")
 _ONNX_TO_TRITON: dict[int, str] = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from nin_edge.runtime.errors import ModelFileError
+from nin_edge.runtime.core.errors import ModelFileError
 from torch import nn
 
 _PREFIXES = ("module.", "net.")

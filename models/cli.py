@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 import click
-from nin_edge.runtime.cli_common import format_option, one_line_errors
+from nin_edge.runtime.cli.common import format_option, one_line_errors
 
 from .evaluate import EvalConfig, run_eval
 from .registry import list_models

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nin_edge.runtime.errors import ConfigError, ModelFileError
+from nin_edge.runtime.core.errors import ConfigError, ModelFileError
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.errors import ConfigError
-from nin_edge.runtime.files import check_writable
-from nin_edge.runtime.report import Report, format_pairs, format_table
+from nin_edge.runtime.core.errors import ConfigError
+from nin_edge.runtime.core.files import check_writable
+from nin_edge.runtime.core.report import Report, format_pairs, format_table
 
 from .checkpoint import load_weights, read_checkpoint
 from .data import Split, load_split

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nin_edge.runtime.errors import ConfigError
-from nin_edge.runtime.files import atomic_output
+from nin_edge.runtime.core.errors import ConfigError
+from nin_edge.runtime.core.files import atomic_output
 
 PLOT_EXTRA = "pip install 'nin-edge[plot]'"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from nin_edge.runtime.report import Report
+from nin_edge.runtime.core.report import Report
 from torch import nn
 
 from .zoo import ZooModel

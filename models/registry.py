@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from nin_edge.runtime.errors import ConfigError
+from nin_edge.runtime.core.errors import ConfigError
 
 from .checkpoint import load_weights
 from .zoo import ZooModel, alexnet, nin, vgg11, vgg11_slim

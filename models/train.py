@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from nin_edge.runtime.errors import ConfigError, NinEdgeError
-from nin_edge.runtime.files import atomic_output, check_writable
-from nin_edge.runtime.report import Report, format_table
+from nin_edge.runtime.core.errors import ConfigError, NinEdgeError
+from nin_edge.runtime.core.files import atomic_output, check_writable
+from nin_edge.runtime.core.report import Report, format_table
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nin_edge.runtime.errors import ConfigError
+from nin_edge.runtime.core.errors import ConfigError
 from torch import nn
 
 FASHION_MNIST_CLASSES = (

@@ -16,10 +16,11 @@ except ImportError as exc:
         "or 'nin-edge[gpu]' on a machine with an NVIDIA GPU (never both)"
     ) from exc
 
-from .classifier import Classifier, ModelDescription, Prediction, RuntimeConfig, softmax
-from .errors import CheckFailedError, ConfigError, InputError, ModelFileError, NinEdgeError, ProviderError
-from .metadata import ModelMetadata, Preprocessing
+from .classifier import Classifier, ModelDescription, Prediction, softmax
+from .core.errors import CheckFailedError, ConfigError, InputError, ModelFileError, NinEdgeError, ProviderError
+from .core.metadata import ModelMetadata, Preprocessing
 from .preprocess import MAX_IMAGE_PIXELS, preprocess_image, read_image, resize_bilinear
+from .session import RuntimeConfig
 
 __all__ = [
     "MAX_IMAGE_PIXELS",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -12,76 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .cuda import diagnose_cuda, preload_cuda_libraries
-from .errors import ConfigError, InputError, ModelFileError, ProviderError
-from .metadata import ModelMetadata, Preprocessing
+from .core.errors import ConfigError, InputError, ModelFileError
+from .core.metadata import ModelMetadata, Preprocessing
+from .core.report import Report, format_pairs
 from .preprocess import check_image_array, gather_raw_images, is_path_like, preprocess_image
-from .providers import (
-    CPU,
-    CUDA,
-    TENSORRT,
-    GpuOptions,
-    ProviderPlan,
-    ProviderSpec,
-    cuda_options,
-    missing_provider_message,
-    plan_providers,
-    sha256_hex,
-    tensorrt_options,
-    validate_gpu_options,
-)
-from .report import Report, format_pairs
-
-GRAPH_OPTIMIZATION = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """How a :class:`Classifier` runs its model; every field is also a ``Classifier`` keyword.
-
-    ``optimized_model_dir`` caches onnxruntime's optimised graph per model and level (CPU only:
-    GPU providers compile nodes that cannot be saved), so the next cold start skips optimisation.
-    """
-
-    provider: str | tuple[ProviderSpec, ...] = "auto"
-    fallback: bool = False
-    threads: int | None = None
-    inter_op_threads: int | None = None
-    graph_optimization: str = "all"
-    optimized_model_dir: str | None = None
-    spinning: bool = True
-    max_batch: int = 32
-    device_id: int = 0
-    cudnn_conv_algo_search: str = "HEURISTIC"
-    fp16: bool = False
-    engine_cache_dir: str | None = None
-
-    def validate(self) -> None:
-        """Refuse bad values before a session is built."""
-        for name in ("threads", "inter_op_threads"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"{name} must be a positive whole number or None, got {value!r}")
-        if self.graph_optimization not in GRAPH_OPTIMIZATION:
-            raise ConfigError(
-                f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}, got {self.graph_optimization!r}"
-            )
-        validate_gpu_options(self.gpu)
-
-    @property
-    def gpu(self) -> GpuOptions:
-        return GpuOptions(
-            device_id=self.device_id,
-            cudnn_conv_algo_search=self.cudnn_conv_algo_search,
-            fp16=self.fp16,
-            max_batch=self.max_batch,
-            engine_cache_dir=self.engine_cache_dir,
-        )
+from .providers import ProviderSpec
+from .session import ModelSource, RuntimeConfig, load_session
 
 
 @dataclass(frozen=True)
@@ -135,18 +70,6 @@ class ModelDescription(Report):
         )
 
 
-def _model_source(model: str | os.PathLike | bytes) -> tuple[str | bytes, str]:
-    """What onnxruntime should load (a path is passed as is, so no copy is made) and its name."""
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return bytes(model), "<bytes>"
-    path = Path(model)
-    if not path.is_file():
-        raise ModelFileError(f"model file '{path}' does not exist or is not a file")
-    if not os.access(path, os.R_OK):
-        raise ModelFileError(f"cannot read model file '{path}': permission denied")
-    return str(path), str(path)
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for any finite logits (the row maximum is subtracted first)."""
     z = logits.astype(np.float64)
@@ -197,109 +120,21 @@ class Classifier:
         provider = provider if isinstance(provider, str) else tuple(provider)
         self.config = RuntimeConfig(provider=provider, **options)  # type: ignore[arg-type]
         self.config.validate()
-        self._model, self.source = _model_source(model)
-        self._session, self._plan = self._make_session(self._model)
-        self.providers: list[str] = self._session.get_providers()
-        self.fallback_reason: str | None = self._plan.fallback_reason
-        self._check_providers_in_use()
+        self._source = ModelSource(model)
+        self.source = self._source.name
+        loaded = load_session(self._source, self.config)
+        self._session = loaded.session
+        self.providers: list[str] = list(loaded.providers)
+        self.fallback_reason: str | None = loaded.fallback_reason
         if self.fallback_reason:
             warnings.warn(self.fallback_reason, RuntimeWarning, stacklevel=2)
         self.metadata = self._read_metadata(labels)
-        self._check_graph_io()
+        #: The batch size a model with a fixed batch axis requires (None for a symbolic batch).
+        self.fixed_batch: int | None = self._check_graph_io()
         self.labels: tuple[str, ...] = self.metadata.labels
         self.input_shape = (self.metadata.in_channels, self.metadata.input_size, self.metadata.input_size)
 
     # -- construction -------------------------------------------------------------------------
-
-    def _session_options(self, optimized_path: Path | None, load_optimized: bool) -> ort.SessionOptions:
-        cfg = self.config
-        so = ort.SessionOptions()
-        if cfg.threads:
-            so.intra_op_num_threads = cfg.threads
-        if cfg.inter_op_threads:
-            so.inter_op_num_threads = cfg.inter_op_threads
-        so.graph_optimization_level = (
-            GRAPH_OPTIMIZATION["disable"] if load_optimized else GRAPH_OPTIMIZATION[cfg.graph_optimization]
-        )
-        if optimized_path is not None and not load_optimized:
-            so.optimized_model_filepath = str(optimized_path)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if cfg.spinning else "0")
-        return so
-
-    @functools.cached_property
-    def model_sha256(self) -> str:
-        """sha256 of the model file: the key of the engine and optimised-model caches.
-
-        Computed only when a cache needs it, since hashing costs a cold start time.
-        """
-        data = self._model if isinstance(self._model, bytes) else Path(self._model).read_bytes()
-        return sha256_hex(data)
-
-    def _make_session(self, data: str | bytes) -> tuple[ort.InferenceSession, ProviderPlan]:
-        cfg = self.config
-        available = ort.get_available_providers()
-        # The TensorRT profile needs the input's shape; a light CPU session reads it without building engines.
-        builders = {CUDA: cuda_options(cfg.gpu)}
-        plan = plan_providers(cfg.provider, available, fallback=cfg.fallback, option_builder=builders)
-        if TENSORRT in plan.names:
-            name, chw = self._probe_input(data)
-            builders[TENSORRT] = tensorrt_options(
-                cfg.gpu, input_name=name, chw=chw, model_sha256=self.model_sha256, ort_version=ort.__version__
-            )
-            plan = plan_providers(cfg.provider, available, fallback=cfg.fallback, option_builder=builders)
-        if CUDA in plan.names or TENSORRT in plan.names:
-            preload_cuda_libraries(ort)
-        optimized_path, load_optimized = None, False
-        if cfg.optimized_model_dir:
-            if plan.names != [CPU]:
-                raise ConfigError(
-                    "optimized_model_dir works with the CPU provider only; GPU providers compile their own graphs"
-                )
-            folder = Path(cfg.optimized_model_dir)
-            if not folder.is_dir():
-                raise ConfigError(f"optimized model folder '{folder}' does not exist; create it first")
-            optimized_path = folder / f"{self.model_sha256[:16]}-{cfg.graph_optimization}-ort{ort.__version__}.onnx"
-            load_optimized = optimized_path.is_file()
-        source = str(optimized_path) if load_optimized else data
-        try:
-            session = ort.InferenceSession(
-                source,
-                sess_options=self._session_options(optimized_path, load_optimized),
-                providers=[name for name, _ in plan.providers],
-                provider_options=[opts for _, opts in plan.providers],
-            )
-        except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"onnxruntime cannot load model '{self.source}': {first}") from None
-        return session, plan
-
-    def _probe_input(self, data: str | bytes) -> tuple[str, tuple[int, int, int]]:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = GRAPH_OPTIMIZATION["disable"]
-        try:
-            probe = ort.InferenceSession(data, sess_options=so, providers=[CPU])
-        except Exception as exc:
-            raise ModelFileError(f"onnxruntime cannot load model '{self.source}': {str(exc).splitlines()[0]}") from None
-        inp = probe.get_inputs()[0]
-        dims = inp.shape[1:]
-        if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
-            raise ModelFileError(f"model '{self.source}' input {inp.name!r} has shape {inp.shape}; expected (N,C,H,W)")
-        return inp.name, (dims[0], dims[1], dims[2])
-
-    def _check_providers_in_use(self) -> None:
-        """onnxruntime drops a GPU provider silently when its libraries fail to load; we do not."""
-        wanted = self._plan.names[0]
-        if wanted in self.providers:
-            return
-        why = (
-            diagnose_cuda(ort)
-            if wanted in (CUDA, TENSORRT)
-            else missing_provider_message(wanted, ort.get_available_providers())
-        )
-        message = f"onnxruntime did not enable {wanted}; the session runs on {', '.join(self.providers)}: {why}"
-        if not self.config.fallback:
-            raise ProviderError(message)
-        self.fallback_reason = message
 
     def _read_metadata(self, labels: Sequence[str] | None) -> ModelMetadata:
         props = dict(self._session.get_modelmeta().custom_metadata_map)
@@ -327,7 +162,8 @@ class Classifier:
             )
         return ModelMetadata.from_props(props, self.source)
 
-    def _check_graph_io(self) -> None:
+    def _check_graph_io(self) -> int | None:
+        """Check the graph's inputs and outputs against the metadata; return its fixed batch, if any."""
         meta = self.metadata
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -351,8 +187,7 @@ class Classifier:
         if isinstance(classes, int) and classes != len(meta.labels):
             raise ModelFileError(f"model '{self.source}' gives {classes} logits but has {len(meta.labels)} labels")
         batch = inp.shape[0]
-        #: The batch size a model with a fixed batch axis requires (None for a symbolic batch).
-        self.fixed_batch: int | None = batch if isinstance(batch, int) else None
+        return batch if isinstance(batch, int) else None
 
     # -- inference ------------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from typing import TypeGuard
 
 import numpy as np
 
-from .errors import InputError
-from .metadata import Preprocessing
+from .core.errors import InputError
+from .core.metadata import Preprocessing
 
 # Larger images are refused before decoding (decompression bombs); 64 MP is a big photo.
 MAX_IMAGE_PIXELS = 64_000_000

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .core.errors import ConfigError, ProviderError
 from .cuda import GPU_INSTALL, installed_onnxruntime_distributions
-from .errors import ConfigError, ProviderError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -147,24 +147,30 @@ def plan_providers(
     available: Sequence[str],
     *,
     fallback: bool,
-    option_builder: dict[str, dict] | None = None,
+    option_builder: Mapping[str, dict | Callable[[], dict]] | None = None,
 ) -> ProviderPlan:
     """Decide which providers to request from onnxruntime.
 
     ``request`` is ``auto``, ``cpu``, ``cuda``, ``tensorrt``, or a list of provider names (aliases
-    allowed) or ``(name, options)`` pairs. ``option_builder`` maps provider names to the options
+    allowed) or ``(name, options)`` pairs. ``option_builder`` maps provider names to the options (or to a
+    function that builds them, called only when that provider is planned without options of its own)
     to give them unless the request carries its own. A provider that this build lacks is an error
     naming what is available, or with ``fallback`` a recorded fallback to the next one. CPU is
     always appended last, because onnxruntime places nodes that a GPU provider cannot take there.
     """
-    option_builder = option_builder or {}
+    builders = option_builder or {}
+
+    def options_for(name: str) -> dict:
+        built = builders.get(name, {})
+        return dict(built() if callable(built) else built)
+
     if isinstance(request, str):
         key = request.lower()
         if key == "auto":
             chosen = [p for p in AUTO_ORDER if p in available]
             return ProviderPlan(
                 requested="auto",
-                providers=tuple((p, dict(option_builder.get(p, {}))) for p in chosen),
+                providers=tuple((p, options_for(p)) for p in chosen),
             )
         if key not in ALIASES and not request.endswith("ExecutionProvider"):
             raise ConfigError(
@@ -178,7 +184,7 @@ def plan_providers(
             raise ConfigError("the provider list is empty; give at least one provider, e.g. ['cpu']")
         requested_label = ",".join(s if isinstance(s, str) else s[0] for s in specs)
 
-    wanted: list[tuple[str, dict]] = []
+    wanted: list[tuple[str, dict | None]] = []
     for spec in specs:
         if isinstance(spec, str):
             name, opts = canonical_name(spec), None
@@ -186,7 +192,7 @@ def plan_providers(
             name, opts = canonical_name(spec[0]), dict(spec[1])
         else:
             raise ConfigError(f"provider entry {spec!r} is neither a name nor a (name, options) pair")
-        wanted.append((name, opts if opts is not None else dict(option_builder.get(name, {}))))
+        wanted.append((name, opts))
 
     missing = [name for name, _ in wanted if name not in available]
     reason = None
@@ -196,11 +202,14 @@ def plan_providers(
             raise ProviderError(message)
         wanted = [(n, o) for n, o in wanted if n in available]
         reason = message
-    if CPU not in [n for n, _ in wanted]:
-        wanted.append((CPU, {}))
+    # Options are built only for the providers that stay, so an expensive builder (the TensorRT
+    # input probe) never runs for a provider this build lacks.
+    planned = [(n, o if o is not None else options_for(n)) for n, o in wanted]
+    if CPU not in [n for n, _ in planned]:
+        planned.append((CPU, {}))
     if reason:
-        reason += f"; falling back to {wanted[0][0]}"
-    return ProviderPlan(requested=requested_label, providers=tuple(wanted), fallback_reason=reason)
+        reason += f"; falling back to {planned[0][0]}"
+    return ProviderPlan(requested=requested_label, providers=tuple(planned), fallback_reason=reason)
 
 
 def sha256_hex(data: bytes) -> str:

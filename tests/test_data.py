@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nin_edge.models.data import IMAGES_MAGIC, LABELS_MAGIC, find_split_files, load_split, read_idx, to_model_input
-from nin_edge.runtime.errors import ConfigError, ModelFileError
+from nin_edge.runtime.core.errors import ConfigError, ModelFileError
 from nin_edge.runtime.preprocess import resize_bilinear
 
 from tests.conftest import write_idx

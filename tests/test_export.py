@@ -21,7 +21,7 @@ from nin_edge.export import (
 from nin_edge.export.cli import main as export_cli
 from nin_edge.models import FASHION_MNIST_CLASSES, create_model, list_models
 from nin_edge.models.registry import pretrained_input_size, pretrained_path
-from nin_edge.runtime.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 
 from tests.conftest import assert_one_line_error, run_cli
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.cli import main as infer_cli
+from nin_edge.runtime.cli.infer import main as infer_cli
 from PIL import Image
 
 from tests.conftest import assert_one_line_error, run_cli

@@ -17,7 +17,7 @@ from nin_edge.models import (
     profile_model,
 )
 from nin_edge.models.registry import pretrained_path
-from nin_edge.runtime.errors import ConfigError, ModelFileError
+from nin_edge.runtime.core.errors import ConfigError, ModelFileError
 from torch import nn
 
 # Spec figures: D2L's own counts for NiN, AlexNet and VGG-11 at 1x224x224 with 10 classes.

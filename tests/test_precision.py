@@ -12,7 +12,7 @@ from nin_edge.export import pipeline as pipeline_module
 from nin_edge.export.cli import main as export_cli
 from nin_edge.export.precision import load_images
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.errors import CheckFailedError, ConfigError, InputError
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
 from onnx import TensorProto
 
 from tests.conftest import assert_one_line_error, run_cli

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from nin_edge.runtime.errors import ConfigError, ProviderError
+from nin_edge.runtime.core.errors import ConfigError, ProviderError
 from nin_edge.runtime.providers import (
     CPU,
     CUDA,
@@ -104,3 +104,24 @@ def test_engine_cache_key_changes_with_what_invalidates_an_engine(tmp_path):
 def test_gpu_option_validation(gpu, message):
     with pytest.raises(ConfigError, match=message):
         validate_gpu_options(gpu)
+
+
+def test_option_builders_run_only_for_planned_providers_without_own_options():
+    calls = []
+
+    def probe() -> dict:
+        calls.append("probe")
+        return {"trt_fp16_enable": "True"}
+
+    builders = {TENSORRT: probe}
+    assert plan_providers("cuda", GPU_BUILD, fallback=False, option_builder=builders).names == [CUDA, CPU]
+    assert plan_providers([(TENSORRT, {"x": "1"})], GPU_BUILD, fallback=False, option_builder=builders).providers[
+        0
+    ] == (
+        TENSORRT,
+        {"x": "1"},
+    )
+    assert plan_providers("tensorrt", [CPU], fallback=True, option_builder=builders).names == [CPU]
+    assert calls == []  # not planned, explicit options, or missing: the probe never ran
+    plan = plan_providers("tensorrt", GPU_BUILD, fallback=False, option_builder=builders)
+    assert plan.providers[0] == (TENSORRT, {"trt_fp16_enable": "True"}) and calls == ["probe"]

@@ -296,6 +296,14 @@ def test_corrupt_image_file(clf, tmp_path):
 # -- model files --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("model", [None, 5, 2.5, ["nin.onnx"]])
+def test_model_of_the_wrong_type_is_refused(model):
+    with pytest.raises(
+        ModelFileError, match=f"model must be a path or the bytes of an ONNX file, got {type(model).__name__}"
+    ):
+        Classifier(model)
+
+
 def test_missing_and_corrupt_model_files(tmp_path):
     with pytest.raises(ModelFileError, match="model file '.*nope.onnx' does not exist"):
         Classifier(tmp_path / "nope.onnx")

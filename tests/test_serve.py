@@ -19,7 +19,7 @@ from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.cli import main as export_cli
 from nin_edge.export.triton import TritonOptions, read_config, write_triton_repo
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -219,7 +219,7 @@ def test_concurrent_requests_are_batched_and_exact(server):
 
 
 def test_nin_infer_through_triton_matches_in_process(server, tmp_path):
-    from nin_edge.runtime.cli import main as infer_cli
+    from nin_edge.runtime.cli.infer import main as infer_cli
 
     np.save(tmp_path / "x.npy", np.random.default_rng(1).random((3, 1, SIZE, SIZE), dtype=np.float32))
     local = run_cli(infer_cli, [server["model"], tmp_path / "x.npy", "--format", "json", "--top-k", 3])

@@ -15,7 +15,7 @@ from nin_edge.export.cli import main as export_cli
 from nin_edge.models.cli import eval_main, train_main
 from nin_edge.models.registry import pretrained_path
 from nin_edge.models.train import TrainConfig, TrainingDivergedError, train
-from nin_edge.runtime.errors import ConfigError
+from nin_edge.runtime.core.errors import ConfigError
 
 from tests.conftest import assert_one_line_error, run_cli
 

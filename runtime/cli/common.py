@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .errors import NinEdgeError
+from ..core.errors import NinEdgeError
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

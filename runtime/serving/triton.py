@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import Classifier, check_top_k, top_predictions
-from .errors import ConfigError, NinEdgeError
+from ..classifier import Classifier, check_top_k, top_predictions
+from ..core.errors import ConfigError, NinEdgeError
 
 SERVE_EXTRA = "pip install 'nin-edge[serve]'"
 
