@@ -1,6 +1,6 @@
 """Benchmarks of NiN against AlexNet and VGG-11: ``run_bench(BenchConfig(...)) -> BenchReport``."""
 
-from nin_edge.runtime.core.timing import LatencyStats, measure, percentile, summarize
+from nin_edge.runtime.core.timing import LatencyStats, measure, measure_interleaved, summarize
 
 from .bench import BenchConfig, BenchReport, Row, cached_export, default_cache_dir, plot_report, run_bench
 
@@ -12,7 +12,7 @@ __all__ = [
     "cached_export",
     "default_cache_dir",
     "measure",
-    "percentile",
+    "measure_interleaved",
     "plot_report",
     "run_bench",
     "summarize",

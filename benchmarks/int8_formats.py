@@ -7,9 +7,7 @@ slow drift of the machine hits every variant alike. nin-export's CPU default fol
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from nin_edge.export.precision import load_images, quantize_int8
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
 from nin_edge.runtime.core.report import Report, format_table
+from nin_edge.runtime.core.timing import measure_interleaved, summarize
 
 VARIANTS = {
     "QDQ U8S8": ("qdq", "uint8"),
@@ -79,19 +78,11 @@ def compare_formats(
         rows = []
         for batch in batch_sizes:
             x = np.random.default_rng(0).random((batch, 1, input_size, input_size), dtype=np.float32)
-            times: dict[str, list[float]] = {name: [] for name in clfs}
-            for clf in clfs.values():
-                clf.logits(x)
-            for _ in range(rounds):
-                for name, clf in clfs.items():
-                    for _ in range(runs):
-                        t0 = time.perf_counter()
-                        clf.logits(x)
-                        times[name].append((time.perf_counter() - t0) * 1e3)
-                    time.sleep(0.1)  # onnxruntime's threads spin after a run; let them settle
-            fp32_ms = statistics.median(times["FP32"])
+            fns = {name: (lambda clf=clf, x=x: clf.logits(x)) for name, clf in clfs.items()}
+            times = measure_interleaved(fns, rounds=rounds, runs=runs, pause=0.1)
+            fp32_ms = summarize(times["FP32"]).p50_ms
             for name, values in times.items():
-                ms = statistics.median(values)
+                ms = summarize(values).p50_ms
                 rows.append({"batch_size": batch, "variant": name, "p50_ms": ms, "speedup_vs_fp32": fp32_ms / ms})
     return FormatReport(model=model, calibration=calib.source, rounds=rounds, results=tuple(rows))
 

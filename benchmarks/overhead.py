@@ -20,6 +20,7 @@ import click
 import numpy as np
 from nin_edge.runtime.cli.common import format_option, one_line_errors
 from nin_edge.runtime.core.report import Report, format_pairs
+from nin_edge.runtime.core.timing import measure_interleaved, summarize
 
 _BARE = """
 import sys, numpy as np, onnxruntime as ort
@@ -90,18 +91,8 @@ def warm_latency(model: str, batch_size: int = 1, blocks: int = 10, runs: int = 
     clf = Classifier(model, "cpu")
     x = np.random.default_rng(0).random((batch_size, *clf.input_shape), dtype=np.float32)
     fns = {"bare": lambda: bare.run(None, {"input": x}), "runtime": lambda: clf.logits(x)}
-    times: dict[str, list[float]] = {"bare": [], "runtime": []}
-    for fn in fns.values():
-        for _ in range(5):
-            fn()
-    for block in range(blocks):
-        order = ("bare", "runtime") if block % 2 == 0 else ("runtime", "bare")
-        for name in order:
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                fns[name]()
-                times[name].append((time.perf_counter_ns() - t0) / 1e6)
-    return statistics.median(times["bare"]), statistics.median(times["runtime"])
+    times = measure_interleaved(fns, rounds=blocks, runs=runs, warmup=5)
+    return summarize(times["bare"]).p50_ms, summarize(times["runtime"]).p50_ms
 
 
 def _run_child(code: str, model: str) -> tuple[float, float]:

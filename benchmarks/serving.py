@@ -26,7 +26,7 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
 from nin_edge.runtime.core.errors import NinEdgeError
 from nin_edge.runtime.core.report import Report, format_table
-from nin_edge.runtime.core.timing import percentile
+from nin_edge.runtime.core.timing import summarize_ms
 
 
 @dataclass(frozen=True)
@@ -129,14 +129,14 @@ def _load(fn, clients: int, seconds: float, inputs: int, answers: _Answers) -> t
 def _row(
     mode: str, clients: int, latencies: list[float], wall: float, mean_batch: float | None, answers: _Answers
 ) -> ServingRow:
-    ordered = sorted(latencies)
+    stats = summarize_ms(latencies)
     return ServingRow(
         mode,
         clients,
-        len(ordered),
-        len(ordered) / wall,
-        percentile(ordered, 50),
-        percentile(ordered, 99),
+        stats.runs,
+        stats.runs / wall,
+        stats.p50_ms,
+        stats.p99_ms,
         mean_batch,
         answers.wrong,
         answers.max_abs_diff,

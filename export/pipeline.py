@@ -17,6 +17,7 @@ from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from nin_edge.runtime.core.timing import measure, summarize
 
 from .precision import (
     CALIBRATION_METHODS,
@@ -274,14 +275,7 @@ class PrecisionReport(Report):
 
 def _median_ms(clf, x: np.ndarray, runs: int = 15) -> float:
     """Median latency of ``clf.logits(x)`` after two warm-up calls (a quick figure, not a benchmark)."""
-    for _ in range(2):
-        clf.logits(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        clf.logits(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+    return summarize(measure(lambda: clf.logits(x), warmup=2, min_runs=runs, max_runs=runs)).p50_ms
 
 
 def compare_precision(

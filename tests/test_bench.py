@@ -9,7 +9,7 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from nin_edge.benchmarks import BenchConfig, measure, percentile, run_bench, summarize
+from nin_edge.benchmarks import BenchConfig, measure, measure_interleaved, run_bench, summarize
 from nin_edge.benchmarks import bench as bench_module
 from nin_edge.benchmarks.cli import main as bench_cli
 from nin_edge.models import create_model, profile_model
@@ -34,10 +34,19 @@ class FakeClock:
         return value
 
 
-def test_percentiles_match_numpy():
-    values = sorted(np.random.default_rng(0).random(37).tolist())
-    for q in (0, 50, 90, 95, 99, 100):
-        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+def test_interleaved_timing_alternates_order_and_counts_runs():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    ticks = iter(range(0, 10_000_000, 1000))
+    times = measure_interleaved(fns, rounds=3, runs=2, warmup=1, clock=lambda: next(ticks))
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] + ["b", "b", "a", "a"] + ["a", "a", "b", "b"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 6, "b": 6}
+    assert all(d == 1000 for v in times.values() for d in v)
+
+
+def test_summarize_refuses_no_timings():
+    with pytest.raises(ValueError, match="no timings"):
+        summarize([])
 
 
 def test_summarize_known_durations():

@@ -1,11 +1,17 @@
-"""Timing loops and latency statistics, with an injectable clock so they can be tested exactly."""
+"""The toolkit's one timing harness: timing loops and latency statistics.
+
+Every figure nin-edge reports comes through here (``nin-bench``, the export's precision summary,
+the overhead, INT8-layout and serving tools), with an injectable clock so the loops can be
+tested exactly. Statistics are numpy's (linear-interpolated percentiles).
+"""
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 Clock = Callable[[], int]
 
@@ -25,31 +31,28 @@ class LatencyStats:
     max_ms: float
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method) of already sorted values."""
-    if not sorted_values:
-        raise ValueError("no values")
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def summarize(durations_ns: list[int]) -> LatencyStats:
-    """Statistics of per-run durations given in nanoseconds."""
-    ms = sorted(d / 1e6 for d in durations_ns)
-    mean = sum(ms) / len(ms)
-    var = sum((v - mean) ** 2 for v in ms) / (len(ms) - 1) if len(ms) > 1 else 0.0
+def summarize_ms(values_ms: Iterable[float]) -> LatencyStats:
+    """Statistics of per-run latencies given in milliseconds."""
+    ms = np.asarray(list(values_ms), dtype=np.float64)
+    if ms.size == 0:
+        raise ValueError("no timings to summarise")
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, [50, 90, 95, 99]))
     return LatencyStats(
-        runs=len(ms),
-        p50_ms=percentile(ms, 50),
-        p90_ms=percentile(ms, 90),
-        p95_ms=percentile(ms, 95),
-        p99_ms=percentile(ms, 99),
-        mean_ms=mean,
-        std_ms=math.sqrt(var),
-        min_ms=ms[0],
-        max_ms=ms[-1],
+        runs=int(ms.size),
+        p50_ms=p50,
+        p90_ms=p90,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=float(ms.mean()),
+        std_ms=float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
+        min_ms=float(ms.min()),
+        max_ms=float(ms.max()),
     )
+
+
+def summarize(durations_ns: Iterable[int]) -> LatencyStats:
+    """Statistics of per-run durations given in nanoseconds."""
+    return summarize_ms(d / 1e6 for d in durations_ns)
 
 
 def measure(
@@ -57,7 +60,7 @@ def measure(
     *,
     warmup: int,
     min_runs: int,
-    min_seconds: float,
+    min_seconds: float = 0.0,
     max_runs: int | None = None,
     clock: Clock = time.perf_counter_ns,
 ) -> list[int]:
@@ -79,3 +82,30 @@ def measure(
         durations.append(elapsed)
         spent += elapsed
     return durations
+
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    rounds: int,
+    runs: int,
+    warmup: int = 1,
+    pause: float = 0.0,
+    clock: Clock = time.perf_counter_ns,
+) -> dict[str, list[int]]:
+    """Time several functions against each other: ``rounds`` rounds of ``runs`` runs of each.
+
+    The order alternates from round to round and ``pause`` seconds separate the blocks, because
+    on a small CPU whatever runs first or right after another runtime's spinning threads is slower.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    times: dict[str, list[int]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            times[name].extend(measure(fns[name], warmup=0, min_runs=runs, max_runs=runs, clock=clock))
+            if pause:
+                time.sleep(pause)
+    return times
