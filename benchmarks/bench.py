@@ -21,11 +21,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from nin_edge.export import ExportConfig, run_export
-from nin_edge.export.precision import PRECISIONS
 from nin_edge.models import ModelProfile, create_model, list_models, profile_model
 from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.models.registry import pretrained_fits
 from nin_edge.runtime import Classifier
+from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
@@ -79,7 +79,7 @@ class BenchConfig:
     threads: int | None = None
     fallback: bool = False
     io_binding: bool = True
-    trt_fp16: bool = False
+    tensorrt_fp16: bool = False
     cudnn_conv_algo_search: str = "HEURISTIC"
     calibration_data: str = "synthetic"
     pause: float = 0.2
@@ -97,8 +97,7 @@ class BenchConfig:
             if not Path(path).is_file():
                 raise ConfigError(f"model file '{path}' does not exist")
         for p in self.precision:
-            if p not in PRECISIONS:
-                raise ConfigError(f"precision {p!r} is not available; choose from {', '.join(PRECISIONS)}")
+            Precision.check(p, "precision")
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
             raise ConfigError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
         if self.warmup < 0 or self.iterations <= 0 or self.duration < 0:
@@ -379,7 +378,7 @@ def run_bench(
                         threads=threads,
                         max_batch=max(config.batch_sizes),
                         labels=foreign_labels(path),
-                        fp16=config.trt_fp16,
+                        fp16=config.tensorrt_fp16,
                         engine_cache_dir=str(engines),
                         cudnn_conv_algo_search=config.cudnn_conv_algo_search,
                     )
@@ -388,8 +387,8 @@ def run_bench(
                 continue
             if clf.fallback_reason:
                 say(f"warning: {clf.fallback_reason}")
-            if config.trt_fp16 and clf.providers[0] == TENSORRT:
-                precision = f"{precision}+trt-fp16"
+            if config.tensorrt_fp16 and clf.providers[0] == TENSORRT:
+                precision = f"{precision}+tensorrt-fp16"
             for batch in config.batch_sizes:
                 say(f"{name} on {clf.providers[0]} ({precision}), batch {batch}")
                 rows.append(_bench_one(clf, name, precision, batch, config, profile, path, clock))

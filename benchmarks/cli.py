@@ -6,9 +6,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.cli.common import (
+    CommaList,
+    choice,
+    fallback_option,
+    format_option,
+    input_size_option,
+    one_line_errors,
+    provider_option,
+    renamed_option,
+)
 from nin_edge.runtime.core.files import atomic_output, check_writable
-from nin_edge.runtime.providers import CUDNN_SEARCH
+from nin_edge.runtime.providers import CudnnSearch
 
 from .bench import BenchConfig, plot_report, run_bench
 
@@ -19,13 +28,7 @@ _B = BenchConfig()
 @click.option(
     "--models", type=CommaList(str), default=",".join(_B.models), show_default=True, help="Registered models."
 )
-@click.option(
-    "--provider",
-    multiple=True,
-    default=_B.provider,
-    show_default=True,
-    help="cpu, cuda or tensorrt; repeat or comma-separate.",
-)
+@provider_option(default="cpu", multiple=True, help="cpu, cuda or tensorrt")
 @click.option(
     "--batch-sizes", type=CommaList(int, positive=True), default=",".join(map(str, _B.batch_sizes)), show_default=True
 )
@@ -45,9 +48,9 @@ _B = BenchConfig()
 )
 @click.option("--torch-compile", is_flag=True, help="Add torch.compile rows (compiled once per batch size, not timed).")
 @click.option("--model-path", multiple=True, type=click.Path(), help="Any ONNX classifier file; repeatable.")
-@click.option("--input-size", type=int, default=_B.input_size, show_default=True)
+@input_size_option(default=_B.input_size)
 @click.option("--threads", type=int, default=None, help="CPU threads [default: all cores].")
-@click.option("--fallback", is_flag=True, help="Use the next provider instead of failing when one is missing.")
+@fallback_option()
 @click.option(
     "--io-binding/--no-io-binding", default=_B.io_binding, show_default=True, help="Keep GPU inputs on the device."
 )
@@ -59,12 +62,13 @@ _B = BenchConfig()
 )
 @click.option(
     "--cudnn-conv-algo-search",
-    type=click.Choice(CUDNN_SEARCH),
+    type=choice(CudnnSearch),
     default=_B.cudnn_conv_algo_search,
     show_default=True,
     help="How the CUDA provider picks convolution kernels (EXHAUSTIVE times them once per shape).",
 )
-@click.option("--trt-fp16", is_flag=True, help="Let TensorRT build FP16 engines (rows say fp32+trt-fp16).")
+@click.option("--tensorrt-fp16", is_flag=True, help="Let TensorRT build FP16 engines (rows say fp32+tensorrt-fp16).")
+@renamed_option("--trt-fp16", "--tensorrt-fp16", "tensorrt_fp16", flag=True)
 @click.option(
     "--pause", type=float, default=_B.pause, show_default=True, help="Seconds of rest between configurations."
 )

@@ -38,7 +38,7 @@ step bench-compile nin-bench --provider cuda --models nin --batch-sizes 1,32,256
 if python3 -c "import ctypes; ctypes.CDLL('libnvinfer.so.10')" 2>/dev/null; then
     step bench-tensorrt nin-bench --provider tensorrt --batch-sizes "$batches" --cache-dir "$work/cache" \
         --format json --output "$out/bench-tensorrt-fp32.json"
-    step bench-tensorrt-fp16 nin-bench --provider tensorrt --trt-fp16 --batch-sizes "$batches" \
+    step bench-tensorrt-fp16 nin-bench --provider tensorrt --tensorrt-fp16 --batch-sizes "$batches" \
         --cache-dir "$work/cache" --format json --output "$out/bench-tensorrt-fp16.json"
 else
     echo "TensorRT libraries (libnvinfer.so.10) not found: no TensorRT rows (pip install tensorrt-cu13)" | tee "$out/tensorrt-skipped.txt" >&2

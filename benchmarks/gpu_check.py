@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from nin_edge.models.data import load_split
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.cli.common import CommaList, format_option, input_size_option, one_line_errors, provider_option
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError, ProviderError
 from nin_edge.runtime.core.files import atomic_output
 from nin_edge.runtime.core.report import Report, format_table
@@ -143,9 +143,9 @@ _G = GpuCheckConfig()
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
-@click.option("--provider", default=_G.provider, show_default=True, help="cuda or tensorrt.")
+@provider_option(default=_G.provider, help="cuda or tensorrt")
 @click.option("--precision", type=CommaList(str), default=",".join(_G.precision), show_default=True)
-@click.option("--input-size", type=int, default=_G.input_size, show_default=True)
+@input_size_option(default=_G.input_size)
 @click.option("--limit", type=int, default=_G.limit, show_default=True, help="The first N test images.")
 @click.option("--batch-size", type=int, default=_G.batch_size, show_default=True)
 @click.option("--min-agreement", type=float, default=_G.min_agreement, show_default=True)

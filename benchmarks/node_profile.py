@@ -17,10 +17,10 @@ from typing import Any
 import click
 import numpy as np
 import onnxruntime as ort
-from nin_edge.runtime.cli.common import format_option, one_line_errors
+from nin_edge.runtime.cli.common import format_option, one_line_errors, provider_option
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError
 from nin_edge.runtime.core.report import Report, format_table
-from nin_edge.runtime.providers import ALIASES, CPU, CUDA
+from nin_edge.runtime.providers import ALIASES, CPU
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,7 @@ def profile_nodes(
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
-@click.option(
-    "--provider", default="cpu", show_default=True, help=f"cpu, cuda or tensorrt ({CUDA} needs onnxruntime-gpu)."
-)
+@provider_option(default="cpu", help="cpu, cuda or tensorrt")
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--runs", type=int, default=20, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)

@@ -23,7 +23,7 @@ from typing import Any
 import click
 import numpy as np
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.cli.common import PROVIDER_HELP, CommaList, format_option, one_line_errors, provider_option
 from nin_edge.runtime.core.errors import NinEdgeError
 from nin_edge.runtime.core.report import Report, format_table
 from nin_edge.runtime.core.timing import summarize_ms
@@ -266,9 +266,7 @@ def _ready(http, address: str, name: str) -> bool:
 @click.option("--seconds", type=float, default=5.0, show_default=True, help="Load time per point.")
 @click.option("--max-batch", type=int, default=16, show_default=True)
 @click.option("--queue-delay-us", type=int, default=2000, show_default=True)
-@click.option(
-    "--provider", default="cpu", show_default=True, help="Provider of both the server and the in-process runs."
-)
+@provider_option(default="cpu", help="Provider of the server and of the in-process runs: " + PROVIDER_HELP)
 @click.option(
     "--data-dir", type=click.Path(), default=None, help="Send real Fashion-MNIST test images from this folder."
 )

@@ -6,12 +6,13 @@ from typing import Any
 
 import click
 from nin_edge.models import list_models
-from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.cli.common import CommaList, choice, format_option, input_size_option, one_line_errors
+from nin_edge.runtime.core.choices import Precision
 
 from .pipeline import ExportConfig, run_export
-from .precision import CALIBRATION_METHODS, INT8_TARGETS, PRECISIONS, REDUCE_RANGE
+from .precision import CalibrationMethod, Int8Target, ReduceRange
 from .steps import MAX_OPSET, MIN_OPSET
-from .triton import INSTANCE_KINDS, TritonOptions
+from .triton import InstanceKind, TritonOptions
 
 _DEFAULTS = ExportConfig()
 _TRITON = TritonOptions()
@@ -34,9 +35,7 @@ _TRITON = TritonOptions()
     "--random-init", is_flag=True, help="Export an untrained model (seeded by --seed) instead of pretrained weights."
 )
 @click.option("--output", type=click.Path(), default=None, help="Output file [default: MODEL.onnx].")
-@click.option(
-    "--input-size",
-    type=int,
+@input_size_option(
     default=None,
     help="Square input side in pixels [default: the size the shipped weights were trained at (NiN: 112), else 224].",
 )
@@ -56,27 +55,27 @@ _TRITON = TritonOptions()
 @click.option(
     "--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Seed of the random init and parity inputs."
 )
-@click.option("--precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision, show_default=True)
+@click.option("--precision", type=choice(Precision), default=_DEFAULTS.precision, show_default=True)
 @click.option(
     "--calibration-data", default=None, help="INT8 calibration: IDX folder, image folder, .npy, or 'synthetic'."
 )
 @click.option("--calibration-size", type=int, default=_DEFAULTS.calibration_size, show_default=True)
 @click.option(
     "--calibration-method",
-    type=click.Choice(CALIBRATION_METHODS),
+    type=choice(CalibrationMethod),
     default=_DEFAULTS.calibration_method,
     show_default=True,
 )
 @click.option(
     "--int8-target",
-    type=click.Choice(INT8_TARGETS),
+    type=choice(Int8Target),
     default=_DEFAULTS.int8_target,
     show_default=True,
     help="cpu: U8S8 QDQ; tensorrt: symmetric S8S8 QDQ.",
 )
 @click.option(
     "--int8-reduce-range",
-    type=click.Choice(REDUCE_RANGE),
+    type=choice(ReduceRange),
     default=_DEFAULTS.int8_reduce_range,
     show_default=True,
     help="7-bit weights: auto uses them only on CPUs without VNNI (AVX2 saturation).",
@@ -115,7 +114,7 @@ _TRITON = TritonOptions()
 )
 @click.option("--queue-delay-us", type=int, default=_TRITON.queue_delay_us, show_default=True)
 @click.option("--instance-count", type=int, default=_TRITON.instance_count, show_default=True)
-@click.option("--instance-kind", type=click.Choice(INSTANCE_KINDS), default=_TRITON.instance_kind, show_default=True)
+@click.option("--instance-kind", type=choice(InstanceKind), default=_TRITON.instance_kind, show_default=True)
 @click.option("--tensorrt", is_flag=True, help="Triton: run through the TensorRT accelerator (GPU instances).")
 @click.option("--tensorrt-fp16", is_flag=True, help="Triton: let TensorRT use FP16.")
 @format_option("table", "json")

@@ -13,6 +13,7 @@ import torch
 from nin_edge.models import FASHION_MNIST_CLASSES, ZooModel, create_model, load_weights, profile_model
 from nin_edge.models.registry import pretrained_fits, pretrained_input_size, pretrained_path
 from nin_edge.runtime import Classifier
+from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.metadata import ModelMetadata
@@ -20,11 +21,10 @@ from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.core.timing import measure, summarize
 
 from .precision import (
-    CALIBRATION_METHODS,
-    INT8_TARGETS,
     MIN_INT8_OPSET,
-    PRECISIONS,
+    CalibrationMethod,
     CalibrationSet,
+    Int8Target,
     convert_fp16,
     load_images,
     quantize_int8,
@@ -108,8 +108,7 @@ class ExportConfig:
             )
         if not isinstance(self.atol, (int, float)) or not math.isfinite(self.atol) or self.atol <= 0:
             raise ConfigError(f"atol must be a positive number, got {self.atol!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        Precision.check(self.precision, "precision")
         if self.precision == "int8":
             if not self.calibration_data:
                 raise ConfigError(
@@ -120,13 +119,8 @@ class ExportConfig:
                 raise ConfigError(
                     f"INT8 with per-channel weights needs opset {MIN_INT8_OPSET} or newer, got {self.opset}"
                 )
-            if self.calibration_method not in CALIBRATION_METHODS:
-                raise ConfigError(
-                    f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got "
-                    f"{self.calibration_method!r}"
-                )
-            if self.int8_target not in INT8_TARGETS:
-                raise ConfigError(f"int8 target must be one of {', '.join(INT8_TARGETS)}, got {self.int8_target!r}")
+            CalibrationMethod.check(self.calibration_method, "calibration method")
+            Int8Target.check(self.int8_target, "int8 target")
         if self.weights and self.random_init:
             raise ConfigError("--weights and --random-init exclude each other; give one")
         if self.triton_repo:

@@ -18,15 +18,37 @@ from pathlib import Path
 import numpy as np
 import onnx
 from nin_edge.models.data import load_split
+from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
 from nin_edge.runtime.core.metadata import Preprocessing
 from nin_edge.runtime.core.report import Report
 from nin_edge.runtime.preprocess import preprocess_image, read_image
 from onnxruntime.quantization import CalibrationDataReader
 
-PRECISIONS = ("fp32", "fp16", "int8")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-INT8_TARGETS = ("cpu", "tensorrt")
+
+class CalibrationMethod(Choice):
+    """How INT8 activation ranges are chosen from the calibration images."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Int8Target(Choice):
+    """Which runtime an INT8 graph is laid out for: U8S8 QDQ for CPUs, symmetric S8S8 QDQ for TensorRT."""
+
+    CPU = "cpu"
+    TENSORRT = "tensorrt"
+
+
+class ReduceRange(Choice):
+    """7-bit weights: ``auto`` uses them only on CPUs without VNNI (AVX2 saturation)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Per-channel QDQ needs opset 13 (the axis attribute of QuantizeLinear).
 MIN_INT8_OPSET = 13
@@ -145,9 +167,6 @@ class QuantizeResult(Report):
     seconds: float
 
 
-REDUCE_RANGE = ("auto", "on", "off")
-
-
 def cpu_has_vnni() -> bool:
     """Whether this x86 CPU has VNNI (AVX512-VNNI or AVX-VNNI) int8 dot-product instructions."""
     try:
@@ -165,8 +184,7 @@ def resolve_reduce_range(setting: str, target: str) -> tuple[bool, str]:
     have no such problem, and the lost bit costs agreement (measured on NiN: 98.9% with, 99.4%
     without). TensorRT uses full-range symmetric int8.
     """
-    if setting not in REDUCE_RANGE:
-        raise ConfigError(f"reduce range must be one of {', '.join(REDUCE_RANGE)}, got {setting!r}")
+    ReduceRange.check(setting, "reduce range")
     if setting != "auto":
         return setting == "on", f"reduce_range {setting}"
     if target == "tensorrt":
@@ -199,12 +217,11 @@ def quantize_int8(
     ``target="tensorrt"``: QDQ with symmetric signed activations and weights (S8S8),
     what TensorRT needs. ``quant_format`` and ``activation`` override the preset (for comparisons).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process
+    from onnxruntime.quantization import CalibrationMethod as OrtCalibration
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process
 
-    if method not in CALIBRATION_METHODS:
-        raise ConfigError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
-    if target not in INT8_TARGETS:
-        raise ConfigError(f"int8 target must be one of {', '.join(INT8_TARGETS)}, got {target!r}")
+    CalibrationMethod.check(method, "calibration method")
+    Int8Target.check(target, "int8 target")
     if quant_format not in QUANT_FORMATS or (activation is not None and activation not in ACTIVATION_TYPES):
         raise ConfigError(f"quant format must be one of {QUANT_FORMATS} and activation one of {ACTIVATION_TYPES}")
     start = time.perf_counter()
@@ -228,9 +245,9 @@ def quantize_int8(
             per_channel=True,
             reduce_range=use_reduce_range,
             calibrate_method={
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile,
+                CalibrationMethod.MINMAX.value: OrtCalibration.MinMax,
+                CalibrationMethod.ENTROPY.value: OrtCalibration.Entropy,
+                CalibrationMethod.PERCENTILE.value: OrtCalibration.Percentile,
             }[method],
             extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True},
         )

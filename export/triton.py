@@ -13,11 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import atomic_output
 from nin_edge.runtime.core.report import Report
 
-INSTANCE_KINDS = ("cpu", "gpu")
+
+class InstanceKind(Choice):
+    """Where Triton runs the model's instances."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+
+
 _ONNX_TO_TRITON: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
     onnx.TensorProto.FLOAT16: "TYPE_FP16",
@@ -62,8 +70,7 @@ class TritonOptions:
             )
         if self.queue_delay_us < 0 or self.instance_count <= 0:
             raise ConfigError("queue delay must be >= 0 and instance count positive")
-        if self.instance_kind not in INSTANCE_KINDS:
-            raise ConfigError(f"instance kind must be cpu or gpu, got {self.instance_kind!r}")
+        InstanceKind.check(self.instance_kind, "instance kind")
         if self.tensorrt and self.instance_kind != "gpu":
             raise ConfigError("the TensorRT accelerator needs --instance-kind gpu")
 

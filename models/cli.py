@@ -6,11 +6,18 @@ import sys
 from typing import Any
 
 import click
-from nin_edge.runtime.cli.common import format_option, one_line_errors
+from nin_edge.runtime.cli.common import (
+    PROVIDER_HELP,
+    choice,
+    format_option,
+    input_size_option,
+    one_line_errors,
+    provider_option,
+)
 
 from .evaluate import EvalConfig, run_eval
 from .registry import list_models
-from .train import OPTIMIZERS, SCHEDULES, EpochStats, TrainConfig, train
+from .train import EpochStats, Optimizer, Schedule, TrainConfig, train
 
 _T = TrainConfig()
 _E = EvalConfig()
@@ -63,11 +70,11 @@ def _epoch_line(s: EpochStats) -> None:
     "--batch-size", type=int, default=_T.batch_size, show_default=True, help="Global batch (split across ranks)."
 )
 @click.option("--lr", type=float, default=_T.lr, show_default=True)
-@click.option("--image-size", type=int, default=_T.image_size, show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_T.optimizer, show_default=True)
+@input_size_option(default=_T.input_size)
+@click.option("--optimizer", type=choice(Optimizer), default=_T.optimizer, show_default=True)
 @click.option("--momentum", type=float, default=_T.momentum, show_default=True)
 @click.option("--weight-decay", type=float, default=_T.weight_decay, show_default=True)
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=_T.schedule, show_default=True)
+@click.option("--schedule", type=choice(Schedule), default=_T.schedule, show_default=True)
 @click.option("--warmup-epochs", type=float, default=_T.warmup_epochs, show_default=True)
 @click.option("--flip/--no-flip", default=_T.flip, show_default=True, help="Random horizontal flips.")
 @click.option("--seed", type=int, default=_T.seed, show_default=True)
@@ -103,9 +110,9 @@ def train_main(fmt: str, **options: Any) -> None:
 @click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
 @click.option("--weights", type=click.Path(), default=None, help="Checkpoint to evaluate with PyTorch.")
 @click.option("--onnx", type=click.Path(), default=None, help="Exported model to evaluate through nin_edge.runtime.")
-@click.option("--provider", default=_E.provider, show_default=True, help="onnxruntime provider for --onnx.")
+@provider_option(default=_E.provider, help="Provider for --onnx: " + PROVIDER_HELP)
 @click.option("--model", default=None, help="Model of a bare state_dict [default: from the checkpoint, else nin].")
-@click.option("--image-size", type=int, default=None, help="Input size for --weights [default: the checkpoint's].")
+@input_size_option(default=None, help="Input size for --weights [default: the checkpoint's].")
 @click.option("--batch-size", type=int, default=_E.batch_size, show_default=True)
 @click.option("--limit", type=int, default=None, help="Use only the first N test images.")
 @click.option("--confusion-png", type=click.Path(), default=None, help="Also draw the confusion matrix here.")

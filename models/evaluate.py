@@ -29,7 +29,7 @@ class EvalConfig:
     onnx: str | None = None
     provider: str = "auto"
     model: str | None = None
-    image_size: int | None = None
+    input_size: int | None = None
     batch_size: int = 256
     limit: int | None = None
     confusion_png: str | None = None
@@ -50,7 +50,7 @@ class Scores(Report):
     """Accuracy, per-class accuracy and confusion matrix of one model on the test split."""
 
     source: str
-    image_size: int
+    input_size: int
     accuracy: float
     per_class: dict[str, float]
     confusion: tuple[tuple[int, ...], ...]
@@ -67,7 +67,7 @@ class EvalResult(Report):
 
     def rows(self) -> list[dict]:
         return [
-            {"source": s.source, "image_size": s.image_size, "accuracy": s.accuracy, **s.per_class}
+            {"source": s.source, "input_size": s.input_size, "accuracy": s.accuracy, **s.per_class}
             for s in self.results
         ]
 
@@ -78,7 +78,7 @@ class EvalResult(Report):
                 format_pairs(
                     [
                         ("model", s.source),
-                        ("input size", s.image_size),
+                        ("input size", s.input_size),
                         ("test images", self.images),
                         ("accuracy", f"{s.accuracy:.4f}"),
                     ]
@@ -98,7 +98,7 @@ class EvalResult(Report):
         return "\n\n".join(parts)
 
 
-def scores(source: str, preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...], image_size: int) -> Scores:
+def scores(source: str, preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...], input_size: int) -> Scores:
     """Accuracy, per-class accuracy and confusion matrix from predictions."""
     k = len(names)
     confusion = np.zeros((k, k), dtype=np.int64)
@@ -106,7 +106,7 @@ def scores(source: str, preds: np.ndarray, labels: np.ndarray, names: tuple[str,
     per_class = {names[i]: float(confusion[i, i] / max(1, confusion[i].sum())) for i in range(k)}
     return Scores(
         source=source,
-        image_size=image_size,
+        input_size=input_size,
         accuracy=float(np.mean(preds == labels)),
         per_class=per_class,
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
@@ -114,7 +114,7 @@ def scores(source: str, preds: np.ndarray, labels: np.ndarray, names: tuple[str,
 
 
 def predict_checkpoint(
-    path: str, split: Split, *, model: str | None, image_size: int | None, batch_size: int
+    path: str, split: Split, *, model: str | None, input_size: int | None, batch_size: int
 ) -> tuple[np.ndarray, int]:
     """Predictions of a checkpoint; model name and input size come from a nin-train checkpoint's recipe."""
     data = read_checkpoint(path)
@@ -123,7 +123,7 @@ def predict_checkpoint(
     # "model" holds a name in nin-train checkpoints but a state_dict in some others.
     stored = data.get("model") if isinstance(data.get("model"), str) else None
     name = model or stored or recipe.get("model") or "nin"
-    size = image_size or recipe.get("image_size") or 224
+    size = input_size or recipe.get("input_size") or recipe.get("image_size") or 224  # image_size: older checkpoints
     net = create_model(name, input_size=size)
     load_weights(net, path)
     return evaluate_model(net, split, size, torch.device("cpu"), batch_size=batch_size), size
@@ -145,7 +145,7 @@ def run_eval(config: EvalConfig) -> EvalResult:
     results, preds = [], []
     if config.weights:
         p, size = predict_checkpoint(
-            config.weights, split, model=config.model, image_size=config.image_size, batch_size=config.batch_size
+            config.weights, split, model=config.model, input_size=config.input_size, batch_size=config.batch_size
         )
         preds.append(p)
         results.append(scores(config.weights, p, split.labels, FASHION_MNIST_CLASSES, size))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import ConfigError, NinEdgeError
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.report import Report, format_table
@@ -30,8 +31,21 @@ from .data import Split, load_split, to_model_input
 from .plotting import pyplot, save_png
 from .registry import create_model
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "cosine")
+
+class Optimizer(Choice):
+    """The optimiser: the book's plain SGD, or AdamW."""
+
+    SGD = "sgd"
+    ADAMW = "adamw"
+
+
+class Schedule(Choice):
+    """The learning-rate schedule after warm-up."""
+
+    CONSTANT = "constant"
+    COSINE = "cosine"
+
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -51,7 +65,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
-    image_size: int = 224
+    input_size: int = 224
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -73,16 +87,14 @@ class TrainConfig:
         """Check every option before any data is read."""
         if not self.data_dir:
             raise ConfigError("--data-dir is required: a folder with the four Fashion-MNIST IDX files")
-        for name in ("epochs", "batch_size", "image_size"):
+        for name in ("epochs", "batch_size", "input_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        Optimizer.check(self.optimizer, "optimizer")
+        Schedule.check(self.schedule, "schedule")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ConfigError("momentum must be in [0, 1), weight decay and warmup epochs at least 0")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
@@ -103,7 +115,7 @@ class EpochStats:
     examples_per_s: float
     seconds: float
     lr: float
-    image_size: int
+    input_size: int
 
 
 @dataclass(frozen=True)
@@ -188,7 +200,7 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 def evaluate_model(
     model: nn.Module,
     split: Split,
-    image_size: int,
+    input_size: int,
     device: torch.device,
     batch_size: int = 256,
     ddp: _Dist | None = None,
@@ -201,7 +213,7 @@ def evaluate_model(
     with torch.no_grad():
         for start in range(0, len(index), batch_size):
             idx = index[start : start + batch_size]
-            x = to_model_input(torch.from_numpy(split.images[idx]), image_size).to(device)
+            x = to_model_input(torch.from_numpy(split.images[idx]), input_size).to(device)
             preds[idx] = model(x).argmax(1).cpu().numpy()
     if ddp.enabled:
         gathered = torch.from_numpy(preds)
@@ -244,7 +256,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
     train_split = load_split(config.data_dir, "train", config.train_limit)
     test_split = load_split(config.data_dir, "test", config.test_limit)
     torch.manual_seed(config.seed)
-    model = create_model(config.model, input_size=config.image_size)
+    model = create_model(config.model, input_size=config.input_size)
     init_xavier(model)
     history: list[EpochStats] = []
     start_epoch = 0
@@ -296,7 +308,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
             lr = _lr_at(config, step, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = to_model_input(images, config.image_size)
+            x = to_model_input(images, config.input_size)
             if config.flip:
                 flip = torch.rand(len(x), generator=generator) < 0.5
                 x[flip] = x[flip].flip(-1)
@@ -330,7 +342,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
         totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
         if ddp.enabled:
             dist.all_reduce(totals)
-        preds = evaluate_model(model, test_split, config.image_size, device, ddp=ddp)
+        preds = evaluate_model(model, test_split, config.input_size, device, ddp=ddp)
         stats = EpochStats(
             epoch=epoch + 1,
             train_loss=float(totals[0] / totals[2]),
@@ -339,7 +351,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
             examples_per_s=float(totals[2]) / seconds,
             seconds=seconds,
             lr=lr,
-            image_size=config.image_size,
+            input_size=config.input_size,
         )
         history.append(stats)
         if ddp.main:

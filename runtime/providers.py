@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .core.choices import Choice
 from .core.errors import ConfigError, ProviderError
 from .cuda import GPU_INSTALL, installed_onnxruntime_distributions
 
@@ -21,7 +22,15 @@ TENSORRT = "TensorrtExecutionProvider"
 
 ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT, "trt": TENSORRT}
 AUTO_ORDER = (TENSORRT, CUDA, CPU)
-CUDNN_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
+
+
+class CudnnSearch(Choice):
+    """How the CUDA provider picks convolution kernels; EXHAUSTIVE times them once per shape."""
+
+    HEURISTIC = "HEURISTIC"
+    EXHAUSTIVE = "EXHAUSTIVE"
+    DEFAULT = "DEFAULT"
+
 
 _HOW_TO_GET = {
     CUDA: "on a machine with an NVIDIA GPU install onnxruntime-gpu instead of onnxruntime "
@@ -134,10 +143,7 @@ def validate_gpu_options(gpu: GpuOptions) -> None:
     """Refuse GPU options that onnxruntime would reject late or ignore."""
     if isinstance(gpu.device_id, bool) or not isinstance(gpu.device_id, int) or gpu.device_id < 0:
         raise ConfigError(f"device_id must be a whole number >= 0, got {gpu.device_id!r}")
-    if gpu.cudnn_conv_algo_search not in CUDNN_SEARCH:
-        raise ConfigError(
-            f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_SEARCH)}, got {gpu.cudnn_conv_algo_search!r}"
-        )
+    CudnnSearch.check(gpu.cudnn_conv_algo_search, "cudnn_conv_algo_search")
     if isinstance(gpu.max_batch, bool) or not isinstance(gpu.max_batch, int) or gpu.max_batch <= 0:
         raise ConfigError(f"max_batch must be a positive whole number, got {gpu.max_batch!r}")
 

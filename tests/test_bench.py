@@ -254,7 +254,7 @@ def test_out_of_memory_is_reported_in_its_row(cache, monkeypatch):
     [
         (["--models", "lenet"], "unknown model 'lenet'"),
         (["--provider", "tpu"], "provider 'tpu' is not known"),
-        (["--precision", "int4"], "precision 'int4' is not available"),
+        (["--precision", "int4"], "precision must be one of fp32, fp16, int8, got 'int4'"),
         (["--models", "nin", "--model-path", "missing.onnx"], "model file 'missing.onnx' does not exist"),
         (["--iterations", "0"], "iterations > 0"),
         (["--output", "/no/such/dir/x.json"], "output folder '/no/such/dir' does not exist"),

@@ -96,3 +96,17 @@ def test_bad_inputs_are_one_line_errors(nin_path, inputs, tmp_path):
     ]
     for args, fragment in cases:
         assert_one_line_error(run_cli(infer_cli, args), fragment)
+
+
+def test_old_flag_spellings_still_work_with_a_warning(nin_path, tmp_path):
+    image = tmp_path / "x.npy"
+    np.save(image, np.zeros((3, 28, 28, 1), np.uint8))
+    old = run_cli(infer_cli, [nin_path, image, "--batch-size", 2, "--format", "json"])
+    new = run_cli(infer_cli, [nin_path, image, "--max-batch", 2, "--format", "json"])
+    assert old.exit_code == 0 and old.stdout == new.stdout
+    assert "warning: --batch-size is now --max-batch; the old spelling goes in the next release" in old.stderr
+    assert "--batch-size" not in run_cli(infer_cli, ["--help"]).stdout
+    both = run_cli(infer_cli, [nin_path, image, "--batch-size", 2, "--max-batch", 4])
+    assert (
+        both.exit_code == 2 and "--batch-size is the old spelling of --max-batch; give only --max-batch" in both.stderr
+    )

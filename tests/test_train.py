@@ -20,7 +20,7 @@ from nin_edge.runtime.core.errors import ConfigError
 from tests.conftest import assert_one_line_error, run_cli
 
 SIZE = 67  # NiN's smallest input keeps these runs fast
-FAST = {"image_size": SIZE, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3, "plot": False}
+FAST = {"input_size": SIZE, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3, "plot": False}
 
 
 @pytest.mark.slow
@@ -33,7 +33,7 @@ def test_one_epoch_writes_a_checkpoint_that_nin_export_accepts(tiny_fashion, tmp
             tiny_fashion,
             "--epochs",
             1,
-            "--image-size",
+            "--input-size",
             SIZE,
             "--batch-size",
             32,
@@ -51,7 +51,7 @@ def test_one_epoch_writes_a_checkpoint_that_nin_export_accepts(tiny_fashion, tmp
     assert "epoch 1: train loss" in result.stderr and "3/3 steps" in result.stderr
     assert "\r" not in result.stderr  # no carriage-return frames when stderr is not a terminal
     saved = torch.load(ckpt, weights_only=True)
-    assert saved["epoch"] == 1 and saved["model"] == "nin" and saved["recipe"]["image_size"] == SIZE
+    assert saved["epoch"] == 1 and saved["model"] == "nin" and saved["recipe"]["input_size"] == SIZE
     assert ckpt.with_suffix(".png").stat().st_size > 1000  # the curves
     exported = run_cli(export_cli, ["--weights", ckpt, "--input-size", SIZE, "--output", tmp_path / "nin.onnx"])
     assert exported.exit_code == 0, exported.stderr
@@ -123,7 +123,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_fashion, tmp_pat
             tiny_fashion,
             "--epochs",
             1,
-            "--image-size",
+            "--input-size",
             SIZE,
             "--lr",
             "1e12",
@@ -143,7 +143,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_fashion, tmp_pat
         (["--epochs", 0], "epochs must be a positive whole number, got 0"),
         (["--lr", "-1"], "lr must be a positive number, got -1.0"),
         (["--model", "lenet"], "unknown model 'lenet'"),
-        (["--image-size", 50], "input size 50 is too small for nin"),
+        (["--input-size", 50], "input size 50 is too small for nin"),
         (["--device", "tpu"], "device must be auto, cpu or cuda[:N], got 'tpu'"),
         (["--output", "/no/such/dir/c.pt"], "checkpoint folder '/no/such/dir' does not exist"),
     ],
@@ -171,7 +171,7 @@ def test_torchrun_two_cpu_processes(tiny_fashion, tmp_path):
         str(tiny_fashion),
         "--epochs",
         "1",
-        "--image-size",
+        "--input-size",
         str(SIZE),
         "--batch-size",
         "32",
@@ -236,7 +236,7 @@ def test_eval_checkpoint_and_onnx_agree(tiny_fashion, trained, tmp_path):
     torch_scores, onnx_scores = report["results"]
     assert report["images"] == 40 and report["agreement"] == 1.0
     assert torch_scores["accuracy"] == onnx_scores["accuracy"]
-    assert torch_scores["image_size"] == onnx_scores["image_size"] == SIZE
+    assert torch_scores["input_size"] == onnx_scores["input_size"] == SIZE
     assert sum(map(sum, torch_scores["confusion"])) == 40
     diagonal = sum(torch_scores["confusion"][i][i] for i in range(10))
     assert diagonal / 40 == pytest.approx(torch_scores["accuracy"])
@@ -276,7 +276,7 @@ def test_shipped_weights_are_trained_on_real_images(tmp_path):
             REAL_SAMPLE,
             "--weights",
             pretrained_path("nin"),
-            "--image-size",
+            "--input-size",
             112,
             "--onnx",
             onnx_path,
@@ -289,7 +289,7 @@ def test_shipped_weights_are_trained_on_real_images(tmp_path):
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     torch_scores, onnx_scores = report["results"]
-    assert report["images"] == 200 and torch_scores["image_size"] == onnx_scores["image_size"] == 112
+    assert report["images"] == 200 and torch_scores["input_size"] == onnx_scores["input_size"] == 112
     assert torch_scores["accuracy"] >= 0.85 and onnx_scores["accuracy"] >= 0.85
     assert report["agreement"] >= 0.99
 
@@ -310,3 +310,13 @@ def test_progress_bar_redraws_only_on_a_terminal(monkeypatch):
             bar(step, 3, 0.5)
         assert stream.getvalue().count("\r") == frames
         assert stream.getvalue().endswith("3/3 loss 0.5000\n" if frames else "3/3 steps, loss 0.5000\n")
+
+
+def test_eval_accepts_the_old_image_size_spelling(tiny_fashion, nin_checkpoint):
+    from nin_edge.models.cli import eval_main
+
+    args = ["--data-dir", tiny_fashion, "--weights", nin_checkpoint, "--limit", 8, "--format", "json"]
+    result = run_cli(eval_main, [*args, "--image-size", 72])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["input_size"] == 72
+    assert "warning: --image-size is now --input-size" in result.stderr

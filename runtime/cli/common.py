@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ..core.choices import Choice
 from ..core.errors import NinEdgeError
 
 
@@ -69,3 +70,63 @@ def format_option(*formats: str) -> Callable[[Callable[..., Any]], Callable[...,
         show_default=True,
         help="How to print the result.",
     )
+
+
+def choice(choices: type[Choice]) -> click.Choice:
+    """A ``click.Choice`` over a :class:`~nin_edge.runtime.core.choices.Choice` enum's values."""
+    return click.Choice(choices.values())
+
+
+PROVIDER_HELP = "auto (TensorRT, then CUDA, then CPU), cpu, cuda or tensorrt"
+
+
+def provider_option(*, default: str = "auto", multiple: bool = False, help: str = PROVIDER_HELP) -> Callable:
+    """``--provider``, the same flag with the same meaning in every command."""
+    extra = "; repeat or comma-separate for several" if multiple else ""
+    return click.option(
+        "--provider",
+        default=(default,) if multiple else default,
+        multiple=multiple,
+        show_default=True,
+        help=help + extra + ".",
+    )
+
+
+def fallback_option() -> Callable:
+    """``--fallback``: take the next provider, with a warning, when the one asked for is missing."""
+    return click.option(
+        "--fallback", is_flag=True, help="Use the next provider (with a warning) when the one asked for is missing."
+    )
+
+
+def input_size_option(*, default: int | None, help: str = "Square input side in pixels.") -> Callable:
+    """``--input-size`` (``--image-size`` still accepted for one release)."""
+
+    def decorate(fn: Callable) -> Callable:
+        fn = renamed_option("--image-size", "--input-size", "input_size", type=int)(fn)
+        return click.option("--input-size", type=int, default=default, show_default=default is not None, help=help)(fn)
+
+    return decorate
+
+
+def renamed_option(old: str, new: str, param: str, *, type: Any = None, flag: bool = False) -> Callable:
+    """Accept ``old``, the former spelling of ``new``, for one more release: hidden, with a warning."""
+    hidden_param = f"{param}_renamed"
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(hidden_param)
+            if value is not None and value is not False:
+                ctx = click.get_current_context()
+                if ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"{old} is the old spelling of {new}; give only {new}")
+                click.echo(f"warning: {old} is now {new}; the old spelling goes in the next release", err=True)
+                kwargs[param] = value
+            return fn(*args, **kwargs)
+
+        if flag:
+            return click.option(old, hidden_param, is_flag=True, default=False, hidden=True)(wrapper)
+        return click.option(old, hidden_param, type=type, default=None, hidden=True)(wrapper)
+
+    return decorate

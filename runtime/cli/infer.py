@@ -14,7 +14,7 @@ from ..classifier import Classifier, Prediction
 from ..core.errors import InputError
 from ..core.report import Report, format_table
 from ..serving.triton import TritonClassifier
-from .common import format_option, one_line_errors
+from .common import fallback_option, format_option, one_line_errors, provider_option, renamed_option
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def run_inference(
     *,
     provider: str,
     top_k: int,
-    batch_size: int,
+    max_batch: int,
     fallback: bool,
     triton_url: str | None = None,
     triton_model: str | None = None,
@@ -104,7 +104,7 @@ def run_inference(
     with warnings.catch_warnings():
         # The fallback is reported once, in the result, instead of as a Python warning too.
         warnings.simplefilter("ignore", RuntimeWarning)
-        clf = Classifier(model, provider, fallback=fallback, max_batch=batch_size)
+        clf = Classifier(model, provider, fallback=fallback, max_batch=max_batch)
     if not 1 <= top_k <= len(clf.labels):
         raise InputError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {top_k}")
     names, batch = load_inputs(clf, inputs)
@@ -124,12 +124,11 @@ def run_inference(
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--provider", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt.")
-@click.option(
-    "--fallback", is_flag=True, help="Fall back to the next provider (with a warning) if the one asked for is missing."
-)
+@provider_option()
+@fallback_option()
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Largest batch per run.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Largest batch per run.")
+@renamed_option("--batch-size", "--max-batch", "max_batch", type=click.IntRange(min=1))
 @click.option("--triton-url", default=None, help="Let a Triton server (e.g. http://127.0.0.1:8000) compute the logits.")
 @click.option("--triton-model", default=None, help="Model name on the server [default: the model's own name].")
 @format_option("table", "json", "csv")

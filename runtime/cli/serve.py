@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..serving.triton import ServeConfig, serve
-from .common import one_line_errors
+from .common import one_line_errors, provider_option
 
 _S = ServeConfig()
 
@@ -27,7 +27,7 @@ _S = ServeConfig()
     show_default=True,
     help="How long Triton waits to fill a batch.",
 )
-@click.option("--provider", default=_S.provider, show_default=True)
+@provider_option(default=_S.provider)
 @click.option(
     "--batch-log", type=click.Path(dir_okay=False), default=None, help="Append each executed batch size to this file."
 )

@@ -14,9 +14,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .choices import OutputFormat
 from .errors import ConfigError
 
-FORMATS = ("table", "json", "csv", "markdown")
+FORMATS = OutputFormat.values()
 
 
 def _fields(obj: Any) -> dict[str, Any]:

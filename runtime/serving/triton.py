@@ -36,7 +36,7 @@ class ServeConfig:
     metrics_port: int = 8002
     max_batch: int = 16
     queue_delay_us: int = 2000
-    provider: str = "cpu"
+    provider: str = "auto"
     batch_log: str | None = None
 
     def validate(self) -> None:
