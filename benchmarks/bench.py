@@ -21,9 +21,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from nin_edge.export import ExportConfig, run_export
-from nin_edge.models import ModelProfile, create_model, list_models, profile_model
+from nin_edge.models import ModelProfile, create_model, list_models, model_card, profile_model
 from nin_edge.models.plotting import pyplot, save_png
-from nin_edge.models.registry import pretrained_fits
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
@@ -289,7 +288,7 @@ def cached_export(
     version, and for INT8 a digest of the calibration source, since other images give another model.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = precision + ("-pretrained" if pretrained_fits(name) else "-random")
+    tag = precision + ("-pretrained" if model_card(name).weights_fit() else "-random")
     if precision == "int8":
         tag += "-" + hashlib.sha256(str(calibration_data).encode()).hexdigest()[:8]
     path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{tag}-v{toolkit_version()}.onnx"
@@ -301,7 +300,7 @@ def cached_export(
                 output=str(path),
                 input_size=input_size,
                 check_batch_sizes=(1,),
-                random_init=not pretrained_fits(name),
+                random_init=not model_card(name).weights_fit(),
                 precision=precision,
                 calibration_data=calibration_data if precision == "int8" else None,
                 eval_size=64,

@@ -1,6 +1,6 @@
 """Export zoo models to verified, simplified ONNX with metadata."""
 
-from .pipeline import ExportConfig, ExportSummary, class_labels, run_export
+from .pipeline import ExportConfig, ExportSummary, run_export
 from .steps import (
     MAX_OPSET,
     MIN_OPSET,
@@ -30,7 +30,6 @@ __all__ = [
     "check_graph",
     "check_opset",
     "check_parity",
-    "class_labels",
     "export_onnx",
     "run_export",
     "simplify",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nin_edge.models import FASHION_MNIST_CLASSES, ZooModel, create_model, load_weights, profile_model
-from nin_edge.models.registry import pretrained_fits, pretrained_input_size, pretrained_path
+from nin_edge.models import ZooModel, create_model, load_weights, model_card, profile_model
+from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
@@ -40,8 +40,6 @@ from .steps import (
     write_metadata,
 )
 from .triton import TritonOptions, TritonRepo, check_repository, write_triton_repo
-
-DEFAULT_INPUT_SIZE = 224
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class ExportConfig:
         return (
             not self.weights
             and not self.random_init
-            and pretrained_fits(self.model, self.in_channels, self.num_classes)
+            and model_card(self.model).weights_fit(self.in_channels, self.num_classes)
         )
 
     def resolved(self) -> ExportConfig:
@@ -91,7 +89,7 @@ class ExportConfig:
         """The input size the model is exported at (see :meth:`resolved`)."""
         if self.input_size is not None:
             return self.input_size
-        return pretrained_input_size(self.model) if self.uses_pretrained else DEFAULT_INPUT_SIZE
+        return model_card(self.model).export_size(self.uses_pretrained)
 
     @property
     def output_path(self) -> Path:
@@ -193,13 +191,6 @@ class ExportSummary(Report):
         if self.triton is not None:
             text += f"\n\nTriton model repository: {self.triton.model_dir}\n{self.triton.config_text}"
         return text
-
-
-def class_labels(num_classes: int) -> tuple[str, ...]:
-    """Fashion-MNIST's class names for 10 classes, otherwise ``class_0`` ... ``class_{n-1}``."""
-    if num_classes == len(FASHION_MNIST_CLASSES):
-        return FASHION_MNIST_CLASSES
-    return tuple(f"class_{i}" for i in range(num_classes))
 
 
 def build_model(config: ExportConfig) -> tuple[ZooModel, str]:
@@ -372,12 +363,13 @@ def run_export(config: ExportConfig) -> ExportSummary:
     config = config.resolved()
     model, weights = build_model(config)
     profile = profile_model(model, config.size)
-    labels = class_labels(config.num_classes)
+    card = model_card(config.model)
     metadata = ModelMetadata(
         model=config.model,
         input_size=config.size,
         in_channels=config.in_channels,
-        labels=labels,
+        labels=card.labels_for(config.num_classes),
+        preprocessing=card.preprocessing,
         weights=weights,
         opset=config.opset,
     )
@@ -410,7 +402,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
     triton = None
     if config.triton_repo:
         triton = write_triton_repo(
-            onnx_path=config.output_path, repository=config.triton_repo, options=config.triton, labels=labels
+            onnx_path=config.output_path, repository=config.triton_repo, options=config.triton, labels=metadata.labels
         )
     return ExportSummary(
         model=config.model,
@@ -429,7 +421,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
         ops=graph.ops,
         parity=parity,
         seconds=time.perf_counter() - start,
-        labels=labels,
+        labels=metadata.labels,
         precision=config.precision,
         reduced=reduced,
         triton=triton,

@@ -2,12 +2,21 @@
 
 from .checkpoint import LoadedWeights, load_weights, read_checkpoint, sha256_file
 from .profile import ModelProfile, count_macs, count_params, profile_model
-from .registry import create_model, list_models, model_options, register_model
-from .zoo import FASHION_MNIST_CLASSES, ZooModel, alexnet, nin, nin_block, vgg11, vgg11_slim, vgg_block
+from .registry import (
+    FASHION_MNIST_CLASSES,
+    ModelCard,
+    create_model,
+    list_models,
+    model_card,
+    model_options,
+    register_model,
+)
+from .zoo import ZooModel, alexnet, nin, nin_block, vgg11, vgg11_slim, vgg_block
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "LoadedWeights",
+    "ModelCard",
     "ModelProfile",
     "ZooModel",
     "alexnet",
@@ -16,6 +25,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_weights",
+    "model_card",
     "model_options",
     "nin",
     "nin_block",

@@ -15,9 +15,8 @@ from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from .checkpoint import load_weights, read_checkpoint
 from .data import Split, load_split
 from .plotting import pyplot, save_png
-from .registry import create_model
+from .registry import FASHION_MNIST_CLASSES, create_model
 from .train import evaluate_model
-from .zoo import FASHION_MNIST_CLASSES
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,7 @@ from collections.abc import Sequence
 from nin_edge.runtime.core.errors import ConfigError
 from torch import nn
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+from .registry import ModelCard, register_model
 
 # Larger inputs than this are not searched for a smallest size; no model here needs more.
 _SIZE_SEARCH_LIMIT = 1024
@@ -141,6 +130,16 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: in
     )
 
 
+@register_model(
+    ModelCard(
+        name="nin",
+        summary="Network in Network (D2L): 4 NiN blocks, global average pool; 1,992,166 parameters",
+        min_input_size=67,
+        fixed_input_size=False,
+        weights_file="nin_fashion_mnist.pt",
+        weights_input_size=112,
+    )
+)
 def nin(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
     """Network in Network as in D2L, chapter "Network in Network (NiN)".
 
@@ -170,6 +169,14 @@ def nin(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, in
     return model
 
 
+@register_model(
+    ModelCard(
+        name="alexnet",
+        summary="AlexNet as D2L adapts it to Fashion-MNIST; 46,764,746 parameters",
+        min_input_size=65,
+        fixed_input_size=True,
+    )
+)
 def alexnet(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
     """AlexNet as in D2L for Fashion-MNIST (one channel in, 10 classes out)."""
     _positive("in_channels", in_channels, "alexnet")
@@ -249,11 +256,27 @@ def _vgg(name: str, ratio: int, in_channels: int, num_classes: int, dropout: flo
     )
 
 
+@register_model(
+    ModelCard(
+        name="vgg11",
+        summary="VGG-11 (D2L); 128,806,154 parameters",
+        min_input_size=32,
+        fixed_input_size=True,
+    )
+)
 def vgg11(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
     """VGG-11 as in D2L, at full widths (64 to 512 channels, 4096-wide head)."""
     return _vgg("vgg11", 1, in_channels, num_classes, dropout, input_size)
 
 
+@register_model(
+    ModelCard(
+        name="vgg11_slim",
+        summary="VGG-11 with a quarter of the widths, as D2L trains it; 43,093,322 parameters",
+        min_input_size=32,
+        fixed_input_size=True,
+    )
+)
 def vgg11_slim(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
     """The book's training variant of VGG-11: convolution widths divided by 4, the same 4096-wide head."""
     return _vgg("vgg11_slim", 4, in_channels, num_classes, dropout, input_size)

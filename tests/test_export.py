@@ -20,7 +20,7 @@ from nin_edge.export import (
 )
 from nin_edge.export.cli import main as export_cli
 from nin_edge.models import FASHION_MNIST_CLASSES, create_model, list_models
-from nin_edge.models.registry import pretrained_input_size, pretrained_path
+from nin_edge.models.registry import model_card, pretrained_path
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 
 from tests.conftest import assert_one_line_error, run_cli
@@ -252,7 +252,7 @@ def test_default_export_uses_the_shipped_weights_at_their_size(tmp_path):
     summary = json.loads(result.stdout)
     digest = hashlib.sha256(pretrained_path("nin").read_bytes()).hexdigest()
     assert summary["weights"] == f"pretrained nin_fashion_mnist.pt sha256:{digest}"
-    assert summary["input_size"] == pretrained_input_size("nin") == 112
+    assert summary["input_size"] == model_card("nin").weights_input_size == 112
     random = run_cli(
         export_cli, ["--random-init", "--output", tmp_path / "r.onnx", "--format", "json", "--check-batch-sizes", 1]
     )

@@ -13,6 +13,7 @@ from nin_edge.models import (
     create_model,
     list_models,
     load_weights,
+    model_card,
     model_options,
     profile_model,
 )
@@ -118,6 +119,31 @@ def test_book_checkpoint_loads_unchanged(tmp_path, wrap):
     with torch.no_grad():
         assert torch.equal(model(x), book(x))
     assert loaded.tensors == 24 and len(loaded.sha256) == 64
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_has_a_card_that_matches_the_built_model(name):
+    card = model_card(name)
+    model = create_model(name)
+    assert card.name == name and card.summary
+    assert (card.min_input_size, card.fixed_input_size) == (model.min_input_size, model.fixed_input_size)
+    assert (card.input_size, card.in_channels, card.num_classes) == (
+        model.input_size,
+        model.in_channels,
+        model.num_classes,
+    )
+    assert len(card.labels) == card.num_classes and card.labels_for(3) == ("class_0", "class_1", "class_2")
+    assert f"{count_params(model):,}" in card.summary
+    if card.weights_file:
+        assert pretrained_path(name).name == card.weights_file and card.weights_fit()
+        assert not card.weights_fit(in_channels=3) and card.export_size(True) == card.weights_input_size
+    else:
+        assert not card.weights_fit() and card.export_size(True) == card.input_size == 224
+
+
+def test_unknown_model_card_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet'; known models: alexnet, nin, vgg11, vgg11_slim"):
+        model_card("resnet")
 
 
 @pytest.mark.parametrize("name", list_models())
