@@ -14,7 +14,7 @@ from .steps import (
     check_parity,
     export_onnx,
     simplify,
-    write_metadata,
+    with_metadata,
 )
 
 __all__ = [
@@ -33,5 +33,5 @@ __all__ = [
     "export_onnx",
     "run_export",
     "simplify",
-    "write_metadata",
+    "with_metadata",
 ]

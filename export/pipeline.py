@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from nin_edge.models import ZooModel, create_model, load_weights, model_card, profile_model
 from nin_edge.models.registry import pretrained_path
@@ -37,7 +38,7 @@ from .steps import (
     check_parity,
     export_onnx,
     simplify,
-    write_metadata,
+    with_metadata,
 )
 from .triton import TritonOptions, TritonRepo, check_repository, write_triton_repo
 
@@ -264,20 +265,21 @@ def _median_ms(clf, x: np.ndarray, runs: int = 15) -> float:
 
 
 def compare_precision(
-    *, fp32_path: Path, reduced_path: Path, precision: str, images: CalibrationSet, calibration: str, provider: str
+    *, fp32: bytes, reduced: bytes, precision: str, images: CalibrationSet, calibration: str, provider: str
 ) -> PrecisionReport:
-    """Agreement, logit error, accuracy, size and latency of ``reduced_path`` against ``fp32_path``."""
-    fp32 = Classifier(fp32_path, provider)
-    reduced = Classifier(reduced_path, provider)
-    a = fp32.logits(images.images)
-    b = reduced.logits(images.images)
+    """Agreement, logit error, accuracy, size and latency of the ``reduced`` model against ``fp32``
+    (both serialised ONNX models)."""
+    fp32_clf = Classifier(fp32, provider)
+    reduced_clf = Classifier(reduced, provider)
+    a = fp32_clf.logits(images.images)
+    b = reduced_clf.logits(images.images)
     err = np.abs(a.astype(np.float64) - b.astype(np.float64))
     acc = (lambda logits: float(np.mean(logits.argmax(1) == images.labels))) if images.labels is not None else None
     latency: dict[str, dict[str, float]] = {"fp32": {}, precision: {}}
     for batch in (1, 8):
         x = images.images[:batch] if len(images.images) >= batch else np.repeat(images.images[:1], batch, axis=0)
-        latency["fp32"][str(batch)] = _median_ms(fp32, x)
-        latency[precision][str(batch)] = _median_ms(reduced, x)
+        latency["fp32"][str(batch)] = _median_ms(fp32_clf, x)
+        latency[precision][str(batch)] = _median_ms(reduced_clf, x)
     return PrecisionReport(
         precision=precision,
         calibration=calibration,
@@ -288,19 +290,20 @@ def compare_precision(
         mean_abs_err=float(err.mean()),
         accuracy_fp32=acc(a) if acc else None,
         accuracy_reduced=acc(b) if acc else None,
-        fp32_bytes=fp32_path.stat().st_size,
-        reduced_bytes=reduced_path.stat().st_size,
-        provider=reduced.providers[0],
+        fp32_bytes=len(fp32),
+        reduced_bytes=len(reduced),
+        provider=reduced_clf.providers[0],
         latency_ms=latency,
     )
 
 
 def _reduce(
-    config: ExportConfig, fp32_path: Path, out: Path, metadata: ModelMetadata
-) -> tuple[PrecisionReport, GraphCheck]:
-    """Write the INT8 or FP16 variant of ``fp32_path`` to ``out``, check its graph and compare the two."""
+    config: ExportConfig, fp32: onnx.ModelProto, metadata: ModelMetadata
+) -> tuple[PrecisionReport, bytes, GraphCheck]:
+    """The INT8 or FP16 variant of the verified ``fp32`` model, labelled, checked and compared."""
     size, channels = config.size, config.in_channels
     calibration = ""
+    fp32_bytes = fp32.SerializeToString()
     if config.precision == "int8":
         if config.calibration_data is None:  # validate() refuses this; say so rather than crash
             raise ConfigError("--precision int8 needs --calibration-data")
@@ -312,19 +315,27 @@ def _reduce(
             split="train",
             seed=config.seed,
         )
-        q = quantize_int8(
-            fp32_path=fp32_path,
-            output=out,
-            calibration=calib,
-            method=config.calibration_method,
-            target=config.int8_target,
-            reduce_range=config.int8_reduce_range,
-        )
+        # onnxruntime's quantization tools read and write files, so INT8 goes through a scratch folder.
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32_path, int8_path = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
+            fp32_path.write_bytes(fp32_bytes)
+            q = quantize_int8(
+                fp32_path=fp32_path,
+                output=int8_path,
+                calibration=calib,
+                method=config.calibration_method,
+                target=config.int8_target,
+                reduce_range=config.int8_reduce_range,
+            )
+            converted = onnx.load(str(int8_path))
         calibration = f"{config.calibration_method} on {calib.source}; target {config.int8_target}; {q.reduce_range}"
     else:
-        convert_fp16(fp32_path=fp32_path, output=out)
-    write_metadata(path=out, metadata=replace(metadata, precision=config.precision, calibration=calibration))
-    graph = check_graph(path=out, opset=config.opset)
+        converted = convert_fp16(model=fp32)
+    labelled = with_metadata(
+        model=converted, metadata=replace(metadata, precision=config.precision, calibration=calibration)
+    )
+    graph = check_graph(model=labelled, opset=config.opset)
+    reduced_bytes = labelled.SerializeToString()
     source = config.eval_data or config.calibration_data or "synthetic"
     images = load_images(
         source,
@@ -335,8 +346,8 @@ def _reduce(
         seed=config.seed + 1,
     )
     report = compare_precision(
-        fp32_path=fp32_path,
-        reduced_path=out,
+        fp32=fp32_bytes,
+        reduced=reduced_bytes,
         precision=config.precision,
         images=images,
         calibration=calibration,
@@ -347,7 +358,7 @@ def _reduce(
             f"{config.precision} model agrees with FP32 on {report.top1_agreement:.2%} of {report.images} images, "
             f"below --min-agreement {config.min_agreement:g}; '{config.output_path}' was not written"
         )
-    return report, graph
+    return report, reduced_bytes, graph
 
 
 def run_export(config: ExportConfig) -> ExportSummary:
@@ -373,36 +384,38 @@ def run_export(config: ExportConfig) -> ExportSummary:
         weights=weights,
         opset=config.opset,
     )
-    reduced = None
-    with atomic_output(config.output_path) as tmp, tempfile.TemporaryDirectory() as scratch:
-        fp32_path = tmp if config.precision == "fp32" else Path(scratch) / "fp32.onnx"
-        exported = export_onnx(model=model, output=fp32_path, opset=config.opset, input_size=config.size)
-        nodes_final = exported.nodes
-        if config.simplify:
-            nodes_final = simplify(path=fp32_path).nodes_after
-        write_metadata(path=fp32_path, metadata=metadata)
-        graph = check_graph(path=fp32_path, opset=config.opset, simplified=config.simplify)
-        parity = check_parity(
-            model=model,
-            onnx_path=fp32_path,
-            batch_sizes=tuple(config.check_batch_sizes),
-            atol=config.atol,
-            input_size=config.size,
-            seed=config.seed,
+    exported = export_onnx(model=model, opset=config.opset, input_size=config.size)
+    proto, nodes_final = exported.proto, exported.nodes
+    if config.simplify:
+        simplified = simplify(model=proto)
+        proto, nodes_final = simplified.proto, simplified.nodes_after
+    proto = with_metadata(model=proto, metadata=metadata)
+    graph = check_graph(model=proto, opset=config.opset, simplified=config.simplify)
+    data = proto.SerializeToString()
+    parity = check_parity(
+        model=model,
+        onnx_model=data,
+        batch_sizes=tuple(config.check_batch_sizes),
+        atol=config.atol,
+        input_size=config.size,
+        seed=config.seed,
+    )
+    if not parity.passed:
+        worst = max(parity.batches, key=lambda r: r.max_abs_err)
+        raise CheckFailedError(
+            f"parity check failed: max abs error {worst.max_abs_err:.3g} at batch {worst.batch_size} "
+            f"exceeds atol {config.atol:g}; '{config.output_path}' was not written"
         )
-        if not parity.passed:
-            worst = max(parity.batches, key=lambda r: r.max_abs_err)
-            raise CheckFailedError(
-                f"parity check failed: max abs error {worst.max_abs_err:.3g} at batch {worst.batch_size} "
-                f"exceeds atol {config.atol:g}; '{config.output_path}' was not written"
-            )
-        if config.precision != "fp32":
-            reduced, graph = _reduce(config, fp32_path, tmp, metadata)
-        file_bytes = tmp.stat().st_size
+    reduced = None
+    if config.precision != "fp32":
+        reduced, data, graph = _reduce(config, proto, metadata)
+    with atomic_output(config.output_path) as tmp:
+        tmp.write_bytes(data)
+    file_bytes = len(data)
     triton = None
     if config.triton_repo:
         triton = write_triton_repo(
-            onnx_path=config.output_path, repository=config.triton_repo, options=config.triton, labels=metadata.labels
+            onnx_model=data, repository=config.triton_repo, options=config.triton, labels=metadata.labels
         )
     return ExportSummary(
         model=config.model,

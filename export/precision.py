@@ -275,12 +275,14 @@ def _quantize_static(**kwargs) -> None:
         raise CheckFailedError(f"onnxruntime's INT8 quantizer failed: {first}") from None
 
 
-def convert_fp16(*, fp32_path: str | os.PathLike, output: str | os.PathLike) -> None:
+def convert_fp16(*, model: onnx.ModelProto) -> onnx.ModelProto:
     """FP16 weights and compute, float32 input and output kept (so apps feed the same arrays)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    converted = OnnxModel(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True))
+    source = onnx.ModelProto()
+    source.CopyFrom(model)  # the converter changes the graph it is given
+    converted = OnnxModel(convert_float_to_float16(source, keep_io_types=True))
     # The converter appends the input Casts after the nodes that use them; ONNX wants them first.
     converted.topological_sort()
-    onnx.save(converted.model, str(output))
+    return converted.model

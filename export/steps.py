@@ -1,16 +1,18 @@
 """The export steps: plain keyword-only functions, each returning a frozen result dataclass.
 
-``export_onnx`` -> ``simplify`` -> ``check_graph`` -> ``write_metadata`` -> ``check_parity``;
-:func:`nin_edge.export.pipeline.run_export` chains them for the command line.
+``export_onnx`` -> ``simplify`` -> ``with_metadata`` -> ``check_graph`` -> ``check_parity``;
+:func:`nin_edge.export.pipeline.run_export` chains them for the command line. The model passes
+from step to step in memory (an ``onnx.ModelProto``); only the finished file is written, once.
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -64,7 +66,7 @@ def batch_dim(model: onnx.ModelProto) -> tuple[str, str]:
 class OnnxExport(Report):
     """An exported graph before simplification."""
 
-    path: str
+    proto: onnx.ModelProto = field(repr=False, metadata={"report": False})
     opset: int
     exporter: str
     nodes: int
@@ -74,11 +76,10 @@ class OnnxExport(Report):
 def export_onnx(
     *,
     model: ZooModel,
-    output: str | os.PathLike,
     opset: int = 17,
     input_size: int | None = None,
 ) -> OnnxExport:
-    """Export ``model`` in eval mode to ``output`` with a symbolic batch axis named ``batch``.
+    """Export ``model`` in eval mode, in memory, with a symbolic batch axis named ``batch``.
 
     We use the TorchScript exporter (``dynamo=False``) with ``dynamic_axes``: the dynamo exporter
     specialises a batch of 1 unless given ``dynamic_shapes``, and asked for opset 17 it builds
@@ -94,6 +95,7 @@ def export_onnx(
     model.eval()
     # A batch of 2, not 1, so that no size-1 axis can be folded into a broadcast during tracing.
     dummy = torch.zeros(2, model.in_channels, size, size)
+    buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             # The exporter's deprecation notice is about its default, which we override on purpose.
@@ -101,7 +103,7 @@ def export_onnx(
             torch.onnx.export(
                 model,
                 (dummy,),
-                str(output),
+                buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
@@ -111,12 +113,12 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
-    written = onnx.load(str(output))
+    written = onnx.load_from_string(buffer.getvalue())
     found = next((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), None)
     if found != opset:
         raise CheckFailedError(f"asked for opset {opset}, but the exporter wrote opset {found}")
     return OnnxExport(
-        path=str(output),
+        proto=written,
         opset=opset,
         exporter=f"torch.onnx TorchScript (torch {torch.__version__})",
         nodes=len(written.graph.node),
@@ -128,7 +130,7 @@ def export_onnx(
 class SimplifyResult(Report):
     """What onnxsim did to the graph."""
 
-    path: str
+    proto: onnx.ModelProto = field(repr=False, metadata={"report": False})
     nodes_before: int
     nodes_after: int
     ops_before: dict[str, int]
@@ -136,21 +138,20 @@ class SimplifyResult(Report):
     seconds: float
 
 
-def simplify(*, path: str | os.PathLike) -> SimplifyResult:
-    """Simplify the model at ``path`` in place with onnxsim, keeping the batch axis symbolic.
+def simplify(*, model: onnx.ModelProto) -> SimplifyResult:
+    """Simplify ``model`` with onnxsim (into a new proto), keeping the batch axis symbolic.
 
     No input shape is forced, so onnxsim keeps ``batch`` symbolic; :func:`check_graph` proves it.
     """
     import onnxsim  # heavy import, needed only here
 
     start = time.perf_counter()
-    before = onnx.load(str(path))
+    before = model
     simplified, ok = onnxsim.simplify(before)
     if not ok:
         raise CheckFailedError("onnxsim could not validate the simplified model against the original")
-    onnx.save(simplified, str(path))
     return SimplifyResult(
-        path=str(path),
+        proto=simplified,
         nodes_before=len(before.graph.node),
         nodes_after=len(simplified.graph.node),
         ops_before=op_histogram(before),
@@ -161,9 +162,8 @@ def simplify(*, path: str | os.PathLike) -> SimplifyResult:
 
 @dataclass(frozen=True)
 class GraphCheck(Report):
-    """The invariants a finished model file satisfies."""
+    """The invariants a finished model satisfies."""
 
-    path: str
     opset: int
     batch_input: str
     batch_output: str
@@ -171,17 +171,16 @@ class GraphCheck(Report):
     ops: dict[str, int]
 
 
-def check_graph(*, path: str | os.PathLike, opset: int, simplified: bool = True) -> GraphCheck:
+def check_graph(*, model: onnx.ModelProto, opset: int, simplified: bool = True) -> GraphCheck:
     """Run ``onnx.checker`` with ``full_check`` and prove our invariants, or raise CheckFailedError.
 
     Invariants: the opset asked for, a symbolic ``batch`` axis on input and output, one input and
     one output with our names, and (after simplification) no Dropout or Identity node.
     """
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise CheckFailedError(f"onnx.checker rejected the model: {str(exc).splitlines()[0]}") from None
-    model = onnx.load(str(path))
     found = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if found != opset:
         raise CheckFailedError(f"the model has opset {found}, expected {opset}")
@@ -197,14 +196,14 @@ def check_graph(*, path: str | os.PathLike, opset: int, simplified: bool = True)
     leftover = [op for op in _FORBIDDEN_AFTER_SIMPLIFY if op in ops]
     if simplified and leftover:
         raise CheckFailedError(f"simplification left {', '.join(leftover)} nodes in the graph")
-    return GraphCheck(
-        path=str(path), opset=found, batch_input=batch_in, batch_output=batch_out, nodes=len(model.graph.node), ops=ops
-    )
+    return GraphCheck(opset=found, batch_input=batch_in, batch_output=batch_out, nodes=len(model.graph.node), ops=ops)
 
 
-def write_metadata(*, path: str | os.PathLike, metadata: ModelMetadata) -> None:
-    """Store ``metadata`` as the model's ``metadata_props`` and a readable ``doc_string``."""
-    model = onnx.load(str(path))
+def with_metadata(*, model: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelProto:
+    """A copy of ``model`` carrying ``metadata`` as ``metadata_props`` and a readable ``doc_string``."""
+    labelled = onnx.ModelProto()
+    labelled.CopyFrom(model)
+    model = labelled
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, metadata.to_props())
     pre = metadata.preprocessing
@@ -219,7 +218,7 @@ def write_metadata(*, path: str | os.PathLike, metadata: ModelMetadata) -> None:
     )
     model.producer_name = "nin-edge"
     model.producer_version = metadata.toolkit_version
-    onnx.save(model, str(path))
+    return model
 
 
 @dataclass(frozen=True)
@@ -266,7 +265,7 @@ class ParityResult(Report):
 def check_parity(
     *,
     model: ZooModel,
-    onnx_path: str | os.PathLike,
+    onnx_model: bytes | str | os.PathLike,
     batch_sizes: tuple[int, ...] = (1, 2, 7),
     atol: float = 1e-4,
     input_size: int | None = None,
@@ -278,7 +277,8 @@ def check_parity(
     largest absolute logit difference is at most ``atol``; the caller decides what failing means.
     """
     size = model.input_size if input_size is None else input_size
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     rows = []
     was_training = model.training

@@ -8,7 +8,6 @@ symbolic batch axis whenever ``max_batch_size > 0``.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,12 +179,20 @@ def check_repository(repository: str | os.PathLike) -> None:
 
 
 def write_triton_repo(
-    *, onnx_path: str | os.PathLike, repository: str | os.PathLike, options: TritonOptions, labels: tuple[str, ...]
+    *,
+    onnx_model: bytes | str | os.PathLike,
+    repository: str | os.PathLike,
+    options: TritonOptions,
+    labels: tuple[str, ...],
 ) -> TritonRepo:
-    """Write ``repository/<name>/1/model.onnx``, ``config.pbtxt`` and ``labels.txt``, validated."""
+    """Write ``repository/<name>/1/model.onnx``, ``config.pbtxt`` and ``labels.txt``, validated.
+
+    ``onnx_model`` is the serialised model (as ``run_export`` holds it) or a path to one.
+    """
     options.validate()
     _, text_format = _model_config_pb2()
-    model = onnx.load(str(onnx_path))
+    data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
+    model = onnx.load_from_string(data)
     cfg = build_config(model, options, "labels.txt" if labels else None)
     check_config(cfg, model)
     text = text_format.MessageToString(cfg)
@@ -194,7 +201,7 @@ def write_triton_repo(
     version = root / options.name / "1"
     version.mkdir(parents=True, exist_ok=True)
     with atomic_output(version / "model.onnx") as tmp:
-        shutil.copyfile(onnx_path, tmp)
+        tmp.write_bytes(data)
     if labels:
         with atomic_output(root / options.name / "labels.txt") as tmp:
             tmp.write_text("\n".join(labels) + "\n")

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.files import check_writable
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from torch import nn
 
 from .checkpoint import load_weights, read_checkpoint
-from .data import Split, load_split
+from .data import Split, load_split, to_model_input
+from .distributed import Dist
 from .plotting import pyplot, save_png
 from .registry import FASHION_MNIST_CLASSES, create_model
-from .train import evaluate_model
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,31 @@ def scores(source: str, preds: np.ndarray, labels: np.ndarray, names: tuple[str,
         per_class=per_class,
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
     )
+
+
+def evaluate_model(
+    model: nn.Module,
+    split: Split,
+    input_size: int,
+    device: torch.device,
+    batch_size: int = 256,
+    ddp: Dist | None = None,
+) -> np.ndarray:
+    """Predicted class of every image of ``split`` (each rank does its share; gathered under DDP)."""
+    ddp = ddp or Dist()
+    index = np.arange(ddp.rank, len(split), ddp.world_size)
+    preds = np.zeros(len(split), dtype=np.int64)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(index), batch_size):
+            idx = index[start : start + batch_size]
+            x = to_model_input(torch.from_numpy(split.images[idx]), input_size).to(device)
+            preds[idx] = model(x).argmax(1).cpu().numpy()
+    if ddp.enabled:
+        gathered = torch.from_numpy(preds)
+        dist.all_reduce(gathered)  # each index is set by exactly one rank, the others hold 0
+        preds = gathered.numpy()
+    return preds
 
 
 def predict_checkpoint(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from .checkpoint import load_weights, read_checkpoint
-from .data import Split, load_split, to_model_input
+from .data import load_split, to_model_input
+from .distributed import Dist, dist_from_env
+from .evaluate import evaluate_model
 from .plotting import pyplot, save_png
 from .registry import create_model
 
@@ -142,27 +143,6 @@ class TrainResult(Report):
         return "\n".join(lines)
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _dist_from_env() -> _Dist:
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return _Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
-    return _Dist()
-
-
 def init_xavier(model: nn.Module) -> None:
     """D2L's ``init_cnn``: Xavier-uniform weights for every Linear and Conv2d layer."""
     for layer in model.modules():
@@ -170,7 +150,7 @@ def init_xavier(model: nn.Module) -> None:
             nn.init.xavier_uniform_(layer.weight)
 
 
-def _device(config: TrainConfig, ddp: _Dist) -> torch.device:
+def _device(config: TrainConfig, ddp: Dist) -> torch.device:
     if config.device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", ddp.local_rank)
@@ -197,31 +177,6 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def evaluate_model(
-    model: nn.Module,
-    split: Split,
-    input_size: int,
-    device: torch.device,
-    batch_size: int = 256,
-    ddp: _Dist | None = None,
-) -> np.ndarray:
-    """Predicted class of every image of ``split`` (each rank does its share; gathered under DDP)."""
-    ddp = ddp or _Dist()
-    index = np.arange(ddp.rank, len(split), ddp.world_size)
-    preds = np.zeros(len(split), dtype=np.int64)
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(index), batch_size):
-            idx = index[start : start + batch_size]
-            x = to_model_input(torch.from_numpy(split.images[idx]), input_size).to(device)
-            preds[idx] = model(x).argmax(1).cpu().numpy()
-    if ddp.enabled:
-        gathered = torch.from_numpy(preds)
-        dist.all_reduce(gathered)  # each index is set by exactly one rank, the others hold 0
-        preds = gathered.numpy()
-    return preds
-
-
 def _save(path: str, payload: dict) -> None:
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -240,7 +195,7 @@ def train(
     optimiser state, RNG state and data order as an uninterrupted run on CPU).
     """
     config.validate()
-    ddp = _dist_from_env()
+    ddp = dist_from_env()
     if ddp.enabled and not dist.is_initialized():
         backend = "nccl" if (config.device != "cpu" and torch.cuda.is_available()) else "gloo"
         dist.init_process_group(backend=backend)

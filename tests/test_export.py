@@ -155,9 +155,9 @@ def test_random_init_is_reproducible_and_leaves_global_rng_alone(tmp_path):
 @pytest.mark.parametrize("opset", [11, 13, MAX_OPSET])
 def test_other_opsets_are_written_as_asked(tmp_path, opset):
     model = create_model("nin", input_size=70)
-    result = export_onnx(model=model, output=tmp_path / "n.onnx", opset=opset)
+    result = export_onnx(model=model, opset=opset)
     assert result.opset == opset
-    assert check_graph(path=tmp_path / "n.onnx", opset=opset).batch_input == "batch"
+    assert check_graph(model=result.proto, opset=opset).batch_input == "batch"
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -174,18 +174,17 @@ def test_check_graph_catches_a_fixed_batch(tmp_path):
         output_names=["logits"],
     )
     with pytest.raises(CheckFailedError, match="the batch axis is not symbolic: input has '1'"):
-        check_graph(path=path, opset=17)
+        check_graph(model=onnx.load(str(path)), opset=17)
     with pytest.raises(CheckFailedError, match="the model has opset 17, expected 13"):
-        check_graph(path=path, opset=13)
+        check_graph(model=onnx.load(str(path)), opset=13)
 
 
 def test_parity_reports_a_real_difference(tmp_path):
     model = create_model("nin", input_size=70)
-    path = tmp_path / "n.onnx"
-    export_onnx(model=model, output=path)
+    exported = export_onnx(model=model).proto.SerializeToString()
     with torch.no_grad():
         model[7][4].bias.add_(0.01)  # the PyTorch side now differs by 0.01 in every logit
-    parity = check_parity(model=model, onnx_path=path, batch_sizes=(2,), atol=1e-4)
+    parity = check_parity(model=model, onnx_model=exported, batch_sizes=(2,), atol=1e-4)
     assert not parity.passed
     assert parity.batches[0].max_abs_err == pytest.approx(0.01, rel=1e-3)
 
@@ -273,3 +272,14 @@ def test_random_init_flag_and_when_pretrained_does_not_fit(tmp_path):
         run_cli(export_cli, ["--random-init", "--weights", tmp_path / "x.pt", "--output", tmp_path / "n.onnx"]),
         "--weights and --random-init exclude each other",
     )
+
+
+def test_fp32_export_passes_the_model_in_memory_and_writes_once(tmp_path, monkeypatch):
+    calls = []
+    real_load, real_save = onnx.load, onnx.save
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: calls.append("load") or real_load(*a, **k))
+    monkeypatch.setattr(onnx, "save", lambda *a, **k: calls.append("save") or real_save(*a, **k))
+    out = tmp_path / "n.onnx"
+    summary = run_export(ExportConfig(output=str(out), input_size=70, random_init=True, check_batch_sizes=(1,)))
+    assert calls == []  # no step reads the model back from disk or saves it in between
+    assert out.stat().st_size == summary.file_bytes and onnx.load(str(out)).graph.node

@@ -45,7 +45,7 @@ def model72(tmp_path_factory):
 def test_config_round_trip_matches_the_onnx_file(model72, tmp_path):
     labels = tuple(f"c{i}" for i in range(10))
     repo = write_triton_repo(
-        onnx_path=model72,
+        onnx_model=model72,
         repository=tmp_path / "repo",
         labels=labels,
         options=TritonOptions(
@@ -75,7 +75,7 @@ def test_config_round_trip_matches_the_onnx_file(model72, tmp_path):
 
 def test_tensorrt_accelerator_profile_matches_max_batch(model72, tmp_path):
     repo = write_triton_repo(
-        onnx_path=model72,
+        onnx_model=model72,
         repository=tmp_path,
         labels=(),
         options=TritonOptions(max_batch=64, instance_kind="gpu", tensorrt=True, tensorrt_fp16=True),
@@ -87,7 +87,7 @@ def test_tensorrt_accelerator_profile_matches_max_batch(model72, tmp_path):
 
 
 def test_no_batching_keeps_the_batch_axis_in_dims(model72, tmp_path):
-    repo = write_triton_repo(onnx_path=model72, repository=tmp_path, labels=(), options=TritonOptions(max_batch=0))
+    repo = write_triton_repo(onnx_model=model72, repository=tmp_path, labels=(), options=TritonOptions(max_batch=0))
     cfg = read_config(repo.config_path)
     assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [-1, 1, SIZE, SIZE]
     assert list(cfg.output[0].dims) == [-1, 10] and not cfg.HasField("dynamic_batching")
@@ -98,7 +98,7 @@ def test_fixed_batch_model_is_refused_for_batching(tmp_path):
 
     fixed = foreign_model(tmp_path / "fixed.onnx", shape=(1, 1, 8, 8))
     with pytest.raises(CheckFailedError, match="has a fixed first axis"):
-        write_triton_repo(onnx_path=fixed, repository=tmp_path / "r", labels=(), options=TritonOptions(max_batch=8))
+        write_triton_repo(onnx_model=fixed, repository=tmp_path / "r", labels=(), options=TritonOptions(max_batch=8))
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_fixed_batch_model_is_refused_for_batching(tmp_path):
 )
 def test_bad_triton_options(model72, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
-        write_triton_repo(onnx_path=model72, repository=tmp_path, labels=(), options=options)
+        write_triton_repo(onnx_model=model72, repository=tmp_path, labels=(), options=options)
 
 
 def test_export_cli_writes_the_repository(tmp_path):

@@ -21,7 +21,8 @@ FORMATS = OutputFormat.values()
 
 
 def _fields(obj: Any) -> dict[str, Any]:
-    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    # A field marked ``metadata={"report": False}`` (an in-memory model, say) is carried, not rendered.
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("report", True)}
 
 
 def _plain(value: Any) -> Any:
