@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -146,20 +146,16 @@ class Classifier:
                 raise ModelFileError(
                     f"model '{self.source}' input is {inp.shape[2]}x{inp.shape[3]}; only square inputs are supported"
                 )
-            meta = ModelMetadata.from_props(props, self.source) if "labels" in props else None
-            return ModelMetadata(
-                model=meta.model if meta else Path(self.source).stem,
+            given = dict(
                 input_size=int(inp.shape[2]),
                 in_channels=int(inp.shape[1]),
                 labels=tuple(str(x) for x in labels),
-                weights=meta.weights if meta else "unknown",
-                opset=meta.opset if meta else 0,
-                precision=meta.precision if meta else "fp32",
                 input_name=inp.name,
                 output_name=self._session.get_outputs()[0].name,
-                preprocessing=meta.preprocessing if meta else Preprocessing(),
-                toolkit_version=meta.toolkit_version if meta else "none",
             )
+            if "labels" in props:
+                return replace(ModelMetadata.from_props(props, self.source), **given)
+            return ModelMetadata(model=Path(self.source).stem, toolkit_version="none", **given)
         return ModelMetadata.from_props(props, self.source)
 
     def _check_graph_io(self) -> int | None:

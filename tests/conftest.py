@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -58,6 +60,12 @@ def nin_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "nin_he.pt"
     torch.save(he_init_nin().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_nin_path():
+    """The checked-in NiN-shaped model (tests/data/nin_tiny.onnx): runtime tests need no export."""
+    return Path(__file__).parent / "data" / "nin_tiny.onnx"
 
 
 @pytest.fixture(scope="session")

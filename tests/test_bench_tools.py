@@ -8,10 +8,10 @@ from nin_edge.benchmarks.overhead import cold_start, warm_latency
 
 
 @pytest.mark.slow
-def test_overhead_measures_both_sides(nin_path):
-    bare_ms, runtime_ms = warm_latency(str(nin_path), blocks=2, runs=2)
+def test_overhead_measures_both_sides(tiny_nin_path):
+    bare_ms, runtime_ms = warm_latency(str(tiny_nin_path), blocks=2, runs=2)
     assert bare_ms > 0 and runtime_ms > 0
-    (bare_s, bare_mb), (rt_s, rt_mb) = cold_start(str(nin_path), repeats=1)
+    (bare_s, bare_mb), (rt_s, rt_mb) = cold_start(str(tiny_nin_path), repeats=1)
     assert bare_s > 0 and rt_s > 0 and bare_mb > 20 and rt_mb > 20
 
 

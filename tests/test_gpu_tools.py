@@ -109,8 +109,8 @@ def test_node_profile_summarises_a_trace():
     assert [(r.node, r.op, r.ms, r.share) for r in rows] == [("conv", "Conv", 1.5, 0.75), ("relu", "Relu", 0.5, 0.25)]
 
 
-def test_node_profile_of_a_real_model(nin_path):
-    report = node_profile.profile_nodes(str(nin_path), batch_size=2, runs=3, warmup=1)
+def test_node_profile_of_a_real_model(tiny_nin_path):
+    report = node_profile.profile_nodes(str(tiny_nin_path), batch_size=2, runs=3, warmup=1)
     assert report.provider == "CPUExecutionProvider" and report.runs == 3
     assert {r.op for r in report.results} >= {"Conv", "MaxPool"}
     assert abs(sum(r.share for r in report.results) - 1.0) < 1e-6
@@ -118,10 +118,14 @@ def test_node_profile_of_a_real_model(nin_path):
     assert json.loads(report.render("json"))["batch_size"] == 2
 
 
-def test_node_profile_refusals(nin_path, tmp_path):
-    assert_one_line_error(run_cli(node_profile.main, [nin_path, "--provider", "tpu"]), "provider 'tpu' is not known")
+def test_node_profile_refusals(tiny_nin_path, tmp_path):
+    assert_one_line_error(
+        run_cli(node_profile.main, [tiny_nin_path, "--provider", "tpu"]), "provider 'tpu' is not known"
+    )
     assert_one_line_error(run_cli(node_profile.main, [tmp_path / "no.onnx"]), "model file", "does not exist")
-    assert_one_line_error(run_cli(node_profile.main, [nin_path, "--runs", "0"]), "batch size and runs must be positive")
+    assert_one_line_error(
+        run_cli(node_profile.main, [tiny_nin_path, "--runs", "0"]), "batch size and runs must be positive"
+    )
 
 
 def test_bench_refuses_an_unknown_cudnn_search():

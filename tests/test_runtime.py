@@ -31,8 +31,8 @@ CPU_ONLY = ort.get_available_providers()
 
 
 @pytest.fixture(scope="module")
-def clf(nin_path):
-    return Classifier(nin_path, "cpu")
+def clf(tiny_nin_path):
+    return Classifier(tiny_nin_path, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +72,20 @@ def test_runtime_import_loads_no_torch_onnx_or_onnxsim():
 # -- providers -----------------------------------------------------------------------------------
 
 
-def test_cpu_and_auto_run_on_cpu_here(nin_path):
-    assert Classifier(nin_path, "cpu").providers == ["CPUExecutionProvider"]
-    assert Classifier(nin_path, "auto").providers == ["CPUExecutionProvider"]
-    assert Classifier(nin_path, ["CPUExecutionProvider"]).providers == ["CPUExecutionProvider"]
-    assert Classifier(nin_path, [("cpu", {})]).providers == ["CPUExecutionProvider"]
+def test_cpu_and_auto_run_on_cpu_here(tiny_nin_path):
+    assert Classifier(tiny_nin_path, "cpu").providers == ["CPUExecutionProvider"]
+    assert Classifier(tiny_nin_path, "auto").providers == ["CPUExecutionProvider"]
+    assert Classifier(tiny_nin_path, ["CPUExecutionProvider"]).providers == ["CPUExecutionProvider"]
+    assert Classifier(tiny_nin_path, [("cpu", {})]).providers == ["CPUExecutionProvider"]
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in CPU_ONLY, reason="this onnxruntime build has CUDA")
 @pytest.mark.parametrize(
     ("request_", "name"), [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")]
 )
-def test_missing_provider_is_refused_with_what_exists(nin_path, request_, name):
+def test_missing_provider_is_refused_with_what_exists(tiny_nin_path, request_, name):
     with pytest.raises(ProviderError) as err:
-        Classifier(nin_path, request_)
+        Classifier(tiny_nin_path, request_)
     msg = str(err.value)
     assert f"execution provider {name} is not available" in msg
     assert "CPUExecutionProvider" in msg and "onnxruntime-gpu" in msg
@@ -94,27 +94,27 @@ def test_missing_provider_is_refused_with_what_exists(nin_path, request_, name):
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in CPU_ONLY, reason="this onnxruntime build has CUDA")
-def test_fallback_warns_and_records(nin_path):
+def test_fallback_warns_and_records(tiny_nin_path):
     with pytest.warns(RuntimeWarning, match="falling back to CPUExecutionProvider"):
-        clf = Classifier(nin_path, "cuda", fallback=True)
+        clf = Classifier(tiny_nin_path, "cuda", fallback=True)
     assert clf.providers == ["CPUExecutionProvider"]
     assert "CUDAExecutionProvider is not available" in clf.fallback_reason
     assert clf.describe().fallback_reason == clf.fallback_reason
 
 
-def test_silently_dropped_gpu_provider_is_caught(nin_path, monkeypatch):
+def test_silently_dropped_gpu_provider_is_caught(tiny_nin_path, monkeypatch):
     # onnxruntime-gpu lists CUDA as available even when its libraries fail to load, then quietly
     # runs on CPU. Simulate that: CUDA "available", but the real session cannot enable it.
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         with pytest.raises(ProviderError, match="onnxruntime did not enable CUDAExecutionProvider") as err:
-            Classifier(nin_path, "cuda")
+            Classifier(tiny_nin_path, "cuda")
         # the reason names the cause found on this machine: a CPU build of onnxruntime
         assert "this onnxruntime is a CPU build (onnxruntime 1." in str(err.value)
         assert "pip install 'nin-edge[gpu]'" in str(err.value)
         with pytest.warns(RuntimeWarning, match="did not enable CUDAExecutionProvider"):
-            clf = Classifier(nin_path, "cuda", fallback=True)
+            clf = Classifier(tiny_nin_path, "cuda", fallback=True)
     assert clf.providers == ["CPUExecutionProvider"]
 
 
@@ -122,9 +122,9 @@ def test_silently_dropped_gpu_provider_is_caught(nin_path, monkeypatch):
     ("provider", "message"),
     [("tpu", "provider 'tpu' is not known"), ([], "the provider list is empty"), ([("cpu", 3)], "neither a name nor")],
 )
-def test_bad_provider_requests(nin_path, provider, message):
+def test_bad_provider_requests(tiny_nin_path, provider, message):
     with pytest.raises(ConfigError, match=message):
-        Classifier(nin_path, provider)
+        Classifier(tiny_nin_path, provider)
 
 
 # -- session options ----------------------------------------------------------------------------
@@ -141,41 +141,44 @@ def test_bad_provider_requests(nin_path, provider, message):
         ({"gpu": 1}, "Classifier has no option 'gpu'"),
     ],
 )
-def test_bad_options(nin_path, options, message):
+def test_bad_options(tiny_nin_path, options, message):
     with pytest.raises(ConfigError, match=message):
-        Classifier(nin_path, "cpu", **options)
+        Classifier(tiny_nin_path, "cpu", **options)
 
 
-def test_threads_and_levels_give_the_same_logits(nin_path, clf):
+def test_threads_and_levels_give_the_same_logits(tiny_nin_path, clf):
     x = np.random.default_rng(0).random((3, 1, 224, 224), dtype=np.float32)
     ref = clf.logits(x)
     for options in ({"threads": 1, "inter_op_threads": 1, "spinning": False}, {"graph_optimization": "disable"}):
-        np.testing.assert_allclose(Classifier(nin_path, "cpu", **options).logits(x), ref, atol=1e-5)
+        np.testing.assert_allclose(Classifier(tiny_nin_path, "cpu", **options).logits(x), ref, atol=1e-5)
 
 
-def test_optimized_model_cache_is_written_then_used(nin_path, tmp_path, clf):
-    first = Classifier(nin_path, "cpu", optimized_model_dir=str(tmp_path))
+def test_optimized_model_cache_is_written_then_used(tiny_nin_path, tmp_path, clf):
+    first = Classifier(tiny_nin_path, "cpu", optimized_model_dir=str(tmp_path))
     cached = list(tmp_path.glob("*.onnx"))
     assert len(cached) == 1 and "-all-ort" in cached[0].name
     optimized_nodes = len(onnx.load(str(cached[0])).graph.node)
     assert optimized_nodes < 29  # onnxruntime fused Conv+Relu
     mtime = cached[0].stat().st_mtime_ns
-    second = Classifier(nin_path, "cpu", optimized_model_dir=str(tmp_path))
+    second = Classifier(tiny_nin_path, "cpu", optimized_model_dir=str(tmp_path))
     assert cached[0].stat().st_mtime_ns == mtime
     x = np.random.default_rng(1).random((2, 1, 224, 224), dtype=np.float32)
     np.testing.assert_allclose(second.logits(x), first.logits(x), atol=1e-6)
     np.testing.assert_allclose(second.logits(x), clf.logits(x), atol=1e-5)
     with pytest.raises(ConfigError, match="does not exist"):
-        Classifier(nin_path, "cpu", optimized_model_dir=str(tmp_path / "nope"))
+        Classifier(tiny_nin_path, "cpu", optimized_model_dir=str(tmp_path / "nope"))
 
 
 # -- input forms --------------------------------------------------------------------------------
 
 
-def test_uint8_images_match_an_independent_torch_pipeline(clf, torch_nin):
+@pytest.mark.slow
+def test_uint8_images_match_an_independent_torch_pipeline(nin_path, torch_nin):
+    # End to end: the library's export of a real NiN, run from raw pixels, against torch.
+    exported = Classifier(nin_path, "cpu")
     images = [fashion_like(i) for i in range(3)]
-    np.testing.assert_allclose(clf.logits(images), reference_logits(torch_nin, images), atol=1e-4)
-    assert not np.allclose(clf.logits(images[0]), clf.logits(images[1]), atol=1e-3)
+    np.testing.assert_allclose(exported.logits(images), reference_logits(torch_nin, images), atol=1e-4)
+    assert not np.allclose(exported.logits(images[0]), exported.logits(images[1]), atol=1e-3)
 
 
 def test_every_input_form_agrees(clf, tmp_path):
@@ -213,9 +216,9 @@ def test_images_of_any_size_are_resized(clf):
     assert np.abs(out[0] - out[1]).max() < 0.5  # same picture at two scales
 
 
-def test_large_batches_are_split(nin_path, clf):
+def test_large_batches_are_split(tiny_nin_path, clf):
     x = np.random.default_rng(2).random((11, 1, 224, 224), dtype=np.float32)
-    small = Classifier(nin_path, "cpu", max_batch=4)
+    small = Classifier(tiny_nin_path, "cpu", max_batch=4)
     calls = []
     real_run = ort.InferenceSession.run
 
@@ -364,11 +367,11 @@ def test_softmax_is_stable():
     np.testing.assert_allclose(p[2], [1 / 3] * 3)
 
 
-def test_describe(clf, nin_checkpoint):
+def test_describe(clf):
     d = clf.describe()
-    assert d.model == "nin" and d.precision == "fp32" and d.opset == 17
+    assert d.model == "nin_tiny" and d.precision == "fp32" and d.opset == 17
     assert d.input_shape == ("batch", 1, 224, 224) and d.providers == ("CPUExecutionProvider",)
-    assert d.labels[9] == "Ankle boot" and d.weights.startswith("sha256:")
+    assert d.labels[9] == "Ankle boot" and d.weights == "test fixture: He init, seed 7"
     assert "providers      CPUExecutionProvider" in d.to_table()
     assert d.to_dict()["preprocessing"]["color"] == "grayscale"
 
@@ -380,3 +383,39 @@ def test_one_classifier_is_safe_to_share_between_threads(clf):
         parallel = list(pool.map(clf.logits, batches))
     for a, b in zip(serial, parallel, strict=False):
         np.testing.assert_array_equal(a, b)
+
+
+def _imports_of(folder: str) -> set[str]:
+    """Every module that the .py files under ``folder`` import (absolute, and relative made absolute)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    found: set[str] = set()
+    for path in (root / folder).rglob("*.py"):
+        package = "nin_edge." + ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    found.add(f"{base}.{node.module}" if node.module else base)
+                else:
+                    found.add(node.module or "")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("folder", "forbidden"),
+    [
+        ("runtime", ("nin_edge.models", "nin_edge.export", "nin_edge.benchmarks", "torch", "onnx.", "onnxsim")),
+        ("runtime/core", ("nin_edge.runtime.classifier", "nin_edge.runtime.session", "onnxruntime", "click")),
+        ("models", ("nin_edge.export", "nin_edge.benchmarks")),
+        ("export", ("nin_edge.benchmarks",)),
+    ],
+)
+def test_dependencies_point_one_way(folder, forbidden):
+    imports = _imports_of(folder)
+    wrong = sorted(m for m in imports for f in forbidden if m == f.rstrip(".") or m.startswith(f.rstrip(".") + "."))
+    assert wrong == [], f"{folder} imports {wrong}"

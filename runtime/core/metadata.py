@@ -46,8 +46,8 @@ class ModelMetadata:
     input_size: int
     in_channels: int
     labels: tuple[str, ...]
-    weights: str
-    opset: int
+    weights: str = "unknown"
+    opset: int = 0
     precision: str = "fp32"
     input_name: str = "input"
     output_name: str = "logits"
@@ -74,26 +74,36 @@ class ModelMetadata:
             )
         try:
             pre = json.loads(props.get("preprocessing", "{}"))
+            # Keys a file lacks take the dataclasses' own defaults, which are written only there.
+            keys = ("weights", "precision", "input_name", "output_name", "layout", "calibration")
+            given: dict = {k: props[k] for k in keys if k in props}
+            if "opset" in props:
+                given["opset"] = int(json.loads(props["opset"]))
             return cls(
                 model=props["model"],
                 input_size=int(json.loads(props["input_size"])),
                 in_channels=int(json.loads(props["in_channels"])),
                 labels=tuple(str(x) for x in json.loads(props["labels"])),
-                weights=props.get("weights", "unknown"),
-                opset=int(json.loads(props.get("opset", "0"))),
-                precision=props.get("precision", "fp32"),
-                input_name=props.get("input_name", "input"),
-                output_name=props.get("output_name", "logits"),
-                layout=props.get("layout", "NCHW"),
-                calibration=props.get("calibration", ""),
+                # A file without the key was not written by any nin-edge version we know.
                 toolkit_version=props.get("toolkit_version", "unknown"),
-                preprocessing=Preprocessing(
-                    color=pre.get("color", "grayscale"),
-                    resize=pre.get("resize", "bilinear"),
-                    scale=float(pre.get("scale", 1.0 / 255.0)),
-                    mean=tuple(float(x) for x in pre.get("mean", (0.0,))),
-                    std=tuple(float(x) for x in pre.get("std", (1.0,))),
-                ),
+                preprocessing=Preprocessing(**_preprocessing_fields(pre)),
+                **given,
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise ModelFileError(f"model '{source}' has unreadable nin-edge metadata: {exc}") from None
+
+
+def _preprocessing_fields(pre: dict) -> dict:
+    """The preprocessing keys a file gives, converted to the field types."""
+    if not isinstance(pre, dict):
+        raise TypeError(f"preprocessing must be a JSON object, got {type(pre).__name__}")
+    out: dict = {}
+    for key in ("color", "resize"):
+        if key in pre:
+            out[key] = str(pre[key])
+    if "scale" in pre:
+        out["scale"] = float(pre["scale"])
+    for key in ("mean", "std"):
+        if key in pre:
+            out[key] = tuple(float(x) for x in pre[key])
+    return out
