@@ -209,7 +209,7 @@ def test_failed_parity_fails_the_export_and_keeps_the_old_file(tmp_path):
         (["--num-classes", "-2"], ["num_classes must be a positive whole number, got -2"]),
         (["--weights", "missing.pt"], ["weights file 'missing.pt' does not exist"]),
         (["--output", "no/such/dir/n.onnx"], ["output folder 'no/such/dir' does not exist"]),
-        (["--output", "."], ["output '.' is a directory"]),
+        (["--output", "."], ["output '.' exists and is a directory, not a regular file"]),
         (["--atol", "0"], ["atol must be a positive number, got 0.0"]),
     ],
 )

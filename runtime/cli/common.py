@@ -6,7 +6,9 @@ Imported only by the command-line modules, never by the runtime library itself.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,20 +18,41 @@ from ..core.choices import Choice
 from ..core.errors import NinEdgeError
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks (temporary files) still run."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn toolkit and OS errors into ``error: ...`` on stderr and exit status 1, without a traceback."""
+    """Turn toolkit and OS errors into ``error: ...`` on stderr and exit status 1, without a traceback.
+
+    SIGINT exits with 130 and SIGTERM with 143, after the command's clean-up has run.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
         try:
             return fn(*args, **kwargs)
         except NinEdgeError as exc:
             message = " ".join(str(exc).split())
         except OSError as exc:
             message = f"{exc.strerror or exc}" + (f": '{exc.filename}'" if exc.filename else "")
+        except MemoryError:
+            message = "out of memory; use smaller inputs or batches"
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(143)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
         click.echo(f"error: {message}", err=True)
         sys.exit(1)
 
