@@ -8,7 +8,6 @@ image with a fresh process doing the same with bare onnxruntime and numpy.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
 x = np.repeat(np.repeat(img, 8, 0), 8, 1)[None, None].astype(np.float32) / 255
 print(int(s.run(None, {"input": x})[0].argmax()))
+print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 """
 
 _RUNTIME = """
@@ -36,6 +36,7 @@ from nin_edge.runtime import Classifier
 c = Classifier(sys.argv[1], "cpu")
 img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
 print(c.classify(img)[0][0].index)
+print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 """
 
 
@@ -55,6 +56,8 @@ class OverheadReport(Report):
     runtime_peak_rss_mb: float
     rss_overhead_pct: float
     cold_repeats: int
+    load_ms: float
+    load_verified_ms: float
 
     def to_table(self) -> str:
         return format_pairs(
@@ -69,6 +72,11 @@ class OverheadReport(Report):
                     "cold start",
                     f"bare {self.bare_cold_s:.3f} s, runtime {self.runtime_cold_s:.3f} s "
                     f"({self.cold_overhead_pct:+.1f}%), medians of {self.cold_repeats}",
+                ),
+                (
+                    "load with the weight check",
+                    f"{self.load_ms:.1f} ms without, {self.load_verified_ms:.1f} ms with "
+                    f"({100 * (self.load_verified_ms / self.load_ms - 1):+.1f}%)",
                 ),
                 (
                     "peak RSS",
@@ -96,15 +104,17 @@ def warm_latency(model: str, batch_size: int = 1, blocks: int = 10, runs: int = 
 
 
 def _run_child(code: str, model: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a fresh Python process running ``code``."""
+    """Wall seconds and peak RSS (MB) of a fresh Python process running ``code``.
+
+    The peak is the child's own ``VmHWM``, printed by the child: the ``ru_maxrss`` that
+    ``os.wait4`` reports for a child includes the parent's peak at fork time on Linux.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, model], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run([sys.executable, "-c", code, model], capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"cold-start child exited with {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024
+    if done.returncode != 0:
+        raise RuntimeError(f"cold-start child exited with {done.returncode}: {done.stderr.strip()[-300:]}")
+    return wall, int(done.stdout.split()[-1]) / 1024
 
 
 def cold_start(model: str, repeats: int = 7) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -120,10 +130,23 @@ def cold_start(model: str, repeats: int = 7) -> tuple[tuple[float, float], tuple
     return med(bare), med(runtime)
 
 
+def load_times(model: str, rounds: int = 5) -> tuple[float, float]:
+    """Median ms to build a ``Classifier`` without and with the weight-digest check, interleaved."""
+    from nin_edge.runtime import Classifier
+
+    fns = {
+        "plain": lambda: Classifier(model, "cpu", verify_weights=False),
+        "verified": lambda: Classifier(model, "cpu", verify_weights=True),
+    }
+    times = measure_interleaved(fns, rounds=rounds, runs=1, warmup=1)
+    return summarize(times["plain"]).p50_ms, summarize(times["verified"]).p50_ms
+
+
 def measure_overhead(model: str, batch_size: int = 1, repeats: int = 7) -> OverheadReport:
     """Both measurements for ``model``."""
     bare_ms, rt_ms = warm_latency(model, batch_size)
     (bare_s, bare_mb), (rt_s, rt_mb) = cold_start(model, repeats)
+    load_ms, verified_ms = load_times(model)
     return OverheadReport(
         model=str(Path(model)),
         batch_size=batch_size,
@@ -137,6 +160,8 @@ def measure_overhead(model: str, batch_size: int = 1, repeats: int = 7) -> Overh
         runtime_peak_rss_mb=rt_mb,
         rss_overhead_pct=100 * (rt_mb / bare_mb - 1),
         cold_repeats=repeats,
+        load_ms=load_ms,
+        load_verified_ms=verified_ms,
     )
 
 

@@ -37,6 +37,7 @@ from .steps import (
     check_opset,
     check_parity,
     export_onnx,
+    serialize_checked,
     simplify,
     with_metadata,
 )
@@ -335,7 +336,7 @@ def _reduce(
         model=converted, metadata=replace(metadata, precision=config.precision, calibration=calibration)
     )
     graph = check_graph(model=labelled, opset=config.opset)
-    reduced_bytes = labelled.SerializeToString()
+    reduced_bytes = serialize_checked(model=labelled)
     source = config.eval_data or config.calibration_data or "synthetic"
     images = load_images(
         source,
@@ -391,7 +392,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
         proto, nodes_final = simplified.proto, simplified.nodes_after
     proto = with_metadata(model=proto, metadata=metadata)
     graph = check_graph(model=proto, opset=config.opset, simplified=config.simplify)
-    data = proto.SerializeToString()
+    data = serialize_checked(model=proto)
     parity = check_parity(
         model=model,
         onnx_model=data,
@@ -409,6 +410,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
     reduced = None
     if config.precision != "fp32":
         reduced, data, graph = _reduce(config, proto, metadata)
+
     with atomic_output(config.output_path) as tmp:
         tmp.write_bytes(data)
     file_bytes = len(data)

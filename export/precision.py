@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,12 @@ import onnx
 from nin_edge.models.data import load_split
 from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
-from nin_edge.runtime.core.metadata import Preprocessing
+from nin_edge.runtime.core.metadata import ModelMetadata, Preprocessing
 from nin_edge.runtime.core.report import Report
 from nin_edge.runtime.preprocess import preprocess_image, read_image
 from onnxruntime.quantization import CalibrationDataReader
+
+from .steps import with_metadata
 
 
 class CalibrationMethod(Choice):
@@ -251,6 +253,7 @@ def quantize_int8(
             }[method],
             extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True},
         )
+    _relabel(Path(output), f"{method} on {calibration.source}")
     return QuantizeResult(
         path=str(output),
         target=target,
@@ -262,6 +265,17 @@ def quantize_int8(
         method=method,
         seconds=time.perf_counter() - start,
     )
+
+
+def _relabel(path: Path, calibration: str) -> None:
+    """The quantizer copies the FP32 model's metadata, whose graph digest no longer fits the new
+    graph; write the INT8 model's own (a model without nin-edge metadata is left as it is)."""
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    if "labels" not in props:
+        return
+    metadata = replace(ModelMetadata.from_props(props, str(path)), precision="int8", calibration=calibration)
+    onnx.save(with_metadata(model=model, metadata=metadata), str(path))
 
 
 def _quantize_static(**kwargs) -> None:

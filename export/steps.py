@@ -12,13 +12,14 @@ import io
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 from nin_edge.models import ZooModel
+from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report, format_table
@@ -200,10 +201,15 @@ def check_graph(*, model: onnx.ModelProto, opset: int, simplified: bool = True) 
 
 
 def with_metadata(*, model: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelProto:
-    """A copy of ``model`` carrying ``metadata`` as ``metadata_props`` and a readable ``doc_string``."""
+    """A copy of ``model`` carrying ``metadata`` as ``metadata_props`` and a readable ``doc_string``.
+
+    The metadata's ``graph_sha256`` is set here, from the graph as serialised, so the runtime can
+    tell a damaged or altered file (the metadata lies outside the graph, so it does not change it).
+    """
     labelled = onnx.ModelProto()
     labelled.CopyFrom(model)
     model = labelled
+    metadata = replace(metadata, graph_sha256=graph_digest(model.SerializeToString()))
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, metadata.to_props())
     pre = metadata.preprocessing
@@ -219,6 +225,15 @@ def with_metadata(*, model: onnx.ModelProto, metadata: ModelMetadata) -> onnx.Mo
     model.producer_name = "nin-edge"
     model.producer_version = metadata.toolkit_version
     return model
+
+
+def serialize_checked(*, model: onnx.ModelProto) -> bytes:
+    """The model's bytes, after proving that their graph matches the digest in its metadata."""
+    data = model.SerializeToString()
+    recorded = {p.key: p.value for p in model.metadata_props}.get("graph_sha256")
+    if recorded != graph_digest(data):
+        raise CheckFailedError("the serialised graph does not match the digest recorded in its metadata")
+    return data
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .core.digest import graph_digest
 from .core.errors import ConfigError, InputError, ModelFileError
 from .core.metadata import ModelMetadata, Preprocessing
 from .core.report import Report, format_pairs
 from .preprocess import check_image_array, gather_raw_images, is_path_like, preprocess_image
 from .providers import ProviderSpec
-from .session import ModelSource, RuntimeConfig, load_session
+from .session import AUTO_VERIFY_BYTES, ModelSource, RuntimeConfig, load_session
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ModelDescription(Report):
     calibration: str
     toolkit_version: str
     providers: tuple[str, ...]
+    weights_check: str = ""
     fallback_reason: str | None = None
 
     def to_table(self) -> str:
@@ -65,6 +67,7 @@ class ModelDescription(Report):
                 ("weights", self.weights),
                 ("exported by", f"nin-edge {self.toolkit_version}"),
                 ("providers", ", ".join(self.providers)),
+                ("weights check", self.weights_check),
             ]
             + ([("fallback", self.fallback_reason)] if self.fallback_reason else [])
         )
@@ -129,6 +132,8 @@ class Classifier:
         if self.fallback_reason:
             warnings.warn(self.fallback_reason, RuntimeWarning, stacklevel=2)
         self.metadata = self._read_metadata(labels)
+        #: What became of the weight-digest check: verified, skipped (and why) or unavailable.
+        self.weights_check = self._verify_graph()
         #: The batch size a model with a fixed batch axis requires (None for a symbolic batch).
         self.fixed_batch: int | None = self._check_graph_io()
         self.labels: tuple[str, ...] = self.metadata.labels
@@ -157,6 +162,27 @@ class Classifier:
                 return replace(ModelMetadata.from_props(props, self.source), **given)
             return ModelMetadata(model=Path(self.source).stem, toolkit_version="none", **given)
         return ModelMetadata.from_props(props, self.source)
+
+    def _verify_graph(self) -> str:
+        """Refuse a file whose graph (weights included) differs from what nin-export wrote."""
+        recorded, mode, size = self.metadata.graph_sha256, self.config.verify_weights, self._source.size
+        if not recorded:
+            return "not possible: the file records no digest (exported before nin-edge recorded one)"
+        if mode is False:
+            return "off (verify_weights=False)"
+        if mode == "auto" and size > AUTO_VERIFY_BYTES:
+            return (
+                f"skipped: {size / 1e6:.0f} MB is over the {AUTO_VERIFY_BYTES // 2**20} MB that "
+                "verify_weights='auto' checks; pass verify_weights=True to check it"
+            )
+        actual = graph_digest(self._source.raw, self.source)
+        if actual != self.metadata.graph_sha256:
+            raise ModelFileError(
+                f"model '{self.source}': its graph and weights do not match the digest recorded at export "
+                f"(sha256 {actual[:12]}..., recorded {self.metadata.graph_sha256[:12]}...); the file is damaged "
+                "or was altered. Export it again, or pass verify_weights=False to load it anyway"
+            )
+        return f"verified (graph sha256 {actual[:16]})"
 
     def _check_graph_io(self) -> int | None:
         """Check the graph's inputs and outputs against the metadata; return its fixed batch, if any."""
@@ -288,6 +314,7 @@ class Classifier:
             calibration=m.calibration,
             toolkit_version=m.toolkit_version,
             providers=tuple(self.providers),
+            weights_check=self.weights_check,
             fallback_reason=self.fallback_reason,
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from nin_edge.benchmarks.int8_formats import VARIANTS, compare_formats
-from nin_edge.benchmarks.overhead import cold_start, warm_latency
+from nin_edge.benchmarks.overhead import cold_start, load_times, warm_latency
 
 
 @pytest.mark.slow
@@ -12,7 +12,11 @@ def test_overhead_measures_both_sides(tiny_nin_path):
     bare_ms, runtime_ms = warm_latency(str(tiny_nin_path), blocks=2, runs=2)
     assert bare_ms > 0 and runtime_ms > 0
     (bare_s, bare_mb), (rt_s, rt_mb) = cold_start(str(tiny_nin_path), repeats=1)
-    assert bare_s > 0 and rt_s > 0 and bare_mb > 20 and rt_mb > 20
+    # Each child's own peak: a bare onnxruntime process is far below this test process (torch loaded),
+    # whose peak the old ru_maxrss figure reported instead.
+    assert bare_s > 0 and rt_s > 0 and 20 < bare_mb < 200 and 20 < rt_mb < 200
+    plain_ms, verified_ms = load_times(str(tiny_nin_path), rounds=2)
+    assert plain_ms > 0 and verified_ms > 0
 
 
 @pytest.mark.slow

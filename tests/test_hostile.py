@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import stat
 import subprocess
 import sys
+import warnings
 
+import numpy as np
+import onnx
 import pytest
 from nin_edge.export.cli import main as export_cli
-from nin_edge.runtime.core.errors import ConfigError
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.cli.infer import main as infer_cli
+from nin_edge.runtime.core.digest import graph_digest
+from nin_edge.runtime.core.errors import ConfigError, ModelFileError
 from nin_edge.runtime.core.files import atomic_output, check_writable, remove_stale_temporaries
 
 from tests.conftest import assert_one_line_error, run_cli
@@ -96,3 +103,93 @@ def test_sigterm_mid_write_removes_the_temporary_and_exits_143(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and err.strip() == "terminated"
     assert list(tmp_path.glob(".n.onnx.nin-edge-*.tmp")) == [] and out.read_bytes() == b"previous model"
+
+
+# -- 3. the optimised-graph cache is written atomically, verified and rebuilt when damaged --------
+
+
+def _cache_entry(folder):
+    (entry,) = folder.glob("*.onnx")
+    return entry
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no-digest"])
+def test_a_damaged_optimized_cache_entry_is_rebuilt_with_a_warning(tiny_nin_path, tmp_path, damage):
+    x = np.random.default_rng(1).random((2, 1, 224, 224), dtype=np.float32)
+    reference = Classifier(tiny_nin_path, "cpu", optimized_model_dir=str(tmp_path)).logits(x)
+    entry = _cache_entry(tmp_path)
+    assert entry.with_suffix(".onnx.sha256").read_text().strip() == hashlib.sha256(entry.read_bytes()).hexdigest()
+    data = bytearray(entry.read_bytes())
+    if damage == "truncate":
+        entry.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        data[-4096:] = bytes(b ^ 0xFF for b in data[-4096:])  # weight bytes: it would still load
+        entry.write_bytes(bytes(data))
+    else:
+        entry.with_suffix(".onnx.sha256").unlink()
+    with pytest.warns(RuntimeWarning, match=f"optimized-model cache entry '{entry}' is damaged .*; rebuilding it"):
+        again = Classifier(tiny_nin_path, "cpu", optimized_model_dir=str(tmp_path))
+    np.testing.assert_allclose(again.logits(x), reference, atol=1e-6)
+    rebuilt = _cache_entry(tmp_path)
+    assert rebuilt.with_suffix(".onnx.sha256").read_text().strip() == hashlib.sha256(rebuilt.read_bytes()).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sound entry is used without a word
+        Classifier(tiny_nin_path, "cpu", optimized_model_dir=str(tmp_path))
+    assert list(tmp_path.glob(".*.tmp")) == []
+
+
+# -- 4. a digest of the graph is recorded at export and checked on load ---------------------------
+
+
+def _flip_weights(src, dst):
+    """Copy ``src`` with 4 KB of one weight tensor's bytes inverted (the file still parses)."""
+    data = bytearray(src.read_bytes())
+    weights = max((i.raw_data for i in onnx.load(str(src)).graph.initializer), key=len)
+    start = data.find(weights)
+    assert start > 0
+    n = min(4096, len(weights))
+    data[start : start + n] = bytes(b ^ 0xFF for b in data[start : start + n])
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_export_records_the_digest_of_the_graph_it_wrote(tmp_path):
+    out = tmp_path / "n.onnx"
+    assert run_cli(export_cli, [*EXPORT, "--output", out]).exit_code == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props["graph_sha256"] == graph_digest(out.read_bytes())
+    assert len(props["graph_sha256"]) == 64
+
+
+def test_damaged_weights_are_refused_unless_verification_is_off(tiny_nin_path, tmp_path):
+    damaged = _flip_weights(tiny_nin_path, tmp_path / "damaged.onnx")
+    with pytest.raises(ModelFileError, match="its graph and weights do not match the digest recorded at export"):
+        Classifier(damaged, "cpu")
+    loose = Classifier(damaged, "cpu", verify_weights=False)  # the user's explicit choice
+    assert loose.logits(np.zeros((28, 28), np.uint8)).shape == (1, 10)
+    image = tmp_path / "x.npy"
+    np.save(image, np.zeros((28, 28), np.uint8))
+    result = run_cli(infer_cli, [damaged, image])
+    assert_one_line_error(result, "do not match the digest recorded at export", "verify_weights=False")
+
+
+def test_a_file_that_is_not_protobuf_is_one_line_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\xff" * 64)
+    with pytest.raises(ModelFileError, match="is not a readable ONNX file"):
+        graph_digest(bad.read_bytes(), str(bad))
+
+
+def test_weights_check_modes_are_said_in_describe(tiny_nin_path, tmp_path, monkeypatch):
+    assert Classifier(tiny_nin_path, "cpu").describe().weights_check.startswith("verified (graph sha256 ")
+    assert Classifier(tiny_nin_path, "cpu", verify_weights=False).weights_check == "off (verify_weights=False)"
+    # "auto" leaves large files alone (measured: VGG-11's 515 MB would add 0.9 s to a 2.8 s load) and says so
+    monkeypatch.setattr("nin_edge.runtime.classifier.AUTO_VERIFY_BYTES", 1000)
+    damaged = _flip_weights(tiny_nin_path, tmp_path / "damaged.onnx")
+    skipped = Classifier(damaged, "cpu")
+    assert skipped.weights_check.startswith("skipped: 0 MB is over the 0 MB that verify_weights='auto' checks")
+    assert "weights check  skipped" in skipped.describe().to_table()
+    with pytest.raises(ModelFileError, match="do not match the digest"):
+        Classifier(damaged, "cpu", verify_weights=True)
+    with pytest.raises(ConfigError, match="verify_weights must be True, False or 'auto', got 'yes'"):
+        Classifier(tiny_nin_path, "cpu", verify_weights="yes")

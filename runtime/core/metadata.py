@@ -53,6 +53,8 @@ class ModelMetadata:
     output_name: str = "logits"
     layout: str = "NCHW"
     calibration: str = ""
+    #: sha256 of the graph (nodes and weights), checked by the runtime; empty in older files.
+    graph_sha256: str = ""
     toolkit_version: str = field(default_factory=toolkit_version)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
@@ -75,7 +77,7 @@ class ModelMetadata:
         try:
             pre = json.loads(props.get("preprocessing", "{}"))
             # Keys a file lacks take the dataclasses' own defaults, which are written only there.
-            keys = ("weights", "precision", "input_name", "output_name", "layout", "calibration")
+            keys = ("weights", "precision", "input_name", "output_name", "layout", "calibration", "graph_sha256")
             given: dict = {k: props[k] for k in keys if k in props}
             if "opset" in props:
                 given["opset"] = int(json.loads(props["opset"]))
