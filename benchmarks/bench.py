@@ -8,6 +8,7 @@ by model, opset, input size, precision and toolkit version; timing goes through
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import platform
 import sys
@@ -26,6 +27,7 @@ from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
+from nin_edge.runtime.core.limits import check_input_budget
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.core.timing import Clock, LatencyStats, measure, summarize
@@ -99,8 +101,14 @@ class BenchConfig:
             Precision.check(p, "precision")
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
             raise ConfigError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
-        if self.warmup < 0 or self.iterations <= 0 or self.duration < 0:
-            raise ConfigError("warmup must be >= 0, iterations > 0 and duration >= 0")
+        if self.warmup < 0 or self.iterations <= 0:
+            raise ConfigError(f"warmup must be >= 0 and iterations > 0, got {self.warmup} and {self.iterations}")
+        for name in ("duration", "pause"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"--{name} must be a finite number of seconds >= 0, got {value}")
+        for b in self.batch_sizes:
+            check_input_budget(b, 1, self.input_size, "--batch-sizes")
         available = ort.get_available_providers()
         for p in self.provider:
             wanted = ALIASES.get(p.lower())

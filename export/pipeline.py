@@ -17,6 +17,7 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import atomic_output, check_writable
+from nin_edge.runtime.core.limits import check_input_budget, check_input_size, check_seed
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.core.timing import measure, summarize
@@ -108,6 +109,12 @@ class ExportConfig:
             )
         if not isinstance(self.atol, (int, float)) or not math.isfinite(self.atol) or self.atol <= 0:
             raise ConfigError(f"atol must be a positive number, got {self.atol!r}")
+        check_seed(self.seed)
+        if isinstance(self.in_channels, int) and self.in_channels > 0:  # else the model builder says what is wrong
+            size = self.size
+            check_input_size(size, self.in_channels)  # the exporter traces a batch of 2
+            for n in self.check_batch_sizes:
+                check_input_budget(n, self.in_channels, size, "--check-batch-sizes")
         Precision.check(self.precision, "precision")
         if self.precision == "int8":
             if not self.calibration_data:

@@ -104,6 +104,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadedWeights:
                 f"weights file '{path}' does not fit {describe}: key {key!r} has shape {_shape(state[key])}, "
                 f"expected {_shape(tensor)}; check --in-channels, --num-classes and --input-size"
             )
+        if tensor.is_floating_point() and not state[key].is_floating_point():
+            # Integer weights load without complaint and answer the same for every image; refuse them.
+            raise ModelFileError(
+                f"weights file '{path}' does not fit {describe}: key {key!r} holds {state[key].dtype} values, "
+                f"expected floating point ({tensor.dtype}); it is not a trained weights file"
+            )
     extra = [k for k in state if k not in expected]
     if extra:
         raise ModelFileError(f"weights file '{path}' does not fit {describe}: unexpected key {extra[0]!r}")

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.files import check_writable
+from nin_edge.runtime.core.limits import check_limit
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from torch import nn
 
@@ -42,6 +43,7 @@ class EvalConfig:
             raise ConfigError("give --weights CKPT, --onnx MODEL, or both")
         if self.batch_size <= 0:
             raise ConfigError(f"batch size must be positive, got {self.batch_size}")
+        check_limit(self.limit, "--limit")
         if self.confusion_png:
             check_writable(self.confusion_png, "confusion matrix PNG")
 

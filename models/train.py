@@ -21,6 +21,7 @@ import torch.distributed as dist
 from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import ConfigError, NinEdgeError
 from nin_edge.runtime.core.files import atomic_output, check_writable
+from nin_edge.runtime.core.limits import check_limit, check_seed
 from nin_edge.runtime.core.report import Report, format_table
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -96,8 +97,15 @@ class TrainConfig:
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         Optimizer.check(self.optimizer, "optimizer")
         Schedule.check(self.schedule, "schedule")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ConfigError("momentum must be in [0, 1), weight decay and warmup epochs at least 0")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ConfigError("momentum must be in [0, 1) and weight decay at least 0")
+        if not math.isfinite(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(
+                f"warmup epochs must be a finite number from 0 to --epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
+        check_limit(self.train_limit, "--train-limit")
+        check_limit(self.test_limit, "--test-limit")
+        check_seed(self.seed)
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

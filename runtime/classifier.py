@@ -282,10 +282,21 @@ class Classifier:
         names = [self.metadata.output_name]
         feed = self.metadata.input_name
         if x.shape[0] <= step:
-            return self._session.run(names, {feed: x})[0]
-        return np.concatenate(
-            [self._session.run(names, {feed: x[i : i + step]})[0] for i in range(0, x.shape[0], step)]
-        )
+            out = self._session.run(names, {feed: x})[0]
+        else:
+            out = np.concatenate(
+                [self._session.run(names, {feed: x[i : i + step]})[0] for i in range(0, x.shape[0], step)]
+            )
+        finite = np.isfinite(out).all(axis=tuple(range(1, out.ndim)))
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise InputError(
+                f"input '{feed}': the model's logits for image {', '.join(map(str, bad[:5]))}"
+                f"{' ...' if len(bad) > 5 else ''} are NaN or infinite; its values (largest magnitude "
+                f"{float(np.abs(x[bad[0]]).max()):.3g}) are outside what the model can take. Feed raw uint8 images, "
+                f"or float32 tensors preprocessed as the model's metadata says"
+            )
+        return out
 
     def probabilities(self, batch: object) -> np.ndarray:
         """Softmax probabilities, shape (N, classes); each row sums to 1."""

@@ -13,11 +13,14 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+import torch
+from nin_edge.benchmarks.cli import main as bench_cli
 from nin_edge.export.cli import main as export_cli
+from nin_edge.models.cli import eval_main, train_main
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.infer import main as infer_cli
 from nin_edge.runtime.core.digest import graph_digest
-from nin_edge.runtime.core.errors import ConfigError, ModelFileError
+from nin_edge.runtime.core.errors import ConfigError, InputError, ModelFileError
 from nin_edge.runtime.core.files import atomic_output, check_writable, remove_stale_temporaries
 
 from tests.conftest import assert_one_line_error, run_cli
@@ -193,3 +196,87 @@ def test_weights_check_modes_are_said_in_describe(tiny_nin_path, tmp_path, monke
         Classifier(damaged, "cpu", verify_weights=True)
     with pytest.raises(ConfigError, match="verify_weights must be True, False or 'auto', got 'yes'"):
         Classifier(tiny_nin_path, "cpu", verify_weights="yes")
+
+
+# -- 9-11 and the tracebacks: wrong answers with exit 0, absurd sizes and options -----------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", "-1"], ["seed must be a whole number from 0 to 4294967295, got -1"]),
+        (["--input-size", "100000"], ["input size 100000 is too large", "the largest is 5792"]),
+        (["--check-batch-sizes", "100000"], ["a batch of 100000 at 1x70x70 needs 1,869 MiB", "use at most 13695"]),
+    ],
+)
+def test_export_refuses_absurd_sizes_before_allocating(tmp_path, args, message):
+    result = run_cli(export_cli, ["--random-init", "--input-size", 70, "--output", tmp_path / "n.onnx", *args])
+    assert_one_line_error(result, *message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "nan"], "--duration must be a finite number of seconds >= 0, got nan"),
+        (["--duration", "inf"], "--duration must be a finite number of seconds >= 0, got inf"),
+        (["--pause", "-1"], "--pause must be a finite number of seconds >= 0, got -1.0"),
+        (["--batch-sizes", "100000"], "--batch-sizes: a batch of 100000 at 1x224x224 needs"),
+    ],
+)
+def test_bench_refuses_nonsense_timing_options(args, message):
+    assert_one_line_error(run_cli(bench_cli, ["--models", "nin", *args]), message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--train-limit", "-2990"], "--train-limit must be a positive number of images, got -2990"),
+        (["--train-limit", "0"], "--train-limit must be a positive number of images, got 0"),
+        (["--test-limit", "0"], "--test-limit must be a positive number of images, got 0"),
+        (["--warmup-epochs", "nan"], "warmup epochs must be a finite number from 0 to --epochs (10), got nan"),
+        (["--warmup-epochs", "inf"], "warmup epochs must be a finite number from 0 to --epochs (10), got inf"),
+    ],
+)
+def test_train_refuses_nonsense_limits(tiny_fashion, tmp_path, args, message):
+    result = run_cli(train_main, ["--data-dir", tiny_fashion, "--output", tmp_path / "c.pt", *args])
+    assert_one_line_error(result, message)
+
+
+@pytest.mark.parametrize("limit", ["-1", "0"])
+def test_eval_refuses_nonsense_limits(tiny_fashion, tiny_nin_path, limit):
+    result = run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", tiny_nin_path, "--limit", limit])
+    assert_one_line_error(result, f"--limit must be a positive number of images, got {limit}")
+
+
+def test_huge_finite_inputs_are_an_error_not_nan_probabilities(tiny_nin_path, tmp_path):
+    clf = Classifier(tiny_nin_path, "cpu")
+    x = np.full((2, 1, 224, 224), 3e38, np.float32)
+    x[0] = 0.5
+    with pytest.raises(
+        InputError, match=r"logits for image 1 are NaN or infinite; its values \(largest magnitude 3e\+38\)"
+    ):
+        clf.classify(x)
+    arr = tmp_path / "huge.npy"
+    np.save(arr, x)
+    assert_one_line_error(run_cli(infer_cli, [tiny_nin_path, arr]), "are NaN or infinite")
+
+
+def test_metadata_with_a_zero_std_is_refused(tiny_nin_path, tmp_path):
+    model = onnx.load(str(tiny_nin_path))
+    for prop in model.metadata_props:
+        if prop.key == "preprocessing":
+            prop.value = prop.value.replace('"std": [1.0]', '"std": [0.0]')
+    bad = tmp_path / "std0.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(ModelFileError, match=r"unreadable nin-edge metadata: preprocessing std must be positive"):
+        Classifier(bad, "cpu")
+
+
+def test_an_integer_state_dict_is_refused(tmp_path):
+    from nin_edge.models import create_model
+
+    state = {k: v.to(torch.int64) for k, v in create_model("nin").state_dict().items()}
+    ckpt = tmp_path / "int64.pt"
+    torch.save(state, ckpt)
+    result = run_cli(export_cli, ["--weights", ckpt, "--output", tmp_path / "n.onnx", "--input-size", 70])
+    assert_one_line_error(result, "key '0.0.weight' holds torch.int64 values, expected floating point (torch.float32)")

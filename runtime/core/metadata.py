@@ -7,6 +7,7 @@ One schema on both sides: the exporter turns a :class:`ModelMetadata` into ONNX
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 from .errors import ModelFileError
@@ -36,6 +37,16 @@ class Preprocessing:
     scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        # A std of 0 or a NaN scale turns every image into NaN logits; refuse such metadata.
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"preprocessing scale must be a positive finite number, got {self.scale}")
+        if not all(math.isfinite(s) and s > 0 for s in self.std) or not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(
+                f"preprocessing std must be positive and finite and mean finite, got std {list(self.std)}, "
+                f"mean {list(self.mean)}"
+            )
 
 
 @dataclass(frozen=True)
