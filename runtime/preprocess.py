@@ -21,6 +21,9 @@ from .core.metadata import Preprocessing
 
 # Larger images are refused before decoding (decompression bombs); 64 MP is a big photo.
 MAX_IMAGE_PIXELS = 64_000_000
+# The resize builds a (size x side) weight matrix per axis, so a 2,000,000 x 1 image would need
+# gigabytes although it has few pixels; sides this far apart are refused instead.
+MAX_ASPECT_RATIO = 64
 
 # ITU-R 601-2 luma, the weights of PIL's convert("L").
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -79,9 +82,18 @@ def check_image_array(image: np.ndarray, where: str) -> None:
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError(f"{where}: image is empty, shape {tuple(image.shape)}")
-    if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+    check_image_size(image.shape[1], image.shape[0], where)
+
+
+def check_image_size(width: int, height: int, where: str, max_pixels: int | None = None) -> None:
+    """Refuse images over the pixel limit or with sides more than :data:`MAX_ASPECT_RATIO` apart."""
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if width * height > max_pixels:
+        raise InputError(f"{where}: image of {width}x{height} pixels exceeds the limit of {max_pixels:,}")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise InputError(
-            f"{where}: image of {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {MAX_IMAGE_PIXELS:,}"
+            f"{where}: image of {width}x{height} pixels has sides more than {MAX_ASPECT_RATIO}:1 apart; "
+            "refused (resizing it would take far more memory than its pixels); crop it first"
         )
 
 
@@ -106,7 +118,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """
     max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
-        from PIL import Image
+        from PIL import Image, ImageOps
     except ImportError:
         raise InputError(
             f"reading image file '{path}' needs Pillow: pip install 'nin-edge[images]' (or pass numpy arrays)"
@@ -117,16 +129,25 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if w * h > max_pixels:
-                raise InputError(f"image '{path}' has {w}x{h} pixels, over the limit of {max_pixels:,}; refused")
-            converted = im.convert("L") if im.mode in ("1", "L", "P", "I", "I;16", "F") else im.convert("RGB")
-            return np.asarray(converted, dtype=np.uint8).copy()
+            check_image_size(w, h, f"image '{path}'", max_pixels)  # from the header, before decoding
+            return _to_uint8(ImageOps.exif_transpose(im))
     except InputError:
         raise
     except Exception as exc:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError...)
         raise InputError(
             f"cannot read image '{path}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
+
+
+def _to_uint8(im) -> np.ndarray:  # a PIL image, imported lazily
+    """8-bit grayscale or RGB pixels. 16-bit images are scaled (/257), not clipped as PIL's convert does."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(im, dtype=np.float64)
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise InputError(f"image mode {im.mode} holds values outside 0..65535; save it as 8 or 16 bits")
+        return np.round(wide / 257.0).astype(np.uint8)
+    converted = im.convert("L") if im.mode in ("1", "L", "P", "F") else im.convert("RGB")
+    return np.asarray(converted, dtype=np.uint8).copy()
 
 
 def is_path_like(item: object) -> TypeGuard[str | os.PathLike]:

@@ -22,6 +22,7 @@ from nin_edge.runtime.cli.infer import main as infer_cli
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import ConfigError, InputError, ModelFileError
 from nin_edge.runtime.core.files import atomic_output, check_writable, remove_stale_temporaries
+from nin_edge.runtime.preprocess import read_image
 
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -280,3 +281,39 @@ def test_an_integer_state_dict_is_refused(tmp_path):
     torch.save(state, ckpt)
     result = run_cli(export_cli, ["--weights", ckpt, "--output", tmp_path / "n.onnx", "--input-size", 70])
     assert_one_line_error(result, "key '0.0.weight' holds torch.int64 values, expected floating point (torch.float32)")
+
+
+# -- 8 and 13: 16-bit images, extreme sizes, phone photos -----------------------------------------
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    wide = (np.arange(28 * 28).reshape(28, 28) * 83).astype(np.uint16)  # up to 65,000
+    Image.fromarray(wide).save(tmp_path / "x16.png")
+    Image.fromarray(np.round(wide / 257).astype(np.uint8)).save(tmp_path / "x8.png")
+    pixels = read_image(tmp_path / "x16.png")
+    assert pixels.dtype == np.uint8 and pixels.max() == 253  # PIL's convert("L") would make most of it 255
+    np.testing.assert_array_equal(pixels, read_image(tmp_path / "x8.png"))
+
+
+def test_extreme_aspect_ratios_are_refused_before_decoding(tmp_path, tiny_nin_path):
+    from PIL import Image
+
+    Image.new("L", (100_000, 1)).save(tmp_path / "line.png")
+    with pytest.raises(InputError, match=r"image of 100000x1 pixels has sides more than 64:1 apart; refused"):
+        read_image(tmp_path / "line.png")
+    with pytest.raises(InputError, match="sides more than 64:1 apart"):
+        Classifier(tiny_nin_path, "cpu").logits(np.zeros((1, 2_000_000), np.uint8))
+
+
+def test_phone_photos_are_turned_upright(tmp_path):
+    from PIL import Image
+
+    photo = np.zeros((40, 20), np.uint8)
+    photo[:5, :] = 255  # a bright top edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(photo).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    upright = read_image(tmp_path / "phone.jpg")
+    assert upright.shape == (20, 40) and upright[:, -5:].mean() > 200  # the top edge is now on the right
