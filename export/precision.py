@@ -20,6 +20,7 @@ import onnx
 from nin_edge.models.data import load_split
 from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
+from nin_edge.runtime.core.files import load_npy
 from nin_edge.runtime.core.metadata import ModelMetadata, Preprocessing
 from nin_edge.runtime.core.report import Report
 from nin_edge.runtime.preprocess import preprocess_image, read_image
@@ -111,10 +112,7 @@ def load_images(
     if npys:
         batches = []
         for f in npys:
-            try:
-                arr = np.load(f, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise InputError(f"cannot read calibration array '{f}': {str(exc).splitlines()[0]}") from None
+            arr = load_npy(f, "calibration array")
             if arr.dtype == np.float32:
                 if arr.ndim != 4 or arr.shape[1:] != (channels, size, size):
                     raise InputError(

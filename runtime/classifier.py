@@ -231,6 +231,8 @@ class Classifier:
             if batch.dtype == np.float32:
                 return self._check_tensor(batch)
             if batch.dtype == np.uint8:
+                if batch.ndim == 4 and len(batch) == 0:
+                    raise InputError(f"input '{name}': got an empty batch, shape {tuple(batch.shape)}")
                 if batch.ndim == 4:
                     return self._preprocess([(f"image {i}", img) for i, img in enumerate(batch)])
                 check_image_array(batch, f"input '{name}'")

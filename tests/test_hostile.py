@@ -317,3 +317,25 @@ def test_phone_photos_are_turned_upright(tmp_path):
     Image.fromarray(photo).save(tmp_path / "phone.jpg", exif=exif, quality=100)
     upright = read_image(tmp_path / "phone.jpg")
     assert upright.shape == (20, 40) and upright[:, -5:].mean() > 200  # the top edge is now on the right
+
+
+def test_empty_and_lying_npy_files_are_one_line_errors(tiny_nin_path, tmp_path):
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 28, 28, 1), np.uint8))
+    assert_one_line_error(run_cli(infer_cli, [tiny_nin_path, empty]), "holds no data: shape (0, 28, 28, 1)")
+    liar = tmp_path / "liar.npy"
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000000000,), }"
+    header += " " * (118 - len(header)) + "\n"
+    liar.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(16))
+    result = run_cli(infer_cli, [tiny_nin_path, liar])
+    assert_one_line_error(result, "its header claims more data than the file's 145 bytes (truncated or corrupt)")
+    with pytest.raises(InputError, match=r"got an empty batch, shape \(0, 28, 28, 1\)"):
+        Classifier(tiny_nin_path, "cpu").prepare(np.zeros((0, 28, 28, 1), np.uint8))
+
+
+def test_int8_calibration_on_an_empty_stack_is_refused(tmp_path):
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.zeros((0, 28, 28), np.uint8))
+    args = ["--random-init", "--input-size", 70, "--precision", "int8", "--calibration-data", calib]
+    result = run_cli(export_cli, [*args, "--output", tmp_path / "q.onnx"])
+    assert_one_line_error(result, "calibration array", "holds no data: shape (0, 28, 28)")

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..classifier import Classifier, Prediction
 from ..core.errors import InputError
+from ..core.files import load_npy
 from ..core.report import Report, format_table
 from ..serving.triton import TritonClassifier
 from .common import fallback_option, format_option, one_line_errors, provider_option, renamed_option
@@ -67,12 +68,7 @@ def load_inputs(clf: Classifier, paths: list[str]) -> tuple[list[str], np.ndarra
     tensors: list[np.ndarray] = []
     for path in paths:
         if Path(path).suffix.lower() == ".npy":
-            if not Path(path).is_file():
-                raise InputError(f"array file '{path}' does not exist")
-            try:
-                array = np.load(path, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise InputError(f"cannot read array file '{path}': {str(exc).splitlines()[0]}") from None
+            array = load_npy(path)
             batch = clf.prepare(array)
             is_batch = array.ndim == 4
         else:

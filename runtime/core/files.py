@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ConfigError
 
 _KINDS = {
@@ -106,3 +108,23 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         remove_stale_temporaries(target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def load_npy(path: str | os.PathLike, what: str = "array file") -> np.ndarray:
+    """Read a ``.npy`` array safely: no pickles, the header checked against the file's size before
+    anything is allocated (a header may claim petabytes), and empty arrays refused."""
+    from .errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} '{path}' does not exist")
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "mmap length is greater than file size" in reason:  # numpy checked the header against the size
+            reason = f"its header claims more data than the file's {path.stat().st_size:,} bytes (truncated or corrupt)"
+        raise InputError(f"cannot read {what} '{path}': {reason}") from None
+    if mapped.size == 0:
+        raise InputError(f"{what} '{path}' holds no data: shape {tuple(mapped.shape)}")
+    return np.array(mapped)
