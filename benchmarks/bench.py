@@ -27,6 +27,7 @@ from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
+from nin_edge.runtime.core.files import atomic_output
 from nin_edge.runtime.core.limits import check_input_budget
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
@@ -300,21 +301,32 @@ def cached_export(
     if precision == "int8":
         tag += "-" + hashlib.sha256(str(calibration_data).encode()).hexdigest()[:8]
     path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{tag}-v{toolkit_version()}.onnx"
-    if not path.is_file():
-        run_export(
-            ExportConfig(
-                model=name,
-                opset=OPSET,
-                output=str(path),
-                input_size=input_size,
-                check_batch_sizes=(1,),
-                random_init=not model_card(name).weights_fit(),
-                precision=precision,
-                calibration_data=calibration_data if precision == "int8" else None,
-                eval_size=64,
-                min_agreement=0.0,
-            )
-        )  # speed rows: accuracy is judged by nin-export and nin-eval, not here
+    digest = path.with_suffix(".onnx.sha256")
+    if path.is_file():
+        recorded = digest.read_text().strip() if digest.is_file() else None
+        if recorded == hashlib.sha256(path.read_bytes()).hexdigest():
+            return path
+        # A kill or a full disk mid-export leaves a partial entry: rebuild it rather than fail on it forever.
+        warnings.warn(
+            f"cached export '{path}' is damaged or incomplete; exporting it again", RuntimeWarning, stacklevel=2
+        )
+        path.unlink()
+    run_export(
+        ExportConfig(
+            model=name,
+            opset=OPSET,
+            output=str(path),
+            input_size=input_size,
+            check_batch_sizes=(1,),
+            random_init=not model_card(name).weights_fit(),
+            precision=precision,
+            calibration_data=calibration_data if precision == "int8" else None,
+            eval_size=64,
+            min_agreement=0.0,  # speed rows: accuracy is judged by nin-export and nin-eval, not here
+        )
+    )
+    with atomic_output(digest) as tmp:
+        tmp.write_text(hashlib.sha256(path.read_bytes()).hexdigest() + "\n")
     return path
 
 

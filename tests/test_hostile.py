@@ -339,3 +339,21 @@ def test_int8_calibration_on_an_empty_stack_is_refused(tmp_path):
     args = ["--random-init", "--input-size", 70, "--precision", "int8", "--calibration-data", calib]
     result = run_cli(export_cli, [*args, "--output", tmp_path / "q.onnx"])
     assert_one_line_error(result, "calibration array", "holds no data: shape (0, 28, 28)")
+
+
+# -- 12. a truncated nin-bench cache entry is rebuilt, not an error row forever ------------------
+
+
+def test_a_truncated_bench_cache_entry_is_exported_again(tmp_path):
+    from nin_edge.benchmarks.bench import cached_export
+
+    path = cached_export("nin", 70, "fp32", tmp_path)
+    good = path.read_bytes()
+    assert path.with_suffix(".onnx.sha256").read_text().strip() == hashlib.sha256(good).hexdigest()
+    path.write_bytes(good[: len(good) // 3])  # what a kill mid-export used to leave
+    with pytest.warns(RuntimeWarning, match="is damaged or incomplete; exporting it again"):
+        again = cached_export("nin", 70, "fp32", tmp_path)
+    assert again == path and Classifier(path, "cpu").logits(np.zeros((28, 28), np.uint8)).shape == (1, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached_export("nin", 70, "fp32", tmp_path)  # sound now: reused silently
