@@ -345,6 +345,7 @@ def _reduce(
     graph = check_graph(model=labelled, opset=config.opset)
     reduced_bytes = serialize_checked(model=labelled)
     source = config.eval_data or config.calibration_data or "synthetic"
+    held_out = not config.eval_data and source != "synthetic" and config.precision == "int8"
     images = load_images(
         source,
         size=size,
@@ -352,6 +353,8 @@ def _reduce(
         limit=config.eval_size,
         split="test" if config.eval_data else "train",
         seed=config.seed + 1,
+        # Agreement on the calibration images themselves would hide a bad calibration.
+        skip=config.calibration_size if held_out else 0,
     )
     report = compare_precision(
         fp32=fp32_bytes,

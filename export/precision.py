@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -75,12 +75,15 @@ def load_images(
     split: str = "train",
     seed: int = 0,
     pre: Preprocessing | None = None,
+    skip: int = 0,
 ) -> CalibrationSet:
     """Images for calibration or evaluation, preprocessed exactly as the runtime does.
 
     ``source`` is ``synthetic`` (uniform noise, flagged as such), a folder with Fashion-MNIST IDX
     files (``split`` of it), a folder of image files, or a ``.npy`` file / folder of ``.npy`` batches
-    (uint8: one (H,W) image or an (N,H,W[,C]) stack; or model-ready float32 (N,C,H,W) tensors).
+    (uint8: one (H,W) image or an (N,H,W[,C]) stack; or model-ready float32 (N,C,H,W) tensors,
+    which must lie in the range the preprocessing produces). ``skip`` leaves out the first images,
+    so an evaluation can use images the calibration did not see.
     """
     pre = pre or Preprocessing()
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
@@ -102,14 +105,15 @@ def load_images(
 
     if path.is_dir() and any(path.glob("*-idx3-ubyte*")) or (path / "FashionMNIST" / "raw").is_dir():
         data = load_split(path, split)
-        take = min(limit, len(data))
+        images, labels = data.images[skip : skip + limit], data.labels[skip : skip + limit]
+        _enough(images, skip, source)
+        first = f"images {skip + 1}-{skip + len(images)}" if skip else f"first {len(images)} images"
         return CalibrationSet(
-            prep(list(data.images[:take])),
-            data.labels[:take],
-            f"Fashion-MNIST {split} split of '{source}', first {take} images",
+            prep(list(images)), labels, f"Fashion-MNIST {split} split of '{source}', {first}" + _held_out(skip)
         )
     npys = [path] if path.suffix == ".npy" else sorted(path.glob("*.npy")) if path.is_dir() else []
     if npys:
+        low, high = _preprocessed_range(pre)
         batches = []
         for f in npys:
             arr = load_npy(f, "calibration array")
@@ -119,19 +123,53 @@ def load_images(
                         f"calibration array '{f}': expected float32 (N,{channels},{size},{size}), got "
                         f"{tuple(arr.shape)}"
                     )
+                _check_range(arr, low, high, f)
                 batches.append(arr)
             elif arr.dtype == np.uint8:
                 # A uint8 .npy is one (H,W) image or a stack: (N,H,W) or (N,H,W,C).
                 batches.append(prep([arr] if arr.ndim == 2 else list(arr)))
             else:
                 raise InputError(f"calibration array '{f}': expected uint8 images or float32 tensors, got {arr.dtype}")
-        images = np.concatenate(batches)[:limit]
-        return CalibrationSet(images, None, f"{len(images)} images from .npy in '{source}'")
+        images = np.concatenate(batches)[skip : skip + limit]
+        _enough(images, skip, source)
+        return CalibrationSet(images, None, f"{len(images)} images from .npy in '{source}'" + _held_out(skip))
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
     if not files:
         raise ConfigError(f"calibration data '{source}' holds no IDX files, images or .npy arrays")
-    images = prep([read_image(f) for f in files[:limit]])
-    return CalibrationSet(images, None, f"{len(images)} image files from '{source}'")
+    chosen = files[skip : skip + limit]
+    _enough(chosen, skip, source)
+    images = prep([read_image(f) for f in chosen])
+    return CalibrationSet(images, None, f"{len(images)} image files from '{source}'" + _held_out(skip))
+
+
+def _held_out(skip: int) -> str:
+    return f", held out (after the first {skip}, which calibrated)" if skip else ""
+
+
+def _enough(images: Sequence | np.ndarray, skip: int, source: str) -> None:
+    if len(images) == 0:
+        raise ConfigError(
+            f"'{source}' has no images after the first {skip} used for calibration; give --eval-data, "
+            "or more images, so that agreement is measured on images the calibration did not see"
+        )
+
+
+def _preprocessed_range(pre: Preprocessing) -> tuple[float, float]:
+    """The smallest and largest value the preprocessing makes of 8-bit pixels (all channels)."""
+    ends = [(p * pre.scale - m) / s for p in (0, 255) for m, s in zip(pre.mean, pre.std, strict=True)]
+    return min(ends), max(ends)
+
+
+def _check_range(arr: np.ndarray, low: float, high: float, where: Path) -> None:
+    """Refuse float tensors far outside what the preprocessing produces (e.g. pixels left in 0-255)."""
+    slack = 0.1 * (high - low)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < low - slack or hi > high + slack:
+        raise InputError(
+            f"calibration array '{where}' holds values from {lo:.4g} to {hi:.4g}, but the model's preprocessing "
+            f"produces {low:.4g} to {high:.4g}; pass uint8 images, or float32 tensors preprocessed as the model's "
+            "metadata says"
+        )
 
 
 class _Reader(CalibrationDataReader):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import stat
@@ -357,3 +358,26 @@ def test_a_truncated_bench_cache_entry_is_exported_again(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cached_export("nin", 70, "fp32", tmp_path)  # sound now: reused silently
+
+
+# -- 7. calibration arrays in the wrong range, agreement measured on held-out images ------------
+
+
+def test_calibration_tensors_outside_the_preprocessing_range_are_refused(tmp_path):
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).uniform(0, 255, (8, 1, 70, 70)).astype(np.float32))  # not scaled
+    args = ["--random-init", "--input-size", 70, "--precision", "int8", "--calibration-data", calib]
+    result = run_cli(export_cli, [*args, "--output", tmp_path / "q.onnx"])
+    assert_one_line_error(result, "holds values from", "but the model's preprocessing produces 0 to 1")
+
+
+def test_without_eval_data_agreement_is_measured_on_held_out_images(tiny_fashion, tmp_path):
+    args = ["--random-init", "--input-size", 70, "--precision", "int8", "--calibration-data", tiny_fashion]
+    args += ["--calibration-size", 32, "--eval-size", 40, "--min-agreement", 0, "--format", "json"]
+    result = run_cli(export_cli, [*args, "--output", tmp_path / "q.onnx"])
+    assert result.exit_code == 0, result.stderr
+    reduced = json.loads(result.stdout)["reduced"]
+    assert "images 33-72" in reduced["eval_images"] and "held out" in reduced["eval_images"]
+    assert "first 32 images" in reduced["calibration"]
+    too_few = run_cli(export_cli, [*args[:-6], "--calibration-size", 96, "--output", tmp_path / "r.onnx"])
+    assert_one_line_error(too_few, "has no images after the first 96 used for calibration; give --eval-data")
