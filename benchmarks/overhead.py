@@ -25,7 +25,8 @@ _BARE = """
 import sys, numpy as np, onnxruntime as ort
 s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
-x = np.repeat(np.repeat(img, 8, 0), 8, 1)[None, None].astype(np.float32) / 255
+k = s.get_inputs()[0].shape[2] // 28  # nearest-neighbour upscale to the model's size (a multiple of 28)
+x = np.repeat(np.repeat(img, k, 0), k, 1)[None, None].astype(np.float32) / 255
 print(int(s.run(None, {"input": x})[0].argmax()))
 print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 """

@@ -9,11 +9,10 @@ These functions name the cause. Standard library only, and nothing runs on a CPU
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 GPU_INSTALL = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'nin-edge[gpu]'"
@@ -48,6 +47,8 @@ def cuda_libraries(cuda_major: int) -> tuple[CudaLibrary, ...]:
 
 def installed_onnxruntime_distributions() -> list[str]:
     """Which onnxruntime wheels are installed; more than one share (and overwrite) one package."""
+    from importlib import metadata  # 30 ms to import: only the GPU paths and their errors need it
+
     names = []
     for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"):
         try:
@@ -68,8 +69,14 @@ def onnxruntime_cuda_major() -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def missing_libraries(libraries: tuple[CudaLibrary, ...], load=ctypes.CDLL) -> list[CudaLibrary]:
+def missing_libraries(
+    libraries: tuple[CudaLibrary, ...], load: Callable[[str], object] | None = None
+) -> list[CudaLibrary]:
     """The required libraries that the dynamic loader cannot open in this process."""
+    if load is None:
+        import ctypes
+
+        load = ctypes.CDLL
     missing = []
     for lib in libraries:
         if lib.optional:
@@ -106,7 +113,7 @@ def preload_cuda_libraries(ort_module: object) -> None:
                 pass  # diagnose_cuda names what is missing if the session then lacks CUDA
 
 
-def diagnose_cuda(ort_module: object, load=ctypes.CDLL) -> str:
+def diagnose_cuda(ort_module: object, load: Callable[[str], object] | None = None) -> str:
     """Why the CUDA provider is unavailable or was dropped, and what to run to fix it."""
     dists = installed_onnxruntime_distributions()
     if len(dists) > 1:
