@@ -8,6 +8,7 @@ model's input happens per batch (:func:`to_model_input`), so 60,000 upscaled cop
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python ints: numpy's product overflows on lying headers
     if len(raw) != expected:
         raise ModelFileError(
             f"IDX file '{path}' is truncated or padded: {len(raw):,} bytes, its header {tuple(dims)} needs {expected:,}"

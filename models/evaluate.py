@@ -169,6 +169,11 @@ def run_eval(config: EvalConfig) -> EvalResult:
     """Evaluate the checkpoint and/or ONNX model of ``config`` on the test split."""
     config.validate()
     clf = Classifier(config.onnx, config.provider, max_batch=config.batch_size) if config.onnx else None
+    if clf is not None and len(clf.labels) != len(FASHION_MNIST_CLASSES):
+        raise ConfigError(
+            f"model '{config.onnx}' has {len(clf.labels)} classes; Fashion-MNIST evaluation needs "
+            f"{len(FASHION_MNIST_CLASSES)} ({', '.join(FASHION_MNIST_CLASSES[:3])}, ...)"
+        )
     split = load_split(config.data_dir, "test", config.limit)
     results, preds = [], []
     if config.weights:

@@ -190,6 +190,20 @@ def _save(path: str, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
+def _check_resumable(config: TrainConfig, recipe: object) -> None:
+    """Refuse to continue a run with another model or optimiser: the saved state would not fit."""
+    if not isinstance(recipe, dict):
+        return  # checkpoints without a recipe are checked key by key when their state loads
+    for key in ("model", "optimizer", "input_size"):
+        saved = recipe.get(key, recipe.get("image_size")) if key == "input_size" else recipe.get(key)
+        if saved is not None and saved != getattr(config, key):
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"checkpoint '{config.resume}' was trained with {flag} {saved}, not {getattr(config, key)}; "
+                f"resume with {flag} {saved}, or start a new run (--init-from takes its weights)"
+            )
+
+
 def train(
     config: TrainConfig,
     *,
@@ -218,6 +232,9 @@ def train(
 def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
     train_split = load_split(config.data_dir, "train", config.train_limit)
     test_split = load_split(config.data_dir, "test", config.test_limit)
+    for split, name in ((train_split, "train"), (test_split, "test")):
+        if len(split) == 0:
+            raise ConfigError(f"the {name} split in '{config.data_dir}' holds no images; nothing to train or test on")
     torch.manual_seed(config.seed)
     model = create_model(config.model, input_size=config.input_size)
     init_xavier(model)
@@ -228,6 +245,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
         load_weights(model, config.init_from)
     if config.resume:
         resume_state = _read_training_checkpoint(config.resume)
+        _check_resumable(config, resume_state.get("recipe"))
         model.load_state_dict(resume_state["state_dict"])
         start_epoch = int(resume_state["epoch"])
         history = [EpochStats(**h) for h in resume_state.get("history", [])]

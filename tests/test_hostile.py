@@ -381,3 +381,36 @@ def test_without_eval_data_agreement_is_measured_on_held_out_images(tiny_fashion
     assert "first 32 images" in reduced["calibration"]
     too_few = run_cli(export_cli, [*args[:-6], "--calibration-size", 96, "--output", tmp_path / "r.onnx"])
     assert_one_line_error(too_few, "has no images after the first 96 used for calibration; give --eval-data")
+
+
+def test_idx_headers_that_lie_and_empty_splits_are_one_line_errors(tiny_fashion, tmp_path):
+    from tests.conftest import write_idx
+
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / name).write_bytes((tiny_fashion / name).read_bytes())
+    liar = tmp_path / "train-images-idx3-ubyte"
+    liar.write_bytes(bytes([0, 0, 8, 3]) + (2**31 - 1).to_bytes(4, "big") * 2 + (4).to_bytes(4, "big") + bytes(100))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    args = ["--data-dir", tmp_path, "--output", tmp_path / "c.pt", "--input-size", 70]
+    assert_one_line_error(run_cli(train_main, args), "header (2147483647, 2147483647, 4) needs 18,446,744,056")
+    write_idx(liar, np.zeros((0, 28, 28), np.uint8))
+    assert_one_line_error(run_cli(train_main, args), "the train split in", "holds no images")
+
+
+@pytest.mark.slow
+def test_resume_with_another_optimizer_or_model_is_refused(tiny_fashion, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    base = ["--data-dir", tiny_fashion, "--input-size", 70, "--train-limit", 16, "--test-limit", 8, "--no-plot"]
+    assert run_cli(train_main, [*base, "--epochs", 1, "--output", ckpt]).exit_code == 0
+    again = [*base, "--epochs", 2, "--output", tmp_path / "d.pt", "--resume", ckpt]
+    assert_one_line_error(
+        run_cli(train_main, [*again, "--optimizer", "adamw"]), "trained with --optimizer sgd, not adamw"
+    )
+    assert_one_line_error(run_cli(train_main, [*again, "--model", "alexnet"]), "trained with --model nin, not alexnet")
+
+
+def test_eval_refuses_a_model_with_another_class_count(tiny_fashion, tmp_path):
+    five = tmp_path / "five.onnx"
+    assert run_cli(export_cli, [*EXPORT, "--num-classes", 5, "--output", five]).exit_code == 0
+    result = run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", five])
+    assert_one_line_error(result, "has 5 classes; Fashion-MNIST evaluation needs 10")
