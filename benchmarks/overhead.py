@@ -21,24 +21,31 @@ from nin_edge.runtime.cli.common import format_option, one_line_errors
 from nin_edge.runtime.core.report import Report, format_pairs
 from nin_edge.runtime.core.timing import measure_interleaved, summarize
 
-_BARE = """
+# Each child prints its own peak RSS (kB) last; see _run_child.
+_PEAK = 'print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])\n'
+
+_BARE = (
+    """
 import sys, numpy as np, onnxruntime as ort
 s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
 k = s.get_inputs()[0].shape[2] // 28  # nearest-neighbour upscale to the model's size (a multiple of 28)
 x = np.repeat(np.repeat(img, k, 0), k, 1)[None, None].astype(np.float32) / 255
 print(int(s.run(None, {"input": x})[0].argmax()))
-print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 """
+    + _PEAK
+)
 
-_RUNTIME = """
+_RUNTIME = (
+    """
 import sys, numpy as np
 from nin_edge.runtime import Classifier
 c = Classifier(sys.argv[1], "cpu")
 img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
 print(c.classify(img)[0][0].index)
-print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
 """
+    + _PEAK
+)
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,9 @@ class ModelSource:
             raise ModelFileError(f"cannot read model file '{path}': permission denied")
         self.data = self.name = str(path)
 
-    @functools.cached_property
-    def raw(self) -> bytes:
-        """The model's bytes, read only when a check or a cache needs them."""
+    def read(self) -> bytes:
+        """The model's bytes, read only when a check or a cache needs them and not kept: a
+        Classifier holding them would double its memory for a large model."""
         return self.data if isinstance(self.data, bytes) else Path(self.data).read_bytes()
 
     @property
@@ -126,7 +126,7 @@ class ModelSource:
     @functools.cached_property
     def sha256(self) -> str:
         """sha256 of the model: the key of the engine and optimised-model caches."""
-        return sha256_hex(self.raw)
+        return sha256_hex(self.read())
 
 
 @dataclass(frozen=True)
