@@ -1,8 +1,14 @@
 """Benchmarks of NiN against AlexNet and VGG-11: ``run_bench(BenchConfig(...)) -> BenchReport``."""
 
-from nin_edge.runtime.core.timing import LatencyStats, measure, measure_interleaved, summarize
+from typing import TYPE_CHECKING
 
-from .bench import BenchConfig, BenchReport, Row, cached_export, default_cache_dir, plot_report, run_bench
+from nin_edge.runtime.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nin_edge.runtime.core.timing import LatencyStats, measure, measure_interleaved, summarize
+
+    from .bench import BenchConfig, BenchReport, Row, cached_export, default_cache_dir, plot_report, run_bench
+
 
 __all__ = [
     "BenchConfig",
@@ -17,3 +23,19 @@ __all__ = [
     "run_bench",
     "summarize",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "nin_edge.runtime.core.timing": ("LatencyStats", "measure", "measure_interleaved", "summarize"),
+        ".bench": (
+            "BenchConfig",
+            "BenchReport",
+            "Row",
+            "cached_export",
+            "default_cache_dir",
+            "plot_report",
+            "run_bench",
+        ),
+    },
+)

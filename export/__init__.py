@@ -1,28 +1,34 @@
 """Export zoo models to verified, simplified ONNX with metadata."""
 
-from .pipeline import ExportConfig, ExportSummary, run_export
-from .steps import (
-    MAX_OPSET,
-    MIN_OPSET,
-    GraphCheck,
-    OnnxExport,
-    ParityResult,
-    ParityRow,
-    SimplifyResult,
-    check_graph,
-    check_opset,
-    check_parity,
-    export_onnx,
-    simplify,
-    with_metadata,
-)
+from typing import TYPE_CHECKING
+
+from nin_edge.runtime.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .pipeline import ExportConfig, ExportSummary, run_export
+    from .steps import (
+        MAX_OPSET,
+        MIN_OPSET,
+        GraphCheck,
+        OnnxExport,
+        ParityResult,
+        ParityRow,
+        SimplifyResult,
+        check_graph,
+        check_opset,
+        check_parity,
+        export_onnx,
+        simplify,
+        with_metadata,
+    )
+
 
 __all__ = [
-    "MAX_OPSET",
-    "MIN_OPSET",
     "ExportConfig",
     "ExportSummary",
     "GraphCheck",
+    "MAX_OPSET",
+    "MIN_OPSET",
     "OnnxExport",
     "ParityResult",
     "ParityRow",
@@ -35,3 +41,25 @@ __all__ = [
     "simplify",
     "with_metadata",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".pipeline": ("ExportConfig", "ExportSummary", "run_export"),
+        ".steps": (
+            "MAX_OPSET",
+            "MIN_OPSET",
+            "GraphCheck",
+            "OnnxExport",
+            "ParityResult",
+            "ParityRow",
+            "SimplifyResult",
+            "check_graph",
+            "check_opset",
+            "check_parity",
+            "export_onnx",
+            "simplify",
+            "with_metadata",
+        ),
+    },
+)

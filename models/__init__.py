@@ -1,17 +1,23 @@
 """NiN and its baselines from D2L, with a registry, cost counters and safe checkpoint loading."""
 
-from .checkpoint import LoadedWeights, load_weights, read_checkpoint, sha256_file
-from .profile import ModelProfile, count_macs, count_params, profile_model
-from .registry import (
-    FASHION_MNIST_CLASSES,
-    ModelCard,
-    create_model,
-    list_models,
-    model_card,
-    model_options,
-    register_model,
-)
-from .zoo import ZooModel, alexnet, nin, nin_block, vgg11, vgg11_slim, vgg_block
+from typing import TYPE_CHECKING
+
+from nin_edge.runtime.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .checkpoint import LoadedWeights, load_weights, read_checkpoint, sha256_file
+    from .profile import ModelProfile, count_macs, count_params, profile_model
+    from .registry import (
+        FASHION_MNIST_CLASSES,
+        ModelCard,
+        create_model,
+        list_models,
+        model_card,
+        model_options,
+        register_model,
+    )
+    from .zoo import ZooModel, alexnet, nin, nin_block, vgg11, vgg11_slim, vgg_block
+
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -37,3 +43,21 @@ __all__ = [
     "vgg11_slim",
     "vgg_block",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".checkpoint": ("LoadedWeights", "load_weights", "read_checkpoint", "sha256_file"),
+        ".profile": ("ModelProfile", "count_macs", "count_params", "profile_model"),
+        ".registry": (
+            "FASHION_MNIST_CLASSES",
+            "ModelCard",
+            "create_model",
+            "list_models",
+            "model_card",
+            "model_options",
+            "register_model",
+        ),
+        ".zoo": ("ZooModel", "alexnet", "nin", "nin_block", "vgg11", "vgg11_slim", "vgg_block"),
+    },
+)

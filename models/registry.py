@@ -84,9 +84,16 @@ def register_model(card: ModelCard) -> Callable[[Callable[..., ZooModel]], Calla
     return decorate
 
 
+def _registered() -> dict[str, tuple[Callable[..., ZooModel], ModelCard]]:
+    # The zoo registers its models when it is imported, and `nin_edge.models` imports it on first use.
+    from . import zoo  # noqa: F401
+
+    return _REGISTRY
+
+
 def list_models() -> list[str]:
     """Names of the registered models, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_registered())
 
 
 def model_options(name: str) -> list[str]:
@@ -96,7 +103,7 @@ def model_options(name: str) -> list[str]:
 
 def _entry(name: str) -> tuple[Callable[..., ZooModel], ModelCard]:
     try:
-        return _REGISTRY[name]
+        return _registered()[name]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
@@ -114,7 +121,7 @@ def pretrained_path(name: str) -> Path:
     """The shipped checkpoint of model ``name``; a clear error if there is none."""
     card = model_card(name)
     if card.weights_file is None:
-        shipped = sorted(n for n, (_, c) in _REGISTRY.items() if c.weights_file)
+        shipped = sorted(n for n, (_, c) in _registered().items() if c.weights_file)
         raise ConfigError(f"no pretrained weights are shipped for {name!r}; they exist for: {', '.join(shipped)}")
     path = WEIGHTS_DIR / card.weights_file
     if not path.is_file():

@@ -8,26 +8,24 @@ app can ship it without torch::
     clf.classify(images, top_k=3)
 """
 
-try:
-    import onnxruntime  # noqa: F401
-except ImportError as exc:
-    raise ImportError(
-        "nin-edge needs onnxruntime, which comes with one of its extras: pip install 'nin-edge[cpu]', "
-        "or 'nin-edge[gpu]' on a machine with an NVIDIA GPU (never both)"
-    ) from exc
+from typing import TYPE_CHECKING
 
-from .classifier import Classifier, ModelDescription, Prediction, softmax
-from .core.errors import CheckFailedError, ConfigError, InputError, ModelFileError, NinEdgeError, ProviderError
-from .core.metadata import ModelMetadata, Preprocessing
-from .preprocess import MAX_IMAGE_PIXELS, preprocess_image, read_image, resize_bilinear
-from .session import RuntimeConfig
+from nin_edge.runtime.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .classifier import Classifier, ModelDescription, Prediction, softmax
+    from .core.errors import CheckFailedError, ConfigError, InputError, ModelFileError, NinEdgeError, ProviderError
+    from .core.metadata import ModelMetadata, Preprocessing
+    from .preprocess import MAX_IMAGE_PIXELS, preprocess_image, read_image, resize_bilinear
+    from .session import RuntimeConfig
+
 
 __all__ = [
-    "MAX_IMAGE_PIXELS",
     "CheckFailedError",
     "Classifier",
     "ConfigError",
     "InputError",
+    "MAX_IMAGE_PIXELS",
     "ModelDescription",
     "ModelFileError",
     "ModelMetadata",
@@ -41,3 +39,25 @@ __all__ = [
     "resize_bilinear",
     "softmax",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".classifier": ("Classifier", "ModelDescription", "Prediction", "softmax"),
+        ".core.errors": (
+            "CheckFailedError",
+            "ConfigError",
+            "InputError",
+            "ModelFileError",
+            "NinEdgeError",
+            "ProviderError",
+        ),
+        ".core.metadata": ("ModelMetadata", "Preprocessing"),
+        ".preprocess": ("MAX_IMAGE_PIXELS", "preprocess_image", "read_image", "resize_bilinear"),
+        ".session": ("RuntimeConfig",),
+    },
+    install_hints={
+        "onnxruntime": "nin-edge needs onnxruntime, which comes with one of its extras: pip install 'nin-edge[cpu]', "
+        "or 'nin-edge[gpu]' on a machine with an NVIDIA GPU (never both)"
+    },
+)

@@ -263,7 +263,8 @@ class Classifier:
         if not np.isfinite(x).all():
             bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
             raise InputError(
-                f"input '{self.metadata.input_name}': {bad} values are NaN or infinite; expected finite numbers"
+                f"input '{self.metadata.input_name}': {bad} {'value is' if bad == 1 else 'values are'} NaN or "
+                "infinite; expected finite numbers"
             )
         return np.ascontiguousarray(x)
 

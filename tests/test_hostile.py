@@ -414,3 +414,93 @@ def test_eval_refuses_a_model_with_another_class_count(tiny_fashion, tmp_path):
     assert run_cli(export_cli, [*EXPORT, "--num-classes", 5, "--output", five]).exit_code == 0
     result = run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", five])
     assert_one_line_error(result, "has 5 classes; Fashion-MNIST evaluation needs 10")
+
+
+# -- 5/6. serving: each request of a dynamic batch is answered on its own ---------------------------
+
+
+def test_each_request_of_a_batch_gets_its_own_answer_or_error(tiny_nin_path):
+    from nin_edge.runtime.serving.triton import answer_each
+
+    clf = Classifier(tiny_nin_path, "cpu")
+    rng = np.random.default_rng(3)
+    good = [rng.random((n, 1, 224, 224), dtype=np.float32) for n in (1, 2, 1)]
+    nan = good[0].copy()
+    nan[0, 0, 5, 5] = np.nan
+    huge = np.full((1, 1, 224, 224), 3e38, np.float32)
+    wrong = np.zeros((1, 1, 28, 28), np.float32)
+    answers = answer_each(clf, [good[0], nan, good[1], huge, wrong, good[2]])
+    for k, x in ((0, good[0]), (2, good[1]), (5, good[2])):
+        np.testing.assert_allclose(answers[k], clf.logits(x), atol=1e-5)
+    assert str(answers[1]) == "input 'input': 1 value is NaN or infinite; expected finite numbers"
+    assert isinstance(answers[3], InputError) and "logits for image 0 are NaN or infinite" in str(answers[3])
+    assert str(answers[4]) == "input 'input': expected float32 (N,1,224,224), got float32 (1, 1, 28, 28)"
+
+
+def test_serve_refuses_a_name_triton_cannot_use_before_starting(tiny_nin_path):
+    from nin_edge.runtime.cli.serve import main as serve_cli
+
+    assert_one_line_error(
+        run_cli(serve_cli, [tiny_nin_path, "--name", "../x"]), "--name '../x': expected a plain name of letters"
+    )
+
+
+# -- Ctrl-C while a command's heavy imports load -----------------------------------------------------
+
+
+def _console_scripts() -> dict[str, str]:
+    from pathlib import Path
+
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    return pyproject["project"]["scripts"]
+
+
+@pytest.mark.parametrize("script", sorted(_console_scripts()))
+def test_console_scripts_enter_through_a_module_that_imports_nothing_heavy(script):
+    module, _, function = _console_scripts()[script].partition(":")
+    probe = (
+        f"import sys, {module} as m; assert callable(m.{function}); "
+        "print(sorted(k for k in ('torch', 'onnx', 'onnxruntime', 'numpy', 'click') if k in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_an_interrupt_during_the_imports_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    from nin_edge.runtime.core.launch import launch
+
+    (tmp_path / "slow_command.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as stopped:
+        launch("slow_command")
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_nin_export_starts_is_not_a_traceback(tmp_path):
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("nin-export")
+    proc = subprocess.Popen([str(exe), "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    import time
+
+    time.sleep(0.3)  # torch alone takes over a second to import
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "interrupted\n")
+
+
+@pytest.mark.parametrize("package", ["nin_edge.runtime", "nin_edge.models", "nin_edge.export", "nin_edge.benchmarks"])
+def test_lazy_packages_give_every_name_they_list(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    assert set(module.__all__) <= set(dir(module))
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'nope'"):
+        module.nope  # noqa: B018

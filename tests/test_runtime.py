@@ -275,7 +275,7 @@ def test_bad_inputs_say_what_was_expected(clf, batch, message):
 def test_non_finite_values_are_refused(clf, bad):
     x = np.zeros((2, 1, 224, 224), np.float32)
     x[1, 0, 5, 5] = bad
-    with pytest.raises(InputError, match="1 values are NaN or infinite"):
+    with pytest.raises(InputError, match="1 value is NaN or infinite"):
         clf.logits(x)
 
 

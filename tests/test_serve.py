@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -146,53 +147,44 @@ def test_export_cli_writes_the_repository(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.fixture(scope="module")
-def server(model72, tmp_path_factory):
+def start_server(model: Path, log: Path) -> dict:
+    """Start ``nin-serve`` in its own process group and wait until Triton says the model is ready."""
     pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
-    http, grpc, metrics = free_ports(3)
-    log = tmp_path_factory.mktemp("serve-log") / "batches.txt"
-    exe = Path(sys.executable).with_name("nin-serve")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            str(model72),
-            "--http-port",
-            str(http),
-            "--grpc-port",
-            str(grpc),
-            "--metrics-port",
-            str(metrics),
-            "--max-batch",
-            "16",
-            "--queue-delay-us",
-            "20000",
-            "--batch-log",
-            str(log),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     import tritonclient.http as httpclient
 
+    http, grpc, metrics = free_ports(3)
+    exe = Path(sys.executable).with_name("nin-serve")
+    ports = ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    # A file, not a pipe: Triton's stub processes inherit it, and a pipe nobody drains can stall them.
+    stderr = log.with_name(log.name + ".stderr")
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [str(exe), str(model), *ports, "--max-batch", "16", "--queue-delay-us", "20000", "--batch-log", str(log)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
     client = httpclient.InferenceServerClient(url=f"127.0.0.1:{http}")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             if client.is_model_ready("nin"):
-                break
+                return {"url": f"http://127.0.0.1:{http}", "proc": proc, "log": log, "model": model, "stderr": stderr}
         except Exception:  # not listening yet
             pass
         if proc.poll() is not None:
-            pytest.fail(f"nin-serve exited early: {proc.stderr.read()[-2000:]}")
+            pytest.fail(f"nin-serve exited early: {stderr.read_text()[-2000:]}")
         time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("Triton did not become ready in 90 s")
-    yield {"url": f"http://127.0.0.1:{http}", "proc": proc, "log": log, "model": model72}
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("Triton did not become ready in 90 s")
+
+
+@pytest.fixture(scope="module")
+def server(model72, tmp_path_factory):
+    started = start_server(model72, tmp_path_factory.mktemp("serve-log") / "batches.txt")
+    yield started
+    if started["proc"].poll() is None:
+        os.killpg(started["proc"].pid, signal.SIGKILL)
 
 
 def test_concurrent_requests_are_batched_and_exact(server):
@@ -241,8 +233,70 @@ def test_nin_infer_through_triton_matches_in_process(server, tmp_path):
     )
 
 
+def _ask_raw(address: str, x: np.ndarray):
+    """One request on its own HTTP client: ``("ok", logits)`` or ``(status, message)``."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(url=address)
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    try:
+        return "ok", client.infer("nin", [inp]).as_numpy("logits")
+    except InferenceServerException as exc:
+        return exc.status(), exc.message()
+
+
+def test_a_bad_request_fails_alone_with_a_400_and_no_traceback(server):
+    clf = Classifier(server["model"], "cpu")
+    rng = np.random.default_rng(2)
+    images = [rng.random((1, 1, SIZE, SIZE), dtype=np.float32) for _ in range(36)]
+    for k in range(0, 36, 6):
+        images[k][0, 0, 3, 3] = np.nan
+    for k in range(3, 36, 12):
+        images[k] = np.full((1, 1, SIZE, SIZE), 3e38, np.float32)  # finite, but the logits are not
+    address = server["url"].split("://")[1]
+    with ThreadPoolExecutor(max_workers=36) as pool:
+        answers = list(pool.map(lambda x: _ask_raw(address, x), images))
+    sizes = [int(line) for line in server["log"].read_text().split()]
+    assert max(sizes) > 1, f"no request was batched, so nothing was isolated: {sizes}"
+    for k, (x, (status, got)) in enumerate(zip(images, answers, strict=True)):
+        if k % 6 == 0:
+            assert (status, got) == ("400", "input 'input': 1 value is NaN or infinite; expected finite numbers")
+        elif k % 12 == 3:
+            assert status == "400" and "logits for image 0 are NaN or infinite" in got, (status, got)
+            assert "Traceback" not in got and "/" not in got
+        else:
+            assert status == "ok", (k, got)
+            np.testing.assert_allclose(got, clf.logits(x), atol=1e-5)
+
+
 def test_server_stops_cleanly(server):
     proc = server["proc"]
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=60)
-    assert proc.returncode is not None
+    assert proc.returncode == 0, server["stderr"].read_text()[-2000:]
+
+
+def test_a_dying_server_makes_nin_serve_exit_non_zero_with_the_reason(model72, tmp_path):
+    """Triton's JSON parser allocates the claimed shape before reading the data: 2^31 images kill it."""
+    import urllib.error
+    import urllib.request
+
+    started = start_server(model72, tmp_path / "log.txt")
+    proc = started["proc"]
+    body = {"inputs": [{"name": "input", "shape": [2**31, 1, SIZE, SIZE], "datatype": "FP32", "data": [0.0]}]}
+    request = urllib.request.Request(
+        f"{started['url']}/v2/models/nin/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(request, timeout=60)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    last = started["stderr"].read_text().strip().splitlines()[-1]
+    assert proc.returncode == 1, last
+    assert last.startswith("error: Triton Inference Server stopped while serving nin (")
+    assert "std::bad_alloc" in last and "supervisor restarts nin-serve" in last

@@ -1,27 +1,41 @@
-"""Serving a model through a real Triton Inference Server (PyTriton) and calling it (tritonclient).
+"""Serving a model through a real Triton Inference Server and calling it (tritonclient).
 
-The server side binds :class:`~nin_edge.runtime.Classifier` as the model's inference function, so
-Triton's dynamic batcher groups concurrent requests and the runtime runs each batch. Nothing here
-is imported by ``nin_edge.runtime`` itself; it needs the ``serve`` extra.
+``nin-serve`` writes a one-model Triton repository for Triton's own Python backend: the model's
+``execute`` gets every dynamically formed batch as a list of requests and answers each one on its
+own (see :func:`answer_each`), so one bad request is a 400 for its sender alone, never a failure of
+the requests batched with it, and no response carries a traceback. PyTriton is used only for the
+Triton server it bundles and for starting and watching that server. Nothing here is imported by
+``nin_edge.runtime`` itself; it needs the ``serve`` extra.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
-import sys
 import sysconfig
+import tempfile
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..classifier import Classifier, check_top_k, top_predictions
-from ..core.errors import ConfigError, NinEdgeError
+from ..core.errors import ConfigError, InputError, NinEdgeError
 
 SERVE_EXTRA = "pip install 'nin-edge[serve]'"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# What Triton (or the C++ runtime under it) prints when it dies; the rest of its log is noise here.
+_FATAL_LINE = re.compile(r"terminate called|what\(\)|Signal \(\d+\) received|^E\d{4} ")
+
+
+class ServeError(NinEdgeError):
+    """The Triton server could not start, or stopped while serving."""
 
 
 @dataclass(frozen=True)
@@ -47,80 +61,171 @@ class ServeConfig:
             raise ConfigError("HTTP, gRPC and metrics ports must differ")
         if self.max_batch <= 0 or self.queue_delay_us < 0:
             raise ConfigError("max batch must be positive and queue delay >= 0")
+        if self.name is not None and (not _PLAIN_NAME.fullmatch(self.name) or self.name in (".", "..")):
+            raise ConfigError(f"--name {self.name!r}: expected a plain name of letters, digits, '_', '.', '-'")
+
+
+def answer_each(clf: Classifier, inputs: list[np.ndarray]) -> list[np.ndarray | NinEdgeError]:
+    """Logits for each request's tensor, or the error that this request alone caused.
+
+    Valid requests run as one batch. A request whose input is refused (shape, NaN, ...) gets its
+    own error; when the batch's logits are not finite, the requests run one by one so that only
+    those whose values the model cannot take get an error.
+    """
+    answers: list[np.ndarray | NinEdgeError] = []
+    valid: list[tuple[int, np.ndarray]] = []
+    for k, x in enumerate(inputs):
+        try:
+            prepared = clf.prepare(x)
+        except NinEdgeError as exc:
+            answers.append(exc)
+            continue
+        answers.append(prepared)
+        valid.append((k, prepared))
+    if not valid:
+        return answers
+    try:
+        logits = clf.run_prepared(np.concatenate([x for _, x in valid]))
+    except InputError:
+        for k, x in valid:
+            try:
+                answers[k] = clf.run_prepared(x)
+            except InputError as exc:
+                answers[k] = exc
+        return answers
+    start = 0
+    for k, x in valid:
+        answers[k] = logits[start : start + len(x)]
+        start += len(x)
+    return answers
+
+
+class TritonPythonModel:
+    """The model Triton's Python backend runs in its stub process (the repository's ``model.py``)."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        import triton_python_backend_utils as pb  # type: ignore[import-not-found]  # only inside Triton
+
+        params = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
+        self._pb = pb
+        self.clf = Classifier(params["model"], params["provider"], max_batch=int(params["max_batch"]))
+        self.batch_log = Path(params["batch_log"]) if params.get("batch_log") else None
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        pb, meta = self._pb, self.clf.metadata
+        inputs = [pb.get_input_tensor_by_name(r, meta.input_name).as_numpy() for r in requests]
+        try:
+            answers = answer_each(self.clf, inputs)
+        except Exception:  # an onnxruntime failure: logged here, never sent to clients with its traceback
+            pb.Logger.log_error(f"nin-edge: running {meta.model} failed:\n{traceback.format_exc()}")
+            internal = pb.TritonError("the model failed to run this batch; see the server log", pb.TritonError.INTERNAL)
+            return [pb.InferenceResponse(error=internal) for _ in requests]
+        if self.batch_log is not None:
+            with self.batch_log.open("a") as fh:
+                fh.write(f"{sum(len(x) for x in inputs)}\n")
+        return [
+            pb.InferenceResponse(output_tensors=[pb.Tensor(meta.output_name, a.astype(np.float32))])
+            if isinstance(a, np.ndarray)
+            else pb.InferenceResponse(error=pb.TritonError(str(a), pb.TritonError.INVALID_ARG))
+            for a in answers
+        ]
+
+
+def write_serving_repo(config: ServeConfig, clf: Classifier, repository: Path) -> str:
+    """Write the one-model repository that Triton's Python backend serves; returns the model's name."""
+    name = config.name or clf.metadata.model
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ConfigError(f"the model's name {name!r} cannot name a Triton model; give --name")
+    c, h, w = clf.input_shape
+    params = {
+        "model": str(Path(config.model).resolve()),
+        "provider": config.provider,
+        "max_batch": str(config.max_batch),
+        "batch_log": str(Path(config.batch_log).resolve()) if config.batch_log else "",
+    }
+    parameters = "\n".join(
+        f"parameters {{ key: {json.dumps(k)} value {{ string_value: {json.dumps(v)} }} }}" for k, v in params.items()
+    )
+    text = f"""name: {json.dumps(name)}
+backend: "python"
+max_batch_size: {config.max_batch}
+input [ {{ name: {json.dumps(clf.metadata.input_name)} data_type: TYPE_FP32 dims: [ {c}, {h}, {w} ] }} ]
+output [ {{ name: {json.dumps(clf.metadata.output_name)} data_type: TYPE_FP32 dims: [ {len(clf.labels)} ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: {config.queue_delay_us} }}
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+{parameters}
+"""
+    version = repository / name / "1"
+    version.mkdir(parents=True)
+    (repository / name / "config.pbtxt").write_text(text)
+    (version / "model.py").write_text(f"from {__name__} import TritonPythonModel  # noqa: F401\n")
+    return name
 
 
 def _pytriton():
     try:
-        from pytriton.decorators import batch
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
     except ImportError:
         raise ConfigError(f"serving needs PyTriton: {SERVE_EXTRA}") from None
-    return batch, DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig
+    return Triton, TritonConfig
 
 
-def make_infer_fn(clf: Classifier, on_batch: Callable[[int], None] | None = None) -> Callable:
-    """The function Triton calls with each dynamically formed batch: ``{input: (N,C,H,W)}`` in, logits out."""
-    input_name, output_name = clf.metadata.input_name, clf.metadata.output_name
-
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        x = inputs[input_name]
-        if on_batch:
-            on_batch(len(x))
-        return {output_name: clf.logits(x).astype(np.float32)}
-
-    return infer
+def _death_reason(triton: object) -> str:
+    """The lines of Triton's output that say why it died, if PyTriton kept them."""
+    server = getattr(triton, "_triton_server", None)  # PyTriton keeps the server's output only there
+    logs = server.logs() if server is not None and hasattr(server, "logs") else ""
+    fatal = [line.strip() for line in logs.splitlines() if _FATAL_LINE.search(line.strip())]
+    return "; ".join(fatal[-3:]) if fatal else "its output is above"
 
 
 def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> None:
-    """Start Triton with the model bound to a :class:`Classifier` and block until interrupted."""
+    """Start Triton with the model, block until SIGINT/SIGTERM; raise :class:`ServeError` if Triton dies."""
     config.validate()
-    batch, DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig = _pytriton()
+    Triton, TritonConfig = _pytriton()
+    # Loaded here once to refuse a bad model, provider or name before Triton starts; the server's
+    # stub process loads its own copy.
     clf = Classifier(config.model, config.provider, max_batch=config.max_batch)
-    name = config.name or clf.metadata.model
-    lock = threading.Lock()
-    log = Path(config.batch_log) if config.batch_log else None
-
-    def record(n: int) -> None:
-        if log is not None:
-            with lock, log.open("a") as fh:
-                fh.write(f"{n}\n")
-
+    providers = ", ".join(clf.providers)
     # Triton's Python-backend stub is a separate program that must find this interpreter's libpython.
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH", "")) if p)
-    triton_config = TritonConfig(
-        http_address=config.host,
-        http_port=config.http_port,
-        grpc_address=config.host,
-        grpc_port=config.grpc_port,
-        metrics_port=config.metrics_port,
-        allow_metrics=True,
-        exit_on_error=True,
-        exit_timeout_secs=5,
-    )
-    # SIGTERM (docker stop, systemd, timeout) must unwind the Triton context so the server
-    # process it started goes down with us instead of being orphaned.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    c, h, w = clf.input_shape
-    with Triton(config=triton_config) as triton:
-        triton.bind(
-            model_name=name,
-            infer_func=batch(make_infer_fn(clf, record)),
-            inputs=[Tensor(name=clf.metadata.input_name, dtype=np.float32, shape=(c, h, w))],
-            outputs=[Tensor(name=clf.metadata.output_name, dtype=np.float32, shape=(len(clf.labels),))],
-            config=ModelConfig(
-                max_batch_size=config.max_batch,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=config.queue_delay_us),
-            ),
-            strict=True,
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopping.set()
+        # A requested stop exits 0; unwinding the Triton context takes the server process down with
+        # us instead of orphaning it.
+        raise SystemExit(0)
+
+    with tempfile.TemporaryDirectory(prefix="nin-serve-") as tmp:
+        name = write_serving_repo(config, clf, Path(tmp))
+        del clf
+        triton_config = TritonConfig(
+            http_address=config.host,
+            http_port=config.http_port,
+            grpc_address=config.host,
+            grpc_port=config.grpc_port,
+            metrics_port=config.metrics_port,
+            allow_metrics=True,
+            exit_on_error=True,
+            exit_timeout_secs=5,
+            model_repository=Path(tmp),
         )
-        if ready:
-            ready(
-                f"serving {name} ({config.model}) on http://{config.host}:{config.http_port} and grpc "
-                f"{config.host}:{config.grpc_port} with {', '.join(clf.providers)}"
-            )
-        triton.serve()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        with Triton(config=triton_config) as triton:
+            triton.run()
+            if ready:
+                ready(
+                    f"serving {name} ({config.model}) on http://{config.host}:{config.http_port} and grpc "
+                    f"{config.host}:{config.grpc_port} with {providers}"
+                )
+            triton.serve()
+            if not stopping.is_set():
+                raise ServeError(
+                    f"Triton Inference Server stopped while serving {name} ({_death_reason(triton)}); exiting "
+                    "non-zero so that a supervisor restarts nin-serve"
+                )
 
 
 class TritonClassifier:

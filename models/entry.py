@@ -1,0 +1,13 @@
+"""Console scripts ``nin-train`` and ``nin-eval`` (see :mod:`nin_edge.runtime.core.launch`)."""
+
+from nin_edge.runtime.core.launch import launch
+
+
+def train() -> None:
+    """``nin-train``."""
+    launch("nin_edge.models.cli", "train_main")
+
+
+def evaluate() -> None:
+    """``nin-eval``."""
+    launch("nin_edge.models.cli", "eval_main")
