@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+# A runtime-only install has every console script but not what the toolkit's commands import.
+_EXTRA_OF = {
+    "torch": "toolkit",
+    "onnx": "toolkit",
+    "onnxsim": "toolkit",
+    "onnxruntime": "cpu",
+    "PIL": "images",
+    "matplotlib": "plot",
+    "pytriton": "serve",
+    "tritonclient": "serve",
+}
 
 
 def launch(module: str, function: str = "main") -> None:
     """Import ``module`` (torch, onnxruntime: seconds) and run its click command ``function``.
 
-    Ctrl-C while the imports load ends in one ``error:`` line and exit 130, never a traceback.
+    Ctrl-C while the imports load ends in one line and exit 130, never a traceback; a missing
+    third-party package is one ``error:`` line naming the extra that brings it.
     """
     try:
         command = getattr(importlib.import_module(module), function)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(INTERRUPTED) from None
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in _EXTRA_OF:
+            raise
+        script = Path(sys.argv[0]).name
+        extra = _EXTRA_OF[top]
+        hint = (
+            "pip install 'nin-edge[cpu]' (or [gpu] with an NVIDIA GPU)"
+            if extra == "cpu"
+            else (f"pip install 'nin-edge[{extra}]'")
+        )
+        sys.stderr.write(f"error: {script} needs {top}, which this installation lacks: {hint}\n")
+        raise SystemExit(1) from None
     command()

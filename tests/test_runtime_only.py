@@ -1,0 +1,93 @@
+"""The runtime installed alone (``pip install 'nin-edge[cpu,images]'``): no torch, onnx or onnxsim.
+
+``.ci/run`` builds that installation in a second virtual environment (a real, non-editable wheel
+install) and names its Python in ``NIN_EDGE_RUNTIME_PYTHON``; tests never download anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+RUNTIME_PYTHON = os.environ.get("NIN_EDGE_RUNTIME_PYTHON")
+needs_runtime_venv = pytest.mark.skipif(
+    not RUNTIME_PYTHON, reason="NIN_EDGE_RUNTIME_PYTHON is not set (.ci/run builds the runtime-only environment)"
+)
+
+
+@pytest.fixture(scope="module")
+def shipped_nin(tmp_path_factory):
+    from nin_edge.export import ExportConfig, run_export
+
+    out = tmp_path_factory.mktemp("shipped") / "nin.onnx"
+    run_export(ExportConfig(output=str(out), check_batch_sizes=(1,)))
+    return out
+
+
+def _real_test_images(folder: Path, count: int) -> tuple[list[Path], list[int]]:
+    """The first ``count`` Fashion-MNIST test images of tests/data, written as PNG files."""
+    from nin_edge.models.data import read_idx
+    from PIL import Image
+
+    data = Path(__file__).parent / "data"
+    images = read_idx(data / "t10k-images-idx3-ubyte.gz", 0x803)[:count]
+    labels = read_idx(data / "t10k-labels-idx1-ubyte.gz", 0x801)[:count]
+    paths = []
+    for k, image in enumerate(images):
+        paths.append(folder / f"test{k}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths, [int(y) for y in labels]
+
+
+@needs_runtime_venv
+def test_the_runtime_alone_classifies_real_test_images_as_the_full_toolkit_does(shipped_nin, tmp_path):
+    from nin_edge.runtime import Classifier
+
+    assert RUNTIME_PYTHON is not None
+    absent = subprocess.run(
+        [
+            RUNTIME_PYTHON,
+            "-c",
+            "import importlib.util as u; print([m for m in ('torch', 'onnx', 'onnxsim') if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert absent.stdout.strip() == "[]", "the runtime-only environment has toolkit packages"
+    paths, labels = _real_test_images(tmp_path, 10)
+    infer = Path(RUNTIME_PYTHON).with_name("nin-infer")
+    done = subprocess.run(
+        [str(infer), str(shipped_nin), *map(str, paths), "--provider", "cpu", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the repository: the installed wheel must be what runs
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    here = Classifier(shipped_nin, "cpu").classify(paths)
+    assert [r["top"][0]["label"] for r in results] == [p[0].label for p in here]
+    np.testing.assert_allclose(
+        [r["top"][0]["probability"] for r in results], [p[0].probability for p in here], atol=1e-5
+    )
+    names = Classifier(shipped_nin, "cpu").labels
+    correct = sum(r["top"][0]["label"] == names[y] for r, y in zip(results, labels, strict=True))
+    assert correct >= 8, f"only {correct} of 10 real test images right"
+
+
+@needs_runtime_venv
+def test_toolkit_commands_say_which_extra_they_need(tmp_path):
+    assert RUNTIME_PYTHON is not None
+    export = Path(RUNTIME_PYTHON).with_name("nin-export")
+    done = subprocess.run([str(export), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        1,
+        "error: nin-export needs torch, which this installation lacks: pip install 'nin-edge[toolkit]'\n",
+    )
