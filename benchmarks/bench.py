@@ -364,6 +364,21 @@ def _is_oom(exc: Exception) -> bool:
     return any(s in text for s in ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation"))
 
 
+def model_files(
+    config: BenchConfig, cache: Path, say: Callable[[str], None]
+) -> list[tuple[str, str, Path, ModelProfile | None]]:
+    """(name, precision, ONNX file, PyTorch profile) of each model to measure, exported into ``cache``."""
+    entries: list[tuple[str, str, Path, ModelProfile | None]] = []
+    for name in config.models:
+        model_profile = profile_model(create_model(name, input_size=config.input_size))
+        for precision in config.precision:
+            say(f"exporting {name} ({precision}) into the cache {cache}")
+            path = cached_export(name, config.input_size, precision, cache, config.calibration_data)
+            entries.append((name, precision, path, model_profile))
+    entries.extend((Path(p).stem, "as given", Path(p), None) for p in config.model_path)
+    return entries
+
+
 def run_bench(
     config: BenchConfig,
     *,
@@ -376,14 +391,7 @@ def run_bench(
     env = environment(config)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     threads = env["threads"]
-    entries: list[tuple[str, str, Path, ModelProfile | None]] = []
-    for name in config.models:
-        model_profile = profile_model(create_model(name, input_size=config.input_size))
-        for precision in config.precision:
-            say(f"exporting {name} ({precision}) into the cache {cache}")
-            path = cached_export(name, config.input_size, precision, cache, config.calibration_data)
-            entries.append((name, precision, path, model_profile))
-    entries.extend((Path(p).stem, "as given", Path(p), None) for p in config.model_path)
+    entries = model_files(config, cache, say)
 
     engines = cache / "trt-engines"
     engines.mkdir(parents=True, exist_ok=True)

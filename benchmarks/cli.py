@@ -20,6 +20,7 @@ from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.providers import CudnnSearch
 
 from .bench import BenchConfig, plot_report, run_bench
+from .profile import plot_profile, run_profile
 
 _B = BenchConfig()
 
@@ -80,19 +81,42 @@ _B = BenchConfig()
 )
 @click.option("--output", type=click.Path(), default=None, help="Also write the result in --format to this file.")
 @click.option("--plot", type=click.Path(), default=None, help="Draw latency and size charts into this PNG.")
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Instead of timing whole runs, profile each configuration node by node (onnxruntime's profiler).",
+)
+@click.option("--top", type=int, default=10, show_default=True, help="--profile: slowest nodes shown per profile.")
 @format_option("table", "json", "csv", "markdown")
 @one_line_errors
-def main(fmt: str, output: str | None, plot: str | None, provider: tuple[str, ...], **options: Any) -> None:
+def main(
+    fmt: str,
+    output: str | None,
+    plot: str | None,
+    provider: tuple[str, ...],
+    profile: bool,
+    top: int,
+    **options: Any,
+) -> None:
     """Latency, throughput, parameters and MACs of NiN against AlexNet and VGG-11."""
     providers = tuple(p.strip() for item in provider for p in item.split(",") if p.strip())
     for path in (output, plot):
         if path:
             check_writable(path)
-    report = run_bench(BenchConfig(provider=providers, **options), progress=lambda m: click.echo(m, err=True))
-    text = report.render(fmt)
+    config = BenchConfig(provider=providers, **options)
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    if profile:
+        profiled = run_profile(config, top=top, runs=config.iterations, progress=say)
+        text = profiled.render(fmt)
+    else:
+        report = run_bench(config, progress=say)
+        text = report.render(fmt)
     click.echo(text)
     if output:
         with atomic_output(output) as tmp:
             Path(tmp).write_text(text + "\n")
     if plot:
-        plot_report(report, Path(plot))
+        if profile:
+            plot_profile(profiled, Path(plot))
+        else:
+            plot_report(report, Path(plot))

@@ -286,3 +286,25 @@ def test_precisions_side_by_side(cache, tiny_fashion):
     assert int8.file_bytes < 0.3 * fp32.file_bytes and fp16.file_bytes < 0.6 * fp32.file_bytes
     assert report.environment["int8_calibration"] == str(tiny_fashion)
     assert any("-int8-" in p.name for p in cache.glob("nin-*.onnx"))
+
+
+@pytest.mark.slow
+def test_profile_shows_the_slowest_nodes_with_their_macs(cache, tmp_path):
+    from nin_edge.models import create_model, profile_model
+
+    args = ["--models", "nin", "--batch-sizes", "1,2", "--cache-dir", cache, *TINY, "--profile", "--top", 3]
+    result = run_cli(bench_cli, [*args, "--format", "json", "--plot", tmp_path / "p.png"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["top"] == 3 and [p["batch_size"] for p in report["profiles"]] == [1, 2]
+    one = report["profiles"][0]
+    assert one["model"] == "nin fp32" and one["provider"] == "CPUExecutionProvider"
+    slowest = one["results"][0]
+    assert slowest["ms"] >= one["results"][1]["ms"] and slowest["macs"] > 0 and slowest["gflop_s"] > 0
+    # MACs read from the profiler's shapes cover every convolution, fused or not.
+    expected = profile_model(create_model("nin", input_size=int(SIZE))).macs
+    assert sum(r["macs"] or 0 for r in one["results"]) == pytest.approx(expected, rel=0.01)
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = run_cli(bench_cli, args).stdout
+    assert "nodes take" in table and table.count("Conv") >= 3
+    assert_one_line_error(run_cli(bench_cli, [*args, "--top", 0]), "--top and --runs must be positive, got 0")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from nin_edge.benchmarks import gpu_check, node_profile
+from nin_edge.benchmarks import gpu_check
 from nin_edge.benchmarks.cli import main as bench_cli
-from nin_edge.runtime import cuda
+from nin_edge.runtime import cuda, profiling
+from nin_edge.runtime.core.errors import ConfigError, ModelFileError
 from nin_edge.runtime.providers import CUDA, missing_provider_message
 
 from tests.conftest import assert_one_line_error, run_cli
@@ -86,7 +87,7 @@ def test_gpu_check_refusals(tiny_fashion, tmp_path, args, message):
     assert_one_line_error(result, message)
 
 
-def test_node_profile_summarises_a_trace():
+def test_node_profile_summarises_a_trace_and_joins_macs():
     events = [
         {"cat": "Session", "name": "model_run", "ts": 0, "dur": 10},
         {
@@ -94,7 +95,12 @@ def test_node_profile_summarises_a_trace():
             "name": "conv_kernel_time",
             "ts": 1,
             "dur": 3000,
-            "args": {"op_name": "Conv", "provider": "CPUExecutionProvider"},
+            "args": {
+                "op_name": "FusedConv",
+                "provider": "CPUExecutionProvider",
+                "input_type_shape": [{"float": [1, 3, 8, 8]}, {"float": [4, 3, 3, 3]}, {"float": [4]}],
+                "output_type_shape": [{"float": [1, 4, 6, 6]}],
+            },
         },
         {
             "cat": "Node",
@@ -105,27 +111,46 @@ def test_node_profile_summarises_a_trace():
         },
         {"cat": "Node", "name": "conv_fence_before", "ts": 3, "dur": 999},
     ]
-    rows = node_profile.summarize_trace(events, runs=2)
-    assert [(r.node, r.op, r.ms, r.share) for r in rows] == [("conv", "Conv", 1.5, 0.75), ("relu", "Relu", 0.5, 0.25)]
+    rows = profiling.summarize_trace(events, runs=2)
+    assert [(r.node, r.op, r.ms, r.share) for r in rows] == [
+        ("conv", "FusedConv", 1.5, 0.75),
+        ("relu", "Relu", 0.5, 0.25),
+    ]
+    assert rows[0].macs == 4 * 6 * 6 * 3 * 3 * 3  # every output element from C_in x kh x kw products
+    assert rows[0].gflop_s == pytest.approx(2 * 3888 / 1.5e6)
+    assert rows[1].macs is None and rows[1].gflop_s is None
+
+
+@pytest.mark.parametrize(
+    ("op", "inputs", "outputs", "macs"),
+    [
+        ("Conv", [(1, 8, 5, 5), (16, 4, 3, 3)], [(1, 16, 5, 5)], 16 * 25 * 4 * 9),  # groups=2: C_in/g = 4
+        ("QLinearConv", [(1, 8, 5, 5), (), (), (16, 8, 1, 1)], [(1, 16, 5, 5)], 16 * 25 * 8),
+        ("Gemm", [(2, 100), (100, 10)], [(2, 10)], 2 * 10 * 100),
+        ("MaxPool", [(1, 8, 4, 4)], [(1, 8, 2, 2)], None),
+    ],
+)
+def test_node_macs(op, inputs, outputs, macs):
+    assert profiling.node_macs(op, inputs, outputs) == macs
 
 
 def test_node_profile_of_a_real_model(tiny_nin_path):
-    report = node_profile.profile_nodes(str(tiny_nin_path), batch_size=2, runs=3, warmup=1)
+    report = profiling.profile_nodes(str(tiny_nin_path), batch_size=2, runs=3, warmup=1)
     assert report.provider == "CPUExecutionProvider" and report.runs == 3
-    assert {r.op for r in report.results} >= {"Conv", "MaxPool"}
+    assert {r.op for r in report.results} >= {"MaxPool"}
     assert abs(sum(r.share for r in report.results) - 1.0) < 1e-6
     assert report.total_ms > 0
+    assert report.placement() == {"CPUExecutionProvider": len(report.results)}
     assert json.loads(report.render("json"))["batch_size"] == 2
 
 
 def test_node_profile_refusals(tiny_nin_path, tmp_path):
-    assert_one_line_error(
-        run_cli(node_profile.main, [tiny_nin_path, "--provider", "tpu"]), "provider 'tpu' is not known"
-    )
-    assert_one_line_error(run_cli(node_profile.main, [tmp_path / "no.onnx"]), "model file", "does not exist")
-    assert_one_line_error(
-        run_cli(node_profile.main, [tiny_nin_path, "--runs", "0"]), "batch size and runs must be positive"
-    )
+    with pytest.raises(ConfigError, match="provider 'tpu' is not known"):
+        profiling.profile_nodes(str(tiny_nin_path), provider="tpu")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        profiling.profile_nodes(str(tmp_path / "no.onnx"))
+    with pytest.raises(ConfigError, match="batch size and runs must be positive"):
+        profiling.profile_nodes(str(tiny_nin_path), runs=0)
 
 
 def test_bench_refuses_an_unknown_cudnn_search():

@@ -1,37 +1,60 @@
-"""``python -m nin_edge.benchmarks.node_profile MODEL``: where a model's time goes, node by node.
+"""Where a model's time goes, node by node, from onnxruntime's own profiler.
 
-onnxruntime's own profiler records every node's kernel time and the provider that ran it; this
-tool runs ``runs`` timed inferences after a warm-up, sums each node's time and prints the top
-nodes with their share of the total. It answers "why is this slower than the hardware's peak".
+The profiler records every node's kernel time, the provider that ran it and the shapes it saw;
+:func:`profile_nodes` runs timed inferences after a warm-up, sums each node's time and joins it with
+the node's multiply-accumulates (from those shapes, so it also covers the nodes onnxruntime fused),
+giving the achieved GFLOP/s of each node. ``nin-bench --profile`` and ``nin-inspect`` use it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import click
 import numpy as np
 import onnxruntime as ort
-from nin_edge.runtime.cli.common import format_option, one_line_errors, provider_option
-from nin_edge.runtime.core.errors import ConfigError, ModelFileError
-from nin_edge.runtime.core.report import Report, format_table
-from nin_edge.runtime.providers import ALIASES, CPU
+
+from .core.errors import ConfigError, ModelFileError
+from .core.report import Report, format_table
+from .providers import ALIASES, CPU
+
+Shape = tuple[int, ...]
+# Where the weight (or the right-hand matrix) sits among a node's inputs.
+_CONV_WEIGHT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv": 3, "NhwcFusedConv": 1}
+_MATMUL_LEFT = {"MatMul": 0, "Gemm": 0, "FusedMatMul": 0, "FusedGemm": 0, "MatMulInteger": 0, "QLinearMatMul": 0}
+
+
+def node_macs(op: str, inputs: list[Shape], outputs: list[Shape]) -> int | None:
+    """Multiply-accumulates of one node from its shapes: convolutions and matrix products, else None.
+
+    A convolution makes every output element from ``C_in/groups x kh x kw`` products (the weight's
+    shape after its first axis); a matrix product from ``K`` (the left operand's last axis).
+    """
+    if not outputs or not outputs[0]:
+        return None
+    out = math.prod(outputs[0])
+    if op in _CONV_WEIGHT and len(inputs) > _CONV_WEIGHT[op]:
+        return out * math.prod(inputs[_CONV_WEIGHT[op]][1:])
+    if op in _MATMUL_LEFT and inputs and inputs[0]:
+        return out * inputs[0][-1]
+    return None
 
 
 @dataclass(frozen=True)
 class NodeTime:
-    """One node's mean kernel time per inference."""
+    """One node's mean kernel time per inference, and what it achieved."""
 
     node: str
     op: str
     provider: str
     ms: float
     share: float
+    macs: int | None
+    gflop_s: float | None
 
 
 @dataclass(frozen=True)
@@ -55,20 +78,41 @@ class NodeProfileReport(Report):
         )
         return head + "\n" + format_table(self.rows())
 
+    def placement(self) -> dict[str, int]:
+        """How many nodes each execution provider ran."""
+        counts: dict[str, int] = defaultdict(int)
+        for r in self.results:
+            counts[r.provider] += 1
+        return dict(counts)
+
+
+def _shapes(entries: object) -> list[Shape]:
+    # The profiler writes shapes as [{"float": [1, 96, 54, 54]}, ...], one dict per input or output.
+    if not isinstance(entries, list):
+        return []
+    return [tuple(int(d) for d in next(iter(e.values()), [])) for e in entries if isinstance(e, dict)]
+
 
 def summarize_trace(events: list[dict], runs: int) -> list[NodeTime]:
     """Mean time per inference of each node in an onnxruntime profile trace, slowest first."""
     total: dict[str, float] = defaultdict(float)
-    info: dict[str, tuple[str, str]] = {}
+    info: dict[str, tuple[str, str, int | None]] = {}
     for ev in events:
         if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
             continue
         args = ev.get("args", {})
         node = ev["name"][: -len("_kernel_time")]
         total[node] += ev.get("dur", 0) / 1e3
-        info[node] = (args.get("op_name", "?"), args.get("provider", "?"))
+        op = args.get("op_name", "?")
+        macs = node_macs(op, _shapes(args.get("input_type_shape")), _shapes(args.get("output_type_shape")))
+        info[node] = (op, args.get("provider", "?"), macs)
     grand = sum(total.values()) or 1.0
-    rows = [NodeTime(node, *info[node], ms / runs, ms / grand) for node, ms in total.items()]
+    rows = []
+    for node, ms in total.items():
+        op, provider, macs = info[node]
+        per_run = ms / runs
+        gflop_s = 2 * macs / (per_run * 1e6) if macs and per_run > 0 else None
+        rows.append(NodeTime(node, op, provider, per_run, ms / grand, macs, gflop_s))
     return sorted(rows, key=lambda r: -r.ms)
 
 
@@ -107,20 +151,3 @@ def profile_nodes(
         total_ms=sum(r.ms for r in rows),
         results=tuple(rows),
     )
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", type=click.Path())
-@provider_option(default="cpu", help="cpu, cuda or tensorrt")
-@click.option("--batch-size", type=int, default=1, show_default=True)
-@click.option("--runs", type=int, default=20, show_default=True)
-@click.option("--warmup", type=int, default=5, show_default=True)
-@format_option("table", "json", "csv")
-@one_line_errors
-def main(model: str, fmt: str, **options: Any) -> None:
-    """Per-node kernel time of MODEL from onnxruntime's profiler, slowest first."""
-    click.echo(profile_nodes(model, **options).render(fmt))
-
-
-if __name__ == "__main__":
-    main()
