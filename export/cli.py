@@ -9,6 +9,7 @@ from nin_edge.models import list_models
 from nin_edge.runtime.cli.common import CommaList, choice, format_option, input_size_option, one_line_errors
 from nin_edge.runtime.core.choices import Precision
 
+from .inspect import inspect_path
 from .pipeline import ExportConfig, run_export
 from .precision import CalibrationMethod, Int8Target, ReduceRange
 from .steps import MAX_OPSET, MIN_OPSET
@@ -135,3 +136,13 @@ def main(fmt: str, **options: Any) -> None:
     triton["preferred_batch_sizes"] = triton["preferred_batch_sizes"] or ()
     summary = run_export(ExportConfig(**options, triton=TritonOptions(**triton)))
     click.echo(summary.render(fmt))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("path", type=click.Path())
+@click.option("--layers/--no-layers", default=True, show_default=True, help="Show the per-layer table.")
+@format_option("table", "json", "csv")
+@one_line_errors
+def inspect_main(path: str, fmt: str, layers: bool) -> None:
+    """What the ONNX model (or the bundle folder) at PATH is: contract, metadata, ops, size, MACs, providers."""
+    click.echo(inspect_path(path, layers=layers).render(fmt))

@@ -130,3 +130,15 @@ def foreign_model(path, shape=("N", 1, 8, 8), classes=3):
     graph = helper.make_graph(nodes, "foreign", [x], [y], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
+
+
+def flip_weights(src, dst):
+    """Copy ``src`` with 4 KB of one weight tensor's bytes inverted (the file still parses)."""
+    data = bytearray(src.read_bytes())
+    weights = max((i.raw_data for i in onnx.load(str(src)).graph.initializer), key=len)
+    start = data.find(weights)
+    assert start > 0
+    n = min(4096, len(weights))
+    data[start : start + n] = bytes(b ^ 0xFF for b in data[start : start + n])
+    dst.write_bytes(bytes(data))
+    return dst

@@ -25,7 +25,7 @@ from nin_edge.runtime.core.errors import ConfigError, InputError, ModelFileError
 from nin_edge.runtime.core.files import atomic_output, check_writable, remove_stale_temporaries
 from nin_edge.runtime.preprocess import read_image
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, flip_weights, run_cli
 
 EXPORT = ["--random-init", "--input-size", 70, "--check-batch-sizes", 1]
 
@@ -146,18 +146,6 @@ def test_a_damaged_optimized_cache_entry_is_rebuilt_with_a_warning(tiny_nin_path
 # -- 4. a digest of the graph is recorded at export and checked on load ---------------------------
 
 
-def _flip_weights(src, dst):
-    """Copy ``src`` with 4 KB of one weight tensor's bytes inverted (the file still parses)."""
-    data = bytearray(src.read_bytes())
-    weights = max((i.raw_data for i in onnx.load(str(src)).graph.initializer), key=len)
-    start = data.find(weights)
-    assert start > 0
-    n = min(4096, len(weights))
-    data[start : start + n] = bytes(b ^ 0xFF for b in data[start : start + n])
-    dst.write_bytes(bytes(data))
-    return dst
-
-
 def test_export_records_the_digest_of_the_graph_it_wrote(tmp_path):
     out = tmp_path / "n.onnx"
     assert run_cli(export_cli, [*EXPORT, "--output", out]).exit_code == 0
@@ -167,7 +155,7 @@ def test_export_records_the_digest_of_the_graph_it_wrote(tmp_path):
 
 
 def test_damaged_weights_are_refused_unless_verification_is_off(tiny_nin_path, tmp_path):
-    damaged = _flip_weights(tiny_nin_path, tmp_path / "damaged.onnx")
+    damaged = flip_weights(tiny_nin_path, tmp_path / "damaged.onnx")
     with pytest.raises(ModelFileError, match="its graph and weights do not match the digest recorded at export"):
         Classifier(damaged, "cpu")
     loose = Classifier(damaged, "cpu", verify_weights=False)  # the user's explicit choice
@@ -190,7 +178,7 @@ def test_weights_check_modes_are_said_in_describe(tiny_nin_path, tmp_path, monke
     assert Classifier(tiny_nin_path, "cpu", verify_weights=False).weights_check == "off (verify_weights=False)"
     # "auto" leaves large files alone (measured: VGG-11's 515 MB would add 0.9 s to a 2.8 s load) and says so
     monkeypatch.setattr("nin_edge.runtime.classifier.AUTO_VERIFY_BYTES", 1000)
-    damaged = _flip_weights(tiny_nin_path, tmp_path / "damaged.onnx")
+    damaged = flip_weights(tiny_nin_path, tmp_path / "damaged.onnx")
     skipped = Classifier(damaged, "cpu")
     assert skipped.weights_check.startswith("skipped: 0 MB is over the 0 MB that verify_weights='auto' checks")
     assert "weights check  skipped" in skipped.describe().to_table()

@@ -1,0 +1,221 @@
+"""``nin-inspect``: what an ONNX model (or a deploy bundle) is, like ``polygraphy inspect model``.
+
+Inputs and outputs, metadata, opset, the op histogram, parameters and MACs per layer and in total
+(shapes inferred at batch 1), file size and sha256, the weight-digest check, and how many nodes each
+execution provider of this machine takes (from one profiled run on that provider).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+from nin_edge.runtime.core.digest import graph_digest
+from nin_edge.runtime.core.errors import ModelFileError, NinEdgeError
+from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from nin_edge.runtime.profiling import node_macs, profile_nodes
+from nin_edge.runtime.providers import ALIASES
+
+#: Providers that run no nodes themselves (Azure forwards requests to a cloud endpoint).
+_NOT_DEVICES = {"AzureExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One node of the graph: its output shape at batch 1, the weights it holds and its MACs."""
+
+    node: str
+    op: str
+    output_shape: str
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class ModelInspection(Report):
+    """Everything ``nin-inspect`` says about one ONNX file."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+    opset: int
+    producer: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    metadata: dict[str, str]
+    ops: dict[str, int]
+    params: int
+    macs: int
+    weights_check: str
+    placement: dict[str, str]
+    layers: tuple[Layer, ...] = field(default=())
+
+    def rows(self) -> list[dict]:
+        return [dict(layer.__dict__) for layer in self.layers]
+
+    def to_table(self) -> str:
+        shown_meta = {k: (v if len(v) <= 90 else v[:87] + "...") for k, v in self.metadata.items()}
+        head = format_pairs(
+            [
+                ("file", self.path),
+                ("size", f"{self.size_bytes:,} bytes"),
+                ("sha256", self.sha256),
+                ("opset", self.opset),
+                ("producer", self.producer),
+                ("inputs", "; ".join(self.inputs)),
+                ("outputs", "; ".join(self.outputs)),
+                ("parameters", f"{self.params:,}"),
+                ("MACs per image", f"{self.macs:,}"),
+                ("weights", self.weights_check),
+                ("ops", ", ".join(f"{op} x{n}" for op, n in sorted(self.ops.items(), key=lambda kv: -kv[1]))),
+                *((f"provider {p}", v) for p, v in self.placement.items()),
+                *((f"metadata {k}", v) for k, v in shown_meta.items()),
+            ]
+        )
+        return head + ("\n\n" + format_table(self.rows()) if self.layers else "")
+
+
+@dataclass(frozen=True)
+class FolderInspection(Report):
+    """A folder of models (a deploy bundle): its files and each model's inspection."""
+
+    path: str
+    files: dict[str, int]
+    models: tuple[ModelInspection, ...]
+
+    def rows(self) -> list[dict]:
+        return [{"file": name, "size_bytes": size} for name, size in self.files.items()]
+
+    def to_table(self) -> str:
+        parts = [format_table(self.rows())] + [m.to_table() for m in self.models]
+        return "\n\n".join(parts)
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[Any, ...]:
+    return tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
+
+
+def _describe(value: onnx.ValueInfoProto) -> str:
+    elem = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    return f"{value.name}: {elem} ({', '.join(str(d) for d in _dims(value))})"
+
+
+def layer_table(model: onnx.ModelProto) -> tuple[Layer, ...]:
+    """Each node's output shape, parameters and MACs, shapes inferred with every symbolic axis at 1."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        for d in value.type.tensor_type.shape.dim:
+            if d.dim_param or not d.dim_value:
+                d.dim_value = 1  # setting the value clears the symbolic name
+    inferred = onnx.shape_inference.infer_shapes(fixed)
+    g = inferred.graph
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in (*g.input, *g.value_info, *g.output):
+        dims = _dims(value)
+        if all(isinstance(d, int) and d > 0 for d in dims):
+            shapes[value.name] = tuple(int(d) for d in dims)
+    sizes = {t.name: math.prod(t.dims) for t in g.initializer}
+    shapes.update({t.name: tuple(t.dims) for t in g.initializer})
+    layers = []
+    for node in g.node:
+        ins = [shapes.get(name, ()) for name in node.input]
+        outs = [shapes.get(name, ()) for name in node.output]
+        layers.append(
+            Layer(
+                node=node.name or node.output[0],
+                op=node.op_type,
+                output_shape="x".join(map(str, outs[0])) if outs and outs[0] else "?",
+                params=sum(sizes.get(name, 0) for name in node.input),
+                macs=node_macs(node.op_type, ins, outs) or 0,
+            )
+        )
+    return tuple(layers)
+
+
+def _weights_check(data: bytes, metadata: dict[str, str], path: Path) -> str:
+    recorded = metadata.get("graph_sha256")
+    if not recorded:
+        return "no digest recorded (not written by nin-export)"
+    actual = graph_digest(data, str(path))
+    return "digest matches" if actual == recorded else f"DIGEST MISMATCH: recorded {recorded[:12]}, file {actual[:12]}"
+
+
+def _placement(path: Path, providers: list[str]) -> dict[str, str]:
+    result = {}
+    for provider in providers:
+        alias = next((a for a, full in ALIASES.items() if full == provider), None)
+        if alias is None:
+            result[provider] = "not measured (nin-edge does not plan sessions on it)"
+            continue
+        try:
+            counts = profile_nodes(str(path), provider=alias, batch_size=1, runs=1, warmup=0).placement()
+        except Exception as exc:  # noqa: BLE001  onnxruntime raises its own types; the report says why
+            if (
+                not isinstance(exc, (NinEdgeError, RuntimeError))
+                and type(exc).__module__.split(".")[0] != "onnxruntime"
+            ):
+                raise
+            result[provider] = f"cannot run the model: {str(exc).splitlines()[0][:200]}"
+            continue
+        total = sum(counts.values())
+        taken = counts.get(provider, 0)
+        result[provider] = (
+            f"takes all {total} nodes"
+            if taken == total
+            else f"takes {taken} of {total} nodes; "
+            + ", ".join(f"{p} runs {n}" for p, n in counts.items() if p != provider)
+        )
+    return result
+
+
+def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str] | None = None) -> ModelInspection:
+    """Inspect one ONNX file; ``providers`` defaults to this machine's execution providers."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file '{path}' does not exist")
+    data = path.read_bytes()
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelFileError(f"'{path}' is not a readable ONNX model: {str(exc).splitlines()[0][:200]}") from None
+    g = model.graph
+    init = {t.name for t in g.initializer}
+    metadata = {p.key: p.value for p in model.metadata_props}
+    table = layer_table(model)
+    if providers is None:
+        providers = [p for p in ort.get_available_providers() if p not in _NOT_DEVICES]
+    return ModelInspection(
+        path=str(path),
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        inputs=tuple(_describe(v) for v in g.input if v.name not in init),
+        outputs=tuple(_describe(v) for v in g.output),
+        metadata=metadata,
+        ops=dict(Counter(n.op_type for n in g.node)),
+        params=sum(math.prod(t.dims) for t in g.initializer),
+        macs=sum(layer.macs for layer in table),
+        weights_check=_weights_check(data, metadata, path),
+        placement=_placement(path, providers),
+        layers=table if layers else (),
+    )
+
+
+def inspect_path(path: str | Path, *, layers: bool = True) -> ModelInspection | FolderInspection:
+    """Inspect an ONNX file, or every ``.onnx`` file of a folder (a deploy bundle) and list its files."""
+    path = Path(path)
+    if path.is_dir():
+        files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+        models = tuple(inspect_model(path / n, layers=layers) for n in files if n.endswith(".onnx"))
+        if not models:
+            raise ModelFileError(f"folder '{path}' holds no .onnx model")
+        return FolderInspection(path=str(path), files=files, models=models)
+    return inspect_model(path, layers=layers)
