@@ -121,7 +121,7 @@ def layer_table(model: onnx.ModelProto) -> tuple[Layer, ...]:
         dims = _dims(value)
         if all(isinstance(d, int) and d > 0 for d in dims):
             shapes[value.name] = tuple(int(d) for d in dims)
-    sizes = {t.name: math.prod(t.dims) for t in g.initializer}
+    sizes = {t.name: math.prod(t.dims) for t in g.initializer if t.data_type != onnx.TensorProto.INT64}
     shapes.update({t.name: tuple(t.dims) for t in g.initializer})
     layers = []
     for node in g.node:
@@ -201,7 +201,8 @@ def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str]
         outputs=tuple(_describe(v) for v in g.output),
         metadata=metadata,
         ops=dict(Counter(n.op_type for n in g.node)),
-        params=sum(math.prod(t.dims) for t in g.initializer),
+        # int64 initializers are shapes and indices (a Reshape's target), not weights.
+        params=sum(math.prod(t.dims) for t in g.initializer if t.data_type != onnx.TensorProto.INT64),
         macs=sum(layer.macs for layer in table),
         weights_check=_weights_check(data, metadata, path),
         placement=_placement(path, providers),

@@ -38,6 +38,7 @@ from .steps import (
     check_opset,
     check_parity,
     export_onnx,
+    flatten_to_reshape,
     serialize_checked,
     simplify,
     with_metadata,
@@ -400,6 +401,7 @@ def run_export(config: ExportConfig) -> ExportSummary:
     if config.simplify:
         simplified = simplify(model=proto)
         proto, nodes_final = simplified.proto, simplified.nodes_after
+    proto = flatten_to_reshape(model=proto).proto
     proto = with_metadata(model=proto, metadata=metadata)
     graph = check_graph(model=proto, opset=config.opset, simplified=config.simplify)
     data = serialize_checked(model=proto)

@@ -56,7 +56,7 @@ def test_exported_graph_invariants(nin_onnx):
     assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     ops = {n.op_type for n in model.graph.node}
     assert not ops & {"Dropout", "Identity"}
-    assert summary["ops"] == {"Conv": 12, "Relu": 12, "MaxPool": 3, "GlobalAveragePool": 1, "Flatten": 1}
+    assert summary["ops"] == {"Conv": 12, "Relu": 12, "MaxPool": 3, "GlobalAveragePool": 1, "Reshape": 1}
     onnx.checker.check_model(str(path), full_check=True)
     assert not path.with_suffix(".onnx.data").exists()
 
@@ -283,3 +283,21 @@ def test_fp32_export_passes_the_model_in_memory_and_writes_once(tmp_path, monkey
     summary = run_export(ExportConfig(output=str(out), input_size=70, random_init=True, check_batch_sizes=(1,)))
     assert calls == []  # no step reads the model back from disk or saves it in between
     assert out.stat().st_size == summary.file_bytes and onnx.load(str(out)).graph.node
+
+
+def test_flatten_becomes_reshape_with_the_same_outputs(tmp_path):
+    from nin_edge.export.steps import flatten_to_reshape
+
+    from tests.conftest import foreign_model
+
+    source = onnx.load(str(foreign_model(tmp_path / "f.onnx")))
+    result = flatten_to_reshape(model=source)
+    assert result.replaced == 1
+    assert [n.op_type for n in result.proto.graph.node] == [
+        "Reshape" if n.op_type == "Flatten" else n.op_type for n in source.graph.node
+    ]
+    x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    before = ort.InferenceSession(source.SerializeToString()).run(None, {"pixels": x})[0]
+    after = ort.InferenceSession(result.proto.SerializeToString()).run(None, {"pixels": x})[0]
+    np.testing.assert_array_equal(before, after)
+    assert [n.op_type for n in source.graph.node].count("Flatten") == 1  # the input proto is untouched
