@@ -8,7 +8,9 @@ import click
 from nin_edge.models import list_models
 from nin_edge.runtime.cli.common import CommaList, choice, format_option, input_size_option, one_line_errors
 from nin_edge.runtime.core.choices import Precision
+from nin_edge.runtime.core.errors import ConfigError
 
+from .bundle import write_bundle
 from .inspect import inspect_path
 from .pipeline import ExportConfig, run_export
 from .precision import CalibrationMethod, Int8Target, ReduceRange
@@ -118,9 +120,23 @@ _TRITON = TritonOptions()
 @click.option("--instance-kind", type=choice(InstanceKind), default=_TRITON.instance_kind, show_default=True)
 @click.option("--tensorrt", is_flag=True, help="Triton: run through the TensorRT accelerator (GPU instances).")
 @click.option("--tensorrt-fp16", is_flag=True, help="Triton: let TensorRT use FP16.")
+@click.option(
+    "--bundle",
+    type=click.Path(),
+    default=None,
+    help="Write a deploy bundle folder instead of one file: models in ONNX and ORT format, a fixed-batch "
+    "mobile variant, MODEL_CARD.md and manifest.json.",
+)
+@click.option(
+    "--bundle-precisions",
+    type=CommaList(str),
+    default="fp32",
+    show_default=True,
+    help="Precisions in the bundle (fp32 always; int8 needs --calibration-data).",
+)
 @format_option("table", "json")
 @one_line_errors
-def main(fmt: str, **options: Any) -> None:
+def main(fmt: str, bundle: str | None, bundle_precisions: tuple[str, ...], **options: Any) -> None:
     """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
     triton_fields = (
         "name",
@@ -134,8 +150,16 @@ def main(fmt: str, **options: Any) -> None:
     )
     triton = {k: options.pop(k) for k in triton_fields}
     triton["preferred_batch_sizes"] = triton["preferred_batch_sizes"] or ()
-    summary = run_export(ExportConfig(**options, triton=TritonOptions(**triton)))
-    click.echo(summary.render(fmt))
+    config = ExportConfig(**options, triton=TritonOptions(**triton))
+    if bundle is None:
+        click.echo(run_export(config).render(fmt))
+        return
+    for flag, given in (("--output", config.output), ("--triton-repo", config.triton_repo)):
+        if given:
+            raise ConfigError(f"{flag} and --bundle exclude each other: the bundle names its own files")
+    if config.precision != "fp32":
+        raise ConfigError("with --bundle, give the precisions with --bundle-precisions, not --precision")
+    click.echo(write_bundle(config=config, folder=bundle, precisions=tuple(bundle_precisions)).render(fmt))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

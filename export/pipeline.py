@@ -268,7 +268,7 @@ class PrecisionReport(Report):
         return format_pairs(pairs)
 
 
-def _median_ms(clf, x: np.ndarray, runs: int = 15) -> float:
+def median_ms(clf, x: np.ndarray, runs: int = 15) -> float:
     """Median latency of ``clf.logits(x)`` after two warm-up calls (a quick figure, not a benchmark)."""
     return summarize(measure(lambda: clf.logits(x), warmup=2, min_runs=runs, max_runs=runs)).p50_ms
 
@@ -287,8 +287,8 @@ def compare_precision(
     latency: dict[str, dict[str, float]] = {"fp32": {}, precision: {}}
     for batch in (1, 8):
         x = images.images[:batch] if len(images.images) >= batch else np.repeat(images.images[:1], batch, axis=0)
-        latency["fp32"][str(batch)] = _median_ms(fp32_clf, x)
-        latency[precision][str(batch)] = _median_ms(reduced_clf, x)
+        latency["fp32"][str(batch)] = median_ms(fp32_clf, x)
+        latency[precision][str(batch)] = median_ms(reduced_clf, x)
     return PrecisionReport(
         precision=precision,
         calibration=calibration,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .bundle import resolve_model
 from .core.digest import graph_digest
 from .core.errors import ConfigError, InputError, ModelFileError
 from .core.metadata import ModelMetadata, Preprocessing
@@ -123,7 +124,7 @@ class Classifier:
         provider = provider if isinstance(provider, str) else tuple(provider)
         self.config = RuntimeConfig(provider=provider, **options)  # type: ignore[arg-type]
         self.config.validate()
-        self._source = ModelSource(model)
+        self._source = ModelSource(resolve_model(model, self.config.precision))
         self.source = self._source.name
         loaded = load_session(self._source, self.config)
         self._session = loaded.session

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from .core.choices import Precision
 from .core.errors import ConfigError, ModelFileError, ProviderError
 from .core.files import atomic_output
 from .cuda import diagnose_cuda, preload_cuda_libraries
@@ -54,7 +55,8 @@ class RuntimeConfig:
     GPU providers compile nodes that cannot be saved), so the next cold start skips optimisation.
     ``verify_weights`` checks the graph against the digest ``nin-export`` recorded in the file:
     ``"auto"`` for files up to :data:`AUTO_VERIFY_BYTES` (NiN: 8 ms; VGG-11's 515 MB would add
-    0.9 s to a 2.8 s load, measured), ``True`` always, ``False`` never.
+    0.9 s to a 2.8 s load, measured), ``True`` always, ``False`` never. ``precision`` picks the
+    model of a bundle folder (``fp32``, ``int8``, ``fp16``; default ``fp32``).
     """
 
     provider: str | tuple[ProviderSpec, ...] = "auto"
@@ -70,6 +72,7 @@ class RuntimeConfig:
     fp16: bool = False
     engine_cache_dir: str | None = None
     verify_weights: bool | str = "auto"
+    precision: str | None = None
 
     def validate(self) -> None:
         """Refuse bad values before a session is built."""
@@ -82,6 +85,8 @@ class RuntimeConfig:
                 f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}, got {self.graph_optimization!r}"
             )
         validate_gpu_options(self.gpu)
+        if self.precision is not None:
+            Precision.check(self.precision, "precision")
         if self.verify_weights not in (True, False, "auto"):
             raise ConfigError(f"verify_weights must be True, False or 'auto', got {self.verify_weights!r}")
 

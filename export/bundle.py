@@ -1,0 +1,447 @@
+"""``nin-export --bundle DIR``: one folder a deployment team can take as is.
+
+The folder holds the verified FP32 model and the requested INT8/FP16 variants, each also in
+onnxruntime's ORT format (for ORT Mobile and reduced-operator builds, with the
+``required_operators.config`` such a build needs), a fixed-batch mobile variant for NNAPI and
+CoreML, ``MODEL_CARD.md`` for people and ``manifest.json`` for programs (the same facts, with the
+sha256 of every file). It is built in a temporary folder beside ``DIR`` and renamed into place
+only when everything passed, so a partly written bundle never replaces a complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from nin_edge.models import model_card
+from nin_edge.models.registry import WEIGHTS_DIR
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256, open_bundle, read_manifest
+from nin_edge.runtime.core.choices import Precision
+from nin_edge.runtime.core.digest import graph_digest
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.core.metadata import toolkit_version
+from nin_edge.runtime.core.report import Report, format_pairs, format_table
+
+from .pipeline import ExportConfig, ExportSummary, median_ms, run_export
+from .precision import load_images
+
+FILE_OF = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+MOBILE = "model.mobile.onnx"
+CARD = "MODEL_CARD.md"
+REQUIRED_OPERATORS = "required_operators.config"
+LATENCY_BATCHES = (1, 8)
+#: Largest logit difference allowed between an ORT-format model and the ONNX model it came from.
+ORT_ATOL = 1e-4
+LICENCE = "nin-edge and its shipped weights: MIT. Fashion-MNIST (training and test data): MIT, Zalando Research."
+
+
+@dataclass(frozen=True)
+class BundleSummary(Report):
+    """What went into the bundle and what was measured on the way."""
+
+    folder: str
+    files: dict[str, int]
+    precisions: tuple[str, ...]
+    accuracy: dict[str, float | None]
+    latency_ms: dict[str, dict[str, dict[str, float]]]
+    ort_max_abs_err: dict[str, float]
+    mobile_usability: tuple[str, ...]
+    seconds: float
+
+    def rows(self) -> list[dict]:
+        return [{"file": name, "bytes": size} for name, size in self.files.items()]
+
+    def to_table(self) -> str:
+        pairs: list[tuple[str, object]] = [("bundle", self.folder), ("time", f"{self.seconds:.1f} s")]
+        for p in self.precisions:
+            acc = self.accuracy.get(p)
+            lat = "; ".join(
+                f"{prov} " + ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in by_batch.items())
+                for prov, by_batch in self.latency_ms[p].items()
+            )
+            pairs.append((p, (f"accuracy {acc:.4f}; " if acc is not None else "") + lat))
+        pairs += [(f"{name} vs ONNX", f"max abs logit diff {err:.2g}") for name, err in self.ort_max_abs_err.items()]
+        return format_pairs(pairs) + "\n\n" + format_table(self.rows()) + "\n\n" + "\n".join(self.mobile_usability)
+
+
+def _check_target(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"bundle '{folder}' exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
+        raise ConfigError(
+            f"bundle folder '{folder}' exists, is not empty and holds no {MANIFEST}: not replacing it; "
+            "remove it or choose another folder"
+        )
+    if folder.is_dir() and (folder / MANIFEST).is_file():
+        read_manifest(folder)  # a newer format is refused rather than overwritten by an older nin-edge
+    if not folder.resolve().parent.is_dir():
+        raise ConfigError(f"bundle's parent folder '{folder.resolve().parent}' does not exist")
+
+
+def _quiet() -> contextlib.ExitStack:
+    """Keep onnxruntime's tools (which print and log at INFO) off our stdout."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    for name in ("ort_format_model.utils", "", "check_usability"):
+        logger = logging.getLogger(name)
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        stack.callback(logger.setLevel, level)
+    return stack
+
+
+def _fixed_batch(src: Path, dst: Path) -> None:
+    """The model with its batch axis fixed at 1 (NNAPI and CoreML take only fixed shapes)."""
+    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+
+    model = onnx.load(str(src))
+    make_dim_param_fixed(model.graph, "batch", 1)
+    fix_output_shapes(model)
+    props = {p.key: p for p in model.metadata_props}
+    # The digest covers the graph, which now has other shapes; metadata lies outside it.
+    props["graph_sha256"].value = graph_digest(model.SerializeToString(), str(dst))
+    dst.write_bytes(model.SerializeToString())
+
+
+def _to_ort(folder: Path, names: list[str]) -> dict[str, float]:
+    """Convert ``names`` to ORT format beside them and check each against its ONNX model."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    staging = folder / "onnx-staging"
+    staging.mkdir()
+    for name in names:
+        os.link(folder / name, staging / name)
+    with _quiet():
+        convert_onnx_models_to_ort(staging, output_dir=folder, optimization_styles=[OptimizationStyle.Fixed])
+    shutil.rmtree(staging)
+    config = folder / REQUIRED_OPERATORS
+    # The tool names the temporary paths it read; the bundle names its own files instead.
+    ops = [line for line in config.read_text().splitlines() if not line.startswith("#")]
+    sources = ", ".join(n.replace(".onnx", ".ort") for n in names)
+    config.write_text(f"# Operators of {sources} (for an onnxruntime reduced-operator build)\n" + "\n".join(ops) + "\n")
+    errors = {}
+    rng = np.random.default_rng(0)
+    for name in names:
+        ort_name = name.replace(".onnx", ".ort")
+        a = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+        b = ort.InferenceSession(str(folder / ort_name), providers=["CPUExecutionProvider"])
+        inp = a.get_inputs()[0]
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) else 3
+        x = rng.random((batch, *inp.shape[1:]), dtype=np.float32)
+        err = float(np.abs(a.run(None, {inp.name: x})[0] - b.run(None, {inp.name: x})[0]).max())
+        if err > ORT_ATOL:
+            raise CheckFailedError(f"'{ort_name}' differs from '{name}' by {err:.3g} in the logits (> {ORT_ATOL:g})")
+        errors[ort_name] = err
+    return errors
+
+
+def _usability(path: Path) -> list[str]:
+    """The verdict lines of onnxruntime's mobile usability checker for one model."""
+    from onnxruntime.tools.mobile_helpers.usability_checker import analyze_model
+
+    stream = io.StringIO()
+    logger = logging.getLogger(f"nin-edge.usability.{path.name}")
+    logger.propagate = False
+    logger.addHandler(logging.StreamHandler(stream))
+    logger.setLevel(logging.INFO)
+    with _quiet():
+        analyze_model(path, skip_optimize=False, logger=logger)
+    keep = ("partitions with a total of", "should perform well", "should work well", "cannot run any nodes")
+    return [f"{path.name}: {line.strip()}" for line in stream.getvalue().splitlines() if any(k in line for k in keep)]
+
+
+def _latency(path: Path) -> dict[str, dict[str, float]]:
+    """p50 ms at each of :data:`LATENCY_BATCHES` on every execution provider of this machine that runs it."""
+    result: dict[str, dict[str, float]] = {}
+    for provider in ("cpu", "cuda", "tensorrt"):
+        try:
+            clf = Classifier(path, provider)
+        except Exception:  # noqa: BLE001  a provider this machine lacks is simply not measured
+            continue
+        x = np.random.default_rng(0).random((max(LATENCY_BATCHES), *clf.input_shape), dtype=np.float32)
+        result[clf.providers[0]] = {str(b): median_ms(clf, x[:b], runs=20) for b in LATENCY_BATCHES}
+    return result
+
+
+def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
+    card = model_card(config.model)
+    if summary.weights.startswith("pretrained") and card.weights_file:
+        record = WEIGHTS_DIR / Path(card.weights_file).with_suffix(".json").name
+        if record.is_file():
+            data = json.loads(record.read_text())
+            keys = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "image_size", "seed")
+            stages = [
+                {
+                    "name": st.get("name"),
+                    "recipe": {k: st.get("recipe", {}).get(k) for k in keys},
+                    "final_test_acc": (st.get("history") or [{}])[-1].get("test_acc"),
+                }
+                for st in data.get("stages", [])
+            ]
+            return {"data": data.get("data", "Fashion-MNIST"), "stages": stages, "command": "nin-train"}
+    if summary.weights.startswith("random-init"):
+        return {"data": None, "note": "untrained (random initialisation): for tests and speed measurements only"}
+    return {"data": None, "note": "weights given by the exporter; their training was not recorded"}
+
+
+def write_bundle(*, config: ExportConfig, folder: str | os.PathLike, precisions: tuple[str, ...]) -> BundleSummary:
+    """Export ``config``'s model at each of ``precisions`` (FP32 always) into the bundle ``folder``."""
+    start = time.perf_counter()
+    target = Path(folder)
+    wanted = ("fp32", *(p for p in precisions if p != "fp32"))
+    for p in wanted:
+        Precision.check(p, "bundle precision")
+    for p in wanted:
+        replace(config, precision=p, output=None, triton_repo=None).validate()
+    _check_target(target)
+    tmp = target.resolve().parent / f".{target.name}.nin-edge-{os.getpid()}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        summaries = {
+            p: run_export(replace(config, precision=p, output=str(tmp / FILE_OF[p]), triton_repo=None)) for p in wanted
+        }
+        _fixed_batch(tmp / FILE_OF["fp32"], tmp / MOBILE)
+        onnx_names = [FILE_OF[p] for p in wanted] + [MOBILE]
+        ort_errors = _to_ort(tmp, onnx_names)
+        usability = _usability(tmp / FILE_OF["fp32"]) + _usability(tmp / MOBILE)
+        accuracy = _accuracy(config, {p: tmp / FILE_OF[p] for p in wanted})
+        latency = {p: _latency(tmp / FILE_OF[p]) for p in wanted}
+        fp32 = summaries["fp32"]
+        manifest = _manifest(config, fp32, wanted, accuracy, latency, usability, ort_errors)
+        (tmp / CARD).write_text(model_card_text(manifest))
+        manifest["files"] = {
+            p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        open_bundle(tmp)  # the reader accepts what was written
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = {name: entry["bytes"] for name, entry in manifest["files"].items()}
+    return BundleSummary(
+        folder=str(target),
+        files=files,
+        precisions=wanted,
+        accuracy=accuracy,
+        latency_ms=latency,
+        ort_max_abs_err=ort_errors,
+        mobile_usability=tuple(usability),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace ``target`` by the finished ``tmp`` folder; the old bundle goes only after the rename."""
+    if not target.exists():
+        tmp.rename(target)
+        return
+    old = tmp.with_name(tmp.name + ".old")
+    target.rename(old)
+    try:
+        tmp.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old)
+
+
+def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float | None]:
+    if not config.eval_data:
+        return {p: None for p in paths}
+    cfg = config.resolved()
+    images = load_images(
+        config.eval_data, size=cfg.size, channels=cfg.in_channels, limit=config.eval_size, split="test", seed=cfg.seed
+    )
+    if images.labels is None:
+        return {p: None for p in paths}
+    result: dict[str, float | None] = {}
+    for p, path in paths.items():
+        logits = Classifier(path, "cpu", max_batch=256).logits(images.images)
+        result[p] = float(np.mean(logits.argmax(1) == images.labels))
+    return result
+
+
+def _manifest(
+    config: ExportConfig,
+    fp32: ExportSummary,
+    precisions: tuple[str, ...],
+    accuracy: dict[str, float | None],
+    latency: dict[str, dict[str, dict[str, float]]],
+    usability: list[str],
+    ort_errors: dict[str, float],
+) -> dict[str, Any]:
+    card = model_card(config.model)
+    size, channels = fp32.input_size, fp32.in_channels
+    eval_note = None
+    if config.eval_data:
+        eval_note = f"the first {config.eval_size} images of the test split of {config.eval_data}"
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": config.model,
+        "summary": card.summary,
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "toolkit_version": toolkit_version(),
+        "onnxruntime_version": ort.__version__,
+        "machine": _machine(),
+        "source": {"weights": fp32.weights, "params": fp32.params, "macs_per_image": fp32.macs},
+        "training": _training(config, fp32),
+        "opset": fp32.opset,
+        "contract": {
+            "input": {"name": "input", "dtype": "float32", "shape": ["batch", channels, size, size], "layout": "NCHW"},
+            "output": {"name": "logits", "dtype": "float32", "shape": ["batch", len(fp32.labels)]},
+            "mobile_input_shape": [1, channels, size, size],
+        },
+        "preprocessing": {
+            "color": card.preprocessing.color,
+            "resize": f"{card.preprocessing.resize} to {size}x{size} (half-pixel centres)",
+            "scale": card.preprocessing.scale,
+            "mean": list(card.preprocessing.mean),
+            "std": list(card.preprocessing.std),
+            "formula": "x = (pixel * scale - mean) / std, per channel",
+        },
+        "labels": list(fp32.labels),
+        "models": {
+            p: {
+                "onnx": FILE_OF[p],
+                "ort": FILE_OF[p].replace(".onnx", ".ort"),
+                "accuracy": accuracy[p],
+                "latency_ms": latency[p],
+            }
+            for p in precisions
+        },
+        "mobile": {"onnx": MOBILE, "ort": MOBILE.replace(".onnx", ".ort"), "batch": 1},
+        "required_operators": REQUIRED_OPERATORS,
+        "evaluation": eval_note,
+        "ort_format_max_abs_err": ort_errors,
+        "mobile_usability": usability,
+        "licence": LICENCE,
+    }
+
+
+def _machine() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
+
+
+def model_card_text(m: dict[str, Any]) -> str:
+    """``MODEL_CARD.md``: the manifest's facts for people, with how to load the model in each language."""
+    inp, out = m["contract"]["input"], m["contract"]["output"]
+    pre = m["preprocessing"]
+    c, s = inp["shape"][1], inp["shape"][2]
+    rows = []
+    for p, entry in m["models"].items():
+        acc = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.4f}"
+        lat = "; ".join(
+            f"{prov.replace('ExecutionProvider', '')} " + ", ".join(f"b{b} {ms:.2f} ms" for b, ms in by.items())
+            for prov, by in entry["latency_ms"].items()
+        )
+        rows.append(f"| {p} | `{entry['onnx']}`, `{entry['ort']}` | {acc} | {lat} |")
+    training = m["training"]
+    if "stages" in training:
+        train_lines = [f"Data: {training['data']}. Trained with `{training['command']}`:"] + [
+            f"- {st['name']}: "
+            + ", ".join(f"{k} {v}" for k, v in st["recipe"].items() if v is not None)
+            + (f"; test accuracy at the end {st['final_test_acc']:.4f}" if st["final_test_acc"] is not None else "")
+            for st in training["stages"]
+        ]
+    else:
+        train_lines = [training["note"]]
+    labels = ", ".join(f"{i} {name}" for i, name in enumerate(m["labels"]))
+    return f"""# {m["model"]}: model card
+
+{m["summary"]}. Exported by nin-edge {m["toolkit_version"]} on {m["created"]}
+(onnxruntime {m["onnxruntime_version"]}). Weights: {m["source"]["weights"]}.
+{m["source"]["params"]:,} parameters, {m["source"]["macs_per_image"]:,} MACs per image.
+
+## Training
+
+{chr(10).join(train_lines)}
+
+## Models in this bundle
+
+Accuracy: top-1 on {m["evaluation"] or "no evaluation data (export with --eval-data to measure it)"}.
+Latency: p50 on the exporting machine ({m["machine"]}), `Classifier.logits`, batch b.
+
+| precision | files | accuracy | latency |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+`{m["mobile"]["onnx"]}` / `{m["mobile"]["ort"]}`: the FP32 model with the batch fixed at 1, for NNAPI and
+CoreML, which take only fixed shapes. `{m["required_operators"]}` lists the operators of the ORT-format
+models, for an onnxruntime reduced-operator build. Every `.ort` file was loaded back and matched its
+ONNX model (largest logit difference {max(m["ort_format_max_abs_err"].values()):.2g}).
+
+## Input and output
+
+- Input `{inp["name"]}`: {inp["dtype"]}, shape ({", ".join(map(str, inp["shape"]))}), layout {inp["layout"]}.
+- Output `{out["name"]}`: {out["dtype"]}, shape ({", ".join(map(str, out["shape"]))}); softmax gives the
+  probabilities; index i is label i.
+- Labels: {labels}.
+- Preprocessing: convert to {pre["color"]}, resize {pre["resize"]}, then {pre["formula"]} with scale
+  {pre["scale"]:.10g}, mean {pre["mean"]}, std {pre["std"]} (for this model: pixel / 255), as float32.
+- opset {m["opset"]}.
+
+## Mobile usability (onnxruntime's checker)
+
+```
+{chr(10).join(m["mobile_usability"])}
+```
+
+## Loading it
+
+Python (nin-edge checks every file of the bundle against `manifest.json` first):
+
+```python
+from nin_edge.runtime import Classifier
+clf = Classifier("BUNDLE_DIR", precision="fp32")   # or "int8" / "fp16" where the bundle has them
+clf.classify(["shoe.png"], top_k=3)
+```
+
+C++ (onnxruntime's C++ API): create `Ort::Env`, `Ort::SessionOptions` and
+`Ort::Session session(env, "model.onnx", options)`; preprocess the image as above into a
+`std::vector<float>` of {c}x{s}x{s} values per image; wrap it with
+`Ort::Value::CreateTensor<float>(memory_info, data, size, shape, 4)` where shape is
+{{N, {c}, {s}, {s}}}; call `session.Run(Ort::RunOptions{{nullptr}}, {{"{inp["name"]}"}}, &tensor, 1,
+{{"{out["name"]}"}}, 1)` and read N x {len(m["labels"])} floats. C: the same sequence through `OrtApi`
+(`CreateEnv`, `CreateSessionOptions`, `CreateSession`, `CreateTensorWithDataAsOrtValue`, `Run`,
+`GetTensorMutableData`, and the matching `Release*` calls). An ORT Mobile or reduced-operator build
+loads `model.ort` (or `model.mobile.ort` for NNAPI/CoreML) the same way.
+
+Java / Kotlin (Android, `com.microsoft.onnxruntime:onnxruntime-android`):
+`OrtEnvironment env = OrtEnvironment.getEnvironment();`
+`OrtSession session = env.createSession(modelBytes, new OrtSession.SessionOptions());` with the bytes of
+`model.mobile.ort` (add NNAPI with `options.addNnapi()`); `OnnxTensor input = OnnxTensor.createTensor(env,
+FloatBuffer.wrap(pixels), new long[]{{1, {c}, {s}, {s}}});` then `session.run(Map.of("{inp["name"]}", input))`
+and read `float[1][{len(m["labels"])}]` from output `{out["name"]}`.
+
+## Licence
+
+{m["licence"]}
+
+## Files
+
+`manifest.json` lists every file of this folder with its size and sha256.
+"""
