@@ -91,3 +91,24 @@ def test_toolkit_commands_say_which_extra_they_need(tmp_path):
         1,
         "error: nin-export needs torch, which this installation lacks: pip install 'nin-edge[toolkit]'\n",
     )
+
+
+@needs_runtime_venv
+def test_the_runtime_alone_loads_a_verified_bundle(shipped_nin, tmp_path):
+    from nin_edge.export import ExportConfig
+    from nin_edge.export.bundle import write_bundle
+
+    assert RUNTIME_PYTHON is not None
+    write_bundle(config=ExportConfig(check_batch_sizes=(1,)), folder=tmp_path / "bundle", precisions=())
+    paths, _ = _real_test_images(tmp_path, 3)
+    infer = Path(RUNTIME_PYTHON).with_name("nin-infer")
+    run = [str(infer), str(tmp_path / "bundle"), *map(str, paths), "--provider", "cpu", "--format", "json"]
+    done = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from_bundle = [r["top"][0]["label"] for r in json.loads(done.stdout)["results"]]
+    direct = subprocess.run([*run[:1], str(shipped_nin), *run[2:]], capture_output=True, text=True, cwd=tmp_path)
+    assert from_bundle == [r["top"][0]["label"] for r in json.loads(direct.stdout)["results"]]
+    (tmp_path / "bundle" / "model.ort").write_bytes(b"changed")
+    refused = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 1 and "model.ort' does not match the sha256" in refused.stderr
+    assert "Traceback" not in refused.stderr
