@@ -416,7 +416,8 @@ Python (nin-edge checks every file of the bundle against `manifest.json` first):
 
 ```python
 from nin_edge.runtime import Classifier
-clf = Classifier("BUNDLE_DIR", precision="fp32")   # or "int8" / "fp16" where the bundle has them
+
+clf = Classifier("BUNDLE_DIR", precision="fp32")  # or "int8" / "fp16" where the bundle has them
 clf.classify(["shoe.png"], top_k=3)
 ```
 
