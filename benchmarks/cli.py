@@ -29,7 +29,7 @@ _B = BenchConfig()
 @click.option(
     "--models", type=CommaList(str), default=",".join(_B.models), show_default=True, help="Registered models."
 )
-@provider_option(default="cpu", multiple=True, help="cpu, cuda or tensorrt")
+@provider_option(default="cpu", multiple=True, help="cpu, cuda, tensorrt or openvino")
 @click.option(
     "--batch-sizes", type=CommaList(int, positive=True), default=",".join(map(str, _B.batch_sizes)), show_default=True
 )

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .classifier import Classifier, ModelDescription, Prediction, softmax
     from .core.errors import CheckFailedError, ConfigError, InputError, ModelFileError, NinEdgeError, ProviderError
     from .core.metadata import ModelMetadata, Preprocessing
+    from .openvino import OpenVinoOptions
     from .preprocess import MAX_IMAGE_PIXELS, preprocess_image, read_image, resize_bilinear
     from .session import RuntimeConfig
 
@@ -30,6 +31,7 @@ __all__ = [
     "ModelFileError",
     "ModelMetadata",
     "NinEdgeError",
+    "OpenVinoOptions",
     "Prediction",
     "Preprocessing",
     "ProviderError",
@@ -53,6 +55,7 @@ __getattr__, __dir__ = lazy_exports(
             "ProviderError",
         ),
         ".core.metadata": ("ModelMetadata", "Preprocessing"),
+        ".openvino": ("OpenVinoOptions",),
         ".preprocess": ("MAX_IMAGE_PIXELS", "preprocess_image", "read_image", "resize_bilinear"),
         ".session": ("RuntimeConfig",),
     },

@@ -16,6 +16,7 @@ from .core.digest import graph_digest
 from .core.errors import ConfigError, InputError, ModelFileError
 from .core.metadata import ModelMetadata, Preprocessing
 from .core.report import Report, format_pairs
+from .openvino import OPENVINO
 from .preprocess import check_image_array, gather_raw_images, is_path_like, preprocess_image
 from .providers import ProviderSpec
 from .session import AUTO_VERIFY_BYTES, ModelSource, RuntimeConfig, load_session
@@ -49,6 +50,8 @@ class ModelDescription(Report):
     providers: tuple[str, ...]
     weights_check: str = ""
     fallback_reason: str | None = None
+    #: Device, precision hint, streams, threads and compiled-model cache, when OpenVINO runs the model.
+    openvino: dict[str, str] | None = None
 
     def to_table(self) -> str:
         pre = self.preprocessing
@@ -71,6 +74,7 @@ class ModelDescription(Report):
                 ("weights check", self.weights_check),
             ]
             + ([("fallback", self.fallback_reason)] if self.fallback_reason else [])
+            + ([("openvino", ", ".join(f"{k} {v}" for k, v in self.openvino.items()))] if self.openvino else [])
         )
 
 
@@ -331,7 +335,18 @@ class Classifier:
             providers=tuple(self.providers),
             weights_check=self.weights_check,
             fallback_reason=self.fallback_reason,
+            openvino=self._openvino_description() if OPENVINO in self.providers else None,
         )
+
+    def _openvino_description(self) -> dict[str, str]:
+        ov = self.config.openvino
+        return {
+            "device": ov.device_type,
+            "precision hint": ov.precision,
+            "streams": str(ov.num_streams or "OpenVINO's choice"),
+            "threads": str(ov.num_threads or "OpenVINO's choice"),
+            "cache": ov.cache_dir or "none (compiled at every start)",
+        }
 
     @property
     def session(self) -> ort.InferenceSession:

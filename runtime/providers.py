@@ -15,12 +15,14 @@ from pathlib import Path
 from .core.choices import Choice
 from .core.errors import ConfigError, ProviderError
 from .cuda import GPU_INSTALL, installed_onnxruntime_distributions
+from .openvino import INSTALL as OPENVINO_INSTALL
+from .openvino import OPENVINO
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 
-ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT, "trt": TENSORRT}
+ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT, "trt": TENSORRT, "openvino": OPENVINO, "ov": OPENVINO}
 AUTO_ORDER = (TENSORRT, CUDA, CPU)
 
 
@@ -37,6 +39,7 @@ _HOW_TO_GET = {
     "(pip uninstall -y onnxruntime && pip install 'nin-edge[gpu]'; CUDA 13 and cuDNN 9 come as wheels)",
     TENSORRT: "install onnxruntime-gpu ('nin-edge[gpu]') and the TensorRT libraries (pip install tensorrt-cu13) "
     "on a machine with an NVIDIA GPU",
+    OPENVINO: OPENVINO_INSTALL,
 }
 
 ProviderSpec = str | tuple[str, dict]
@@ -154,6 +157,8 @@ def plan_providers(
     *,
     fallback: bool,
     option_builder: Mapping[str, dict | Callable[[], dict]] | None = None,
+    prefer_openvino: bool = False,
+    why_missing: Mapping[str, str] | None = None,
 ) -> ProviderPlan:
     """Decide which providers to request from onnxruntime.
 
@@ -163,6 +168,8 @@ def plan_providers(
     to give them unless the request carries its own. A provider that this build lacks is an error
     naming what is available, or with ``fallback`` a recorded fallback to the next one. CPU is
     always appended last, because onnxruntime places nodes that a GPU provider cannot take there.
+    ``auto`` takes OpenVINO before the CPU provider when ``prefer_openvino`` (the measured CPU rule)
+    holds and OpenVINO is available. ``why_missing`` overrides the message for a missing provider.
     """
     builders = option_builder or {}
 
@@ -173,14 +180,16 @@ def plan_providers(
     if isinstance(request, str):
         key = request.lower()
         if key == "auto":
-            chosen = [p for p in AUTO_ORDER if p in available]
+            order = (TENSORRT, CUDA, OPENVINO, CPU) if prefer_openvino else AUTO_ORDER
+            chosen = [p for p in order if p in available]
             return ProviderPlan(
                 requested="auto",
                 providers=tuple((p, options_for(p)) for p in chosen),
             )
         if key not in ALIASES and not request.endswith("ExecutionProvider"):
             raise ConfigError(
-                f"provider {request!r} is not known; expected auto, cpu, cuda, tensorrt or an onnxruntime provider name"
+                f"provider {request!r} is not known; expected auto, cpu, cuda, tensorrt, openvino or an onnxruntime "
+                "provider name"
             )
         specs: list[ProviderSpec] = [canonical_name(request)]
         requested_label = request
@@ -203,7 +212,7 @@ def plan_providers(
     missing = [name for name, _ in wanted if name not in available]
     reason = None
     if missing:
-        message = missing_provider_message(missing[0], available)
+        message = (why_missing or {}).get(missing[0]) or missing_provider_message(missing[0], available)
         if not fallback:
             raise ProviderError(message)
         wanted = [(n, o) for n, o in wanted if n in available]

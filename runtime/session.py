@@ -12,7 +12,7 @@ import functools
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnxruntime as ort
@@ -21,6 +21,9 @@ from .core.choices import Precision
 from .core.errors import ConfigError, ModelFileError, ProviderError
 from .core.files import atomic_output
 from .cuda import diagnose_cuda, preload_cuda_libraries
+from .openvino import OPENVINO, OpenVinoOptions, cpu_flags, prefers_openvino
+from .openvino import devices as openvino_devices
+from .openvino import register as register_openvino
 from .providers import (
     CPU,
     CUDA,
@@ -28,6 +31,7 @@ from .providers import (
     GpuOptions,
     ProviderPlan,
     ProviderSpec,
+    canonical_name,
     cuda_options,
     missing_provider_message,
     plan_providers,
@@ -56,7 +60,8 @@ class RuntimeConfig:
     ``verify_weights`` checks the graph against the digest ``nin-export`` recorded in the file:
     ``"auto"`` for files up to :data:`AUTO_VERIFY_BYTES` (NiN: 8 ms; VGG-11's 515 MB would add
     0.9 s to a 2.8 s load, measured), ``True`` always, ``False`` never. ``precision`` picks the
-    model of a bundle folder (``fp32``, ``int8``, ``fp16``; default ``fp32``).
+    model of a bundle folder (``fp32``, ``int8``, ``fp16``; default ``fp32``). ``openvino`` holds
+    the OpenVINO provider's device, precision hint, streams, threads and compiled-model cache.
     """
 
     provider: str | tuple[ProviderSpec, ...] = "auto"
@@ -73,6 +78,7 @@ class RuntimeConfig:
     engine_cache_dir: str | None = None
     verify_weights: bool | str = "auto"
     precision: str | None = None
+    openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)
 
     def validate(self) -> None:
         """Refuse bad values before a session is built."""
@@ -87,6 +93,9 @@ class RuntimeConfig:
         validate_gpu_options(self.gpu)
         if self.precision is not None:
             Precision.check(self.precision, "precision")
+        if not isinstance(self.openvino, OpenVinoOptions):
+            raise ConfigError(f"openvino must be an OpenVinoOptions, got {type(self.openvino).__name__}")
+        self.openvino.validate()
         if self.verify_weights not in (True, False, "auto"):
             raise ConfigError(f"verify_weights must be True, False or 'auto', got {self.verify_weights!r}")
 
@@ -146,23 +155,41 @@ class LoadedSession:
 
 def load_session(source: ModelSource, config: RuntimeConfig) -> LoadedSession:
     """Plan providers, build the session and check that the wanted provider is the one in use."""
-    available = ort.get_available_providers()
+    available = list(ort.get_available_providers())
     builders: dict[str, dict | Callable[[], dict]] = {
         CUDA: cuda_options(config.gpu),
         # The TensorRT profile needs the input's shape, read only when TensorRT is planned.
         TENSORRT: lambda: _tensorrt_options(source, config),
+        OPENVINO: config.openvino.provider_options(),
     }
-    plan = plan_providers(config.provider, available, fallback=config.fallback, option_builder=builders)
+    auto_openvino = config.provider == "auto" and prefers_openvino(cpu_flags())
+    why_missing = {}
+    if auto_openvino or _asks_for(config.provider, OPENVINO):
+        # A plugin provider exists only once registered and only with a device to offer.
+        try:
+            register_openvino(ort)
+            openvino_devices(ort, config.openvino.device_type)
+            available.insert(available.index(CPU), OPENVINO)
+        except ProviderError as exc:
+            why_missing[OPENVINO] = str(exc)
+    plan = plan_providers(
+        config.provider,
+        available,
+        fallback=config.fallback,
+        option_builder=builders,
+        prefer_openvino=auto_openvino,
+        why_missing=why_missing,
+    )
     if CUDA in plan.names or TENSORRT in plan.names:
         preload_cuda_libraries(ort)
     cache = _optimized_cache(source, config, plan)
     session = cache.load(config, plan) if cache is not None and cache.usable() else None
     if session is None:
         if cache is None:
-            session = _new_session(source.data, source.name, _session_options(config), plan)
+            session = _new_session(source.data, source.name, _session_options(config), plan, config)
         else:
             with atomic_output(cache.path) as tmp:
-                session = _new_session(source.data, source.name, _session_options(config, write_to=tmp), plan)
+                session = _new_session(source.data, source.name, _session_options(config, write_to=tmp), plan, config)
             cache.record_digest()
     providers = tuple(session.get_providers())
     return LoadedSession(session, plan, providers, _fallback(plan, providers, config.fallback))
@@ -184,8 +211,20 @@ def _fallback(plan: ProviderPlan, providers: tuple[str, ...], allowed: bool) -> 
     return message
 
 
-def _new_session(data: str | bytes, name: str, so: ort.SessionOptions, plan: ProviderPlan) -> ort.InferenceSession:
+def _asks_for(request: str | tuple[ProviderSpec, ...], provider: str) -> bool:
+    names = [request] if isinstance(request, str) else [r if isinstance(r, str) else r[0] for r in request]
+    return any(isinstance(n, str) and canonical_name(n) == provider for n in names)
+
+
+def _new_session(
+    data: str | bytes, name: str, so: ort.SessionOptions, plan: ProviderPlan, config: RuntimeConfig
+) -> ort.InferenceSession:
     try:
+        if plan.names[0] == OPENVINO:
+            # Plugin providers are added per device; onnxruntime then places what they leave on the CPU.
+            device = openvino_devices(ort, config.openvino.device_type)
+            so.add_provider_for_devices(device, dict(plan.providers[0][1]))
+            return ort.InferenceSession(data, sess_options=so)
         return ort.InferenceSession(
             data,
             sess_options=so,
@@ -239,7 +278,8 @@ class OptimizedModelCache:
     def load(self, config: RuntimeConfig, plan: ProviderPlan) -> ort.InferenceSession | None:
         """A session from the cached graph, or None (entry discarded) if onnxruntime refuses it."""
         try:
-            return _new_session(str(self.path), str(self.path), _session_options(config, optimized=True), plan)
+            optimized = _session_options(config, optimized=True)
+            return _new_session(str(self.path), str(self.path), optimized, plan, config)
         except ModelFileError as exc:
             self._discard(str(exc))
             return None

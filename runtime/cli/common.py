@@ -100,7 +100,10 @@ def choice(choices: type[Choice]) -> click.Choice:
     return click.Choice(choices.values())
 
 
-PROVIDER_HELP = "auto (TensorRT, then CUDA, then CPU), cpu, cuda or tensorrt"
+PROVIDER_HELP = (
+    "auto (TensorRT, then CUDA, then OpenVINO on CPUs with AMX or AVX-512 VNNI, else CPU); "
+    "or cpu, cuda, tensorrt, openvino"
+)
 
 
 def provider_option(*, default: str = "auto", multiple: bool = False, help: str = PROVIDER_HELP) -> Callable:
