@@ -492,3 +492,34 @@ def test_lazy_packages_give_every_name_they_list(package):
         assert getattr(module, name) is not None
     with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'nope'"):
         module.nope  # noqa: B018
+
+
+def test_the_serving_watchdog_ends_nin_serve_when_triton_is_gone(tmp_path, monkeypatch, capsys):
+    """PyTriton can deadlock when Triton dies while it connects; the watchdog still exits 1."""
+    import shutil
+    import threading
+
+    from nin_edge.runtime.serving import triton as serving
+
+    fake = tmp_path / "tritonserver"
+    shutil.copy("/bin/sleep", fake)
+    child = subprocess.Popen([str(fake), "30"])
+    try:
+        assert serving._server_running()
+    finally:
+        child.kill()
+        child.wait()
+    assert not serving._server_running()
+
+    states = iter([True, False, False, False])
+    monkeypatch.setattr(serving, "_server_running", lambda: next(states, False))
+    monkeypatch.setattr(serving, "WATCHDOG_GRACE_S", 0.5)
+
+    def exit_(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(serving.os, "_exit", exit_)
+    with pytest.raises(SystemExit) as ended:
+        serving._watch(threading.Event(), lambda: "error: Triton Inference Server stopped while serving nin (why)")
+    assert ended.value.code == 1
+    assert capsys.readouterr().err == "error: Triton Inference Server stopped while serving nin (why)\n"

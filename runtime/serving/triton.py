@@ -14,9 +14,11 @@ import json
 import os
 import re
 import signal
+import sys
 import sysconfig
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -213,19 +215,70 @@ def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> No
         )
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        with Triton(config=triton_config) as triton:
-            triton.run()
-            if ready:
-                ready(
-                    f"serving {name} ({config.model}) on http://{config.host}:{config.http_port} and grpc "
-                    f"{config.host}:{config.grpc_port} with {providers}"
-                )
-            triton.serve()
-            if not stopping.is_set():
-                raise ServeError(
-                    f"Triton Inference Server stopped while serving {name} ({_death_reason(triton)}); exiting "
-                    "non-zero so that a supervisor restarts nin-serve"
-                )
+        triton = Triton(config=triton_config)
+        died = f"Triton Inference Server stopped while serving {name}"
+        restart = "exiting non-zero so that a supervisor restarts nin-serve"
+        watchdog = threading.Thread(
+            target=_watch,
+            args=(stopping, lambda: f"error: {died} ({_death_reason(triton)}); {restart}"),
+            daemon=True,
+        )
+        watchdog.start()
+        try:
+            with triton:
+                triton.run()
+                if ready:
+                    ready(
+                        f"serving {name} ({config.model}) on http://{config.host}:{config.http_port} and grpc "
+                        f"{config.host}:{config.grpc_port} with {providers}"
+                    )
+                triton.serve()
+                if not stopping.is_set():
+                    raise ServeError(f"{died} ({_death_reason(triton)}); {restart}")
+        finally:
+            stopping.set()
+
+
+#: How long the server may stay unreachable before the watchdog ends nin-serve itself.
+WATCHDOG_GRACE_S = 15.0
+
+
+def _watch(stopping: threading.Event, message: Callable[[], str]) -> None:
+    """End the process (exit 1) when the Triton server process, once started, is gone for good.
+
+    PyTriton 0.7.0 can deadlock when the server dies while it is still connecting (its exit
+    callback waits for a lock that the connecting thread holds), so ``serve`` would never return;
+    the watchdog makes "the server died" end in exit 1 whatever PyTriton does.
+    """
+    seen = False
+    gone_since: float | None = None
+    while not stopping.wait(1.0):
+        if _server_running():
+            seen, gone_since = True, None
+            continue
+        if not seen:
+            continue
+        gone_since = gone_since or time.monotonic()
+        if time.monotonic() - gone_since > WATCHDOG_GRACE_S and not stopping.is_set():
+            sys.stderr.write(message() + "\n")
+            sys.stderr.flush()
+            os._exit(1)
+
+
+def _server_running() -> bool:
+    """Whether a ``tritonserver`` child of this process is alive (from /proc; Linux, as PyTriton)."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm_end = text.rfind(")")
+        comm = text[text.find("(") + 1 : comm_end]
+        state, ppid = text[comm_end + 2 :].split(" ", 2)[:2]
+        if ppid == me and comm == "tritonserver" and state != "Z":
+            return True
+    return False
 
 
 class TritonClassifier:
