@@ -19,6 +19,8 @@ import onnxruntime as ort
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import ModelFileError, NinEdgeError
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from nin_edge.runtime.openvino import OPENVINO
+from nin_edge.runtime.openvino import usable as openvino_usable
 from nin_edge.runtime.profiling import node_macs, profile_nodes
 from nin_edge.runtime.providers import ALIASES
 
@@ -190,7 +192,9 @@ def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str]
     metadata = {p.key: p.value for p in model.metadata_props}
     table = layer_table(model)
     if providers is None:
+        # The OpenVINO plugin is listed by onnxruntime only once registered, and only with a device.
         providers = [p for p in ort.get_available_providers() if p not in _NOT_DEVICES]
+        providers += [OPENVINO] if openvino_usable(ort) else []
     return ModelInspection(
         path=str(path),
         size_bytes=len(data),

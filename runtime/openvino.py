@@ -117,6 +117,16 @@ def devices(ort: Any, device_type: str) -> list[Any]:
     return chosen[:1]
 
 
+def usable(ort: Any, device_type: str = "CPU") -> bool:
+    """Whether the plugin is installed and offers ``device_type`` here (registering it if so)."""
+    try:
+        register(ort)
+        devices(ort, device_type)
+    except ProviderError:
+        return False
+    return True
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU feature flags of this machine (``/proc/cpuinfo``), empty where they cannot be read."""
     if cpuinfo is None:

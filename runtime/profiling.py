@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from .core.errors import ConfigError, ModelFileError
 from .core.report import Report, format_table
-from .providers import ALIASES, CPU
+from .session import ModelSource, RuntimeConfig, load_session
 
 Shape = tuple[int, ...]
 # Where the weight (or the right-hand matrix) sits among a node's inputs.
@@ -119,20 +118,18 @@ def summarize_trace(events: list[dict], runs: int) -> list[NodeTime]:
 def profile_nodes(
     model: str, *, provider: str = "cpu", batch_size: int = 1, runs: int = 20, warmup: int = 5
 ) -> NodeProfileReport:
-    """Profile ``runs`` inferences of ``model`` at ``batch_size`` on ``provider`` (after ``warmup``)."""
-    name = ALIASES.get(provider.lower())
-    if name is None:
-        raise ConfigError(f"provider {provider!r} is not known; expected cpu, cuda or tensorrt")
+    """Profile ``runs`` inferences of ``model`` at ``batch_size`` on ``provider`` (after ``warmup``).
+
+    The session is planned as :class:`~nin_edge.runtime.Classifier` plans it, so every provider
+    (OpenVINO included) and its errors are the same.
+    """
     if batch_size <= 0 or runs <= 0 or warmup < 0:
         raise ConfigError(f"batch size and runs must be positive and warm-up >= 0, got {batch_size}, {runs}, {warmup}")
     if not Path(model).is_file():
         raise ModelFileError(f"model file '{model}' does not exist")
-    providers = [name] if name == CPU else [name, CPU]
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(model, sess_options=so, providers=providers)
+        loaded = load_session(ModelSource(model), RuntimeConfig(provider=provider), profile_prefix=f"{tmp}/profile")
+        session = loaded.session
         inp = session.get_inputs()[0]
         x = np.random.default_rng(0).random((batch_size, *inp.shape[1:]), dtype=np.float32)
         for _ in range(warmup + runs):

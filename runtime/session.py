@@ -153,8 +153,12 @@ class LoadedSession:
     fallback_reason: str | None
 
 
-def load_session(source: ModelSource, config: RuntimeConfig) -> LoadedSession:
-    """Plan providers, build the session and check that the wanted provider is the one in use."""
+def load_session(source: ModelSource, config: RuntimeConfig, *, profile_prefix: str | None = None) -> LoadedSession:
+    """Plan providers, build the session and check that the wanted provider is the one in use.
+
+    ``profile_prefix`` turns on onnxruntime's profiler, writing its trace there (see
+    :mod:`nin_edge.runtime.profiling`).
+    """
     available = list(ort.get_available_providers())
     builders: dict[str, dict | Callable[[], dict]] = {
         CUDA: cuda_options(config.gpu),
@@ -186,7 +190,8 @@ def load_session(source: ModelSource, config: RuntimeConfig) -> LoadedSession:
     session = cache.load(config, plan) if cache is not None and cache.usable() else None
     if session is None:
         if cache is None:
-            session = _new_session(source.data, source.name, _session_options(config), plan, config)
+            so = _session_options(config, profile_prefix=profile_prefix)
+            session = _new_session(source.data, source.name, so, plan, config)
         else:
             with atomic_output(cache.path) as tmp:
                 session = _new_session(source.data, source.name, _session_options(config, write_to=tmp), plan, config)
@@ -237,7 +242,11 @@ def _new_session(
 
 
 def _session_options(
-    config: RuntimeConfig, *, write_to: Path | None = None, optimized: bool = False
+    config: RuntimeConfig,
+    *,
+    write_to: Path | None = None,
+    optimized: bool = False,
+    profile_prefix: str | None = None,
 ) -> ort.SessionOptions:
     """Options for a session; ``write_to`` saves the optimised graph there, ``optimized`` loads one."""
     so = ort.SessionOptions()
@@ -249,6 +258,9 @@ def _session_options(
     if write_to is not None:
         so.optimized_model_filepath = str(write_to)
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spinning else "0")
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     return so
 
 

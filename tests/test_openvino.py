@@ -14,6 +14,7 @@ from nin_edge.runtime import Classifier, OpenVinoOptions
 from nin_edge.runtime import openvino as ov
 from nin_edge.runtime.cli.infer import main as infer_cli
 from nin_edge.runtime.core.errors import ConfigError, ProviderError
+from nin_edge.runtime.profiling import profile_nodes
 from nin_edge.runtime.providers import CPU, CUDA, OPENVINO, plan_providers
 
 from tests.conftest import assert_one_line_error, run_cli
@@ -120,6 +121,9 @@ def test_without_a_device_openvino_is_a_one_line_error_or_a_said_fallback(tiny_n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         assert Classifier(tiny_nin_path, "ov", fallback=True).providers == [CPU]
+    assert not ov.usable(ort)
+    with pytest.raises(ProviderError, match="offers no CPU device|not installed"):
+        profile_nodes(str(tiny_nin_path), provider="openvino")
 
 
 @needs_device
@@ -134,6 +138,7 @@ def test_openvino_agrees_with_the_cpu_provider_on_real_test_images(tmp_path):
     cache = tmp_path / "ov-cache"
     on_ov = Classifier(model, "openvino", openvino=OpenVinoOptions(cache_dir=str(cache)))
     assert on_ov.providers[0] == OPENVINO and on_ov.describe().openvino["cache"] == str(cache)
+    assert ov.usable(ort) and profile_nodes(str(model), provider="openvino").placement().get(OPENVINO)
     agree = np.mean(on_ov.logits(images).argmax(1) == Classifier(model, "cpu").logits(images).argmax(1))
     assert agree >= 0.995
     compiled = sorted(p.name for p in cache.rglob("*") if p.is_file())
