@@ -27,7 +27,7 @@ from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
-from nin_edge.runtime.core.files import atomic_output
+from nin_edge.runtime.core.files import atomic_output, sha256_file
 from nin_edge.runtime.core.limits import check_input_budget
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
@@ -305,7 +305,7 @@ def cached_export(
     digest = path.with_suffix(".onnx.sha256")
     if path.is_file():
         recorded = digest.read_text().strip() if digest.is_file() else None
-        if recorded == hashlib.sha256(path.read_bytes()).hexdigest():
+        if recorded == sha256_file(path):
             return path
         # A kill or a full disk mid-export leaves a partial entry: rebuild it rather than fail on it forever.
         warnings.warn(
@@ -330,7 +330,7 @@ def cached_export(
         )
     )
     with atomic_output(digest) as tmp:
-        tmp.write_text(hashlib.sha256(path.read_bytes()).hexdigest() + "\n")
+        tmp.write_text(sha256_file(path) + "\n")
     return path
 
 

@@ -27,10 +27,11 @@ import onnxruntime as ort
 from nin_edge.models import model_card
 from nin_edge.models.registry import WEIGHTS_DIR
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256, open_bundle, read_manifest
+from nin_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, open_bundle, read_manifest
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.core.files import sha256_file
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 
@@ -122,7 +123,7 @@ def _to_ort(folder: Path, names: list[str]) -> dict[str, float]:
     staging = folder / "onnx-staging"
     staging.mkdir()
     for name in names:
-        os.link(folder / name, staging / name)
+        shutil.copyfile(folder / name, staging / name)
     with _quiet():
         convert_onnx_models_to_ort(staging, output_dir=folder, optimization_styles=[OptimizationStyle.Fixed])
     shutil.rmtree(staging)
@@ -203,9 +204,11 @@ def write_bundle(*, config: ExportConfig, folder: str | os.PathLike, precisions:
     wanted = ("fp32", *(p for p in precisions if p != "fp32"))
     for p in wanted:
         Precision.check(p, "bundle precision")
-    for p in wanted:
-        replace(config, precision=p, output=None, triton_repo=None).validate()
     _check_target(target)
+    # Each precision's options are checked as its export will run them: writing beside the bundle.
+    probe = target.resolve().parent / f".{target.name}.check.onnx"
+    for p in wanted:
+        replace(config, precision=p, output=str(probe), triton_repo=None).validate()
     tmp = target.resolve().parent / f".{target.name}.nin-edge-{os.getpid()}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -224,7 +227,7 @@ def write_bundle(*, config: ExportConfig, folder: str | os.PathLike, precisions:
         manifest = _manifest(config, fp32, wanted, accuracy, latency, usability, ort_errors)
         (tmp / CARD).write_text(model_card_text(manifest))
         manifest["files"] = {
-            p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
+            p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         open_bundle(tmp)  # the reader accepts what was written

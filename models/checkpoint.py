@@ -7,7 +7,6 @@ DistributedDataParallel (``module.`` prefix) are accepted as well.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,18 +14,10 @@ from pathlib import Path
 
 import torch
 from nin_edge.runtime.core.errors import ModelFileError
+from nin_edge.runtime.core.files import sha256_file
 from torch import nn
 
 _PREFIXES = ("module.", "net.")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

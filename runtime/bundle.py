@@ -7,7 +7,6 @@ copied incompletely or altered on the way is refused before anything runs. Stand
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,20 +15,12 @@ from typing import Any
 
 from .core.choices import Precision
 from .core.errors import ConfigError, ModelFileError
+from .core.files import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "nin-edge-bundle"
 #: The manifest layout this version writes and the newest it reads.
 FORMAT_VERSION = 1
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks so a large model is never held twice."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -93,7 +84,7 @@ def open_bundle(folder: str | os.PathLike) -> Bundle:
             )
         if not path.is_file():
             raise ModelFileError(f"bundle '{folder}' is missing '{name}', which its manifest lists")
-        if path.stat().st_size != entry.get("bytes") or file_sha256(path) != entry.get("sha256"):
+        if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
             raise ModelFileError(
                 f"bundle file '{path}' does not match the sha256 in its manifest: it was altered or truncated; "
                 "copy the bundle again"

@@ -13,6 +13,7 @@ link stays, so ``--output current.onnx`` pointing at a versioned file updates th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import stat
@@ -128,3 +129,12 @@ def load_npy(path: str | os.PathLike, what: str = "array file") -> np.ndarray:
     if mapped.size == 0:
         raise InputError(f"{what} '{path}' holds no data: shape {tuple(mapped.shape)}")
     return np.array(mapped)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so a large model is never held in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
