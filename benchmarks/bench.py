@@ -32,7 +32,8 @@ from nin_edge.runtime.core.limits import check_input_budget
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.core.timing import Clock, LatencyStats, measure, summarize
-from nin_edge.runtime.providers import ALIASES, CPU, CUDA, OPENVINO, TENSORRT, missing_provider_message
+from nin_edge.runtime.providers import TENSORRT, ProviderKind, is_gpu, missing_provider_message, parse_provider
+from nin_edge.runtime.session import plain_session
 
 OPSET = 17
 TABLE_COLUMNS = (
@@ -112,17 +113,15 @@ class BenchConfig:
             check_input_budget(b, 1, self.input_size, "--batch-sizes")
         available = ort.get_available_providers()
         for p in self.provider:
-            wanted = ALIASES.get(p.lower())
-            if wanted is None:
-                raise ConfigError(f"provider {p!r} is not known; expected cpu, cuda, tensorrt or openvino")
-            # OpenVINO is a plugin: it is not listed until registered; its row says why it cannot run.
-            if wanted not in available and wanted != OPENVINO and not self.fallback:
-                raise ConfigError(missing_provider_message(wanted, available) + "; or pass --fallback")
+            wanted = parse_provider(p)
+            # A plugin is not listed until registered; its row says why it cannot run.
+            if wanted.name not in available and wanted.kind is not ProviderKind.PLUGIN and not self.fallback:
+                raise ConfigError(missing_provider_message(wanted.name, available) + "; or pass --fallback")
 
     @property
     def torch_device(self) -> str:
         """Where PyTorch rows run: the GPU when a GPU provider is measured and torch has CUDA, else the CPU."""
-        gpu = any(ALIASES.get(p.lower()) in (CUDA, TENSORRT) for p in self.provider)
+        gpu = any(is_gpu(p) for p in self.provider)
         return "cuda" if gpu and torch.cuda.is_available() else "cpu"
 
 
@@ -337,7 +336,7 @@ def cached_export(
 def timed_call(clf: Classifier, x: np.ndarray, io_binding: bool) -> tuple[Callable[[], object], bool]:
     """The function to time. On a GPU provider with IO binding the input stays on the device and
     the call synchronises before returning; otherwise it is the app's own ``logits`` call."""
-    gpu = clf.providers[0] != CPU
+    gpu = is_gpu(clf.providers[0])
     if not (gpu and io_binding):
         return (lambda: clf.logits(x)), False
     session = clf.session
@@ -442,12 +441,7 @@ def foreign_labels(path: Path) -> list[str] | None:
 
     Benchmarking needs no real class names, only their count, read from the output's last axis.
     """
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), sess_options=so, providers=[CPU])
-    except Exception as exc:  # onnxruntime's own exception types
-        raise ConfigError(f"onnxruntime cannot load model '{path}': {str(exc).splitlines()[0]}") from None
+    session = plain_session(path, optimize=False)
     if "labels" in session.get_modelmeta().custom_metadata_map:
         return None
     outputs = session.get_outputs()

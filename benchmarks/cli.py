@@ -99,11 +99,10 @@ def main(
     **options: Any,
 ) -> None:
     """Latency, throughput, parameters and MACs of NiN against AlexNet and VGG-11."""
-    providers = tuple(p.strip() for item in provider for p in item.split(",") if p.strip())
     for path in (output, plot):
         if path:
             check_writable(path)
-    config = BenchConfig(provider=providers, **options)
+    config = BenchConfig(provider=provider, **options)
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     if profile:
         profiled = run_profile(config, top=top, runs=config.iterations, progress=say)

@@ -19,10 +19,11 @@ import onnxruntime as ort
 from nin_edge.models.data import load_split
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import CommaList, format_option, input_size_option, one_line_errors, provider_option
-from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError, ProviderError
+from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, ModelFileError, NinEdgeError, ProviderError
 from nin_edge.runtime.core.files import atomic_output
 from nin_edge.runtime.core.report import Report, format_table
-from nin_edge.runtime.providers import ALIASES, CPU, CUDA, missing_provider_message
+from nin_edge.runtime.providers import CPU, CUDA, missing_provider_message, parse_provider
+from nin_edge.runtime.session import plain_session
 
 from .bench import cached_export, default_cache_dir, timed_call
 
@@ -41,7 +42,7 @@ class GpuCheckConfig:
     cache_dir: str | None = None
 
     def validate(self) -> None:
-        if ALIASES.get(self.provider.lower()) in (None, CPU):
+        if not parse_provider(self.provider).is_gpu:
             raise ConfigError(f"provider must be a GPU provider (cuda or tensorrt), got {self.provider!r}")
         if self.limit <= 0 or self.batch_size <= 0:
             raise ConfigError(f"--limit and --batch-size must be positive, got {self.limit} and {self.batch_size}")
@@ -82,11 +83,9 @@ class GpuCheckReport(Report):
 
 def all_nodes_on(model: str, provider: str, device_id: int = 0) -> tuple[bool, str]:
     """Whether onnxruntime can place every node on ``provider`` with CPU fallback forbidden."""
-    so = ort.SessionOptions()
-    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     try:
-        ort.InferenceSession(model, sess_options=so, providers=[(provider, {"device_id": str(device_id)})])
-    except Exception as exc:  # onnxruntime's own types; the message names the node it could not place
+        plain_session(model, provider=provider, options={"device_id": str(device_id)}, cpu_fallback=False)
+    except ModelFileError as exc:  # the message names the node it could not place
         return False, " ".join(str(exc).split())[:300]
     return True, "every node on " + provider
 
@@ -98,7 +97,7 @@ def _logits(clf: Classifier, images: np.ndarray, batch: int) -> np.ndarray:
 def run_gpu_check(config: GpuCheckConfig) -> GpuCheckReport:
     """Compare the GPU provider with the CPU provider on real test images, per precision."""
     config.validate()
-    name = ALIASES[config.provider.lower()]
+    name = parse_provider(config.provider).name
     available = ort.get_available_providers()
     if name not in available:  # before any export: say at once that this machine cannot run the check
         raise ProviderError(missing_provider_message(name, available))

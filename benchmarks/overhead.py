@@ -100,10 +100,10 @@ def warm_latency(model: str, batch_size: int = 1, blocks: int = 10, runs: int = 
 
     Both use onnxruntime's default session options, so the difference is the runtime's own code.
     """
-    import onnxruntime as ort
     from nin_edge.runtime import Classifier
+    from nin_edge.runtime.session import plain_session
 
-    bare = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    bare = plain_session(model)
     clf = Classifier(model, "cpu")
     x = np.random.default_rng(0).random((batch_size, *clf.input_shape), dtype=np.float32)
     fns = {"bare": lambda: bare.run(None, {"input": x}), "runtime": lambda: clf.logits(x)}

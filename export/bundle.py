@@ -34,6 +34,8 @@ from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import sha256_file
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from nin_edge.runtime.providers import PROVIDERS, short_label
+from nin_edge.runtime.session import plain_session
 
 from .pipeline import ExportConfig, ExportSummary, median_ms, run_export
 from .precision import load_images
@@ -136,8 +138,7 @@ def _to_ort(folder: Path, names: list[str]) -> dict[str, float]:
     rng = np.random.default_rng(0)
     for name in names:
         ort_name = name.replace(".onnx", ".ort")
-        a = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
-        b = ort.InferenceSession(str(folder / ort_name), providers=["CPUExecutionProvider"])
+        a, b = plain_session(folder / name), plain_session(folder / ort_name)
         inp = a.get_inputs()[0]
         batch = inp.shape[0] if isinstance(inp.shape[0], int) else 3
         x = rng.random((batch, *inp.shape[1:]), dtype=np.float32)
@@ -166,9 +167,9 @@ def _usability(path: Path) -> list[str]:
 def _latency(path: Path) -> dict[str, dict[str, float]]:
     """p50 ms at each of :data:`LATENCY_BATCHES` on every execution provider of this machine that runs it."""
     result: dict[str, dict[str, float]] = {}
-    for provider in ("cpu", "cuda", "tensorrt"):
+    for entry in reversed(PROVIDERS):  # the CPU first
         try:
-            clf = Classifier(path, provider)
+            clf = Classifier(path, entry.name)
         except Exception:  # noqa: BLE001  a provider this machine lacks is simply not measured
             continue
         x = np.random.default_rng(0).random((max(LATENCY_BATCHES), *clf.input_shape), dtype=np.float32)
@@ -358,7 +359,7 @@ def model_card_text(m: dict[str, Any]) -> str:
     for p, entry in m["models"].items():
         acc = "-" if entry["accuracy"] is None else f"{entry['accuracy']:.4f}"
         lat = "; ".join(
-            f"{prov.replace('ExecutionProvider', '')} " + ", ".join(f"b{b} {ms:.2f} ms" for b, ms in by.items())
+            f"{short_label(prov)} " + ", ".join(f"b{b} {ms:.2f} ms" for b, ms in by.items())
             for prov, by in entry["latency_ms"].items()
         )
         rows.append(f"| {p} | `{entry['onnx']}`, `{entry['ort']}` | {acc} | {lat} |")

@@ -19,13 +19,8 @@ import onnxruntime as ort
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import ModelFileError, NinEdgeError
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
-from nin_edge.runtime.openvino import OPENVINO
-from nin_edge.runtime.openvino import usable as openvino_usable
 from nin_edge.runtime.profiling import node_macs, profile_nodes
-from nin_edge.runtime.providers import ALIASES
-
-#: Providers that run no nodes themselves (Azure forwards requests to a cloud endpoint).
-_NOT_DEVICES = {"AzureExecutionProvider"}
+from nin_edge.runtime.providers import ProviderKind, parse_provider, usable_plugins
 
 
 @dataclass(frozen=True)
@@ -152,12 +147,11 @@ def _weights_check(data: bytes, metadata: dict[str, str], path: Path) -> str:
 def _placement(path: Path, providers: list[str]) -> dict[str, str]:
     result = {}
     for provider in providers:
-        alias = next((a for a, full in ALIASES.items() if full == provider), None)
-        if alias is None:
+        if parse_provider(provider).kind is ProviderKind.OTHER:
             result[provider] = "not measured (nin-edge does not plan sessions on it)"
             continue
         try:
-            counts = profile_nodes(str(path), provider=alias, batch_size=1, runs=1, warmup=0).placement()
+            counts = profile_nodes(str(path), provider=provider, batch_size=1, runs=1, warmup=0).placement()
         except Exception as exc:  # noqa: BLE001  onnxruntime raises its own types; the report says why
             if (
                 not isinstance(exc, (NinEdgeError, RuntimeError))
@@ -193,8 +187,8 @@ def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str]
     table = layer_table(model)
     if providers is None:
         # The OpenVINO plugin is listed by onnxruntime only once registered, and only with a device.
-        providers = [p for p in ort.get_available_providers() if p not in _NOT_DEVICES]
-        providers += [OPENVINO] if openvino_usable(ort) else []
+        providers = [p for p in ort.get_available_providers() if parse_provider(p).kind is not ProviderKind.REMOTE]
+        providers += usable_plugins(ort)
     return ModelInspection(
         path=str(path),
         size_bytes=len(data),

@@ -21,6 +21,7 @@ from nin_edge.runtime.core.limits import check_input_budget, check_input_size, c
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.core.timing import measure, summarize
+from nin_edge.runtime.providers import parse_providers
 
 from .precision import (
     MIN_INT8_OPSET,
@@ -102,6 +103,7 @@ class ExportConfig:
     def validate(self) -> None:
         """Check every option that can be checked before any work starts."""
         check_opset(self.opset)
+        parse_providers(self.provider)
         if not self.check_batch_sizes or any(
             isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in self.check_batch_sizes
         ):

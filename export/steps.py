@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from nin_edge.models import ZooModel
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report, format_table
+from nin_edge.runtime.providers import CPU
+from nin_edge.runtime.session import plain_session
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -326,7 +327,7 @@ def check_parity(
     """
     size = model.input_size if input_size is None else input_size
     source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    session = plain_session(source)
     rng = np.random.default_rng(seed)
     rows = []
     was_training = model.training
@@ -355,4 +356,4 @@ def check_parity(
             )
     finally:
         model.train(was_training)
-    return ParityResult(atol=atol, provider="CPUExecutionProvider", batches=tuple(rows))
+    return ParityResult(atol=atol, provider=CPU, batches=tuple(rows))

@@ -13,6 +13,7 @@ from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.files import check_writable
 from nin_edge.runtime.core.limits import check_limit
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from nin_edge.runtime.providers import parse_providers
 from torch import nn
 
 from .checkpoint import load_weights, read_checkpoint
@@ -37,6 +38,7 @@ class EvalConfig:
     confusion_png: str | None = None
 
     def validate(self) -> None:
+        parse_providers(self.provider)
         if not self.data_dir:
             raise ConfigError("--data-dir is required: a folder with the Fashion-MNIST IDX files")
         if not self.weights and not self.onnx:

@@ -21,22 +21,23 @@ from .core.choices import Precision
 from .core.errors import ConfigError, ModelFileError, ProviderError
 from .core.files import atomic_output
 from .cuda import diagnose_cuda, preload_cuda_libraries
-from .openvino import OPENVINO, OpenVinoOptions, cpu_flags, prefers_openvino
+from .openvino import OPENVINO, OpenVinoOptions, cpu_flags
 from .openvino import devices as openvino_devices
-from .openvino import register as register_openvino
 from .providers import (
     CPU,
-    CUDA,
-    TENSORRT,
+    PROVIDERS,
     GpuOptions,
+    ModelInput,
+    ProviderContext,
+    ProviderKind,
     ProviderPlan,
     ProviderSpec,
-    canonical_name,
-    cuda_options,
+    is_gpu,
     missing_provider_message,
+    parse_provider,
+    parse_providers,
     plan_providers,
     sha256_hex,
-    tensorrt_options,
     validate_gpu_options,
 )
 
@@ -82,6 +83,7 @@ class RuntimeConfig:
 
     def validate(self) -> None:
         """Refuse bad values before a session is built."""
+        parse_providers(self.provider)
         for name in ("threads", "inter_op_threads"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
@@ -160,31 +162,35 @@ def load_session(source: ModelSource, config: RuntimeConfig, *, profile_prefix: 
     :mod:`nin_edge.runtime.profiling`).
     """
     available = list(ort.get_available_providers())
-    builders: dict[str, dict | Callable[[], dict]] = {
-        CUDA: cuda_options(config.gpu),
+    ctx = ProviderContext(
+        gpu=config.gpu,
+        openvino=config.openvino,
         # The TensorRT profile needs the input's shape, read only when TensorRT is planned.
-        TENSORRT: lambda: _tensorrt_options(source, config),
-        OPENVINO: config.openvino.provider_options(),
-    }
-    auto_openvino = config.provider == "auto" and prefers_openvino(cpu_flags())
+        model_input=lambda: _model_input(source),
+        ort_version=ort.__version__,
+    )
+    builders: dict[str, dict | Callable[[], dict]] = {e.name: functools.partial(e.options, ctx) for e in PROVIDERS}
+    flags = cpu_flags()
+    entries = parse_providers(config.provider)
+    candidates = [e for e in PROVIDERS if e.in_auto(flags)] if entries is None else list(entries)
     why_missing = {}
-    if auto_openvino or _asks_for(config.provider, OPENVINO):
-        # A plugin provider exists only once registered and only with a device to offer.
-        try:
-            register_openvino(ort)
-            openvino_devices(ort, config.openvino.device_type)
-            available.insert(available.index(CPU), OPENVINO)
-        except ProviderError as exc:
-            why_missing[OPENVINO] = str(exc)
+    for entry in candidates:
+        # A plugin provider is listed only once its probe has registered it and found a device.
+        if entry.kind is ProviderKind.PLUGIN and entry.name not in available:
+            reason = entry.probe(ort, entry, ctx)
+            if reason is None:
+                available.insert(available.index(CPU), entry.name)
+            else:
+                why_missing[entry.name] = reason
     plan = plan_providers(
         config.provider,
         available,
         fallback=config.fallback,
         option_builder=builders,
-        prefer_openvino=auto_openvino,
+        cpu_flags=flags,
         why_missing=why_missing,
     )
-    if CUDA in plan.names or TENSORRT in plan.names:
+    if any(is_gpu(name) for name in plan.names):
         preload_cuda_libraries(ort)
     cache = _optimized_cache(source, config, plan)
     session = cache.load(config, plan) if cache is not None and cache.usable() else None
@@ -205,20 +211,11 @@ def _fallback(plan: ProviderPlan, providers: tuple[str, ...], allowed: bool) -> 
     wanted = plan.names[0]
     if wanted in providers:
         return plan.fallback_reason
-    why = (
-        diagnose_cuda(ort)
-        if wanted in (CUDA, TENSORRT)
-        else missing_provider_message(wanted, ort.get_available_providers())
-    )
+    why = diagnose_cuda(ort) if is_gpu(wanted) else missing_provider_message(wanted, ort.get_available_providers())
     message = f"onnxruntime did not enable {wanted}; the session runs on {', '.join(providers)}: {why}"
     if not allowed:
         raise ProviderError(message)
     return message
-
-
-def _asks_for(request: str | tuple[ProviderSpec, ...], provider: str) -> bool:
-    names = [request] if isinstance(request, str) else [r if isinstance(r, str) else r[0] for r in request]
-    return any(isinstance(n, str) and canonical_name(n) == provider for n in names)
 
 
 def _new_session(
@@ -322,26 +319,45 @@ def _optimized_cache(source: ModelSource, config: RuntimeConfig, plan: ProviderP
     return OptimizedModelCache(folder, source.sha256, config.graph_optimization)
 
 
-def _tensorrt_options(source: ModelSource, config: RuntimeConfig) -> dict:
-    """TensorRT's options, with a batch profile for the model's input read by a light CPU session.
+def plain_session(
+    model: str | os.PathLike | bytes,
+    *,
+    provider: str = "cpu",
+    options: dict | None = None,
+    optimize: bool = True,
+    cpu_fallback: bool = True,
+) -> ort.InferenceSession:
+    """A bare onnxruntime session for the toolkit's own checks (parity, ONNX against ORT format,
+    a metadata probe, node placement): one provider, no planning, verification or caches.
+
+    ``optimize=False`` turns graph optimisation off (a probe that only reads the inputs);
+    ``cpu_fallback=False`` makes onnxruntime refuse a graph the provider cannot take whole. A
+    model onnxruntime cannot load is a :class:`ModelFileError` naming its first line.
+    """
+    name = parse_provider(provider).name
+    so = ort.SessionOptions()
+    if not optimize:
+        so.graph_optimization_level = GRAPH_OPTIMIZATION["disable"]
+    if not cpu_fallback:
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    data = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(data, sess_options=so, providers=[(name, dict(options or {}))])
+    except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, Fail, ...)
+        label = "<bytes>" if isinstance(model, bytes) else str(model)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"onnxruntime cannot load model '{label}': {first}") from None
+
+
+def _model_input(source: ModelSource) -> ModelInput:
+    """The model's input name and (C, H, W), read by a light CPU session, for TensorRT's batch profile.
 
     TensorRT needs the input's name and shape before its session exists; onnxruntime has no way
     to read them without a session, so a CPU one with optimisation off reads them (milliseconds).
     """
-    so = ort.SessionOptions()
-    so.graph_optimization_level = GRAPH_OPTIMIZATION["disable"]
-    try:
-        probe = ort.InferenceSession(source.data, sess_options=so, providers=[CPU])
-    except Exception as exc:  # onnxruntime's own types
-        raise ModelFileError(f"onnxruntime cannot load model '{source.name}': {str(exc).splitlines()[0]}") from None
+    probe = plain_session(source.data, optimize=False)
     inp = probe.get_inputs()[0]
     dims = inp.shape[1:]
     if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
         raise ModelFileError(f"model '{source.name}' input {inp.name!r} has shape {inp.shape}; expected (N,C,H,W)")
-    return tensorrt_options(
-        config.gpu,
-        input_name=inp.name,
-        chw=(dims[0], dims[1], dims[2]),
-        model_sha256=source.sha256,
-        ort_version=ort.__version__,
-    )
+    return ModelInput(inp.name, (dims[0], dims[1], dims[2]), source.sha256)

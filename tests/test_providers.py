@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
+from nin_edge.benchmarks.bench import BenchConfig
+from nin_edge.benchmarks.gpu_check import GpuCheckConfig
+from nin_edge.export import ExportConfig
+from nin_edge.models.evaluate import EvalConfig
 from nin_edge.runtime.core.errors import ConfigError, ProviderError
 from nin_edge.runtime.providers import (
     CPU,
     CUDA,
+    OPENVINO,
+    PROVIDERS,
     TENSORRT,
     GpuOptions,
     cuda_options,
     engine_cache_path,
+    is_gpu,
+    parse_provider,
     plan_providers,
     tensorrt_options,
     validate_gpu_options,
 )
+from nin_edge.runtime.serving.triton import ServeConfig
+from nin_edge.runtime.session import RuntimeConfig
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 SHA = "ab" * 32
@@ -125,3 +138,85 @@ def test_option_builders_run_only_for_planned_providers_without_own_options():
     assert calls == []  # not planned, explicit options, or missing: the probe never ran
     plan = plan_providers("tensorrt", GPU_BUILD, fallback=False, option_builder=builders)
     assert plan.providers[0] == (TENSORRT, {"trt_fp16_enable": "True"}) and calls == ["probe"]
+
+
+# -- one catalogue: every command parses provider names in one place -------------------------------
+
+PACKAGE = Path(__file__).resolve().parents[1]
+SPELLINGS = ("CPUExecutionProvider", "cpu", "CPU")
+
+
+def _package_modules():
+    for folder in ("runtime", "models", "export", "benchmarks"):
+        yield from (PACKAGE / folder).rglob("*.py")
+
+
+def test_provider_names_are_parsed_only_in_the_catalogue():
+    """No module but the catalogue spells an onnxruntime provider name or compares a provider to a
+    literal: a new provider is one entry in runtime/providers.py, and no command can drift."""
+    home = {PACKAGE / "runtime" / "providers.py", PACKAGE / "runtime" / "openvino.py"}
+    offences = []
+    for path in _package_modules():
+        if path in home:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value.endswith("ExecutionProvider")
+            ):
+                offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno} spells {node.value!r}")
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                names = [ast.unparse(s) for s in sides]
+                if any("provider" in n.lower() for n in names) and any(
+                    isinstance(s, ast.Constant) and isinstance(s.value, str) for s in sides
+                ):
+                    offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno} compares {ast.unparse(node)}")
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("InferenceSession"):
+                if path != PACKAGE / "runtime" / "session.py":
+                    offences.append(f"{path.relative_to(PACKAGE)}:{node.lineno} builds an InferenceSession")
+    assert offences == []
+
+
+@pytest.mark.parametrize("spelling", [*SPELLINGS, "CpuExecutionProvider", " cpu "])
+def test_every_spelling_of_a_provider_is_the_same_entry(spelling):
+    assert parse_provider(spelling).name == CPU
+    assert parse_provider("TRT") is parse_provider("TensorrtExecutionProvider")
+    assert [e.is_gpu for e in PROVIDERS if e.name in (CPU, CUDA, TENSORRT, OPENVINO)] == [True, True, False, False]
+
+
+def _configs(tmp_path, provider):
+    """Every command's config with ``provider``; all else valid, so only the provider can fail."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    return {
+        "nin-infer / Classifier": lambda: RuntimeConfig(provider=provider),
+        "nin-export": lambda: ExportConfig(provider=provider, output=str(tmp_path / "n.onnx")),
+        "nin-eval": lambda: EvalConfig(data_dir=str(tmp_path), onnx=str(model), provider=provider),
+        "nin-bench": lambda: BenchConfig(models=(), model_path=(str(model),), provider=(provider,)),
+        "nin-serve": lambda: ServeConfig(model=str(model), provider=provider),
+        "profile": lambda: RuntimeConfig(provider=(provider, "cpu")),
+    }
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_every_command_accepts_every_spelling_of_a_provider(tmp_path, spelling):
+    for make in _configs(tmp_path, spelling).values():
+        make().validate()
+
+
+def test_every_command_refuses_an_unknown_provider_before_any_work(tmp_path):
+    for command, make in _configs(tmp_path, "bogus").items():
+        with pytest.raises(ConfigError, match="provider 'bogus' is not known; expected"):
+            make().validate()
+            pytest.fail(f"{command} accepted provider 'bogus'")
+    with pytest.raises(ConfigError, match="provider 'bogus' is not known"):
+        GpuCheckConfig(provider="bogus").validate()
+    with pytest.raises(ConfigError, match="provider must be a GPU provider"):
+        GpuCheckConfig(provider="CPUExecutionProvider").validate()
+    assert not (tmp_path / "n.onnx").exists()
+
+
+def test_openvino_is_not_a_gpu_for_io_binding():
+    assert not is_gpu("openvino") and is_gpu("cuda") and is_gpu("TensorrtExecutionProvider")

@@ -115,7 +115,13 @@ def provider_option(*, default: str = "auto", multiple: bool = False, help: str 
         multiple=multiple,
         show_default=True,
         help=help + extra + ".",
+        callback=_split_names if multiple else None,
     )
+
+
+def _split_names(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """``--provider a,b --provider c`` as ``(a, b, c)``; the names are parsed by the config's ``validate()``."""
+    return tuple(p.strip() for item in value for p in item.split(",") if p.strip())
 
 
 def fallback_option() -> Callable:

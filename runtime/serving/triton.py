@@ -29,6 +29,7 @@ import numpy as np
 
 from ..classifier import Classifier, check_top_k, top_predictions
 from ..core.errors import ConfigError, InputError, NinEdgeError
+from ..providers import parse_providers
 
 SERVE_EXTRA = "pip install 'nin-edge[serve]'"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -56,6 +57,7 @@ class ServeConfig:
     batch_log: str | None = None
 
     def validate(self) -> None:
+        parse_providers(self.provider)
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             if not 0 < port < 65536:
                 raise ConfigError(f"ports must be in 1..65535, got {port}")
