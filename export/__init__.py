@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from nin_edge.runtime.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .pipeline import ExportConfig, ExportSummary, run_export
+    from .pipeline import ExportConfig, ExportSummary, VerifiedModel, run_export, verify_export
     from .steps import (
         MAX_OPSET,
         MIN_OPSET,
@@ -33,19 +33,21 @@ __all__ = [
     "ParityResult",
     "ParityRow",
     "SimplifyResult",
+    "VerifiedModel",
     "check_graph",
     "check_opset",
     "check_parity",
     "export_onnx",
     "run_export",
     "simplify",
+    "verify_export",
     "with_metadata",
 ]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        ".pipeline": ("ExportConfig", "ExportSummary", "run_export"),
+        ".pipeline": ("ExportConfig", "ExportSummary", "VerifiedModel", "run_export", "verify_export"),
         ".steps": (
             "MAX_OPSET",
             "MIN_OPSET",

@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -37,7 +37,7 @@ from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.providers import PROVIDERS, short_label
 from nin_edge.runtime.session import plain_session
 
-from .pipeline import ExportConfig, ExportSummary, median_ms, run_export
+from .pipeline import ExportConfig, ExportSummary, VerifiedModel, median_ms, verify_export
 from .precision import load_images
 
 FILE_OF = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
@@ -198,26 +198,49 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
     return {"data": None, "note": "weights given by the exporter; their training was not recorded"}
 
 
-def write_bundle(*, config: ExportConfig, folder: str | os.PathLike, precisions: tuple[str, ...]) -> BundleSummary:
-    """Export ``config``'s model at each of ``precisions`` (FP32 always) into the bundle ``folder``."""
-    start = time.perf_counter()
-    target = Path(folder)
+def bundle_precisions(precisions: tuple[str, ...]) -> tuple[str, ...]:
+    """The precisions a bundle holds: FP32 always, first; each one checked."""
     wanted = ("fp32", *(p for p in precisions if p != "fp32"))
     for p in wanted:
         Precision.check(p, "bundle precision")
-    _check_target(target)
+    return wanted
+
+
+def _staging(target: Path) -> Path:
+    """Where the bundle is built before it is swapped in: beside it, so the rename stays on one disk."""
+    return target.resolve().parent / f".{target.name}.nin-edge-{os.getpid()}.tmp"
+
+
+def write_bundle(*, config: ExportConfig, folder: str | os.PathLike, precisions: tuple[str, ...]) -> BundleSummary:
+    """Export ``config``'s model at each of ``precisions`` (FP32 always) into the bundle ``folder``."""
+    from .targets import get_target  # the bundle target's module imports this one
+
+    bundle, target = get_target("bundle"), Path(folder)
+    options = bundle.options_type(precisions=precisions)
+    bundle.check(options, target)
     # Each precision's options are checked as its export will run them: writing beside the bundle.
     probe = target.resolve().parent / f".{target.name}.check.onnx"
-    for p in wanted:
+    for p in bundle_precisions(precisions):
         replace(config, precision=p, output=str(probe), triton_repo=None).validate()
-    tmp = target.resolve().parent / f".{target.name}.nin-edge-{os.getpid()}.tmp"
+    fp32 = verify_export(replace(config, precision="fp32", output=str(probe), triton_repo=None))
+    return cast(BundleSummary, bundle.write(fp32, options, target))
+
+
+def build_bundle(model: VerifiedModel, precisions: tuple[str, ...], target: Path) -> BundleSummary:
+    """Write the bundle of the verified FP32 ``model`` and its other ``precisions`` to ``target``:
+    built in a staging folder beside it, checked by the bundle reader, then swapped in."""
+    start = time.perf_counter()
+    config = model.config
+    wanted = bundle_precisions(precisions)
+    tmp = _staging(target)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        summaries = {
-            p: run_export(replace(config, precision=p, output=str(tmp / FILE_OF[p]), triton_repo=None)) for p in wanted
-        }
+        verified = {p: model if p == "fp32" else model.at_precision(p, tmp / FILE_OF[p]) for p in wanted}
+        for p, v in verified.items():
+            (tmp / FILE_OF[p]).write_bytes(v.data)
+        summaries = {p: v.summary for p, v in verified.items()}
         _fixed_batch(tmp / FILE_OF["fp32"], tmp / MOBILE)
         onnx_names = [FILE_OF[p] for p in wanted] + [MOBILE]
         ort_errors = _to_ort(tmp, onnx_names)

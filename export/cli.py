@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import click
@@ -138,17 +139,8 @@ _TRITON = TritonOptions()
 @one_line_errors
 def main(fmt: str, bundle: str | None, bundle_precisions: tuple[str, ...], **options: Any) -> None:
     """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
-    triton_fields = (
-        "name",
-        "max_batch",
-        "preferred_batch_sizes",
-        "queue_delay_us",
-        "instance_count",
-        "instance_kind",
-        "tensorrt",
-        "tensorrt_fp16",
-    )
-    triton = {k: options.pop(k) for k in triton_fields}
+    # The Triton flags share their names with TritonOptions' fields (--triton-name is ``name``).
+    triton = {f.name: options.pop(f.name) for f in fields(TritonOptions)}
     triton["preferred_batch_sizes"] = triton["preferred_batch_sizes"] or ()
     config = ExportConfig(**options, triton=TritonOptions(**triton))
     if bundle is None:

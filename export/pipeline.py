@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,6 @@ from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
-from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.limits import check_input_budget, check_input_size, check_seed
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
@@ -44,7 +44,9 @@ from .steps import (
     simplify,
     with_metadata,
 )
-from .triton import TritonOptions, TritonRepo, check_repository, write_triton_repo
+from .targets import Target, TargetOptions, get_target
+from .targets.onnx import OnnxOptions
+from .triton import TritonOptions, TritonRepo
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,18 @@ class ExportConfig:
             Int8Target.check(self.int8_target, "int8 target")
         if self.weights and self.random_init:
             raise ConfigError("--weights and --random-init exclude each other; give one")
-        if self.triton_repo:
-            self.triton.validate()
-            check_repository(self.triton_repo)
         if not 0 <= self.min_agreement <= 1:
             raise ConfigError(f"min agreement must be in [0, 1], got {self.min_agreement!r}")
-        check_writable(self.output_path)
+        for target, options, out in self.deploy_targets():
+            target.check(options, out)
+
+    def deploy_targets(self) -> list[tuple[Target, TargetOptions, Path]]:
+        """The targets this export writes, with their options and destinations: the ONNX file, and
+        the Triton repository when ``triton_repo`` is given."""
+        chosen: list[tuple[Target, TargetOptions, Path]] = [(get_target("onnx"), OnnxOptions(), self.output_path)]
+        if self.triton_repo:
+            chosen.append((get_target("triton"), self.triton, Path(self.triton_repo)))
+        return chosen
 
 
 @dataclass(frozen=True)
@@ -375,14 +383,43 @@ def _reduce(
     return report, reduced_bytes, graph
 
 
+@dataclass(frozen=True)
+class VerifiedModel:
+    """What every deploy target receives: the verified model in memory and its card.
+
+    ``data`` is the serialised, checked ONNX model; ``metadata`` the card it carries (input size,
+    channels, labels, preprocessing); ``config`` the resolved options that made it; ``summary``
+    the checks and costs (its ``output`` is where the ``onnx`` target would write it).
+    """
+
+    data: bytes
+    metadata: ModelMetadata
+    config: ExportConfig
+    summary: ExportSummary
+
+    def at_precision(self, precision: str, output: str | os.PathLike) -> VerifiedModel:
+        """The same model verified at another precision (``output`` names it in messages)."""
+        return verify_export(replace(self.config, precision=precision, output=str(output), triton_repo=None))
+
+
 def run_export(config: ExportConfig) -> ExportSummary:
     """Export, simplify, check, label and verify one model; the output appears only if all passes.
 
     With ``precision`` int8 or fp16 the verified FP32 model is converted, labelled and compared
     with the FP32 one (agreement must reach ``min_agreement``). Raises a
     :class:`~nin_edge.runtime.core.errors.NinEdgeError` subclass for bad options, bad weights or a
-    failed check; an existing file at the output path is then left as it was.
+    failed check; an existing file at the output path is then left as it was. The verified model
+    goes to each of :meth:`ExportConfig.deploy_targets`.
     """
+    verified = verify_export(config)
+    reports = [target.write(verified, options, out) for target, options, out in verified.config.deploy_targets()]
+    triton = next((r for r in reports if isinstance(r, TritonRepo)), None)
+    return replace(verified.summary, triton=triton)
+
+
+def verify_export(config: ExportConfig) -> VerifiedModel:
+    """Everything :func:`run_export` does before writing: the verified model in memory, its card and
+    its summary. Nothing is written."""
     start = time.perf_counter()
     config.validate()
     config = config.resolved()
@@ -425,15 +462,8 @@ def run_export(config: ExportConfig) -> ExportSummary:
     if config.precision != "fp32":
         reduced, data, graph = _reduce(config, proto, metadata)
 
-    with atomic_output(config.output_path) as tmp:
-        tmp.write_bytes(data)
     file_bytes = len(data)
-    triton = None
-    if config.triton_repo:
-        triton = write_triton_repo(
-            onnx_model=data, repository=config.triton_repo, options=config.triton, labels=metadata.labels
-        )
-    return ExportSummary(
+    summary = ExportSummary(
         model=config.model,
         output=str(config.output_path),
         weights=weights,
@@ -453,5 +483,8 @@ def run_export(config: ExportConfig) -> ExportSummary:
         labels=metadata.labels,
         precision=config.precision,
         reduced=reduced,
-        triton=triton,
     )
+    if reduced is not None:  # the card as the reduced model records it (precision, calibration)
+        props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+        metadata = ModelMetadata.from_props(props, str(config.output_path))
+    return VerifiedModel(data=data, metadata=metadata, config=config, summary=summary)

@@ -1,8 +1,8 @@
 """A Triton Inference Server model repository for an exported model, validated against the file.
 
-The ``config.pbtxt`` is built as tritonclient's ``ModelConfig`` protobuf message (never as
-hand-formatted text), then checked against the ONNX file: names, element types, dims, and a
-symbolic batch axis whenever ``max_batch_size > 0``.
+The ``config.pbtxt`` is built as tritonclient's ``ModelConfig`` protobuf message, checked against
+the ONNX file (names, element types, dims, and a symbolic batch axis whenever ``max_batch_size >
+0``) and written by the one ``config.pbtxt`` writer, :mod:`nin_edge.runtime.serving.model_config`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import atomic_output
 from nin_edge.runtime.core.report import Report
+from nin_edge.runtime.serving.model_config import model_config_pb2, write_model_config
 
 
 class InstanceKind(Choice):
@@ -33,15 +34,6 @@ _ONNX_TO_TRITON: dict[int, str] = {
     onnx.TensorProto.INT64: "TYPE_INT64",
     onnx.TensorProto.INT32: "TYPE_INT32",
 }
-
-
-def _model_config_pb2():
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise ConfigError("a Triton repository needs tritonclient: pip install 'nin-edge[serve]'") from None
-    return model_config_pb2, text_format
 
 
 @dataclass(frozen=True)
@@ -104,7 +96,7 @@ def _triton_dims(dims: list) -> list[int]:
 
 def build_config(model: onnx.ModelProto, options: TritonOptions, labels_file: str | None):
     """The ``ModelConfig`` message for ``model`` served as ``options`` say."""
-    pb, _ = _model_config_pb2()
+    pb, _ = model_config_pb2()
     inputs, outputs = _io(model)
     cfg = pb.ModelConfig(name=options.name, platform="onnxruntime_onnx", max_batch_size=options.max_batch)
     skip = 1 if options.max_batch > 0 else 0
@@ -141,7 +133,7 @@ def build_config(model: onnx.ModelProto, options: TritonOptions, labels_file: st
 
 def check_config(cfg, model: onnx.ModelProto) -> None:
     """Prove that the config agrees with the ONNX file, or raise :class:`CheckFailedError`."""
-    pb, _ = _model_config_pb2()
+    pb, _ = model_config_pb2()
     inputs, outputs = _io(model)
     skip = 1 if cfg.max_batch_size > 0 else 0
     pairs = [(c, o, "input") for c, o in zip(cfg.input, inputs, strict=False)] + [
@@ -170,7 +162,7 @@ def check_config(cfg, model: onnx.ModelProto) -> None:
 
 def check_repository(repository: str | os.PathLike) -> None:
     """Before any work: tritonclient is installed and ``repository`` can be a folder."""
-    _model_config_pb2()
+    model_config_pb2()
     root = Path(repository)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"Triton repository '{root}' exists and is not a folder")
@@ -190,12 +182,10 @@ def write_triton_repo(
     ``onnx_model`` is the serialised model (as ``run_export`` holds it) or a path to one.
     """
     options.validate()
-    _, text_format = _model_config_pb2()
     data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
     model = onnx.load_from_string(data)
     cfg = build_config(model, options, "labels.txt" if labels else None)
     check_config(cfg, model)
-    text = text_format.MessageToString(cfg)
     check_repository(repository)
     root = Path(repository)
     version = root / options.name / "1"
@@ -205,15 +195,7 @@ def write_triton_repo(
     if labels:
         with atomic_output(root / options.name / "labels.txt") as tmp:
             tmp.write_text("\n".join(labels) + "\n")
-    config_path = root / options.name / "config.pbtxt"
-    with atomic_output(config_path) as tmp:
-        tmp.write_text(text)
+    config_path, text = write_model_config(cfg, root / options.name)
     return TritonRepo(
         repository=str(root), model_dir=str(root / options.name), config_path=str(config_path), config_text=text
     )
-
-
-def read_config(path: str | os.PathLike):
-    """Parse a ``config.pbtxt`` back into a ``ModelConfig`` message."""
-    pb, text_format = _model_config_pb2()
-    return text_format.Parse(Path(path).read_text(), pb.ModelConfig())

@@ -30,6 +30,7 @@ import numpy as np
 from ..classifier import Classifier, check_top_k, top_predictions
 from ..core.errors import ConfigError, InputError, NinEdgeError
 from ..providers import parse_providers
+from .model_config import model_config_pb2, write_model_config
 
 SERVE_EXTRA = "pip install 'nin-edge[serve]'"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -110,7 +111,8 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         import triton_python_backend_utils as pb  # type: ignore[import-not-found]  # only inside Triton
 
-        params = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
+        # protobuf leaves an empty string out of the JSON Triton hands over, hence the default.
+        params = {k: v.get("string_value", "") for k, v in json.loads(args["model_config"])["parameters"].items()}
         self._pb = pb
         self.clf = Classifier(params["model"], params["provider"], max_batch=int(params["max_batch"]))
         self.batch_log = Path(params["batch_log"]) if params.get("batch_log") else None
@@ -147,21 +149,18 @@ def write_serving_repo(config: ServeConfig, clf: Classifier, repository: Path) -
         "max_batch": str(config.max_batch),
         "batch_log": str(Path(config.batch_log).resolve()) if config.batch_log else "",
     }
-    parameters = "\n".join(
-        f"parameters {{ key: {json.dumps(k)} value {{ string_value: {json.dumps(v)} }} }}" for k, v in params.items()
-    )
-    text = f"""name: {json.dumps(name)}
-backend: "python"
-max_batch_size: {config.max_batch}
-input [ {{ name: {json.dumps(clf.metadata.input_name)} data_type: TYPE_FP32 dims: [ {c}, {h}, {w} ] }} ]
-output [ {{ name: {json.dumps(clf.metadata.output_name)} data_type: TYPE_FP32 dims: [ {len(clf.labels)} ] }} ]
-dynamic_batching {{ max_queue_delay_microseconds: {config.queue_delay_us} }}
-instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-{parameters}
-"""
+    pb, _ = model_config_pb2()
+    cfg = pb.ModelConfig(name=name, backend="python", max_batch_size=config.max_batch)
+    fp32 = pb.DataType.Value("TYPE_FP32")
+    cfg.input.append(pb.ModelInput(name=clf.metadata.input_name, data_type=fp32, dims=[c, h, w]))
+    cfg.output.append(pb.ModelOutput(name=clf.metadata.output_name, data_type=fp32, dims=[len(clf.labels)]))
+    cfg.dynamic_batching.max_queue_delay_microseconds = config.queue_delay_us
+    cfg.instance_group.append(pb.ModelInstanceGroup(count=1, kind=pb.ModelInstanceGroup.Kind.Value("KIND_CPU")))
+    for key, value in params.items():
+        cfg.parameters[key].string_value = value
     version = repository / name / "1"
     version.mkdir(parents=True)
-    (repository / name / "config.pbtxt").write_text(text)
+    write_model_config(cfg, repository / name)
     (version / "model.py").write_text(f"from {__name__} import TritonPythonModel  # noqa: F401\n")
     return name
 

@@ -1,0 +1,37 @@
+"""The ``bundle`` target: a deploy folder (ONNX and ORT models per precision, a fixed-batch mobile
+variant, ``MODEL_CARD.md`` and ``manifest.json`` with sha256s), built aside and swapped in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..bundle import BundleSummary, _check_target, build_bundle, bundle_precisions
+
+if TYPE_CHECKING:
+    from ..pipeline import VerifiedModel
+
+
+@dataclass(frozen=True)
+class BundleOptions:
+    """The precisions the bundle holds (FP32 always; INT8 needs calibration data in the export options)."""
+
+    precisions: tuple[str, ...] = ("fp32",)
+
+
+class BundleTarget:
+    """Writes :func:`~nin_edge.export.bundle.build_bundle`'s folder."""
+
+    name = "bundle"
+    options_type = BundleOptions
+
+    def check(self, options: BundleOptions, out: Path) -> None:
+        bundle_precisions(options.precisions)
+        _check_target(out)
+
+    def write(self, model: VerifiedModel, options: BundleOptions, out: Path) -> BundleSummary:
+        return build_bundle(model, options.precisions, out)
+
+
+TARGET = BundleTarget()

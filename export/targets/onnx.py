@@ -1,0 +1,44 @@
+"""The ``onnx`` target: the verified model as one ONNX file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nin_edge.runtime.core.files import atomic_output, check_writable
+from nin_edge.runtime.core.report import Report
+
+if TYPE_CHECKING:
+    from ..pipeline import VerifiedModel
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    """The ONNX file has no options of its own: the export's options shaped the model."""
+
+
+@dataclass(frozen=True)
+class OnnxFile(Report):
+    """The file written and its size."""
+
+    output: str
+    file_bytes: int
+
+
+class OnnxTarget:
+    """Write the model's bytes to ``out`` atomically."""
+
+    name = "onnx"
+    options_type = OnnxOptions
+
+    def check(self, options: OnnxOptions, out: Path) -> None:
+        check_writable(out)
+
+    def write(self, model: VerifiedModel, options: OnnxOptions, out: Path) -> OnnxFile:
+        with atomic_output(out) as tmp:
+            tmp.write_bytes(model.data)
+        return OnnxFile(output=str(out), file_bytes=len(model.data))
+
+
+TARGET = OnnxTarget()

@@ -1,0 +1,50 @@
+"""Deploy targets: one module each, found by the registry, all following one interface."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import onnx
+import pytest
+from nin_edge.export import ExportConfig, verify_export
+from nin_edge.export.targets import Target, get_target, targets
+from nin_edge.export.targets.onnx import OnnxOptions
+from nin_edge.runtime.core.errors import ConfigError
+
+
+def test_every_module_of_the_package_is_a_registered_target():
+    package = Path(__file__).resolve().parents[1] / "export" / "targets"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "base"}
+    found = targets()
+    assert set(found) == {"bundle", "onnx", "triton"} and modules == set(found)
+    for name, target in found.items():
+        assert isinstance(target, Target) and target.name == name
+        assert dataclasses.is_dataclass(target.options_type)
+        assert target.options_type.__dataclass_params__.frozen
+
+
+def test_an_unknown_target_is_refused_with_the_known_ones():
+    with pytest.raises(ConfigError, match="deploy target 'web' is not known; expected one of bundle, onnx, triton"):
+        get_target("web")
+
+
+@pytest.mark.slow
+def test_the_onnx_target_writes_the_verified_model_and_nothing_before(tmp_path):
+    out = tmp_path / "n.onnx"
+    model = verify_export(ExportConfig(output=str(out), input_size=70, random_init=True, check_batch_sizes=(1,)))
+    assert not out.exists()  # verifying writes nothing
+    assert model.metadata.input_size == 70 and len(model.metadata.labels) == 10
+    report = get_target("onnx").write(model, OnnxOptions(), out)
+    assert out.read_bytes() == model.data and report.file_bytes == len(model.data)
+    assert {p.key for p in onnx.load(str(out)).metadata_props} >= {"labels", "input_size"}
+
+
+def test_targets_check_their_destination_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        get_target("onnx").check(OnnxOptions(), tmp_path / "no" / "n.onnx")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        get_target("bundle").check(get_target("bundle").options_type(), tmp_path / "file")
+    with pytest.raises(ConfigError, match="bundle precision must be one of"):
+        get_target("bundle").check(get_target("bundle").options_type(precisions=("int4",)), tmp_path / "b")
