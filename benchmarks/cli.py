@@ -16,6 +16,7 @@ from nin_edge.runtime.cli.common import (
     provider_option,
     renamed_option,
 )
+from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.providers import CudnnSearch
 
@@ -87,7 +88,7 @@ _B = BenchConfig()
     help="Instead of timing whole runs, profile each configuration node by node (onnxruntime's profiler).",
 )
 @click.option("--top", type=int, default=10, show_default=True, help="--profile: slowest nodes shown per profile.")
-@format_option("table", "json", "csv", "markdown")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV, OutputFormat.MARKDOWN)
 @one_line_errors
 def main(
     fmt: str,

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from nin_edge.models.data import load_split
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import CommaList, format_option, input_size_option, one_line_errors, provider_option
+from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, ModelFileError, NinEdgeError, ProviderError
 from nin_edge.runtime.core.files import atomic_output
 from nin_edge.runtime.core.report import Report, format_table
@@ -150,7 +151,7 @@ _G = GpuCheckConfig()
 @click.option("--min-agreement", type=float, default=_G.min_agreement, show_default=True)
 @click.option("--cache-dir", type=click.Path(), default=None, help="Where exported models are cached.")
 @click.option("--output", type=click.Path(), default=None, help="Also write the result in --format to this file.")
-@format_option("table", "json")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON)
 @one_line_errors
 def main(fmt: str, output: str | None, **options: Any) -> None:
     """Top-1 agreement, node placement and IO binding of a GPU provider against the CPU provider."""

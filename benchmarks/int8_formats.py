@@ -18,6 +18,7 @@ from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.precision import load_images, quantize_int8
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.report import Report, format_table
 from nin_edge.runtime.core.timing import measure_interleaved, summarize
 
@@ -95,7 +96,7 @@ def compare_formats(
 @click.option("--calibration-data", default="synthetic", show_default=True)
 @click.option("--batch-sizes", type=CommaList(int, positive=True), default="1,8,32", show_default=True)
 @click.option("--rounds", type=int, default=5, show_default=True)
-@format_option("table", "json", "markdown")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.MARKDOWN)
 @one_line_errors
 def main(fmt: str, **options: Any) -> None:
     """Time QDQ/QOperator x U8S8/S8S8 INT8 variants against FP32 on this CPU."""

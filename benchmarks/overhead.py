@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import numpy as np
 from nin_edge.runtime.cli.common import format_option, one_line_errors
+from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.report import Report, format_pairs
 from nin_edge.runtime.core.timing import measure_interleaved, summarize
 
@@ -179,7 +180,7 @@ def measure_overhead(model: str, batch_size: int = 1, repeats: int = 7) -> Overh
 @click.option(
     "--repeats", type=click.IntRange(min=1), default=7, show_default=True, help="Cold-start processes of each kind."
 )
-@format_option("table", "json")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON)
 @one_line_errors
 def main(model: str, batch_size: int, repeats: int, fmt: str) -> None:
     """Measure the runtime's warm and cold-start overhead against bare onnxruntime on MODEL."""

@@ -24,6 +24,7 @@ import click
 import numpy as np
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import PROVIDER_HELP, CommaList, format_option, one_line_errors, provider_option
+from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.errors import NinEdgeError
 from nin_edge.runtime.core.report import Report, format_table
 from nin_edge.runtime.core.timing import summarize_ms
@@ -270,7 +271,7 @@ def _ready(http, address: str, name: str) -> bool:
 @click.option(
     "--data-dir", type=click.Path(), default=None, help="Send real Fashion-MNIST test images from this folder."
 )
-@format_option("table", "json", "markdown")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.MARKDOWN)
 @one_line_errors
 def main(model: str, fmt: str, **options: Any) -> None:
     """Requests per second and p50/p99 latency through nin-serve against in-process calls."""

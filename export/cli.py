@@ -8,7 +8,7 @@ from typing import Any
 import click
 from nin_edge.models import list_models
 from nin_edge.runtime.cli.common import CommaList, choice, format_option, input_size_option, one_line_errors
-from nin_edge.runtime.core.choices import Precision
+from nin_edge.runtime.core.choices import OutputFormat, Precision
 from nin_edge.runtime.core.errors import ConfigError
 
 from .bundle import write_bundle
@@ -135,7 +135,7 @@ _TRITON = TritonOptions()
     show_default=True,
     help="Precisions in the bundle (fp32 always; int8 needs --calibration-data).",
 )
-@format_option("table", "json")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON)
 @one_line_errors
 def main(fmt: str, bundle: str | None, bundle_precisions: tuple[str, ...], **options: Any) -> None:
     """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
@@ -157,7 +157,7 @@ def main(fmt: str, bundle: str | None, bundle_precisions: tuple[str, ...], **opt
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("path", type=click.Path())
 @click.option("--layers/--no-layers", default=True, show_default=True, help="Show the per-layer table.")
-@format_option("table", "json", "csv")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
 def inspect_main(path: str, fmt: str, layers: bool) -> None:
     """What the ONNX model (or the bundle folder) at PATH is: contract, metadata, ops, size, MACs, providers."""

@@ -19,6 +19,7 @@ from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.limits import check_input_budget, check_input_size, check_seed
 from nin_edge.runtime.core.metadata import ModelMetadata
+from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.core.timing import measure, summarize
 from nin_edge.runtime.providers import parse_providers
@@ -106,9 +107,7 @@ class ExportConfig:
         """Check every option that can be checked before any work starts."""
         check_opset(self.opset)
         parse_providers(self.provider)
-        if not self.check_batch_sizes or any(
-            isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in self.check_batch_sizes
-        ):
+        if not self.check_batch_sizes or any(not is_whole_number(n, minimum=1) for n in self.check_batch_sizes):
             raise ConfigError(
                 f"check batch sizes must be positive whole numbers, got {list(self.check_batch_sizes)}; e.g. 1,2,7"
             )

@@ -22,6 +22,7 @@ from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
 from nin_edge.runtime.core.files import load_npy
 from nin_edge.runtime.core.metadata import ModelMetadata, Preprocessing
+from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report
 from nin_edge.runtime.preprocess import preprocess_image, read_image
 from onnxruntime.quantization import CalibrationDataReader
@@ -86,7 +87,7 @@ def load_images(
     so an evaluation can use images the calibration did not see.
     """
     pre = pre or Preprocessing()
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+    if not is_whole_number(limit, minimum=1):
         raise ConfigError(f"calibration size must be a positive whole number, got {limit!r}")
     if source == "synthetic":
         rng = np.random.default_rng(seed)

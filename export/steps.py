@@ -21,6 +21,7 @@ from nin_edge.models import ZooModel
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.metadata import ModelMetadata
+from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_table
 from nin_edge.runtime.providers import CPU
 from nin_edge.runtime.session import plain_session
@@ -40,7 +41,7 @@ _FORBIDDEN_AFTER_SIMPLIFY = ("Dropout", "Identity")
 
 def check_opset(opset: int) -> None:
     """Raise :class:`ConfigError` unless the installed torch can export ``opset`` cleanly."""
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+    if not is_whole_number(opset, minimum=MIN_OPSET, maximum=MAX_OPSET):
         raise ConfigError(
             f"opset {opset!r} is not supported by torch {torch.__version__}'s exporter; "
             f"choose one from {MIN_OPSET} to {MAX_OPSET}"

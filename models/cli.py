@@ -13,7 +13,9 @@ from nin_edge.runtime.cli.common import (
     input_size_option,
     one_line_errors,
     provider_option,
+    renamed_option,
 )
+from nin_edge.runtime.core.choices import OutputFormat
 
 from .evaluate import EvalConfig, run_eval
 from .registry import list_models
@@ -93,7 +95,7 @@ def _epoch_line(s: EpochStats) -> None:
 @click.option(
     "--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint."
 )
-@format_option("table", "json", "csv")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
 def train_main(fmt: str, **options: Any) -> None:
     """Train a zoo model on Fashion-MNIST (D2L's recipe by default); torchrun-aware."""
@@ -113,10 +115,11 @@ def train_main(fmt: str, **options: Any) -> None:
 @provider_option(default=_E.provider, help="Provider for --onnx: " + PROVIDER_HELP)
 @click.option("--model", default=None, help="Model of a bare state_dict [default: from the checkpoint, else nin].")
 @input_size_option(default=None, help="Input size for --weights [default: the checkpoint's].")
-@click.option("--batch-size", type=int, default=_E.batch_size, show_default=True)
+@click.option("--max-batch", type=int, default=_E.max_batch, show_default=True, help="Largest batch per run.")
+@renamed_option("--batch-size", "--max-batch", "max_batch", type=int)
 @click.option("--limit", type=int, default=None, help="Use only the first N test images.")
 @click.option("--confusion-png", type=click.Path(), default=None, help="Also draw the confusion matrix here.")
-@format_option("table", "json", "csv")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
 def eval_main(fmt: str, **options: Any) -> None:
     """Test accuracy, per-class accuracy and confusion matrix of a checkpoint and/or its ONNX export."""

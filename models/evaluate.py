@@ -12,6 +12,7 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.files import check_writable
 from nin_edge.runtime.core.limits import check_limit
+from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.providers import parse_providers
 from torch import nn
@@ -33,7 +34,7 @@ class EvalConfig:
     provider: str = "auto"
     model: str | None = None
     input_size: int | None = None
-    batch_size: int = 256
+    max_batch: int = 256
     limit: int | None = None
     confusion_png: str | None = None
 
@@ -43,8 +44,8 @@ class EvalConfig:
             raise ConfigError("--data-dir is required: a folder with the Fashion-MNIST IDX files")
         if not self.weights and not self.onnx:
             raise ConfigError("give --weights CKPT, --onnx MODEL, or both")
-        if self.batch_size <= 0:
-            raise ConfigError(f"batch size must be positive, got {self.batch_size}")
+        if not is_whole_number(self.max_batch, minimum=1):
+            raise ConfigError(f"max batch must be positive, got {self.max_batch}")
         check_limit(self.limit, "--limit")
         if self.confusion_png:
             check_writable(self.confusion_png, "confusion matrix PNG")
@@ -170,7 +171,7 @@ def predict_onnx(clf: Classifier, split: Split, batch_size: int) -> np.ndarray:
 def run_eval(config: EvalConfig) -> EvalResult:
     """Evaluate the checkpoint and/or ONNX model of ``config`` on the test split."""
     config.validate()
-    clf = Classifier(config.onnx, config.provider, max_batch=config.batch_size) if config.onnx else None
+    clf = Classifier(config.onnx, config.provider, max_batch=config.max_batch) if config.onnx else None
     if clf is not None and len(clf.labels) != len(FASHION_MNIST_CLASSES):
         raise ConfigError(
             f"model '{config.onnx}' has {len(clf.labels)} classes; Fashion-MNIST evaluation needs "
@@ -180,12 +181,12 @@ def run_eval(config: EvalConfig) -> EvalResult:
     results, preds = [], []
     if config.weights:
         p, size = predict_checkpoint(
-            config.weights, split, model=config.model, input_size=config.input_size, batch_size=config.batch_size
+            config.weights, split, model=config.model, input_size=config.input_size, batch_size=config.max_batch
         )
         preds.append(p)
         results.append(scores(config.weights, p, split.labels, FASHION_MNIST_CLASSES, size))
     if clf is not None:
-        p = predict_onnx(clf, split, config.batch_size)
+        p = predict_onnx(clf, split, config.max_batch)
         preds.append(p)
         results.append(scores(clf.source, p, split.labels, clf.labels, clf.input_shape[1]))
     agreement = float(np.mean(preds[0] == preds[1])) if len(preds) == 2 else None

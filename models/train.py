@@ -22,6 +22,7 @@ from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import ConfigError, NinEdgeError
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.limits import check_limit, check_seed
+from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_table
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
@@ -91,7 +92,7 @@ class TrainConfig:
             raise ConfigError("--data-dir is required: a folder with the four Fashion-MNIST IDX files")
         for name in ("epochs", "batch_size", "input_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_whole_number(value, minimum=1):
                 raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")

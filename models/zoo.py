@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nin_edge.runtime.core.errors import ConfigError
+from nin_edge.runtime.core.numbers import is_whole_number
 from torch import nn
 
 from .registry import ModelCard, register_model
@@ -19,7 +20,7 @@ _SIZE_SEARCH_LIMIT = 1024
 
 
 def _positive(name: str, value: object, model: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_whole_number(value, minimum=1):
         raise ConfigError(f"{model}: {name} must be a positive whole number, got {value!r}")
 
 

@@ -15,6 +15,7 @@ from .bundle import resolve_model
 from .core.digest import graph_digest
 from .core.errors import ConfigError, InputError, ModelFileError
 from .core.metadata import ModelMetadata, Preprocessing
+from .core.numbers import is_whole_number
 from .core.report import Report, format_pairs
 from .openvino import OPENVINO
 from .preprocess import check_image_array, gather_raw_images, is_path_like, preprocess_image
@@ -89,7 +90,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def check_top_k(top_k: object, classes: int) -> None:
     """Refuse a ``top_k`` outside 1..classes."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= classes:
+    if not is_whole_number(top_k, minimum=1, maximum=classes):
         raise ConfigError(f"top_k must be a whole number from 1 to {classes}, got {top_k!r}")
 
 

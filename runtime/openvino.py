@@ -22,6 +22,7 @@ from typing import Any
 
 from .core.choices import Choice
 from .core.errors import ConfigError, ProviderError
+from .core.numbers import is_whole_number
 
 OPENVINO = "OpenVINOExecutionProvider"
 INSTALL = "pip install 'nin-edge[openvino]' (x86-64 Linux or Windows)"
@@ -63,7 +64,7 @@ class OpenVinoOptions:
         OpenVinoDevice.check(self.device_type, "openvino device_type")
         OpenVinoPrecision.check(self.precision, "openvino precision")
         for name, value in (("num_streams", self.num_streams), ("num_threads", self.num_threads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            if value is not None and not is_whole_number(value, minimum=1):
                 raise ConfigError(f"openvino {name} must be a positive whole number, got {value!r}")
 
     def provider_options(self) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .core.choices import Choice
 from .core.errors import ConfigError, ProviderError
+from .core.numbers import is_whole_number
 from .cuda import GPU_INSTALL, installed_onnxruntime_distributions
 from .openvino import INSTALL as OPENVINO_INSTALL
 from .openvino import OPENVINO, OpenVinoOptions, prefers_openvino
@@ -331,10 +332,10 @@ def tensorrt_options(
 
 def validate_gpu_options(gpu: GpuOptions) -> None:
     """Refuse GPU options that onnxruntime would reject late or ignore."""
-    if isinstance(gpu.device_id, bool) or not isinstance(gpu.device_id, int) or gpu.device_id < 0:
+    if not is_whole_number(gpu.device_id, minimum=0):
         raise ConfigError(f"device_id must be a whole number >= 0, got {gpu.device_id!r}")
     CudnnSearch.check(gpu.cudnn_conv_algo_search, "cudnn_conv_algo_search")
-    if isinstance(gpu.max_batch, bool) or not isinstance(gpu.max_batch, int) or gpu.max_batch <= 0:
+    if not is_whole_number(gpu.max_batch, minimum=1):
         raise ConfigError(f"max_batch must be a positive whole number, got {gpu.max_batch!r}")
 
 

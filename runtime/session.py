@@ -20,6 +20,7 @@ import onnxruntime as ort
 from .core.choices import Precision
 from .core.errors import ConfigError, ModelFileError, ProviderError
 from .core.files import atomic_output
+from .core.numbers import is_whole_number
 from .cuda import diagnose_cuda, preload_cuda_libraries
 from .openvino import OPENVINO, OpenVinoOptions, cpu_flags
 from .openvino import devices as openvino_devices
@@ -86,7 +87,7 @@ class RuntimeConfig:
         parse_providers(self.provider)
         for name in ("threads", "inter_op_threads"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            if value is not None and not is_whole_number(value, minimum=1):
                 raise ConfigError(f"{name} must be a positive whole number or None, got {value!r}")
         if self.graph_optimization not in GRAPH_OPTIMIZATION:
             raise ConfigError(

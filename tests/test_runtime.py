@@ -419,3 +419,22 @@ def test_dependencies_point_one_way(folder, forbidden):
     imports = _imports_of(folder)
     wrong = sorted(m for m in imports for f in forbidden if m == f.rstrip(".") or m.startswith(f.rstrip(".") + "."))
     assert wrong == [], f"{folder} imports {wrong}"
+
+
+@pytest.mark.parametrize(
+    ("value", "bounds", "whole"),
+    [
+        (3, {}, True),
+        (0, {"minimum": 1}, False),
+        (True, {}, False),
+        (2.0, {}, False),
+        ("3", {}, False),
+        (7, {"minimum": 1, "maximum": 7}, True),
+        (8, {"minimum": 1, "maximum": 7}, False),
+        (-1, {"minimum": 0}, False),
+    ],
+)
+def test_the_one_whole_number_test(value, bounds, whole):
+    from nin_edge.runtime.core.numbers import is_whole_number
+
+    assert is_whole_number(value, **bounds) is whole

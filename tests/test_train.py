@@ -320,3 +320,15 @@ def test_eval_accepts_the_old_image_size_spelling(tiny_fashion, nin_checkpoint):
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["results"][0]["input_size"] == 72
     assert "warning: --image-size is now --input-size" in result.stderr
+
+
+def test_eval_takes_max_batch_and_the_old_batch_size_spelling_with_a_warning(tiny_fashion, nin_checkpoint):
+    from nin_edge.models.cli import eval_main
+
+    args = ["--data-dir", tiny_fashion, "--weights", nin_checkpoint, "--limit", 8, "--format", "json"]
+    new = run_cli(eval_main, [*args, "--max-batch", 4])
+    old = run_cli(eval_main, [*args, "--batch-size", 4])
+    assert new.exit_code == 0 and old.exit_code == 0, (new.stderr, old.stderr)
+    assert json.loads(new.stdout)["results"] == json.loads(old.stdout)["results"]
+    assert "warning: --batch-size is now --max-batch; the old spelling goes in the next release" in old.stderr
+    assert_one_line_error(run_cli(eval_main, [*args, "--max-batch", 0]), "max batch must be positive, got 0")

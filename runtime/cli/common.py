@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..core.choices import Choice
+from ..core.choices import Choice, OutputFormat
 from ..core.errors import NinEdgeError
 
 
@@ -83,13 +83,13 @@ class CommaList(click.ParamType):
         return items
 
 
-def format_option(*formats: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The ``--format`` option with the given choices (first is the default)."""
+def format_option(*formats: OutputFormat) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--format`` option with the given :class:`OutputFormat` choices (first is the default)."""
     return click.option(
         "--format",
         "fmt",
-        type=click.Choice(formats),
-        default=formats[0],
+        type=click.Choice([str(f) for f in formats]),
+        default=str(formats[0]),
         show_default=True,
         help="How to print the result.",
     )

@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from ..classifier import Classifier, Prediction
+from ..core.choices import OutputFormat
 from ..core.errors import InputError
 from ..core.files import load_npy
 from ..core.report import Report, format_table
@@ -127,7 +128,7 @@ def run_inference(
 @renamed_option("--batch-size", "--max-batch", "max_batch", type=click.IntRange(min=1))
 @click.option("--triton-url", default=None, help="Let a Triton server (e.g. http://127.0.0.1:8000) compute the logits.")
 @click.option("--triton-model", default=None, help="Model name on the server [default: the model's own name].")
-@format_option("table", "json", "csv")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
 def main(model: str, inputs: tuple[str, ...], fmt: str, **options: Any) -> None:
     """Classify image files (PNG, JPEG) and .npy arrays with an exported MODEL."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .errors import ConfigError
+from .numbers import is_whole_number
 
 #: The largest float32 input batch the tools build on their own (parity checks, benchmarks).
 #: NiN's activations are about six times its input, so this keeps a run within a few GiB.
@@ -26,7 +27,7 @@ def check_input_budget(batch: int, channels: int, size: int, what: str) -> None:
 
 def check_seed(seed: object) -> None:
     """Refuse a seed the random generators cannot take."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if not is_whole_number(seed, minimum=0, maximum=MAX_SEED):
         raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
 
 
@@ -42,5 +43,5 @@ def check_input_size(size: int, channels: int, batch: int = 2) -> None:
 
 def check_limit(limit: object, flag: str) -> None:
     """Refuse an image limit that is not a positive whole number (None means no limit)."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+    if limit is not None and not is_whole_number(limit, minimum=1):
         raise ConfigError(f"{flag} must be a positive number of images, got {limit!r}; leave it out to use them all")

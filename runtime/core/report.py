@@ -131,12 +131,12 @@ class Report:
 
     def render(self, fmt: str) -> str:
         """Render in ``fmt``: one of ``table``, ``json``, ``csv``, ``markdown``."""
-        if fmt == "table":
+        if fmt == OutputFormat.TABLE:
             return self.to_table()
-        if fmt == "json":
+        if fmt == OutputFormat.JSON:
             return self.to_json()
-        if fmt == "csv":
+        if fmt == OutputFormat.CSV:
             return format_csv(self.rows())
-        if fmt == "markdown":
+        if fmt == OutputFormat.MARKDOWN:
             return format_markdown(self.rows())
         raise ConfigError(f"format {fmt!r} is not known; expected one of {', '.join(FORMATS)}")
