@@ -16,6 +16,7 @@ import click
 import numpy as np
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.precision import load_images, quantize_int8
+from nin_edge.models import model_card
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
 from nin_edge.runtime.core.choices import OutputFormat
@@ -70,7 +71,10 @@ def compare_formats(
                 check_batch_sizes=(1,),
             )
         )
-        calib = load_images(calibration_data, size=input_size, channels=1, limit=calibration_size)
+        card = model_card(model)
+        calib = load_images(
+            calibration_data, size=input_size, channels=card.in_channels, limit=calibration_size, pre=card.preprocessing
+        )
         paths = {"FP32": fp32}
         for name, (fmt, act) in VARIANTS.items():
             paths[name] = Path(tmp) / f"{fmt}-{act}.onnx"

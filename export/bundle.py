@@ -292,7 +292,13 @@ def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float |
         return {p: None for p in paths}
     cfg = config.resolved()
     images = load_images(
-        config.eval_data, size=cfg.size, channels=cfg.in_channels, limit=config.eval_size, split="test", seed=cfg.seed
+        config.eval_data,
+        size=cfg.size,
+        channels=cfg.in_channels,
+        limit=config.eval_size,
+        split="test",
+        seed=cfg.seed,
+        pre=model_card(config.model).preprocessing,
     )
     if images.labels is None:
         return {p: None for p in paths}

@@ -332,6 +332,7 @@ def _reduce(
             limit=config.calibration_size,
             split="train",
             seed=config.seed,
+            pre=metadata.preprocessing,
         )
         # onnxruntime's quantization tools read and write files, so INT8 goes through a scratch folder.
         with tempfile.TemporaryDirectory() as scratch:
@@ -363,6 +364,7 @@ def _reduce(
         limit=config.eval_size,
         split="test" if config.eval_data else "train",
         seed=config.seed + 1,
+        pre=metadata.preprocessing,
         # Agreement on the calibration images themselves would hide a bad calibration.
         skip=config.calibration_size if held_out else 0,
     )

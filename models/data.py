@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError
+from nin_edge.runtime.core.metadata import Preprocessing
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -102,13 +103,19 @@ def load_split(root: str | os.PathLike, split: str, limit: int | None = None) ->
     return Split(images=images, labels=labels.astype(np.int64))
 
 
-def to_model_input(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (N, H, W) images to float32 (N, 1, size, size) in [0, 1], resized bilinearly.
+def to_model_input(images: torch.Tensor, size: int, pre: Preprocessing) -> torch.Tensor:
+    """uint8 (N, H, W) images to float32 (N, 1, size, size), resized bilinearly and normalised as
+    the model card's ``pre`` says (``(pixel * scale - mean) / std``; NiN: pixel / 255).
 
-    Bilinear with half-pixel centres: the same arithmetic as the runtime's numpy preprocessing
-    (``nin_edge.runtime.preprocess``) when enlarging, so training and deployment see equal pixels.
+    Bilinear with half-pixel centres and the scale as a float32 factor: the same arithmetic as the
+    runtime's numpy preprocessing (``nin_edge.runtime.preprocess``) when enlarging, so training
+    and deployment see equal pixels.
     """
-    x = images.to(torch.float32).unsqueeze(1) / 255.0
+    x = images.to(torch.float32).unsqueeze(1) * float(np.float32(pre.scale))
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if any(pre.mean) or any(s != 1.0 for s in pre.std):
+        mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
+        x = (x - mean) / std
     return x

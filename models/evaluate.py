@@ -12,6 +12,7 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.files import check_writable
 from nin_edge.runtime.core.limits import check_limit
+from nin_edge.runtime.core.metadata import Preprocessing
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.providers import parse_providers
@@ -21,7 +22,7 @@ from .checkpoint import load_weights, read_checkpoint
 from .data import Split, load_split, to_model_input
 from .distributed import Dist
 from .plotting import pyplot, save_png
-from .registry import FASHION_MNIST_CLASSES, create_model
+from .registry import ModelCard, create_model, model_card
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def evaluate_model(
     split: Split,
     input_size: int,
     device: torch.device,
+    pre: Preprocessing,
     batch_size: int = 256,
     ddp: Dist | None = None,
 ) -> np.ndarray:
@@ -135,7 +137,7 @@ def evaluate_model(
     with torch.no_grad():
         for start in range(0, len(index), batch_size):
             idx = index[start : start + batch_size]
-            x = to_model_input(torch.from_numpy(split.images[idx]), input_size).to(device)
+            x = to_model_input(torch.from_numpy(split.images[idx]), input_size, pre).to(device)
             preds[idx] = model(x).argmax(1).cpu().numpy()
     if ddp.enabled:
         gathered = torch.from_numpy(preds)
@@ -146,8 +148,9 @@ def evaluate_model(
 
 def predict_checkpoint(
     path: str, split: Split, *, model: str | None, input_size: int | None, batch_size: int
-) -> tuple[np.ndarray, int]:
-    """Predictions of a checkpoint; model name and input size come from a nin-train checkpoint's recipe."""
+) -> tuple[np.ndarray, int, ModelCard]:
+    """Predictions of a checkpoint, its input size and its model's card; model name and input size come
+    from a nin-train checkpoint's recipe."""
     data = read_checkpoint(path)
     raw_recipe = data.get("recipe")
     recipe: dict = raw_recipe if isinstance(raw_recipe, dict) else {}
@@ -157,7 +160,8 @@ def predict_checkpoint(
     size = input_size or recipe.get("input_size") or recipe.get("image_size") or 224  # image_size: older checkpoints
     net = create_model(name, input_size=size)
     load_weights(net, path)
-    return evaluate_model(net, split, size, torch.device("cpu"), batch_size=batch_size), size
+    card = model_card(name)
+    return evaluate_model(net, split, size, torch.device("cpu"), card.preprocessing, batch_size=batch_size), size, card
 
 
 def predict_onnx(clf: Classifier, split: Split, batch_size: int) -> np.ndarray:
@@ -172,19 +176,21 @@ def run_eval(config: EvalConfig) -> EvalResult:
     """Evaluate the checkpoint and/or ONNX model of ``config`` on the test split."""
     config.validate()
     clf = Classifier(config.onnx, config.provider, max_batch=config.max_batch) if config.onnx else None
-    if clf is not None and len(clf.labels) != len(FASHION_MNIST_CLASSES):
+    # The test split's classes are those of the card of the model evaluated (every card: Fashion-MNIST).
+    classes = model_card(config.model or "nin").labels
+    if clf is not None and len(clf.labels) != len(classes):
         raise ConfigError(
             f"model '{config.onnx}' has {len(clf.labels)} classes; Fashion-MNIST evaluation needs "
-            f"{len(FASHION_MNIST_CLASSES)} ({', '.join(FASHION_MNIST_CLASSES[:3])}, ...)"
+            f"{len(classes)} ({', '.join(classes[:3])}, ...)"
         )
     split = load_split(config.data_dir, "test", config.limit)
     results, preds = [], []
     if config.weights:
-        p, size = predict_checkpoint(
+        p, size, card = predict_checkpoint(
             config.weights, split, model=config.model, input_size=config.input_size, batch_size=config.max_batch
         )
         preds.append(p)
-        results.append(scores(config.weights, p, split.labels, FASHION_MNIST_CLASSES, size))
+        results.append(scores(config.weights, p, split.labels, card.labels, size))
     if clf is not None:
         p = predict_onnx(clf, split, config.max_batch)
         preds.append(p)

@@ -32,7 +32,7 @@ from .data import load_split, to_model_input
 from .distributed import Dist, dist_from_env
 from .evaluate import evaluate_model
 from .plotting import pyplot, save_png
-from .registry import create_model
+from .registry import create_model, model_card
 
 
 class Optimizer(Choice):
@@ -238,6 +238,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
             raise ConfigError(f"the {name} split in '{config.data_dir}' holds no images; nothing to train or test on")
     torch.manual_seed(config.seed)
     model = create_model(config.model, input_size=config.input_size)
+    card = model_card(config.model)
     init_xavier(model)
     history: list[EpochStats] = []
     start_epoch = 0
@@ -290,7 +291,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
             lr = _lr_at(config, step, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = to_model_input(images, config.input_size)
+            x = to_model_input(images, config.input_size, card.preprocessing)
             if config.flip:
                 flip = torch.rand(len(x), generator=generator) < 0.5
                 x[flip] = x[flip].flip(-1)
@@ -324,7 +325,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
         totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
         if ddp.enabled:
             dist.all_reduce(totals)
-        preds = evaluate_model(model, test_split, config.input_size, device, ddp=ddp)
+        preds = evaluate_model(model, test_split, config.input_size, device, card.preprocessing, ddp=ddp)
         stats = EpochStats(
             epoch=epoch + 1,
             train_loss=float(totals[0] / totals[2]),

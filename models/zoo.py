@@ -13,7 +13,7 @@ from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.numbers import is_whole_number
 from torch import nn
 
-from .registry import ModelCard, register_model
+from .registry import ModelCard, model_card, register_model
 
 # Larger inputs than this are not searched for a smallest size; no model here needs more.
 _SIZE_SEARCH_LIMIT = 1024
@@ -72,6 +72,7 @@ class ZooModel(nn.Sequential):
 
     ``fixed_input_size`` is set for networks with Linear heads (AlexNet, VGG), which accept only the
     size they were built for; fully convolutional NiN accepts any size from ``min_input_size`` up.
+    It comes from the registered model's card unless given (an unregistered network's).
     """
 
     def __init__(
@@ -81,14 +82,15 @@ class ZooModel(nn.Sequential):
         in_channels: int,
         num_classes: int,
         input_size: int,
-        fixed_input_size: bool,
+        fixed_input_size: bool | None = None,
     ) -> None:
         super().__init__(*layers)
         self.model_name = name
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.input_size = input_size
-        self.fixed_input_size = fixed_input_size
+        # A registered model's card says it; only an unregistered network (a test's) states it here.
+        self.fixed_input_size = model_card(name).fixed_input_size if fixed_input_size is None else fixed_input_size
         self.min_input_size = smallest_input_size(self)
 
     def check_input_size(self, size: int) -> None:
@@ -164,7 +166,6 @@ def nin(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, in
         in_channels=in_channels,
         num_classes=num_classes,
         input_size=input_size,
-        fixed_input_size=False,
     )
     model.check_input_size(input_size)
     return model
@@ -213,7 +214,6 @@ def alexnet(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *
         in_channels=in_channels,
         num_classes=num_classes,
         input_size=input_size,
-        fixed_input_size=True,
     )
 
 
@@ -253,7 +253,6 @@ def _vgg(name: str, ratio: int, in_channels: int, num_classes: int, dropout: flo
         in_channels=in_channels,
         num_classes=num_classes,
         input_size=input_size,
-        fixed_input_size=True,
     )
 
 

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from nin_edge.models import model_card
 from nin_edge.models.data import IMAGES_MAGIC, LABELS_MAGIC, find_split_files, load_split, read_idx, to_model_input
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError
-from nin_edge.runtime.preprocess import resize_bilinear
+from nin_edge.runtime.core.metadata import Preprocessing
+from nin_edge.runtime.preprocess import preprocess_image, resize_bilinear
 
 from tests.conftest import write_idx
 
@@ -84,10 +86,21 @@ def test_missing_files_and_folder(tmp_path):
 
 def test_training_resize_equals_runtime_resize():
     images = torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8)
-    x = to_model_input(images, 224)
+    x = to_model_input(images, 224, model_card("nin").preprocessing)
     assert x.shape == (2, 1, 224, 224) and x.dtype == torch.float32
     for i in range(2):
         runtime = resize_bilinear(images[i].numpy().astype(np.float32), 224, 224) / 255.0
         np.testing.assert_allclose(x[i, 0].numpy(), runtime, atol=1e-5)
     ref = F.interpolate(images[:, None].float() / 255, size=(224, 224), mode="bilinear", align_corners=False)
     assert torch.allclose(x, ref)
+
+
+def test_training_input_follows_the_cards_preprocessing():
+    """Training normalises as the card says, with the runtime's own function as the reference."""
+    images = torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8)
+    pre = Preprocessing(scale=1 / 127.5, mean=(1.0,), std=(0.5,))
+    x = to_model_input(images, 28, pre)
+    for i in range(2):
+        runtime = preprocess_image(images[i].numpy(), channels=1, size=28, pre=pre, where="test")
+        np.testing.assert_allclose(x[i].numpy(), runtime, atol=1e-5)
+    assert float(x.min()) < -1.5  # (0 / 127.5 - 1) / 0.5 = -2: the mean and std were applied
