@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from nin_edge.runtime.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from nin_edge.runtime.core.timing import LatencyStats, measure, measure_interleaved, summarize
+    from nin_edge.export.timing import LatencyStats, measure, measure_interleaved, summarize
 
     from .bench import BenchConfig, BenchReport, Row, cached_export, default_cache_dir, plot_report, run_bench
 
@@ -27,7 +27,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "nin_edge.runtime.core.timing": ("LatencyStats", "measure", "measure_interleaved", "summarize"),
+        "nin_edge.export.timing": ("LatencyStats", "measure", "measure_interleaved", "summarize"),
         ".bench": (
             "BenchConfig",
             "BenchReport",

@@ -22,16 +22,17 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from nin_edge.export import ExportConfig, run_export
+from nin_edge.export.timing import Clock, LatencyStats, measure, summarize
 from nin_edge.models import ModelProfile, create_model, list_models, model_card, profile_model
+from nin_edge.models.limits import check_input_budget
 from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.runtime import Classifier
+from nin_edge.runtime.core.cache import DigestedFile
 from nin_edge.runtime.core.choices import Precision
+from nin_edge.runtime.core.cpu import cpu_model
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
-from nin_edge.runtime.core.files import atomic_output, sha256_file
-from nin_edge.runtime.core.limits import check_input_budget
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
-from nin_edge.runtime.core.timing import Clock, LatencyStats, measure, summarize
 from nin_edge.runtime.providers import TENSORRT, ProviderKind, is_gpu, missing_provider_message, parse_provider
 from nin_edge.runtime.session import plain_session
 
@@ -253,13 +254,7 @@ def gpu_details() -> dict:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_model() or platform.processor() or platform.machine()
 
 
 def _gpu_name() -> str | None:
@@ -301,16 +296,10 @@ def cached_export(
     if precision == "int8":
         tag += "-" + hashlib.sha256(str(calibration_data).encode()).hexdigest()[:8]
     path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{tag}-v{toolkit_version()}.onnx"
-    digest = path.with_suffix(".onnx.sha256")
-    if path.is_file():
-        recorded = digest.read_text().strip() if digest.is_file() else None
-        if recorded == sha256_file(path):
-            return path
-        # A kill or a full disk mid-export leaves a partial entry: rebuild it rather than fail on it forever.
-        warnings.warn(
-            f"cached export '{path}' is damaged or incomplete; exporting it again", RuntimeWarning, stacklevel=2
-        )
-        path.unlink()
+    # A kill or a full disk mid-export leaves a partial entry: rebuild it rather than fail on it forever.
+    entry = DigestedFile(path, "cached export '{path}' is damaged or incomplete; exporting it again")
+    if entry.usable():
+        return path
     run_export(
         ExportConfig(
             model=name,
@@ -328,8 +317,7 @@ def cached_export(
             min_agreement=0.0,  # speed rows: accuracy is judged by nin-export and nin-eval, not here
         )
     )
-    with atomic_output(digest) as tmp:
-        tmp.write_text(sha256_file(path) + "\n")
+    entry.record_digest()
     return path
 
 

@@ -16,12 +16,12 @@ import click
 import numpy as np
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.precision import load_images, quantize_int8
+from nin_edge.export.timing import measure_interleaved, summarize
 from nin_edge.models import model_card
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
 from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.report import Report, format_table
-from nin_edge.runtime.core.timing import measure_interleaved, summarize
 
 VARIANTS = {
     "QDQ U8S8": ("qdq", "uint8"),

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import click
 import numpy as np
+from nin_edge.export.timing import measure_interleaved, summarize
 from nin_edge.runtime.cli.common import format_option, one_line_errors
 from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.report import Report, format_pairs
-from nin_edge.runtime.core.timing import measure_interleaved, summarize
 
 # Each child prints its own peak RSS (kB) last; see _run_child.
 _PEAK = 'print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])\n'

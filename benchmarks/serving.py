@@ -22,12 +22,12 @@ from typing import Any
 
 import click
 import numpy as np
+from nin_edge.export.timing import summarize_ms
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import PROVIDER_HELP, CommaList, format_option, one_line_errors, provider_option
 from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.errors import NinEdgeError
 from nin_edge.runtime.core.report import Report, format_table
-from nin_edge.runtime.core.timing import summarize_ms
 
 
 @dataclass(frozen=True)

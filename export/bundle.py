@@ -29,6 +29,7 @@ from nin_edge.models.registry import WEIGHTS_DIR
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, open_bundle, read_manifest
 from nin_edge.runtime.core.choices import Precision
+from nin_edge.runtime.core.cpu import cpu_model
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import sha256_file
@@ -370,12 +371,7 @@ def _manifest(
 def _machine() -> str:
     import platform
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model() or platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
 
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from nin_edge.export.timing import measure, summarize
 from nin_edge.models import ZooModel, create_model, load_weights, model_card, profile_model
+from nin_edge.models.limits import check_input_budget, check_input_size, check_seed
 from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
-from nin_edge.runtime.core.limits import check_input_budget, check_input_size, check_seed
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
-from nin_edge.runtime.core.timing import measure, summarize
 from nin_edge.runtime.providers import parse_providers
 
 from .precision import (

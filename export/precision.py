@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from nin_edge.models.data import load_split
 from nin_edge.runtime.core.choices import Choice
+from nin_edge.runtime.core.cpu import cpu_flags
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
 from nin_edge.runtime.core.files import load_npy
 from nin_edge.runtime.core.metadata import ModelMetadata, Preprocessing
@@ -208,10 +209,7 @@ class QuantizeResult(Report):
 
 def cpu_has_vnni() -> bool:
     """Whether this x86 CPU has VNNI (AVX512-VNNI or AVX-VNNI) int8 dot-product instructions."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from nin_edge.models.limits import check_limit
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.files import check_writable
-from nin_edge.runtime.core.limits import check_limit
 from nin_edge.runtime.core.metadata import Preprocessing
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_pairs, format_table

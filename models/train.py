@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from nin_edge.models.limits import check_limit, check_seed
 from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import ConfigError, NinEdgeError
 from nin_edge.runtime.core.files import atomic_output, check_writable
-from nin_edge.runtime.core.limits import check_limit, check_seed
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_table
 from torch import nn

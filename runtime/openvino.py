@@ -13,7 +13,6 @@ elsewhere, where OpenVINO was slower (1.2-1.35x on an AMD EPYC with AVX2), or of
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -127,28 +126,6 @@ def usable(ort: Any, device_type: str = "CPU") -> bool:
     except ProviderError:
         return False
     return True
-
-
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The CPU feature flags of this machine (``/proc/cpuinfo``), empty where they cannot be read."""
-    return _flags(_cpuinfo() if cpuinfo is None else cpuinfo)
-
-
-@functools.cache
-def _cpuinfo() -> str:
-    # Read once per process: every Classifier(provider="auto") consults it, and the file is large
-    # on machines with many cores.
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def _flags(cpuinfo: str) -> frozenset[str]:
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
 
 
 def prefers_openvino(flags: Iterable[str]) -> bool:

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnxruntime as ort
 
+from .core.cache import DigestedFile
 from .core.choices import Precision
+from .core.cpu import cpu_flags
 from .core.errors import ConfigError, ModelFileError, ProviderError
 from .core.files import atomic_output
 from .core.numbers import is_whole_number
 from .cuda import diagnose_cuda, preload_cuda_libraries
-from .openvino import OPENVINO, OpenVinoOptions, cpu_flags
+from .openvino import OPENVINO, OpenVinoOptions
 from .openvino import devices as openvino_devices
 from .providers import (
     CPU,
@@ -262,7 +263,7 @@ def _session_options(
     return so
 
 
-class OptimizedModelCache:
+class OptimizedModelCache(DigestedFile):
     """onnxruntime's optimised graph of one model in ``optimized_model_dir``.
 
     The file is keyed by the model's sha256, the optimisation level and the onnxruntime version;
@@ -272,18 +273,10 @@ class OptimizedModelCache:
     """
 
     def __init__(self, folder: Path, model_sha256: str, level: str) -> None:
-        self.path = folder / f"{model_sha256[:16]}-{level}-ort{ort.__version__}.onnx"
-        self.digest_path = self.path.with_suffix(".onnx.sha256")
-
-    def usable(self) -> bool:
-        """Whether the entry exists and matches its recorded digest (a damaged one is removed)."""
-        if not self.path.is_file():
-            return False
-        recorded = self.digest_path.read_text().strip() if self.digest_path.is_file() else None
-        if recorded is not None and recorded == sha256_hex(self.path.read_bytes()):
-            return True
-        self._discard("no recorded digest" if recorded is None else "its sha256 does not match the recorded one")
-        return False
+        super().__init__(
+            folder / f"{model_sha256[:16]}-{level}-ort{ort.__version__}.onnx",
+            "optimized-model cache entry '{path}' is damaged ({why}); rebuilding it",
+        )
 
     def load(self, config: RuntimeConfig, plan: ProviderPlan) -> ort.InferenceSession | None:
         """A session from the cached graph, or None (entry discarded) if onnxruntime refuses it."""
@@ -291,19 +284,8 @@ class OptimizedModelCache:
             optimized = _session_options(config, optimized=True)
             return _new_session(str(self.path), str(self.path), optimized, plan, config)
         except ModelFileError as exc:
-            self._discard(str(exc))
+            self.discard(str(exc))
             return None
-
-    def record_digest(self) -> None:
-        with atomic_output(self.digest_path) as tmp:
-            tmp.write_text(sha256_hex(self.path.read_bytes()) + "\n")
-
-    def _discard(self, why: str) -> None:
-        warnings.warn(
-            f"optimized-model cache entry '{self.path}' is damaged ({why}); rebuilding it", RuntimeWarning, stacklevel=2
-        )
-        self.path.unlink(missing_ok=True)
-        self.digest_path.unlink(missing_ok=True)
 
 
 def _optimized_cache(source: ModelSource, config: RuntimeConfig, plan: ProviderPlan) -> OptimizedModelCache | None:

@@ -13,6 +13,7 @@ import pytest
 from nin_edge.runtime import Classifier, OpenVinoOptions
 from nin_edge.runtime import openvino as ov
 from nin_edge.runtime.cli.infer import main as infer_cli
+from nin_edge.runtime.core.cpu import cpu_flags, cpu_model
 from nin_edge.runtime.core.errors import ConfigError, ProviderError
 from nin_edge.runtime.profiling import profile_nodes
 from nin_edge.runtime.providers import CPU, CUDA, OPENVINO, plan_providers
@@ -40,9 +41,10 @@ needs_device = pytest.mark.skipif(WHY_NOT is not None, reason=f"no OpenVINO CPU 
 )
 def test_auto_rule_follows_the_cpu_features(flags, prefers):
     cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
-    assert ov.prefers_openvino(ov.cpu_flags(cpuinfo)) is prefers
-    plan = plan_providers("auto", [OPENVINO, CPU], fallback=False, cpu_flags=ov.cpu_flags(cpuinfo))
+    assert ov.prefers_openvino(cpu_flags(cpuinfo)) is prefers
+    plan = plan_providers("auto", [OPENVINO, CPU], fallback=False, cpu_flags=cpu_flags(cpuinfo))
     assert plan.names == ([OPENVINO, CPU] if prefers else [CPU])
+    assert cpu_model(f"model name\t: AMD EPYC 9454\n{cpuinfo}") == "AMD EPYC 9454" and cpu_model(cpuinfo) is None
 
 
 def test_auto_keeps_gpus_first_and_skips_openvino_it_cannot_use():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .errors import ConfigError
-from .numbers import is_whole_number
+from nin_edge.runtime.core.errors import ConfigError
+from nin_edge.runtime.core.numbers import is_whole_number
 
 #: The largest float32 input batch the tools build on their own (parity checks, benchmarks).
 #: NiN's activations are about six times its input, so this keeps a run within a few GiB.
