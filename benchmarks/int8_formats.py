@@ -82,7 +82,7 @@ def compare_formats(
         clfs = {name: Classifier(p, "cpu", max_batch=max(batch_sizes)) for name, p in paths.items()}
         rows = []
         for batch in batch_sizes:
-            x = np.random.default_rng(0).random((batch, 1, input_size, input_size), dtype=np.float32)
+            x = np.random.default_rng(0).random((batch, card.in_channels, input_size, input_size), dtype=np.float32)
             fns = {name: (lambda clf=clf, x=x: clf.logits(x)) for name, clf in clfs.items()}
             times = measure_interleaved(fns, rounds=rounds, runs=runs, pause=0.1)
             fp32_ms = summarize(times["FP32"]).p50_ms

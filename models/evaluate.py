@@ -157,10 +157,11 @@ def predict_checkpoint(
     # "model" holds a name in nin-train checkpoints but a state_dict in some others.
     stored = data.get("model") if isinstance(data.get("model"), str) else None
     name = model or stored or recipe.get("model") or "nin"
-    size = input_size or recipe.get("input_size") or recipe.get("image_size") or 224  # image_size: older checkpoints
+    card = model_card(name)
+    # image_size: older checkpoints; a bare state_dict gets the card's (the book's) size.
+    size = input_size or recipe.get("input_size") or recipe.get("image_size") or card.input_size
     net = create_model(name, input_size=size)
     load_weights(net, path)
-    card = model_card(name)
     return evaluate_model(net, split, size, torch.device("cpu"), card.preprocessing, batch_size=batch_size), size, card
 
 

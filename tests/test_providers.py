@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 from nin_edge.benchmarks.bench import BenchConfig
 from nin_edge.benchmarks.gpu_check import GpuCheckConfig
@@ -28,6 +29,8 @@ from nin_edge.runtime.providers import (
 )
 from nin_edge.runtime.serving.triton import ServeConfig
 from nin_edge.runtime.session import RuntimeConfig
+
+from tests.conftest import assert_one_line_error, run_cli
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 SHA = "ab" * 32
@@ -220,3 +223,45 @@ def test_every_command_refuses_an_unknown_provider_before_any_work(tmp_path):
 
 def test_openvino_is_not_a_gpu_for_io_binding():
     assert not is_gpu("openvino") and is_gpu("cuda") and is_gpu("TensorrtExecutionProvider")
+
+
+def _commands():
+    from nin_edge.benchmarks.cli import main as bench_cli
+    from nin_edge.benchmarks.gpu_check import main as gpu_check_cli
+    from nin_edge.benchmarks.serving import main as serving_cli
+    from nin_edge.export.cli import main as export_cli
+    from nin_edge.models.cli import eval_main
+    from nin_edge.runtime.cli.infer import main as infer_cli
+    from nin_edge.runtime.cli.serve import main as serve_cli
+
+    return {
+        "nin-infer": (infer_cli, lambda m, d, t: [m, t / "x.npy"]),
+        "nin-export": (export_cli, lambda m, d, t: ["--output", t / "n.onnx"]),
+        "nin-eval": (eval_main, lambda m, d, t: ["--data-dir", d, "--onnx", m]),
+        "nin-bench": (bench_cli, lambda m, d, t: ["--model-path", m, "--output", t / "b.json"]),
+        "nin-serve": (serve_cli, lambda m, d, t: [m]),
+        "gpu_check": (gpu_check_cli, lambda m, d, t: ["--data-dir", d]),
+        "serving bench": (serving_cli, lambda m, d, t: [m]),
+    }
+
+
+@pytest.mark.parametrize("command", list(_commands()))
+def test_every_command_refuses_an_unknown_provider_in_one_line_before_any_work(
+    command, tiny_nin_path, tiny_fashion, tmp_path
+):
+    cli, args = _commands()[command]
+    result = run_cli(cli, [*args(tiny_nin_path, tiny_fashion, tmp_path), "--provider", "bogus"])
+    assert_one_line_error(result, "provider 'bogus' is not known; expected")
+    assert list(tmp_path.iterdir()) == []  # nothing exported, measured or written
+
+
+def test_every_spelling_of_the_cpu_provider_gives_the_same_answer(tiny_nin_path, tmp_path):
+    from nin_edge.runtime.cli.infer import main as infer_cli
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (2, 28, 28, 1), dtype=np.uint8))
+    outputs = set()
+    for spelling in SPELLINGS:
+        result = run_cli(infer_cli, [tiny_nin_path, tmp_path / "x.npy", "--provider", spelling, "--format", "json"])
+        assert result.exit_code == 0, result.stderr
+        outputs.add(result.stdout)
+    assert len(outputs) == 1 and CPU in outputs.pop()
