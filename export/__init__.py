@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from nin_edge.runtime.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .pipeline import ExportConfig, ExportSummary, VerifiedModel, run_export, verify_export
+    from .pipeline import Deploy, ExportConfig, ExportSummary, VerifiedModel, run_export, verify_export
     from .steps import (
         MAX_OPSET,
         MIN_OPSET,
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "Deploy",
     "ExportConfig",
     "ExportSummary",
     "GraphCheck",
@@ -47,7 +48,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        ".pipeline": ("ExportConfig", "ExportSummary", "VerifiedModel", "run_export", "verify_export"),
+        ".pipeline": ("Deploy", "ExportConfig", "ExportSummary", "VerifiedModel", "run_export", "verify_export"),
         ".steps": (
             "MAX_OPSET",
             "MIN_OPSET",

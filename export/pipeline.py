@@ -8,6 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -51,8 +52,19 @@ from .triton import TritonOptions, TritonRepo
 
 
 @dataclass(frozen=True)
+class Deploy:
+    """One more deploy target of an export: a registered target's name (``export/targets/``), the
+    destination it writes (``out``) and its options (None: the target's defaults)."""
+
+    target: str
+    out: str
+    options: Any = None
+
+
+@dataclass(frozen=True)
 class ExportConfig:
-    """Options of an export; each field is also the ``nin-export`` flag of the same name."""
+    """Options of an export; each field is also the ``nin-export`` flag of the same name, except
+    ``deploy``: more deploy targets, for library callers (a target's own flag wires it into the CLI)."""
 
     model: str = "nin"
     opset: int = 17
@@ -78,6 +90,7 @@ class ExportConfig:
     provider: str = "cpu"
     triton_repo: str | None = None
     triton: TritonOptions = field(default_factory=TritonOptions)
+    deploy: tuple[Deploy, ...] = ()
 
     @property
     def uses_pretrained(self) -> bool:
@@ -145,6 +158,14 @@ class ExportConfig:
         chosen: list[tuple[Target, TargetOptions, Path]] = [(get_target("onnx"), OnnxOptions(), self.output_path)]
         if self.triton_repo:
             chosen.append((get_target("triton"), self.triton, Path(self.triton_repo)))
+        for extra in self.deploy:
+            target = get_target(extra.target)
+            options = target.options_type() if extra.options is None else extra.options
+            if not isinstance(options, target.options_type):
+                raise ConfigError(
+                    f"deploy target {extra.target!r} takes {target.options_type.__name__}, got {type(options).__name__}"
+                )
+            chosen.append((target, options, Path(extra.out)))
         return chosen
 
 
@@ -172,6 +193,13 @@ class ExportSummary(Report):
     precision: str = "fp32"
     reduced: PrecisionReport | None = None
     triton: TritonRepo | None = None
+    deployed: tuple[Report, ...] = ()
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        if not self.deployed:  # the JSON of an export without extra targets stays as it was
+            data.pop("deployed")
+        return data
 
     def rows(self) -> list[dict]:
         flat = {k: v for k, v in self.to_dict().items() if not isinstance(v, (dict, list))}
@@ -209,6 +237,8 @@ class ExportSummary(Report):
             text += f"\n\n{self.precision} against FP32\n" + self.reduced.to_table()
         if self.triton is not None:
             text += f"\n\nTriton model repository: {self.triton.model_dir}\n{self.triton.config_text}"
+        for report in self.deployed:
+            text += "\n\n" + report.to_table()
         return text
 
 
@@ -400,7 +430,7 @@ class VerifiedModel:
 
     def at_precision(self, precision: str, output: str | os.PathLike) -> VerifiedModel:
         """The same model verified at another precision (``output`` names it in messages)."""
-        return verify_export(replace(self.config, precision=precision, output=str(output), triton_repo=None))
+        return verify_export(replace(self.config, precision=precision, output=str(output), triton_repo=None, deploy=()))
 
 
 def run_export(config: ExportConfig) -> ExportSummary:
@@ -414,8 +444,10 @@ def run_export(config: ExportConfig) -> ExportSummary:
     """
     verified = verify_export(config)
     reports = [target.write(verified, options, out) for target, options, out in verified.config.deploy_targets()]
-    triton = next((r for r in reports if isinstance(r, TritonRepo)), None)
-    return replace(verified.summary, triton=triton)
+    extra = len(verified.config.deploy)
+    written, deployed = reports[: len(reports) - extra], reports[len(reports) - extra :]
+    triton = next((r for r in written if isinstance(r, TritonRepo)), None)
+    return replace(verified.summary, triton=triton, deployed=tuple(deployed))
 
 
 def verify_export(config: ExportConfig) -> VerifiedModel:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from nin_edge.export import ExportConfig, verify_export
+from nin_edge.export import Deploy, ExportConfig, run_export, verify_export
 from nin_edge.export.targets import Target, get_target, targets
 from nin_edge.export.targets.onnx import OnnxOptions
 from nin_edge.runtime.core.errors import ConfigError
@@ -48,3 +48,20 @@ def test_targets_check_their_destination_before_any_work(tmp_path):
         get_target("bundle").check(get_target("bundle").options_type(), tmp_path / "file")
     with pytest.raises(ConfigError, match="bundle precision must be one of"):
         get_target("bundle").check(get_target("bundle").options_type(precisions=("int4",)), tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_a_library_caller_adds_targets_to_an_export_without_touching_the_pipeline(tmp_path):
+    config = ExportConfig(output=str(tmp_path / "n.onnx"), input_size=70, random_init=True, check_batch_sizes=(1,))
+    summary = run_export(dataclasses.replace(config, deploy=(Deploy("onnx", str(tmp_path / "copy.onnx")),)))
+    assert (tmp_path / "copy.onnx").read_bytes() == (tmp_path / "n.onnx").read_bytes()
+    assert [r.output for r in summary.deployed] == [str(tmp_path / "copy.onnx")]
+    assert "deployed" in summary.to_dict() and "deployed" not in run_export(config).to_dict()
+
+
+def test_an_unknown_or_mistyped_extra_target_is_refused_before_any_work(tmp_path):
+    config = ExportConfig(output=str(tmp_path / "n.onnx"))
+    with pytest.raises(ConfigError, match="deploy target 'web' is not known"):
+        dataclasses.replace(config, deploy=(Deploy("web", str(tmp_path / "site")),)).validate()
+    with pytest.raises(ConfigError, match="deploy target 'onnx' takes OnnxOptions, got dict"):
+        dataclasses.replace(config, deploy=(Deploy("onnx", str(tmp_path / "c.onnx"), {}),)).validate()
