@@ -107,7 +107,8 @@ class Provider:
     case, like ``name``); ``kind`` says what it runs on; ``install`` says how to get it;
     ``options`` builds its onnxruntime options from a :class:`ProviderContext`; ``probe`` returns
     None when it can run here, else why not (a plugin is registered by its probe); ``in_auto``
-    says whether ``auto`` considers it on a machine with the given CPU flags.
+    says whether ``auto`` considers it on a machine with the given CPU flags; ``devices`` (plugins
+    only) gives the ``OrtEpDevice`` entries a session adds it for.
     """
 
     name: str
@@ -118,6 +119,7 @@ class Provider:
     options: Callable[[ProviderContext], dict] = _no_options
     probe: Callable[[Any, Provider, ProviderContext], str | None] = _listed
     in_auto: Callable[[frozenset[str]], bool] = lambda _flags: True
+    devices: Callable[[Any, ProviderContext], list[Any]] | None = None
 
     @property
     def is_gpu(self) -> bool:
@@ -139,11 +141,15 @@ def _tensorrt(ctx: ProviderContext) -> dict:
     )
 
 
+def _openvino_devices(ort: Any, ctx: ProviderContext) -> list[Any]:
+    return openvino_devices(ort, ctx.openvino.device_type)
+
+
 def _openvino_probe(ort: Any, _entry: Provider, ctx: ProviderContext) -> str | None:
     # A plugin provider exists only once registered and only with a device to offer.
     try:
         register_openvino(ort)
-        openvino_devices(ort, ctx.openvino.device_type)
+        _openvino_devices(ort, ctx)
     except ProviderError as exc:
         return str(exc)
     return None
@@ -176,6 +182,7 @@ PROVIDERS: tuple[Provider, ...] = (
         install=OPENVINO_INSTALL,
         options=lambda ctx: ctx.openvino.provider_options(),
         probe=_openvino_probe,
+        devices=_openvino_devices,
         in_auto=prefers_openvino,
     ),
     # onnxruntime's default wheel lists Azure, which forwards requests to a cloud endpoint:

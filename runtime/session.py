@@ -23,8 +23,7 @@ from .core.errors import ConfigError, ModelFileError, ProviderError
 from .core.files import atomic_output
 from .core.numbers import is_whole_number
 from .cuda import diagnose_cuda, preload_cuda_libraries
-from .openvino import OPENVINO, OpenVinoOptions
-from .openvino import devices as openvino_devices
+from .openvino import OpenVinoOptions
 from .providers import (
     CPU,
     PROVIDERS,
@@ -223,11 +222,12 @@ def _fallback(plan: ProviderPlan, providers: tuple[str, ...], allowed: bool) -> 
 def _new_session(
     data: str | bytes, name: str, so: ort.SessionOptions, plan: ProviderPlan, config: RuntimeConfig
 ) -> ort.InferenceSession:
+    entry = parse_provider(plan.names[0])
     try:
-        if plan.names[0] == OPENVINO:
+        if entry.devices is not None:
             # Plugin providers are added per device; onnxruntime then places what they leave on the CPU.
-            device = openvino_devices(ort, config.openvino.device_type)
-            so.add_provider_for_devices(device, dict(plan.providers[0][1]))
+            devices = entry.devices(ort, ProviderContext(openvino=config.openvino))
+            so.add_provider_for_devices(devices, dict(plan.providers[0][1]))
             return ort.InferenceSession(data, sess_options=so)
         return ort.InferenceSession(
             data,

@@ -98,6 +98,24 @@ def test_device_choice_and_what_is_offered_instead():
         ov.devices(fake, "CPU")
 
 
+def test_a_plugin_session_is_added_for_the_devices_its_catalogue_entry_names(monkeypatch):
+    """The session path a machine with an OpenVINO device takes, with onnxruntime faked."""
+    from nin_edge.runtime import session
+    from nin_edge.runtime.providers import ProviderPlan
+
+    gpu = SimpleNamespace(ep_name=OPENVINO, ep_metadata={"ov_device": "GPU.0"})
+    added, built = [], []
+    fake_ort = SimpleNamespace(
+        get_ep_devices=lambda: [gpu], InferenceSession=lambda data, sess_options: built.append(data) or "session"
+    )
+    monkeypatch.setattr(session, "ort", fake_ort)
+    so = SimpleNamespace(add_provider_for_devices=lambda devices, options: added.append((devices, options)))
+    plan = ProviderPlan("ov", ((OPENVINO, {"precision": "FP16"}), (CPU, {})))
+    config = session.RuntimeConfig(provider="ov", openvino=OpenVinoOptions(device_type="GPU"))
+    assert session._new_session(b"model", "m", so, plan, config) == "session"
+    assert added == [([gpu], {"precision": "FP16"})] and built == [b"model"]
+
+
 def test_options_are_checked_and_named_as_the_provider_expects():
     options = OpenVinoOptions(device_type="CPU", precision="FP16", num_streams=2, num_threads=4, cache_dir="/c")
     assert options.provider_options() == {
