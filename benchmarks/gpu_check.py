@@ -16,9 +16,17 @@ from typing import Any
 import click
 import numpy as np
 import onnxruntime as ort
+from nin_edge.models import model_card
 from nin_edge.models.data import load_split
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.cli.common import CommaList, format_option, input_size_option, one_line_errors, provider_option
+from nin_edge.runtime.cli.common import (
+    CommaList,
+    format_option,
+    input_size_option,
+    one_line_errors,
+    provider_option,
+    renamed_option,
+)
 from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, ModelFileError, NinEdgeError, ProviderError
 from nin_edge.runtime.core.files import atomic_output
@@ -36,17 +44,17 @@ class GpuCheckConfig:
     data_dir: str = ""
     provider: str = "cuda"
     precision: tuple[str, ...] = ("fp32", "fp16")
-    input_size: int = 112
+    input_size: int = model_card("nin").export_size(use_weights=True)  # the shipped NiN at its training size
     limit: int = 1000
-    batch_size: int = 100
+    max_batch: int = 100
     min_agreement: float = 0.995
     cache_dir: str | None = None
 
     def validate(self) -> None:
         if not parse_provider(self.provider).is_gpu:
             raise ConfigError(f"provider must be a GPU provider (cuda or tensorrt), got {self.provider!r}")
-        if self.limit <= 0 or self.batch_size <= 0:
-            raise ConfigError(f"--limit and --batch-size must be positive, got {self.limit} and {self.batch_size}")
+        if self.limit <= 0 or self.max_batch <= 0:
+            raise ConfigError(f"--limit and --max-batch must be positive, got {self.limit} and {self.max_batch}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"--min-agreement must lie in 0..1, got {self.min_agreement}")
 
@@ -107,18 +115,18 @@ def run_gpu_check(config: GpuCheckConfig) -> GpuCheckReport:
     rows = []
     for precision in config.precision:
         path = cached_export("nin", config.input_size, precision, cache)
-        cpu = Classifier(path, "cpu", max_batch=config.batch_size)
-        gpu = Classifier(path, config.provider, max_batch=config.batch_size)
+        cpu = Classifier(path, "cpu", max_batch=config.max_batch)
+        gpu = Classifier(path, config.provider, max_batch=config.max_batch)
         if gpu.providers[0] != name:
             raise CheckFailedError(f"asked for {name} but the session runs on {', '.join(gpu.providers)}")
         on_gpu, note = all_nodes_on(str(path), name) if name == CUDA else (True, "TensorRT places nodes itself")
         try:
-            x = gpu.prepare(split.images[: config.batch_size, :, :, None])
+            x = gpu.prepare(split.images[: config.max_batch, :, :, None])
             timed_call(gpu, x, io_binding=True)
             io_ok = True
         except NinEdgeError:
             io_ok = False
-        a, b = _logits(cpu, split.images, config.batch_size), _logits(gpu, split.images, config.batch_size)
+        a, b = _logits(cpu, split.images, config.max_batch), _logits(gpu, split.images, config.max_batch)
         agreement = float(np.mean(a.argmax(1) == b.argmax(1)))
         rows.append(
             GpuCheckRow(
@@ -147,7 +155,8 @@ _G = GpuCheckConfig()
 @click.option("--precision", type=CommaList(str), default=",".join(_G.precision), show_default=True)
 @input_size_option(default=_G.input_size)
 @click.option("--limit", type=int, default=_G.limit, show_default=True, help="The first N test images.")
-@click.option("--batch-size", type=int, default=_G.batch_size, show_default=True)
+@click.option("--max-batch", type=int, default=_G.max_batch, show_default=True, help="Largest batch per run.")
+@renamed_option("--batch-size", "--max-batch", "max_batch", type=int)
 @click.option("--min-agreement", type=float, default=_G.min_agreement, show_default=True)
 @click.option("--cache-dir", type=click.Path(), default=None, help="Where exported models are cached.")
 @click.option("--output", type=click.Path(), default=None, help="Also write the result in --format to this file.")

@@ -77,7 +77,7 @@ def test_this_machine_has_a_cpu_build():
     ("args", "message"),
     [
         (["--provider", "cpu"], "provider must be a GPU provider (cuda or tensorrt), got 'cpu'"),
-        (["--limit", "0"], "--limit and --batch-size must be positive, got 0 and 100"),
+        (["--limit", "0"], "--limit and --max-batch must be positive, got 0 and 100"),
         (["--min-agreement", "1.5"], "--min-agreement must lie in 0..1, got 1.5"),
         ([], "execution provider CUDAExecutionProvider is not available"),
     ],
