@@ -27,12 +27,12 @@ import onnxruntime as ort
 from nin_edge.models import model_card
 from nin_edge.models.registry import WEIGHTS_DIR
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, open_bundle, read_manifest
+from nin_edge.runtime.bundle import BUNDLE_FOLDER, FORMAT, FORMAT_VERSION, MANIFEST, open_bundle
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.cpu import cpu_model
 from nin_edge.runtime.core.digest import graph_digest
-from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
-from nin_edge.runtime.core.files import sha256_file
+from nin_edge.runtime.core.errors import CheckFailedError
+from nin_edge.runtime.core.files import atomic_folder, sha256_file
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.providers import PROVIDERS, short_label
@@ -78,20 +78,6 @@ class BundleSummary(Report):
             pairs.append((p, (f"accuracy {acc:.4f}; " if acc is not None else "") + lat))
         pairs += [(f"{name} vs ONNX", f"max abs logit diff {err:.2g}") for name, err in self.ort_max_abs_err.items()]
         return format_pairs(pairs) + "\n\n" + format_table(self.rows()) + "\n\n" + "\n".join(self.mobile_usability)
-
-
-def _check_target(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"bundle '{folder}' exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
-        raise ConfigError(
-            f"bundle folder '{folder}' exists, is not empty and holds no {MANIFEST}: not replacing it; "
-            "remove it or choose another folder"
-        )
-    if folder.is_dir() and (folder / MANIFEST).is_file():
-        read_manifest(folder)  # a newer format is refused rather than overwritten by an older nin-edge
-    if not folder.resolve().parent.is_dir():
-        raise ConfigError(f"bundle's parent folder '{folder.resolve().parent}' does not exist")
 
 
 def _quiet() -> contextlib.ExitStack:
@@ -207,11 +193,6 @@ def bundle_precisions(precisions: tuple[str, ...]) -> tuple[str, ...]:
     return wanted
 
 
-def _staging(target: Path) -> Path:
-    """Where the bundle is built before it is swapped in: beside it, so the rename stays on one disk."""
-    return target.resolve().parent / f".{target.name}.nin-edge-{os.getpid()}.tmp"
-
-
 def write_bundle(*, config: ExportConfig, folder: str | os.PathLike, precisions: tuple[str, ...]) -> BundleSummary:
     """Export ``config``'s model at each of ``precisions`` (FP32 always) into the bundle ``folder``."""
     from .targets import get_target  # the bundle target's module imports this one
@@ -233,11 +214,7 @@ def build_bundle(model: VerifiedModel, precisions: tuple[str, ...], target: Path
     start = time.perf_counter()
     config = model.config
     wanted = bundle_precisions(precisions)
-    tmp = _staging(target)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_folder(target, BUNDLE_FOLDER) as tmp:
         verified = {p: model if p == "fp32" else model.at_precision(p, tmp / FILE_OF[p]) for p in wanted}
         for p, v in verified.items():
             (tmp / FILE_OF[p]).write_bytes(v.data)
@@ -256,10 +233,6 @@ def build_bundle(model: VerifiedModel, precisions: tuple[str, ...], target: Path
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         open_bundle(tmp)  # the reader accepts what was written
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = {name: entry["bytes"] for name, entry in manifest["files"].items()}
     return BundleSummary(
         folder=str(target),
@@ -271,21 +244,6 @@ def build_bundle(model: VerifiedModel, precisions: tuple[str, ...], target: Path
         mobile_usability=tuple(usability),
         seconds=time.perf_counter() - start,
     )
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Replace ``target`` by the finished ``tmp`` folder; the old bundle goes only after the rename."""
-    if not target.exists():
-        tmp.rename(target)
-        return
-    old = tmp.with_name(tmp.name + ".old")
-    target.rename(old)
-    try:
-        tmp.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    shutil.rmtree(old)
 
 
 def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float | None]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .core.choices import Precision
 from .core.errors import ConfigError, ModelFileError
-from .core.files import sha256_file
+from .core.files import FolderRules, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "nin-edge-bundle"
@@ -48,19 +49,30 @@ class Bundle:
         return self.folder / entry[form]
 
 
+#: A manifest is a few KB; one far larger is not ours and is refused before it is read.
+MAX_MANIFEST_BYTES = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The bundle's manifest, checked for its format and version."""
+    """The bundle's manifest, checked for its format, version and the types of what programs read."""
     path = folder / MANIFEST
     if not path.is_file():
         raise ModelFileError(f"'{folder}' is a folder but not a nin-edge bundle: it has no {MANIFEST}")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ModelFileError(
+            f"bundle manifest '{path}' is {size:,} bytes; a nin-edge manifest is a few KB (at most "
+            f"{MAX_MANIFEST_BYTES:,} bytes read): it is not one"
+        )
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"bundle manifest '{path}' is not readable JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelFileError(f'\'{path}\' is not a nin-edge bundle manifest (no "format": "{FORMAT}")')
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(f"bundle manifest '{path}': format_version must be a positive integer, got {version!r}")
     if version > FORMAT_VERSION:
         raise ModelFileError(
@@ -69,7 +81,50 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         )
     if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("models"), dict):
         raise ModelFileError(f'bundle manifest \'{path}\' lacks its "files" or "models" table')
+    _check_schema(manifest, path)
     return manifest
+
+
+def _check_schema(manifest: dict[str, Any], path: Path) -> None:
+    """Refuse entries of the wrong JSON type, naming the first one, before anything uses them."""
+
+    def bad(where: str, expected: str, got: object) -> ModelFileError:
+        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        return ModelFileError(
+            f"bundle manifest '{path}': {where} must be {expected}, got {shown}; the manifest is damaged or was "
+            "not written by nin-edge: copy the bundle again"
+        )
+
+    for name, entry in manifest["files"].items():
+        if Path(name).name != name or name in (MANIFEST, ".", ".."):
+            raise bad(f"the files entry {name!r}", "a plain file name", name)
+        if not isinstance(entry, dict):
+            raise bad(f'files["{name}"]', 'an object {"sha256": ..., "bytes": ...}', entry)
+        digest, size = entry.get("sha256"), entry.get("bytes")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise bad(f'files["{name}"].sha256', "64 lowercase hex digits", digest)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise bad(f'files["{name}"].bytes', "a whole number >= 0", size)
+    for precision, entry in manifest["models"].items():
+        if not isinstance(entry, dict):
+            raise bad(f'models["{precision}"]', 'an object {"onnx": FILE, "ort": FILE, ...}', entry)
+        for form in ("onnx", "ort"):
+            if form in entry and not isinstance(entry[form], str):
+                raise bad(f'models["{precision}"].{form}', "a file name", entry[form])
+            if form in entry and entry[form] not in manifest["files"]:
+                raise ModelFileError(f"bundle manifest '{path}': the {precision} {form} file is not listed")
+    labels = manifest.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise bad("labels", "a list of strings", labels)
+
+
+def bundle_files(folder: Path) -> dict[str, str]:
+    """What nin-edge wrote into a bundle folder, as its manifest lists it: file name -> sha256."""
+    return {name: entry["sha256"] for name, entry in read_manifest(folder)["files"].items()}
+
+
+#: A bundle folder may be replaced only when it holds nothing but what its manifest lists.
+BUNDLE_FOLDER = FolderRules(record=MANIFEST, listed=bundle_files, what="bundle")
 
 
 def open_bundle(folder: str | os.PathLike) -> Bundle:
@@ -78,23 +133,13 @@ def open_bundle(folder: str | os.PathLike) -> Bundle:
     manifest = read_manifest(folder)
     for name, entry in manifest["files"].items():
         path = folder / name
-        if Path(name).name != name or name == MANIFEST:
-            raise ModelFileError(
-                f"bundle manifest '{folder / MANIFEST}' lists {name!r}, which is not a plain file name"
-            )
         if not path.is_file():
             raise ModelFileError(f"bundle '{folder}' is missing '{name}', which its manifest lists")
-        if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             raise ModelFileError(
                 f"bundle file '{path}' does not match the sha256 in its manifest: it was altered or truncated; "
                 "copy the bundle again"
             )
-    for precision, entry in manifest["models"].items():
-        for form, name in entry.items():
-            if form in ("onnx", "ort") and name not in manifest["files"]:
-                raise ModelFileError(
-                    f"bundle manifest '{folder / MANIFEST}': the {precision} {form} file is not listed"
-                )
     return Bundle(folder=folder, manifest=manifest)
 
 

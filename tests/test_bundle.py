@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -169,13 +171,20 @@ def test_a_failed_build_leaves_the_complete_bundle_alone(built, tiny_fashion, tm
 
 
 def test_a_bundle_is_replaced_whole_by_a_new_one(built, tiny_fashion, tmp_path):
+    """Through a link to it (the link is followed and stays), and a killed build's folder goes."""
     folder = _copy(built, tmp_path)
-    write_bundle(config=_config(tiny_fashion, seed=5), folder=folder, precisions=())
+    link = tmp_path / "current"
+    link.symlink_to(folder)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f".copy.nin-edge-{int(dead.stdout)}-k1ll3d.tmp"
+    shutil.copytree(built[0], killed)
+    write_bundle(config=_config(tiny_fashion, seed=5), folder=link, precisions=())
     assert {p.name for p in folder.iterdir()} == EXPECTED_FILES - {
         n for n in EXPECTED_FILES if ".int8." in n or ".fp16." in n
     }
     assert "random-init seed 5" in json.loads((folder / "manifest.json").read_text())["source"]["weights"]
-    assert [p.name for p in tmp_path.iterdir()] == ["copy"]
+    assert link.is_symlink() and link.resolve() == folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "current"]
 
 
 def test_bundle_refusals(tmp_path, tiny_fashion):

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..bundle import BundleSummary, _check_target, build_bundle, bundle_precisions
+from nin_edge.runtime.bundle import BUNDLE_FOLDER
+from nin_edge.runtime.core.files import check_replaceable_folder
+
+from ..bundle import BundleSummary, build_bundle, bundle_precisions
 
 if TYPE_CHECKING:
     from ..pipeline import VerifiedModel
@@ -28,7 +31,7 @@ class BundleTarget:
 
     def check(self, options: BundleOptions, out: Path) -> None:
         bundle_precisions(options.precisions)
-        _check_target(out)
+        check_replaceable_folder(out, BUNDLE_FOLDER)  # before any work; a link to a bundle is followed
 
     def write(self, model: VerifiedModel, options: BundleOptions, out: Path) -> BundleSummary:
         return build_bundle(model, options.precisions, out)

@@ -8,6 +8,11 @@ successful write of the same output removes those whose process is gone.
 What is refused: an existing output that is not a regular file (a directory, device, FIFO or
 socket) is never replaced. A symbolic link is followed: its target is replaced atomically and the
 link stays, so ``--output current.onnx`` pointing at a versioned file updates that file.
+
+Folder outputs (deploy bundles) follow the same rules through :func:`atomic_folder`, plus one: an
+existing folder is replaced only when it is empty or holds nothing but the files its own record
+(a bundle's ``manifest.json``) lists, each with the sha256 recorded there; nin-edge never removes a
+file it did not write.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +42,9 @@ _KINDS = {
 
 
 def _temp_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^\.{re.escape(name)}\.nin-edge-(\d+)-[^.]+\.tmp$")
+    # Group 2 marks a replaced folder set aside during a swap; the random part is optional because
+    # bundles of nin-edge 0.x before this rule named their build folders ``.NAME.nin-edge-PID.tmp``.
+    return re.compile(rf"^\.{re.escape(name)}\.nin-edge-(\d+)(?:-[^.]+)?\.tmp(\.old)?$")
 
 
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
@@ -45,9 +54,7 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     link to one, whose target is then returned).
     """
     path = Path(path)
-    target = path.resolve() if path.is_symlink() else path
-    if path.is_symlink() and not os.path.lexists(target):
-        raise ConfigError(f"{what} '{path}' is a link to '{target}', which does not exist; give a file path")
+    target = _resolve_output(path, what, "a file path")
     if os.path.lexists(target):
         mode = os.stat(target).st_mode
         if not stat.S_ISREG(mode):
@@ -56,11 +63,7 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
                 f"{what} '{path}' exists and is {kind}, not a regular file; give a file path "
                 "(nin-edge replaces only regular files)"
             )
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"{what} folder '{parent}' does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} folder '{parent}' is not writable")
+    _check_parent(target, what)
     return target
 
 
@@ -75,14 +78,25 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete ``path``'s temporaries left by processes that no longer run; returns what was removed."""
+    """Delete ``path``'s temporaries (files or build folders) left by processes that no longer run;
+    returns what was removed.
+
+    A replaced folder set aside by a swap that was killed half-way is removed only when ``path``
+    exists again: otherwise it is the only copy of the previous output and stays.
+    """
     pattern = _temp_pattern(path.name)
     removed = []
     for entry in path.parent.iterdir() if path.parent.is_dir() else ():
         match = pattern.match(entry.name)
-        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+        if not match or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            if match.group(2) and not os.path.lexists(path):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
             entry.unlink(missing_ok=True)
-            removed.append(entry)
+        removed.append(entry)
     return removed
 
 
@@ -109,6 +123,113 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         remove_stale_temporaries(target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _resolve_output(path: Path, what: str, expected: str) -> Path:
+    """``path``, or the target of the link ``path`` (which must exist)."""
+    if not path.is_symlink():
+        return path
+    target = path.resolve()
+    if not os.path.lexists(target):
+        raise ConfigError(f"{what} '{path}' is a link to '{target}', which does not exist; give {expected}")
+    return target
+
+
+def _check_parent(target: Path, what: str) -> None:
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"{what} folder '{parent}' does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} folder '{parent}' is not writable")
+
+
+@dataclass(frozen=True)
+class FolderRules:
+    """How to tell a folder the tool wrote: ``record`` is the file in it that lists what was written
+    (a bundle's ``manifest.json``) and ``listed(folder)`` reads that list as file name -> sha256."""
+
+    record: str
+    listed: Callable[[Path], Mapping[str, str]]
+    what: str
+
+
+def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Path:
+    """Validate before any work that the folder ``path`` may be replaced; returns the folder to replace.
+
+    Allowed: a path that does not exist, an empty folder, or a folder whose every entry is ``record``
+    (the file where the tool lists what it wrote, a bundle's ``manifest.json``) or a regular file
+    that ``listed(folder)`` names with the sha256 the file still has. Anything else (a file the
+    record does not list, one changed since it was written, a subfolder, no record at all) is
+    refused with its name, so nothing a user put or edited there is ever deleted. A symbolic link
+    is followed: the folder it points at is replaced and the link stays.
+    """
+    path, record, what = Path(path), rules.record, rules.what
+    target = _resolve_output(path, what, "a folder path")
+    if os.path.lexists(target):
+        mode = os.stat(target).st_mode
+        if not stat.S_ISDIR(mode):
+            kind = "a regular file" if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a folder")
+            raise ConfigError(f"{what} '{path}' exists and is {kind}, not a folder; give a folder path")
+        entries = sorted(target.iterdir())
+        refuse = f"{what} folder '{path}'"
+        keep = "nin-edge replaces only a folder it wrote; move that away or choose another folder"
+        if entries and not (target / record).is_file():
+            raise ConfigError(f"{refuse} exists, is not empty and holds no {record}: not replacing it; {keep}")
+        files = rules.listed(target) if entries else {}
+        for entry in entries:
+            if entry.name == record:
+                continue
+            if entry.name not in files:
+                raise ConfigError(
+                    f"{refuse} holds '{entry.name}', which its {record} does not list: not replacing it; {keep}"
+                )
+            if entry.is_symlink() or not entry.is_file():
+                raise ConfigError(f"{refuse}: '{entry.name}' is not a regular file: not replacing it; {keep}")
+            if sha256_file(entry) != files[entry.name]:
+                raise ConfigError(
+                    f"{refuse}: '{entry.name}' was changed since it was written (its sha256 differs from "
+                    f"{record}'s): not replacing it; {keep}"
+                )
+    _check_parent(target, what)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, rules: FolderRules) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    ``path`` is checked by :func:`check_replaceable_folder` before and again just before the swap.
+    The previous folder is renamed aside, the new one renamed into place, then the old one removed,
+    so a failure at any step leaves one complete folder at ``path``. Build folders of killed runs
+    (``.NAME.nin-edge-PID-XXXX.tmp``) are removed after a successful swap.
+    """
+    target = check_replaceable_folder(path, rules)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.nin-edge-{os.getpid()}-", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)  # mkdtemp makes the folder private (0700); give it a plain mkdir's mode
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        check_replaceable_folder(path, rules)
+        _swap_folder(tmp, target)
+        remove_stale_temporaries(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target``; an existing (checked) ``target`` goes only after the rename."""
+    if not os.path.lexists(target):
+        new.rename(target)
+        return
+    old = new.with_name(new.name + ".old")
+    target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old)
 
 
 def load_npy(path: str | os.PathLike, what: str = "array file") -> np.ndarray:

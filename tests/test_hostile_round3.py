@@ -1,0 +1,190 @@
+"""Regression tests for the hostile cases of issue 23 (round 3): each one failed before its fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nin_edge.export.cli import main as export_cli
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.bundle import BUNDLE_FOLDER, FORMAT, MANIFEST
+from nin_edge.runtime.cli.infer import main as infer_cli
+from nin_edge.runtime.core.errors import ConfigError, ModelFileError
+from nin_edge.runtime.core.files import atomic_folder, check_replaceable_folder
+
+from tests.conftest import assert_one_line_error, run_cli
+
+EXPORT = ["--random-init", "--input-size", 70, "--check-batch-sizes", 1]
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def fake_bundle(folder: Path, files: dict[str, bytes] | None = None, **manifest) -> Path:
+    """A folder with ``files`` and a manifest that lists them with their sha256, as nin-export writes it."""
+    files = {"model.onnx": b"model bytes", "MODEL_CARD.md": b"# card\n"} if files is None else files
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    listed = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in files.items()}
+    body = {"format": FORMAT, "format_version": 1, "files": listed, "models": {}, **manifest}
+    (folder / MANIFEST).write_text(json.dumps(body))
+    return folder
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+# -- 1/2. a bundle folder is replaced only when it holds nothing but what its manifest lists -------
+
+
+def test_a_copied_manifest_does_not_make_a_project_folder_replaceable(tmp_path):
+    bundle = fake_bundle(tmp_path / "bundle")
+    project = tmp_path / "myproject"
+    project.mkdir()
+    (project / "main.c").write_text("int main(void) { return 0; }\n")
+    (project / MANIFEST).write_bytes((bundle / MANIFEST).read_bytes())
+    before = _contents(project)
+    result = run_cli(export_cli, [*EXPORT, "--bundle", project])
+    assert_one_line_error(
+        result,
+        f"bundle folder '{project}' holds 'main.c', which its manifest.json does not list: not replacing it; "
+        "nin-edge replaces only a folder it wrote",
+    )
+    assert _contents(project) == before
+
+
+def test_a_file_the_user_added_to_a_bundle_or_changed_in_it_is_never_removed(tmp_path):
+    bundle = fake_bundle(tmp_path / "b")
+    (bundle / "DEPLOY_NOTES.txt").write_text("ask ops before deploying\n")
+    before = _contents(bundle)
+    assert_one_line_error(
+        run_cli(export_cli, [*EXPORT, "--bundle", bundle]), "holds 'DEPLOY_NOTES.txt', which its manifest.json"
+    )
+    assert _contents(bundle) == before
+    (bundle / "DEPLOY_NOTES.txt").unlink()
+    (bundle / "MODEL_CARD.md").write_text("# card, edited by hand\n")
+    with pytest.raises(ConfigError, match="'MODEL_CARD.md' was changed since it was written"):
+        check_replaceable_folder(bundle, BUNDLE_FOLDER)
+    (bundle / "MODEL_CARD.md").unlink()
+    (bundle / "sub").mkdir()
+    with pytest.raises(ConfigError, match="holds 'sub', which its manifest.json does not list"):
+        check_replaceable_folder(bundle, BUNDLE_FOLDER)
+
+
+def test_an_unaltered_bundle_or_an_empty_folder_is_replaced_whole(tmp_path):
+    for folder in (fake_bundle(tmp_path / "b"), tmp_path / "empty"):
+        folder.mkdir(exist_ok=True)
+        with atomic_folder(folder, BUNDLE_FOLDER) as tmp:
+            fake_bundle(tmp, {"model.int8.onnx": b"new"})
+        assert set(_contents(folder)) == {"model.int8.onnx", MANIFEST}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "empty"]
+
+
+def test_a_failed_build_leaves_the_folder_as_it_was(tmp_path):
+    bundle = fake_bundle(tmp_path / "b")
+    before = _contents(bundle)
+    with pytest.raises(RuntimeError, match="disk full"), atomic_folder(bundle, BUNDLE_FOLDER) as tmp:
+        (tmp / "model.onnx").write_bytes(b"half")
+        raise RuntimeError("disk full")
+    assert _contents(bundle) == before and [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+# -- 3. a link to a bundle is followed, and the link stays --------------------------------------------
+
+
+def test_a_link_to_a_bundle_is_followed_and_stays_a_link(tmp_path):
+    real = fake_bundle(tmp_path / "v1")
+    link = tmp_path / "current"
+    link.symlink_to(real)
+    with atomic_folder(link, BUNDLE_FOLDER) as tmp:
+        fake_bundle(tmp, {"model.onnx": b"rebuilt"})
+    assert link.is_symlink() and link.resolve() == real
+    assert (real / "model.onnx").read_bytes() == b"rebuilt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "v1"]
+
+
+def test_a_link_to_a_file_or_nowhere_is_refused_before_anything_is_touched(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "to-file").symlink_to(tmp_path / "notes.txt")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert_one_line_error(
+        run_cli(export_cli, [*EXPORT, "--bundle", tmp_path / "to-file"]),
+        f"bundle '{tmp_path / 'to-file'}' exists and is a regular file, not a folder",
+    )
+    assert_one_line_error(
+        run_cli(export_cli, [*EXPORT, "--bundle", tmp_path / "dangling"]), "is a link to", "which does not exist"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "notes.txt", "to-file"]
+
+
+# -- 4. build folders of killed builds are removed by the next build ----------------------------------
+
+
+def test_build_folders_of_killed_builds_are_removed_by_the_next_build(tmp_path):
+    bundle = fake_bundle(tmp_path / "b")
+    dead, alive = _dead_pid(), os.getppid()
+    stale = [tmp_path / f".b.nin-edge-{dead}-k1ll3d.tmp", tmp_path / f".b.nin-edge-{dead}.tmp"]  # 0.x naming too
+    stale.append(tmp_path / f".b.nin-edge-{dead}-sw4p.tmp.old")  # killed after the swap: b exists again
+    running = tmp_path / f".b.nin-edge-{alive}-busy.tmp"
+    for folder in (*stale, running):
+        fake_bundle(folder, {"model.onnx": b"x" * 1000})
+    with atomic_folder(bundle, BUNDLE_FOLDER) as tmp:
+        fake_bundle(tmp, {"model.onnx": b"new"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "b"]
+
+
+def test_a_set_aside_bundle_is_kept_while_it_is_the_only_copy(tmp_path):
+    aside = fake_bundle(tmp_path / f".b.nin-edge-{_dead_pid()}-sw4p.tmp.old")
+    with atomic_folder(tmp_path / "other", BUNDLE_FOLDER) as tmp:
+        fake_bundle(tmp)
+    from nin_edge.runtime.core.files import remove_stale_temporaries
+
+    assert remove_stale_temporaries(tmp_path / "b") == [] and aside.is_dir()
+
+
+# -- 13. manifests are checked against their schema ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"files": {"model.onnx": None}}, 'files["model.onnx"] must be an object'),
+        ({"files": {"model.onnx": "abc"}}, 'files["model.onnx"] must be an object'),
+        ({"files": {"model.onnx": {"sha256": 5, "bytes": 3}}}, 'files["model.onnx"].sha256 must be 64 lowercase hex'),
+        ({"files": {"model.onnx": {"sha256": "0" * 64, "bytes": "3"}}}, 'files["model.onnx"].bytes must be a whole'),
+        ({"files": {"../x": {"sha256": "0" * 64, "bytes": 3}}}, "the files entry '../x' must be a plain file name"),
+        ({"models": {"fp32": "model.onnx"}}, 'models["fp32"] must be an object'),
+        ({"models": {"fp32": {"onnx": 7}}}, 'models["fp32"].onnx must be a file name'),
+        ({"labels": "abcdefghij"}, "labels must be a list of strings"),
+        ({"format_version": True}, "format_version must be a positive integer, got True"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_one_line_everywhere(tmp_path, change, message):
+    bundle = fake_bundle(tmp_path / "b")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    (bundle / MANIFEST).write_text(json.dumps({**manifest, **change}))
+    with pytest.raises(ModelFileError, match="bundle manifest .*" + message.replace("[", r"\[").replace(".", r"\.")):
+        Classifier(bundle, "cpu")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((28, 28), np.uint8))
+    assert_one_line_error(run_cli(infer_cli, [bundle, x]), message)
+    with pytest.raises(ModelFileError, match="bundle manifest"):
+        check_replaceable_folder(bundle, BUNDLE_FOLDER)  # nor is it taken for a bundle that may be replaced
+
+
+def test_a_huge_manifest_is_refused_before_it_is_read(tmp_path):
+    bundle = fake_bundle(tmp_path / "b")
+    with open(bundle / MANIFEST, "ab") as fh:
+        fh.truncate(3 << 30)  # 3 GB, sparse: reading it would need 3 GB of memory
+    with pytest.raises(ModelFileError, match=r"is 3,221,225,472 bytes; a nin-edge manifest is a few KB"):
+        Classifier(bundle, "cpu")
