@@ -188,3 +188,47 @@ def test_a_huge_manifest_is_refused_before_it_is_read(tmp_path):
         fh.truncate(3 << 30)  # 3 GB, sparse: reading it would need 3 GB of memory
     with pytest.raises(ModelFileError, match=r"is 3,221,225,472 bytes; a nin-edge manifest is a few KB"):
         Classifier(bundle, "cpu")
+
+
+# -- 5. nin-serve's front refuses what Triton's JSON parser would allocate before any check ----------
+
+
+def test_the_front_refuses_claimed_shapes_over_what_the_model_takes():
+    import gzip
+
+    from nin_edge.runtime.serving.front import Limits, RequestRefused, check_infer_request
+
+    limits = Limits(16 * 28 * 28, "16 images of 1x28x28")
+
+    def check(header: dict, body: bytes | None = None, **headers: str) -> str:
+        data = json.dumps(header).encode() if body is None else body
+        try:
+            check_infer_request(data, {k.replace("_", "-"): v for k, v in headers.items()}, limits)
+        except RequestRefused as exc:
+            return f"{exc.status} {exc}"
+        return "ok"
+
+    def tensor(shape: list) -> dict:
+        return {"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": [0.0]}]}
+
+    assert check(tensor([16, 1, 28, 28])) == "ok"  # Triton checks the data against the shape itself
+    assert check(tensor([2**31, 1, 28, 28])) == (
+        "400 input 'input': shape [2147483648, 1, 28, 28] claims 1,683,627,180,032 values; this server takes at "
+        "most 16 images of 1x28x28 (12,544 values) per request"
+    )
+    assert check(tensor([1.5, 1, 28, 28])).startswith("400 input 'input': shape must be a list of whole numbers")
+    assert check(tensor([-1, 1, 28, 28])) == "400 input 'input': shape [-1, 1, 28, 28] is not a tensor shape"
+    twice = b'{"inputs": [{"name": "input", "shape": [2147483648, 1, 28, 28], "shape": [1, 1, 28, 28]}]}'
+    assert check({}, twice) == "400 the request's JSON cannot be read: the key 'shape' appears twice in one object"
+    # The binary form: only the JSON header before the tensor bytes is read.
+    header = json.dumps(tensor([2**40, 1, 28, 28])).encode()
+    binary = check({}, header + b"\0" * 64, Inference_Header_Content_Length=str(len(header)))
+    assert binary.startswith("400 input 'input': shape [1099511627776, 1, 28, 28] claims")
+    assert (
+        check({}, gzip.compress(json.dumps(tensor([2**31, 1, 28, 28])).encode()), Content_Encoding="gzip")[:3] == "400"
+    )
+    bomb = gzip.compress(b" " * (limits.max_body + 10))  # a few KB that inflate past the body limit
+    assert (
+        check({}, bomb, Content_Encoding="gzip")
+        == f"413 the request body inflates to more than {limits.max_body:,} bytes"
+    )

@@ -10,6 +10,7 @@ Triton server it bundles and for starting and watching that server. Nothing here
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import numpy as np
 from ..classifier import Classifier, check_top_k, top_predictions
 from ..core.errors import ConfigError, InputError, NinEdgeError
 from ..providers import parse_providers
+from .front import Front, Limits, free_loopback_port
 from .model_config import model_config_pb2, write_model_config
 
 SERVE_EXTRA = "pip install 'nin-edge[serve]'"
@@ -193,19 +195,27 @@ def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> No
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH", "")) if p)
     stopping = threading.Event()
+    stopped_by: list[int] = []
 
-    def stop(_signum: int, _frame: object) -> None:
+    def stop(signum: int, _frame: object) -> None:
+        if stopping.is_set():
+            return  # already stopping: a second Ctrl-C must not cut the clean-up short
         stopping.set()
-        # A requested stop exits 0; unwinding the Triton context takes the server process down with
-        # us instead of orphaning it.
-        raise SystemExit(0)
+        stopped_by.append(signum)
+        # Ctrl-C ends the command as interrupted (exit 130); SIGTERM, a supervisor's stop, exits 0.
+        # Either unwinds through the ``finally`` below, which stops the Triton server we started.
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(0)
 
+    c, h, w = clf.input_shape
+    limits = Limits(config.max_batch * c * h * w, f"{config.max_batch} images of {c}x{h}x{w}")
+    backend_port = free_loopback_port()
     with tempfile.TemporaryDirectory(prefix="nin-serve-") as tmp:
         name = write_serving_repo(config, clf, Path(tmp))
         del clf
         triton_config = TritonConfig(
-            http_address=config.host,
-            http_port=config.http_port,
+            # Triton's HTTP endpoint is private; clients reach it through the front (see front.py).
+            http_address="127.0.0.1",
+            http_port=backend_port,
             grpc_address=config.host,
             grpc_port=config.grpc_port,
             metrics_port=config.metrics_port,
@@ -214,6 +224,7 @@ def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> No
             exit_timeout_secs=5,
             model_repository=Path(tmp),
         )
+        front = Front(config.host, config.http_port, backend_port, limits)  # a busy port fails here, first
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         triton = Triton(config=triton_config)
@@ -226,18 +237,41 @@ def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> No
         )
         watchdog.start()
         try:
-            with triton:
-                triton.run()
-                if ready:
-                    ready(
-                        f"serving {name} ({config.model}) on http://{config.host}:{config.http_port} and grpc "
-                        f"{config.host}:{config.grpc_port} with {providers}"
-                    )
-                triton.serve()
-                if not stopping.is_set():
-                    raise ServeError(f"{died} ({_death_reason(triton)}); {restart}")
+            front.start()
+            # Not ``with triton``: an interrupt while its __enter__ still waits for the server would
+            # skip __exit__ and leave the server running.
+            triton.run()
+            if ready:
+                ready(
+                    f"serving {name} ({config.model}) on http://{config.host}:{config.http_port} and grpc "
+                    f"{config.host}:{config.grpc_port} with {providers}"
+                )
+            triton.serve()  # returns on SIGINT (PyTriton catches it) or when Triton is gone
+            if stopped_by == [signal.SIGINT]:
+                raise KeyboardInterrupt
+            if not stopping.is_set():
+                raise ServeError(f"{died} ({_death_reason(triton)}); {restart}")
         finally:
             stopping.set()
+            front.close()
+            # PyTriton's stop fails when the interrupt came while it was still starting the server
+            # (it unregisters a callback it had not registered yet); _stop_servers is the guarantee.
+            with contextlib.suppress(Exception):
+                triton.stop()
+            _stop_servers()
+
+
+def _stop_servers(grace_s: float = 10.0) -> None:
+    """Make sure no ``tritonserver`` this process started outlives it: PyTriton's own stop can be cut
+    short by the interrupt that called it. SIGINT is Triton's graceful stop; SIGKILL after ``grace_s``."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        pids = _server_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while pids and _server_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 #: How long the server may stay unreachable before the watchdog ends nin-serve itself.
@@ -266,9 +300,9 @@ def _watch(stopping: threading.Event, message: Callable[[], str]) -> None:
             os._exit(1)
 
 
-def _server_running() -> bool:
-    """Whether a ``tritonserver`` child of this process is alive (from /proc; Linux, as PyTriton)."""
-    me = str(os.getpid())
+def _server_pids() -> list[int]:
+    """Live ``tritonserver`` children of this process (from /proc; Linux, as PyTriton)."""
+    me, pids = str(os.getpid()), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -278,8 +312,13 @@ def _server_running() -> bool:
         comm = text[text.find("(") + 1 : comm_end]
         state, ppid = text[comm_end + 2 :].split(" ", 2)[:2]
         if ppid == me and comm == "tritonserver" and state != "Z":
-            return True
-    return False
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _server_running() -> bool:
+    """Whether a ``tritonserver`` child of this process is alive."""
+    return bool(_server_pids())
 
 
 class TritonClassifier:
