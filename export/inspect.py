@@ -140,7 +140,7 @@ def _weights_check(data: bytes, metadata: dict[str, str], path: Path) -> str:
     recorded = metadata.get("graph_sha256")
     if not recorded:
         return "no digest recorded (not written by nin-export)"
-    actual = graph_digest(data, str(path))
+    actual = graph_digest(data, str(path), path.parent)
     return "digest matches" if actual == recorded else f"DIGEST MISMATCH: recorded {recorded[:12]}, file {actual[:12]}"
 
 

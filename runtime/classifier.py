@@ -181,7 +181,7 @@ class Classifier:
                 f"skipped: {size / 1e6:.0f} MB is over the {AUTO_VERIFY_BYTES // 2**20} MB that "
                 "verify_weights='auto' checks; pass verify_weights=True to check it"
             )
-        actual = graph_digest(self._source.read(), self.source)
+        actual = graph_digest(self._source.read(), self.source, self._source.folder)
         if actual != self.metadata.graph_sha256:
             raise ModelFileError(
                 f"model '{self.source}': its graph and weights do not match the digest recorded at export "

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from .core.cache import DigestedFile
 from .core.choices import Precision
 from .core.cpu import cpu_flags
+from .core.digest import graph_digest, uses_external_data
 from .core.errors import ConfigError, ModelFileError, ProviderError
 from .core.files import atomic_output
 from .core.numbers import is_whole_number
@@ -140,10 +141,20 @@ class ModelSource:
         """The model's size in bytes, without reading it."""
         return len(self.data) if isinstance(self.data, bytes) else os.stat(self.data).st_size
 
+    @property
+    def folder(self) -> Path | None:
+        """The model file's folder, where weights stored as external data lie (None for bytes)."""
+        return None if isinstance(self.data, bytes) else Path(self.data).parent
+
     @functools.cached_property
     def sha256(self) -> str:
-        """sha256 of the model: the key of the engine and optimised-model caches."""
-        return sha256_hex(self.read())
+        """sha256 of the model: the key of the engine and optimised-model caches. For a model whose
+        weights lie in external files it covers those too (through the graph digest)."""
+        data = self.read()
+        key = sha256_hex(data)
+        if uses_external_data(data):
+            key = sha256_hex((key + graph_digest(data, self.name, self.folder)).encode())
+        return key
 
 
 @dataclass(frozen=True)

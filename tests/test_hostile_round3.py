@@ -232,3 +232,43 @@ def test_the_front_refuses_claimed_shapes_over_what_the_model_takes():
         check({}, bomb, Content_Encoding="gzip")
         == f"413 the request body inflates to more than {limits.max_body:,} bytes"
     )
+
+
+# -- 7. the weight digest covers tensor values, not how they are stored ------------------------------
+
+
+def test_a_model_resaved_with_external_data_is_verified_not_called_damaged(tiny_nin_path, tmp_path):
+    import onnx
+    from nin_edge.export.cli import inspect_main
+
+    model = onnx.load(str(tiny_nin_path))
+    path = tmp_path / "nin.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="nin.onnx.data")
+    assert (tmp_path / "nin.onnx.data").stat().st_size > path.stat().st_size  # the weights moved out
+    clf = Classifier(path, "cpu")
+    assert clf.weights_check.startswith("verified (graph sha256 ")
+    x = np.random.default_rng(0).random((2, 1, 224, 224), dtype=np.float32)
+    np.testing.assert_array_equal(clf.logits(x), Classifier(tiny_nin_path, "cpu").logits(x))
+    result = run_cli(inspect_main, [path, "--no-layers", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["weights_check"] == "digest matches"
+
+    data = bytearray((tmp_path / "nin.onnx.data").read_bytes())
+    data[-64:] = bytes(b ^ 0xFF for b in data[-64:])
+    (tmp_path / "nin.onnx.data").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="its graph and weights do not match the digest recorded at export"):
+        Classifier(path, "cpu")
+
+    for tensor in model.graph.initializer:  # a location outside the model's folder is never read
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        tensor.external_data.add(key="location", value="../secret.data")
+    escaping = tmp_path / "escaping.onnx"
+    escaping.write_bytes(model.SerializeToString())
+    (tmp_path.parent / "secret.data").write_bytes(b"\0" * 40000)
+    with pytest.raises(ModelFileError, match="External data path escapes model directory"):
+        Classifier(escaping, "cpu")  # onnxruntime refuses it itself
+    assert_one_line_error(
+        run_cli(inspect_main, [escaping, "--no-layers"]), "external data location '../secret.data' is not a path inside"
+    )
