@@ -16,11 +16,16 @@ from typing import Any
 
 import onnx
 import onnxruntime as ort
+from nin_edge.runtime.bundle import MANIFEST, open_bundle
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import ModelFileError, NinEdgeError
+from nin_edge.runtime.core.files import check_memory, kind_of
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.profiling import node_macs, profile_nodes
 from nin_edge.runtime.providers import ProviderKind, parse_provider, usable_plugins
+
+#: protobuf cannot serialise or parse a message over 2 GiB.
+MAX_PROTOBUF_BYTES = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -85,13 +90,21 @@ class FolderInspection(Report):
     path: str
     files: dict[str, int]
     models: tuple[ModelInspection, ...]
+    #: What the bundle check found ("" for a folder without a manifest).
+    bundle: str = ""
 
     def rows(self) -> list[dict]:
         return [{"file": name, "size_bytes": size} for name, size in self.files.items()]
 
     def to_table(self) -> str:
-        parts = [format_table(self.rows())] + [m.to_table() for m in self.models]
+        head = [format_pairs([("bundle", self.bundle)])] if self.bundle else []
+        parts = head + [format_table(self.rows())] + [m.to_table() for m in self.models]
         return "\n\n".join(parts)
+
+
+def _text(value: str | bytes) -> str:
+    # protobuf hands a string field that is not valid UTF-8 (a damaged file) back as bytes.
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[Any, ...]:
@@ -100,7 +113,9 @@ def _dims(value: onnx.ValueInfoProto) -> tuple[Any, ...]:
 
 def _describe(value: onnx.ValueInfoProto) -> str:
     elem = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-    return f"{value.name}: {elem} ({', '.join(str(d) for d in _dims(value))})"
+    return (
+        f"{_text(value.name)}: {elem} ({', '.join(_text(d) if isinstance(d, bytes) else str(d) for d in _dims(value))})"
+    )
 
 
 def layer_table(model: onnx.ModelProto) -> tuple[Layer, ...]:
@@ -174,16 +189,32 @@ def _placement(path: Path, providers: list[str]) -> dict[str, str]:
 def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str] | None = None) -> ModelInspection:
     """Inspect one ONNX file; ``providers`` defaults to this machine's execution providers."""
     path = Path(path)
-    if not path.is_file():
+    kind = kind_of(path)
+    if kind == "missing":
         raise ModelFileError(f"model file '{path}' does not exist")
+    if kind != "a regular file":
+        link = f" (a link to '{path.resolve()}')" if path.is_symlink() else ""
+        raise ModelFileError(f"'{path}'{link} is {kind}, not a model file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelFileError(f"'{path}' is empty (0 bytes): not an ONNX model")
+    if size > MAX_PROTOBUF_BYTES:
+        raise ModelFileError(
+            f"'{path}' is {size:,} bytes; an ONNX file holds at most 2 GiB (protobuf's limit; larger models keep "
+            "their weights as external data): not an ONNX model"
+        )
+    # The bytes, the parsed model and the copy shape inference works on are in memory at once.
+    check_memory(3 * size, f"inspecting '{path}' ({size:,} bytes)")
     data = path.read_bytes()
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ModelFileError(f"'{path}' is not a readable ONNX model: {str(exc).splitlines()[0][:200]}") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise ModelFileError(f"'{path}' holds no graph (protobuf that parses, but no ONNX model)")
     g = model.graph
     init = {t.name for t in g.initializer}
-    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata = {_text(p.key): _text(p.value) for p in model.metadata_props}
     table = layer_table(model)
     if providers is None:
         # The OpenVINO plugin is listed by onnxruntime only once registered, and only with a device.
@@ -194,11 +225,11 @@ def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str]
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
-        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        producer=f"{_text(model.producer_name)} {_text(model.producer_version)}".strip(),
         inputs=tuple(_describe(v) for v in g.input if v.name not in init),
         outputs=tuple(_describe(v) for v in g.output),
         metadata=metadata,
-        ops=dict(Counter(n.op_type for n in g.node)),
+        ops=dict(Counter(_text(n.op_type) for n in g.node)),
         # int64 initializers are shapes and indices (a Reshape's target), not weights.
         params=sum(math.prod(t.dims) for t in g.initializer if t.data_type != onnx.TensorProto.INT64),
         macs=sum(layer.macs for layer in table),
@@ -209,12 +240,24 @@ def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str]
 
 
 def inspect_path(path: str | Path, *, layers: bool = True) -> ModelInspection | FolderInspection:
-    """Inspect an ONNX file, or every ``.onnx`` file of a folder (a deploy bundle) and list its files."""
+    """Inspect an ONNX file, or every ``.onnx`` file of a folder (a deploy bundle) and list its files.
+
+    A folder with a ``manifest.json`` is read as a bundle and checked first, as ``nin-infer`` would
+    (format version, every file's sha256): one it would refuse is refused here too.
+    """
     path = Path(path)
     if path.is_dir():
-        files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+        bundle = ""
+        if (path / MANIFEST).exists():
+            manifest = open_bundle(path).manifest
+            bundle = f"nin-edge bundle, format {manifest['format_version']}: every file matches {MANIFEST}"
+        entries = sorted(path.iterdir())
+        for entry in entries:
+            if entry.name.endswith(".onnx") and kind_of(entry) != "a regular file":
+                inspect_model(entry)  # says what it is instead
+        files = {p.name: p.stat().st_size for p in entries if p.is_file()}
         models = tuple(inspect_model(path / n, layers=layers) for n in files if n.endswith(".onnx"))
         if not models:
             raise ModelFileError(f"folder '{path}' holds no .onnx model")
-        return FolderInspection(path=str(path), files=files, models=models)
+        return FolderInspection(path=str(path), files=files, models=models, bundle=bundle)
     return inspect_model(path, layers=layers)

@@ -130,7 +130,14 @@ def profile_nodes(
     with tempfile.TemporaryDirectory() as tmp:
         loaded = load_session(ModelSource(model), RuntimeConfig(provider=provider), profile_prefix=f"{tmp}/profile")
         session = loaded.session
-        inp = session.get_inputs()[0]
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or not all(isinstance(d, int) for d in inputs[0].shape[1:]):
+            described = "; ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+            raise ModelFileError(
+                "profiling feeds one image input with fixed dimensions after the batch; "
+                f"model '{model}' has {described}"
+            )
+        inp = inputs[0]
         x = np.random.default_rng(0).random((batch_size, *inp.shape[1:]), dtype=np.float32)
         for _ in range(warmup + runs):
             session.run(None, {inp.name: x})

@@ -21,7 +21,7 @@ from .core.choices import Precision
 from .core.cpu import cpu_flags
 from .core.digest import graph_digest, uses_external_data
 from .core.errors import ConfigError, ModelFileError, ProviderError
-from .core.files import atomic_output
+from .core.files import atomic_output, check_memory
 from .core.numbers import is_whole_number
 from .cuda import diagnose_cuda, preload_cuda_libraries
 from .openvino import OpenVinoOptions
@@ -134,7 +134,10 @@ class ModelSource:
     def read(self) -> bytes:
         """The model's bytes, read only when a check or a cache needs them and not kept: a
         Classifier holding them would double its memory for a large model."""
-        return self.data if isinstance(self.data, bytes) else Path(self.data).read_bytes()
+        if isinstance(self.data, bytes):
+            return self.data
+        check_memory(self.size, f"reading model '{self.name}' ({self.size:,} bytes)")
+        return Path(self.data).read_bytes()
 
     @property
     def size(self) -> int:

@@ -272,3 +272,103 @@ def test_a_model_resaved_with_external_data_is_verified_not_called_damaged(tiny_
     assert_one_line_error(
         run_cli(inspect_main, [escaping, "--no-layers"]), "external data location '../secret.data' is not a path inside"
     )
+
+
+# -- 8/12. nin-inspect: what is not a model is said so; damaged text and odd models are no traceback --
+
+
+def test_inspect_refuses_empty_files_device_links_and_bundles_nin_infer_refuses(tiny_nin_path, tmp_path):
+    from nin_edge.export.cli import inspect_main
+
+    (tmp_path / "zero.onnx").write_bytes(b"")
+    assert_one_line_error(run_cli(inspect_main, [tmp_path / "zero.onnx"]), "zero.onnx' is empty (0 bytes)")
+    (tmp_path / "nothing.onnx").write_bytes(b"\x08\x07")  # parses as a ModelProto with an IR version only
+    assert_one_line_error(run_cli(inspect_main, [tmp_path / "nothing.onnx"]), "holds no graph")
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "model.onnx").symlink_to("/dev/zero")
+    for target in (folder / "model.onnx", folder):
+        assert_one_line_error(
+            run_cli(inspect_main, [target]), "model.onnx' (a link to '/dev/zero') is a character device, not a model"
+        )
+    newer = fake_bundle(tmp_path / "newer", {"model.onnx": tiny_nin_path.read_bytes()}, format_version=99)
+    assert_one_line_error(run_cli(inspect_main, [newer]), "has format version 99; this nin-edge reads up to 1")
+    sound = fake_bundle(tmp_path / "sound", {"model.onnx": tiny_nin_path.read_bytes()})
+    result = run_cli(inspect_main, [sound, "--no-layers"])
+    assert result.exit_code == 0 and "nin-edge bundle, format 1: every file matches manifest.json" in result.stdout
+
+
+def test_inspect_shows_damaged_metadata_text_and_models_it_cannot_profile(tiny_nin_path, tmp_path):
+    import onnx
+    from nin_edge.export.cli import inspect_main
+    from onnx import TensorProto, helper
+
+    data = bytearray(tiny_nin_path.read_bytes())
+    data[data.find(b'{"color": "gray') + 12] = 0xFF  # not UTF-8 any more: protobuf returns bytes
+    (tmp_path / "damaged.onnx").write_bytes(bytes(data))
+    result = run_cli(inspect_main, [tmp_path / "damaged.onnx", "--no-layers"])
+    assert result.exit_code == 0, result.stderr
+    assert '{"color": "g\ufffdayscale"' in result.stdout
+
+    a, b = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in "ab")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two", [a, b], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "two.onnx"))
+    result = run_cli(inspect_main, [tmp_path / "two.onnx", "--no-layers"])
+    assert result.exit_code == 0, result.stderr
+    assert "cannot run the model: profiling feeds one image input with fixed dimensions after the batch; model '" in (
+        result.stdout
+    )
+
+
+# -- 16. sizes are checked against the memory this process can get before anything is read ------------
+
+
+def test_a_gzip_bomb_posing_as_idx_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    import gzip
+
+    from nin_edge.models.data import IMAGES_MAGIC, read_idx
+    from nin_edge.runtime.core import files
+    from nin_edge.runtime.core.errors import InputError
+
+    header = bytes([0, 0, 8, 3]) + (3_000_000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as fh:
+        fh.write(header)
+        fh.write(bytes(1 << 20))  # what follows could be gigabytes of zeros: it is never inflated
+    monkeypatch.setattr(files, "memory_available", lambda: 1_000_000_000)
+    with pytest.raises(InputError, match=r"claims images of shape \(3000000, 28, 28\)\) needs about 2.35 GB of memo"):
+        read_idx(bomb, IMAGES_MAGIC)
+    small = bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    padded = tmp_path / "padded.gz"
+    padded.write_bytes(gzip.compress(small + bytes(50 << 20), compresslevel=1))
+    with pytest.raises(ModelFileError, match=r"it holds more data than its header \(10, 28, 28\) claims"):
+        read_idx(padded, IMAGES_MAGIC)
+
+
+def test_the_memory_budget_counts_ulimit_v():
+    probe = (
+        "import resource; from pathlib import Path\n"
+        "from nin_edge.runtime.core.files import memory_available\n"
+        "vm = next(int(l.split()[1]) * 1024 for l in Path('/proc/self/status').read_text().splitlines() "
+        "if l.startswith('VmSize:'))\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + (300 << 20), resource.RLIM_INFINITY))\n"
+        "print(memory_available())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert 200 << 20 < int(done.stdout) <= 300 << 20
+
+
+def test_inspect_checks_a_file_size_before_reading_it(tiny_nin_path, tmp_path, monkeypatch):
+    from nin_edge.export.cli import inspect_main
+    from nin_edge.runtime.core import files
+
+    huge = tmp_path / "huge.onnx"
+    with open(huge, "wb") as fh:
+        fh.truncate(3 << 30)  # sparse: 3 GB that reading whole would need in memory
+    assert_one_line_error(
+        run_cli(inspect_main, [huge]), "is 3,221,225,472 bytes; an ONNX file holds at most 2 GiB (protobuf's limit"
+    )
+    monkeypatch.setattr(files, "memory_available", lambda: 50_000)
+    assert_one_line_error(run_cli(inspect_main, [tiny_nin_path]), "needs about 0.00 GB of memory; this process can")

@@ -41,6 +41,16 @@ _KINDS = {
 }
 
 
+def kind_of(path: str | os.PathLike) -> str:
+    """What ``path`` is, following links: "a regular file", "a directory", "a character device"...
+    ("missing" when it, or the target of its link, does not exist)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "missing"
+    return "a regular file" if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
 def _temp_pattern(name: str) -> re.Pattern[str]:
     # Group 2 marks a replaced folder set aside during a swap; the random part is optional because
     # bundles of nin-edge 0.x before this rule named their build folders ``.NAME.nin-edge-PID.tmp``.
@@ -249,7 +259,56 @@ def load_npy(path: str | os.PathLike, what: str = "array file") -> np.ndarray:
         raise InputError(f"cannot read {what} '{path}': {reason}") from None
     if mapped.size == 0:
         raise InputError(f"{what} '{path}' holds no data: shape {tuple(mapped.shape)}")
+    check_memory(mapped.nbytes, f"{what} '{path}' ({mapped.nbytes:,} bytes)")
     return np.array(mapped)
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def memory_available() -> int | None:
+    """Bytes this process can still allocate, or None when the system does not say.
+
+    The least of the kernel's ``MemAvailable``, the cgroup's memory limit less its usage (a
+    container's cap) and the address-space limit (``ulimit -v``) less what the process maps now.
+    """
+    import resource
+
+    bounds = []
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                bounds.append(int(line.split()[1]) * 1024)
+    limit, usage = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
+    if limit is not None and usage is not None:
+        bounds.append(max(limit - usage, 0))
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        mapped = 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmSize:"):
+                    mapped = int(line.split()[1]) * 1024
+        bounds.append(max(soft - mapped, 0))
+    return min(bounds) if bounds else None
+
+
+def check_memory(needed: int, what: str) -> None:
+    """Refuse, before allocating, work that needs more memory than this process can still get
+    (a file read whole, a decompressed stream): a clear error instead of an out-of-memory kill."""
+    from .errors import InputError
+
+    available = memory_available()
+    if available is not None and needed > available:
+        raise InputError(
+            f"{what} needs about {needed / 1e9:,.2f} GB of memory; this process can get {available / 1e9:,.2f} GB "
+            "(free memory, cgroup and ulimit -v limits)"
+        )
 
 
 def sha256_file(path: str | os.PathLike) -> str:
