@@ -16,6 +16,7 @@ from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import atomic_output
 from nin_edge.runtime.core.report import Report
+from nin_edge.runtime.serving import check_model_name
 from nin_edge.runtime.serving.model_config import model_config_pb2, write_model_config
 
 
@@ -50,8 +51,7 @@ class TritonOptions:
     tensorrt_fp16: bool = False
 
     def validate(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith("."):
-            raise ConfigError(f"Triton model name {self.name!r} must be a plain folder name")
+        check_model_name(self.name, "--triton-name")
         if self.max_batch < 0:
             raise ConfigError(f"max batch must be 0 (no batching) or positive, got {self.max_batch}")
         if any(b <= 0 or (self.max_batch and b > self.max_batch) for b in self.preferred_batch_sizes):

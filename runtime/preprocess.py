@@ -140,13 +140,24 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
 
 
 def _to_uint8(im) -> np.ndarray:  # a PIL image, imported lazily
-    """8-bit grayscale or RGB pixels. 16-bit images are scaled (/257), not clipped as PIL's convert does."""
+    """8-bit grayscale or RGB pixels. 16-bit images are scaled (/257), not clipped as PIL's convert
+    does; float images (mode F, e.g. a float32 TIFF) hold 0..1 by convention and are scaled (x255)."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = np.asarray(im, dtype=np.float64)
         if wide.size and (wide.min() < 0 or wide.max() > 65535):
             raise InputError(f"image mode {im.mode} holds values outside 0..65535; save it as 8 or 16 bits")
         return np.round(wide / 257.0).astype(np.uint8)
-    converted = im.convert("L") if im.mode in ("1", "L", "P", "F") else im.convert("RGB")
+    if im.mode == "F":
+        real = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(real).all():
+            raise InputError("float image (mode F) holds NaN or infinite values")
+        if real.size and (real.min() < 0 or real.max() > 1):
+            raise InputError(
+                f"float image (mode F) holds values from {real.min():.4g} to {real.max():.4g}; float images are read "
+                "as 0..1: scale it to 0..1, or save it as 8 or 16 bits"
+            )
+        return np.round(real * 255.0).astype(np.uint8)
+    converted = im.convert("L") if im.mode in ("1", "L", "P") else im.convert("RGB")
     return np.asarray(converted, dtype=np.uint8).copy()
 
 

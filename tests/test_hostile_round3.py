@@ -372,3 +372,56 @@ def test_inspect_checks_a_file_size_before_reading_it(tiny_nin_path, tmp_path, m
     )
     monkeypatch.setattr(files, "memory_available", lambda: 50_000)
     assert_one_line_error(run_cli(inspect_main, [tiny_nin_path]), "needs about 0.00 GB of memory; this process can")
+
+
+# -- 9. a float32 TIFF (0..1) is scaled, not read as 0..255 -------------------------------------------
+
+
+def test_float_tiffs_are_read_as_zero_to_one_or_refused(tmp_path):
+    from nin_edge.runtime.core.errors import InputError
+    from nin_edge.runtime.preprocess import read_image
+    from PIL import Image
+
+    pixels = np.random.default_rng(5).integers(0, 256, (20, 30)).astype(np.uint8)
+    Image.fromarray(pixels.astype(np.float32) / 255.0, mode="F").save(tmp_path / "unit.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "unit.tif"), pixels)
+    Image.fromarray(pixels.astype(np.float32), mode="F").save(tmp_path / "wide.tif")
+    with pytest.raises(InputError, match=r"holds values from 0 to 255; float images are read as 0..1"):
+        read_image(tmp_path / "wide.tif")
+    nan = pixels.astype(np.float32) / 255.0
+    nan[3, 4] = np.nan
+    Image.fromarray(nan, mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(InputError, match="holds NaN or infinite values"):
+        read_image(tmp_path / "nan.tif")
+
+
+# -- 10. labels must be a list of strings -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("labels", ['"abcdefghij"', "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", '{"0": "a"}'])
+def test_labels_that_are_not_a_list_of_strings_are_refused(tiny_nin_path, tmp_path, labels):
+    import onnx
+
+    model = onnx.load(str(tiny_nin_path))
+    for prop in model.metadata_props:
+        if prop.key == "labels":
+            prop.value = labels
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError, match="has unreadable nin-edge metadata: labels must be a JSON list of strings"):
+        Classifier(path, "cpu")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((28, 28), np.uint8))
+    assert_one_line_error(run_cli(infer_cli, [path, x]), "labels must be a JSON list of strings, got")
+
+
+# -- 11. Triton model names are checked as Triton needs them ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nin\nx", "nin x", "nin$", "ünï", "..", "a/b", ""])
+def test_triton_names_must_be_plain(tmp_path, name):
+    result = run_cli(
+        export_cli, [*EXPORT, "--output", tmp_path / "m.onnx", "--triton-repo", tmp_path, "--triton-name", name]
+    )
+    assert_one_line_error(result, f"--triton-name {name!r}: expected a plain name of letters, digits, '_', '.', '-'")
+    assert list(tmp_path.iterdir()) == []

@@ -108,7 +108,7 @@ def test_fixed_batch_model_is_refused_for_batching(tmp_path):
     [
         (TritonOptions(max_batch=8, preferred_batch_sizes=(16,)), "must lie in 1..8"),
         (TritonOptions(tensorrt=True), "the TensorRT accelerator needs --instance-kind gpu"),
-        (TritonOptions(name="a/b"), "must be a plain folder name"),
+        (TritonOptions(name="a/b"), "--triton-name 'a/b': expected a plain name of letters, digits"),
         (TritonOptions(instance_kind="tpu"), "instance kind must be one of cpu, gpu, got .tpu."),
     ],
 )

@@ -96,7 +96,7 @@ class ModelMetadata:
                 model=props["model"],
                 input_size=int(json.loads(props["input_size"])),
                 in_channels=int(json.loads(props["in_channels"])),
-                labels=tuple(str(x) for x in json.loads(props["labels"])),
+                labels=_labels(json.loads(props["labels"])),
                 # A file without the key was not written by any nin-edge version we know.
                 toolkit_version=props.get("toolkit_version", "unknown"),
                 preprocessing=Preprocessing(**_preprocessing_fields(pre)),
@@ -104,6 +104,14 @@ class ModelMetadata:
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise ModelFileError(f"model '{source}' has unreadable nin-edge metadata: {exc}") from None
+
+
+def _labels(value: object) -> tuple[str, ...]:
+    # A JSON string is iterable too: "abcdefghij" must not become ten one-letter labels.
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise TypeError(f"labels must be a JSON list of strings, got {shown}")
+    return tuple(value)
 
 
 def _preprocessing_fields(pre: dict) -> dict:

@@ -31,11 +31,11 @@ import numpy as np
 from ..classifier import Classifier, check_top_k, top_predictions
 from ..core.errors import ConfigError, InputError, NinEdgeError
 from ..providers import parse_providers
+from . import check_model_name
 from .front import Front, Limits, free_loopback_port
 from .model_config import model_config_pb2, write_model_config
 
 SERVE_EXTRA = "pip install 'nin-edge[serve]'"
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # What Triton (or the C++ runtime under it) prints when it dies; the rest of its log is noise here.
 _FATAL_LINE = re.compile(r"terminate called|what\(\)|Signal \(\d+\) received|^E\d{4} ")
 
@@ -68,8 +68,8 @@ class ServeConfig:
             raise ConfigError("HTTP, gRPC and metrics ports must differ")
         if self.max_batch <= 0 or self.queue_delay_us < 0:
             raise ConfigError("max batch must be positive and queue delay >= 0")
-        if self.name is not None and (not _PLAIN_NAME.fullmatch(self.name) or self.name in (".", "..")):
-            raise ConfigError(f"--name {self.name!r}: expected a plain name of letters, digits, '_', '.', '-'")
+        if self.name is not None:
+            check_model_name(self.name, "--name")
 
 
 def answer_each(clf: Classifier, inputs: list[np.ndarray]) -> list[np.ndarray | NinEdgeError]:
@@ -142,8 +142,7 @@ class TritonPythonModel:
 def write_serving_repo(config: ServeConfig, clf: Classifier, repository: Path) -> str:
     """Write the one-model repository that Triton's Python backend serves; returns the model's name."""
     name = config.name or clf.metadata.model
-    if not _PLAIN_NAME.fullmatch(name):
-        raise ConfigError(f"the model's name {name!r} cannot name a Triton model; give --name")
+    check_model_name(name, "the model's own name (give --name)" if config.name is None else "--name")
     c, h, w = clf.input_shape
     params = {
         "model": str(Path(config.model).resolve()),
