@@ -425,3 +425,28 @@ def test_triton_names_must_be_plain(tmp_path, name):
     )
     assert_one_line_error(result, f"--triton-name {name!r}: expected a plain name of letters, digits, '_', '.', '-'")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- 14. a bad Triton URL is one line, not a traceback from tritonclient's __del__ ---------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::zz", "Triton URL 'http://[::zz' is not a valid URL: Invalid IPv6 URL"),
+        ("http://host:99999", "Triton URL 'http://host:99999' is not a valid URL: Port out of range 0-65535"),
+        ("ftp://host:80", "Triton URL 'ftp://host:80': expected http://HOST[:PORT] or https://HOST[:PORT]"),
+    ],
+)
+def test_a_bad_triton_url_is_one_line(tiny_nin_path, tmp_path, url, message):
+    pytest.importorskip("tritonclient.http", reason="the serve extra is not installed")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((224, 224), np.uint8))
+    # tritonclient's __del__ writes its traceback through sys.unraisablehook, in the same process.
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("nin-infer")), str(tiny_nin_path), str(x), "--triton-url", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stderr == f"error: {message}\n", done.stderr

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +321,21 @@ def _server_running() -> bool:
     return bool(_server_pids())
 
 
+def _server_address(url: str) -> tuple[str, bool]:
+    """``host:port[/path]`` and whether to use TLS, from a Triton URL; checked here because
+    tritonclient's client, when its constructor fails on a bad URL, prints a traceback from its
+    ``__del__``."""
+    try:
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ConfigError(f"Triton URL {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"Triton URL {url!r}: expected http://HOST[:PORT] or https://HOST[:PORT]")
+    del port  # read only to check it
+    return parts.netloc + parts.path.rstrip("/"), parts.scheme == "https"
+
+
 class TritonClassifier:
     """Classify through a Triton server with the same calls as :class:`Classifier`.
 
@@ -336,9 +352,9 @@ class TritonClassifier:
         self.local = local
         self.model_name = model_name
         self.labels = local.labels
-        address = url.split("://", 1)[-1].rstrip("/")
+        address, ssl = _server_address(url)
         try:
-            self.client = http.InferenceServerClient(url=address)
+            self.client = http.InferenceServerClient(url=address, ssl=ssl)
             ready = self.client.is_model_ready(model_name)
         except Exception as exc:  # connection refused, DNS, HTTP errors: tritonclient raises several types
             raise NinEdgeError(
