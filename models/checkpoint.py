@@ -82,6 +82,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadedWeights:
     """
     data = read_checkpoint(path)
     state = extract_state_dict(data, str(path))
+    load_state_checked(model, state, path)
+    return LoadedWeights(path=str(path), sha256=sha256_file(path), tensors=len(state))
+
+
+def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load ``state`` into ``model`` strictly, after checking every key, shape and dtype; the first
+    that does not fit is named in the error."""
     expected = model.state_dict()
     describe = getattr(model, "model_name", type(model).__name__)
     for key, tensor in expected.items():
@@ -105,4 +112,3 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadedWeights:
     if extra:
         raise ModelFileError(f"weights file '{path}' does not fit {describe}: unexpected key {extra[0]!r}")
     model.load_state_dict(state, strict=True)
-    return LoadedWeights(path=str(path), sha256=sha256_file(path), tensors=len(state))

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,14 +20,14 @@ import torch
 import torch.distributed as dist
 from nin_edge.models.limits import check_limit, check_seed
 from nin_edge.runtime.core.choices import Choice
-from nin_edge.runtime.core.errors import ConfigError, NinEdgeError
+from nin_edge.runtime.core.errors import ConfigError, ModelFileError, NinEdgeError
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_table
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from .checkpoint import load_weights, read_checkpoint
+from .checkpoint import extract_state_dict, load_state_checked, load_weights, read_checkpoint
 from .data import load_split, to_model_input
 from .distributed import Dist, dist_from_env
 from .evaluate import evaluate_model
@@ -248,9 +248,8 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
     if config.resume:
         resume_state = _read_training_checkpoint(config.resume)
         _check_resumable(config, resume_state.get("recipe"))
-        model.load_state_dict(resume_state["state_dict"])
-        start_epoch = int(resume_state["epoch"])
-        history = [EpochStats(**h) for h in resume_state.get("history", [])]
+        load_state_checked(model, extract_state_dict(resume_state, config.resume), config.resume)
+        start_epoch, history = _progress(resume_state, config.resume)
         if start_epoch >= config.epochs:
             raise ConfigError(
                 f"checkpoint '{config.resume}' already has {start_epoch} epochs; ask for more with --epochs"
@@ -260,8 +259,7 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit this keyword
     optimizer = _make_optimizer(config, model)
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        torch.set_rng_state(resume_state["rng"])
+        _restore_optimizer_and_rng(optimizer, model, resume_state, config.resume)
     net: nn.Module = model
     if ddp.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -376,7 +374,59 @@ def _read_training_checkpoint(path: str) -> dict:
         raise ConfigError(
             f"'{path}' is not a nin-train checkpoint (no {', '.join(missing)}); use --weights for bare weights"
         )
+    if not isinstance(data["state_dict"], Mapping):
+        raise _misfit(path, f"its state_dict is a {type(data['state_dict']).__name__}, not a dict of tensors")
     return data
+
+
+def _misfit(path: str, what: str) -> ModelFileError:
+    return ModelFileError(
+        f"checkpoint '{path}' does not fit this run: {what}; resume from a checkpoint nin-train wrote"
+    )
+
+
+def _progress(state: dict, path: str) -> tuple[int, list[EpochStats]]:
+    """The epochs done and their history, checked: a crafted value is one error, not a traceback."""
+    epoch = state["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise _misfit(path, f"its epoch is {epoch!r}, expected a whole number >= 0")
+    entries = state.get("history", [])
+    if not isinstance(entries, list):
+        raise _misfit(path, f"its history is a {type(entries).__name__}, expected a list of epochs")
+    fields = {f.name: f.type for f in dataclasses.fields(EpochStats)}
+    history = []
+    for k, entry in enumerate(entries):
+        ok = isinstance(entry, dict) and set(entry) == set(fields)
+        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry.values())
+        if not ok:
+            raise _misfit(path, f"history entry {k} is {str(entry)[:80]!r}, expected the fields {', '.join(fields)}")
+        history.append(EpochStats(**entry))
+    return epoch, history
+
+
+def _restore_optimizer_and_rng(optimizer: torch.optim.Optimizer, model: nn.Module, state: dict, path: str) -> None:
+    """Load the optimiser's state and the RNG state, refusing what does not fit the model's parameters."""
+    saved = state["optimizer"]
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+        raise _misfit(path, f"its optimizer state cannot be loaded ({type(exc).__name__}: {exc})") from None
+    for name, param in model.named_parameters():
+        for key, value in optimizer.state.get(param, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise _misfit(
+                    path,
+                    f"its optimizer's {key} for {name!r} has shape {tuple(value.shape)}, the parameter "
+                    f"{tuple(param.shape)}",
+                )
+    rng = state["rng"]
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
+        shown = f"{rng.dtype} {tuple(rng.shape)}" if isinstance(rng, torch.Tensor) else type(rng).__name__
+        raise _misfit(path, f"its rng state is {shown}, expected torch.get_rng_state()'s uint8 tensor")
+    try:
+        torch.set_rng_state(rng)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise _misfit(path, f"its rng state is not one torch can restore ({exc})") from None
 
 
 def plot_curves(history: list[EpochStats], path: Path) -> tuple[str | None, tuple[str, ...]]:

@@ -450,3 +450,61 @@ def test_a_bad_triton_url_is_one_line(tiny_nin_path, tmp_path, url, message):
         timeout=120,
     )
     assert done.returncode == 1 and done.stderr == f"error: {message}\n", done.stderr
+
+
+# -- 15. a crafted training checkpoint is one line naming what does not fit ---------------------------
+
+
+def _training_checkpoint(**change) -> dict:
+    import torch
+    from nin_edge.models.registry import create_model
+
+    model = create_model("nin", input_size=70)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    payload = {
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": 1,
+        "history": [],
+        "rng": torch.get_rng_state(),
+    }
+    return {**payload, **change}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("shape", "key '0.0.weight' has shape (5, 1, 11, 11), expected (96, 1, 11, 11)"),
+        ("no-optimizer-state", "its optimizer state cannot be loaded (KeyError: 'state')"),
+        ("rng", "its rng state is torch.uint8 (10,), expected torch.get_rng_state()'s uint8 tensor"),
+        ("history-type", "its history is a str, expected a list of epochs"),
+        ("history-entry", "history entry 0 is \"{'epoch': 1}\", expected the fields epoch, train_loss"),
+        ("epoch", "its epoch is 1.5, expected a whole number >= 0"),
+        ("state-type", "its state_dict is a Tensor, not a dict of tensors"),
+    ],
+)
+def test_resume_from_a_crafted_checkpoint_is_one_line(tiny_fashion, tmp_path, change, message):
+    import torch
+    from nin_edge.models.cli import train_main
+
+    payload = _training_checkpoint()
+    if change == "shape":
+        payload["state_dict"]["0.0.weight"] = torch.zeros(5, 1, 11, 11)
+    elif change == "no-optimizer-state":
+        del payload["optimizer"]["state"]
+    elif change == "rng":
+        payload["rng"] = torch.zeros(10, dtype=torch.uint8)
+    elif change == "history-type":
+        payload["history"] = "abc"
+    elif change == "history-entry":
+        payload["history"] = [{"epoch": 1}]
+    elif change == "epoch":
+        payload["epoch"] = 1.5
+    else:
+        payload["state_dict"] = torch.zeros(3)
+    ckpt = tmp_path / "crafted.pt"
+    torch.save(payload, ckpt)
+    args = ["--data-dir", tiny_fashion, "--input-size", 70, "--train-limit", 16, "--test-limit", 8, "--no-plot"]
+    result = run_cli(train_main, [*args, "--epochs", 2, "--output", tmp_path / "o.pt", "--resume", ckpt])
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "o.pt").exists()
