@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from nin_edge.models import model_card
+from nin_edge.models.data import DATASET
 from nin_edge.models.registry import WEIGHTS_DIR
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.bundle import BUNDLE_FOLDER, FORMAT, FORMAT_VERSION, MANIFEST, open_bundle
@@ -44,6 +46,8 @@ from .precision import load_images
 FILE_OF = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 MOBILE = "model.mobile.onnx"
 CARD = "MODEL_CARD.md"
+#: onnxruntime's mobile usability checker's verdict lines, as it printed them (the card has a table).
+USABILITY = "mobile_usability.txt"
 REQUIRED_OPERATORS = "required_operators.config"
 LATENCY_BATCHES = (1, 8)
 #: Largest logit difference allowed between an ORT-format model and the ONNX model it came from.
@@ -151,6 +155,25 @@ def _usability(path: Path) -> list[str]:
     return [f"{path.name}: {line.strip()}" for line in stream.getvalue().splitlines() if any(k in line for k in keep)]
 
 
+_PARTITIONS = re.compile(r"(\d+) partitions with a total of (\d+)/(\d+) nodes can be handled by the (.+) EP")
+_VERDICT = re.compile(r"Model should perform well with (.+?) (as is|if modified to have fixed input shapes): (\w+)")
+
+
+def usability_table(lines: list[str]) -> list[str]:
+    """The checker's verdict lines as Markdown rows: model, provider, verdict as is and with fixed shapes."""
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    nodes: dict[str, str] = {}
+    for line in lines:
+        model, _, text = line.partition(": ")
+        if found := _PARTITIONS.search(text):
+            count = int(found[1])
+            nodes[model] = f"{found[2]}/{found[3]} nodes, {count} partition{'' if count == 1 else 's'}"
+        elif found := _VERDICT.search(text):
+            row = rows.setdefault((model, found[1]), {"as is": "-", "fixed": "-"})
+            row["as is" if found[2] == "as is" else "fixed"] = f"{found[3].lower()} ({nodes.get(model, '?')})"
+    return [f"| `{model}` | {ep} | {v['as is']} | {v['fixed']} |" for (model, ep), v in rows.items()]
+
+
 def _latency(path: Path) -> dict[str, dict[str, float]]:
     """p50 ms at each of :data:`LATENCY_BATCHES` on every execution provider of this machine that runs it."""
     result: dict[str, dict[str, float]] = {}
@@ -179,7 +202,7 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
                 }
                 for st in data.get("stages", [])
             ]
-            return {"data": data.get("data", "Fashion-MNIST"), "stages": stages, "command": "nin-train"}
+            return {"data": DATASET, "stages": stages, "command": "nin-train"}
     if summary.weights.startswith("random-init"):
         return {"data": None, "note": "untrained (random initialisation): for tests and speed measurements only"}
     return {"data": None, "note": "weights given by the exporter; their training was not recorded"}
@@ -228,6 +251,7 @@ def build_bundle(model: VerifiedModel, precisions: tuple[str, ...], target: Path
         fp32 = summaries["fp32"]
         manifest = _manifest(config, fp32, wanted, accuracy, latency, usability, ort_errors)
         (tmp / CARD).write_text(model_card_text(manifest))
+        (tmp / USABILITY).write_text("\n".join(usability) + "\n")
         manifest["files"] = {
             p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
         }
@@ -281,7 +305,8 @@ def _manifest(
     size, channels = fp32.input_size, fp32.in_channels
     eval_note = None
     if config.eval_data:
-        eval_note = f"the first {config.eval_size} images of the test split of {config.eval_data}"
+        # The folder is the exporting machine's business: the card names the data, not its path.
+        eval_note = f"the first {config.eval_size} images of the Fashion-MNIST test split (t10k files)"
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -393,9 +418,12 @@ ONNX model (largest logit difference {max(m["ort_format_max_abs_err"].values()):
 
 ## Mobile usability (onnxruntime's checker)
 
-```
-{chr(10).join(m["mobile_usability"])}
-```
+Would the NNAPI (Android) and CoreML (iOS) execution providers take the whole model? Nodes each can
+run, as the model is and with its input shapes fixed (the checker's own lines: `{USABILITY}`):
+
+| model | execution provider | as is | with fixed input shapes |
+|---|---|---|---|
+{chr(10).join(usability_table(m["mobile_usability"]))}
 
 ## Loading it
 

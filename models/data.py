@@ -24,6 +24,11 @@ from nin_edge.runtime.core.metadata import Preprocessing
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+#: What the data is and where it comes from, as model cards name it (never a local path).
+DATASET = (
+    "Fashion-MNIST by Zalando Research (https://github.com/zalandoresearch/fashion-mnist, MIT licence): "
+    "60,000 training and 10,000 test images, 28x28 grayscale, 10 classes"
+)
 
 
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:

@@ -37,6 +37,7 @@ EXPECTED_FILES = {
     "model.mobile.onnx",
     "model.mobile.ort",
     "required_operators.config",
+    "mobile_usability.txt",
 }
 
 
@@ -128,8 +129,12 @@ def test_the_card_says_how_to_feed_and_load_the_model(built):
         "| int8 | `model.int8.onnx`, `model.int8.ort` |",
         "T-shirt/top",
         "MIT",
+        "| `model.mobile.onnx` | CoreML MLProgram | yes (",
+        "top-1 on the first 40 images of the Fashion-MNIST test split (t10k files)",
     ):
         assert fragment in card, fragment
+    assert str(built[0].parent) not in card and "/tmp" not in card  # no path of the exporting machine
+    assert (built[0] / "mobile_usability.txt").read_text().startswith("model.onnx: ")
 
 
 def test_an_altered_missing_or_newer_bundle_is_refused(built, tmp_path):

@@ -508,3 +508,30 @@ def test_resume_from_a_crafted_checkpoint_is_one_line(tiny_fashion, tmp_path, ch
     result = run_cli(train_main, [*args, "--epochs", 2, "--output", tmp_path / "o.pt", "--resume", ckpt])
     assert_one_line_error(result, message)
     assert not (tmp_path / "o.pt").exists()
+
+
+# -- Also: the model card names the data and its source and shows the checker's verdicts as a table ----
+
+
+def test_the_card_names_the_training_data_not_a_path_and_tabulates_the_mobile_checker():
+    from types import SimpleNamespace
+
+    from nin_edge.export import ExportConfig
+    from nin_edge.export import bundle as bundle_mod
+
+    training = bundle_mod._training(
+        ExportConfig(model="nin"), SimpleNamespace(weights="pretrained nin_fashion_mnist.pt")
+    )
+    assert training["data"].startswith("Fashion-MNIST by Zalando Research (https://github.com/zalandoresearch/")
+    assert "shared/data" not in json.dumps(training)
+    shipped = Path(__file__).parents[1] / "benchmarks/results/2026-11-26-cpu/bundle-amd/manifest.json"
+    lines = json.loads(shipped.read_text())["mobile_usability"]
+    assert len(lines) == 27
+    assert bundle_mod.usability_table(lines) == [
+        "| `model.onnx` | NNAPI | no (0/29 nodes, 0 partitions) | yes (29/29 nodes, 1 partition) |",
+        "| `model.onnx` | CoreML NeuralNetwork | no (0/29 nodes, 0 partitions) | yes (29/29 nodes, 1 partition) |",
+        "| `model.onnx` | CoreML MLProgram | no (0/29 nodes, 0 partitions) | yes (29/29 nodes, 1 partition) |",
+        "| `model.mobile.onnx` | NNAPI | yes (29/29 nodes, 1 partition) | - |",
+        "| `model.mobile.onnx` | CoreML NeuralNetwork | yes (29/29 nodes, 1 partition) | - |",
+        "| `model.mobile.onnx` | CoreML MLProgram | yes (29/29 nodes, 1 partition) | - |",
+    ]
