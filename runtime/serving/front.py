@@ -103,6 +103,9 @@ def check_infer_request(body: bytes, headers: Any, limits: Limits) -> None:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm on, the client's delayed ACK
+    # held every answer back by about 40 ms (measured: 52 ms p50 against Triton's 6.5 ms).
+    disable_nagle_algorithm = True
     server: _FrontServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  stdlib's name
@@ -162,6 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _FrontServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 reset connections when 32 clients connected at once.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], backend_port: int, limits: Limits) -> None:
         super().__init__(address, _Handler)
