@@ -535,3 +535,15 @@ def test_the_card_names_the_training_data_not_a_path_and_tabulates_the_mobile_ch
         "| `model.mobile.onnx` | CoreML NeuralNetwork | yes (29/29 nodes, 1 partition) | - |",
         "| `model.mobile.onnx` | CoreML MLProgram | yes (29/29 nodes, 1 partition) | - |",
     ]
+
+
+def test_the_front_checks_every_request_that_may_carry_tensors():
+    from nin_edge.runtime.serving.front import _may_carry_tensors
+
+    tensors = json.dumps({"inputs": [{"name": "input", "shape": [1]}]}).encode()
+    assert _may_carry_tensors("/v2/models/nin/inf%65r", b"", {})  # Triton may decode what we do not
+    assert _may_carry_tensors("/v2/models/nin/infer/", b"", {})
+    assert _may_carry_tensors("/v2/repository/models/nin/load", tensors, {})  # any JSON with "inputs"
+    assert _may_carry_tensors("/v2/repository/index", b"\x1f\x8b...", {"Content-Encoding": "gzip"})
+    assert not _may_carry_tensors("/v2/repository/index", b'{"ready": true}', {})
+    assert not _may_carry_tensors("/v2/systemsharedmemory/region/x/register", b"not json", {})

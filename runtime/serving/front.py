@@ -16,9 +16,9 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import re
 import socket
 import threading
+import urllib.parse
 import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,8 +27,9 @@ from typing import Any
 #: Bytes a JSON request may spend on one value ("-1.2345678901234567e-38, " is 26) plus its header.
 JSON_BYTES_PER_VALUE = 32
 HEADER_BYTES = 1 << 20
-_INFER_PATH = re.compile(r"/infer/?$")
+# Headers that belong to one connection (and Expect: this front has answered "100 Continue" itself).
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+_HOP_BY_HOP |= {"expect"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,21 @@ def check_infer_request(body: bytes, headers: Any, limits: Limits) -> None:
             )
 
 
+def _may_carry_tensors(path: str, body: bytes, headers: Any) -> bool:
+    """Whether a POST must pass :func:`check_infer_request`: any path that names inference (also
+    percent-encoded, or with a suffix Triton's routing might still take), or any body whose JSON has
+    an "inputs" list; other requests (repository, shared memory) pass unchanged."""
+    if "infer" in urllib.parse.unquote(path).lower():
+        return True
+    if (headers.get("Content-Encoding") or "identity").strip().lower() != "identity":
+        return True  # compressed: inflated and checked rather than guessed at
+    try:
+        request = json.loads(body[: int(headers.get("Inference-Header-Content-Length") or len(body))])
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(request, dict) and "inputs" in request
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; with Nagle's algorithm on, the client's delayed ACK
@@ -140,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
                 413, f"the request body is {length:,} bytes; at most {limits.max_body:,} are read", close=True
             )
         body = self.rfile.read(length) if length else b""
-        if self.command == "POST" and _INFER_PATH.search(self.path.split("?", 1)[0]):
+        if self.command == "POST" and _may_carry_tensors(self.path, body, self.headers):
             try:
                 check_infer_request(body, self.headers, limits)
             except RequestRefused as exc:
