@@ -125,6 +125,8 @@ def test_a_link_to_a_file_or_nowhere_is_refused_before_anything_is_touched(tmp_p
         run_cli(export_cli, [*EXPORT, "--bundle", tmp_path / "dangling"]), "is a link to", "which does not exist"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "notes.txt", "to-file"]
+    with pytest.raises(ConfigError, match=f"bundle's parent folder '{tmp_path / 'no'}' does not exist"):
+        check_replaceable_folder(tmp_path / "no" / "b", BUNDLE_FOLDER)
 
 
 # -- 4. build folders of killed builds are removed by the next build ----------------------------------

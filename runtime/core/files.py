@@ -200,7 +200,7 @@ def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Pat
                     f"{refuse}: '{entry.name}' was changed since it was written (its sha256 differs from "
                     f"{record}'s): not replacing it; {keep}"
                 )
-    _check_parent(target, what)
+    _check_parent(target, f"{what}'s parent")
     return target
 
 
