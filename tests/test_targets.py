@@ -44,7 +44,7 @@ def test_targets_check_their_destination_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         get_target("onnx").check(OnnxOptions(), tmp_path / "no" / "n.onnx")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match="exists and is not a folder"):
+    with pytest.raises(ConfigError, match="exists and is a regular file, not a folder"):
         get_target("bundle").check(get_target("bundle").options_type(), tmp_path / "file")
     with pytest.raises(ConfigError, match="bundle precision must be one of"):
         get_target("bundle").check(get_target("bundle").options_type(precisions=("int4",)), tmp_path / "b")
