@@ -170,7 +170,14 @@ def start_server(model: Path, log: Path) -> dict:
     while time.monotonic() < deadline:
         try:
             if client.is_model_ready("nin"):
-                return {"url": f"http://127.0.0.1:{http}", "proc": proc, "log": log, "model": model, "stderr": stderr}
+                return {
+                    "url": f"http://127.0.0.1:{http}",
+                    "grpc": f"127.0.0.1:{grpc}",
+                    "proc": proc,
+                    "log": log,
+                    "model": model,
+                    "stderr": stderr,
+                }
         except Exception:  # not listening yet
             pass
         if proc.poll() is not None:
@@ -303,6 +310,20 @@ def test_a_json_request_claiming_a_huge_batch_is_a_400_and_the_server_stays_up(s
     good = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
     status, answer = _post_json(url, good)
     assert status == 200, answer
+    # gRPC requests reach Triton directly: it checks their byte size against the shape first.
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server["grpc"]))
+    for typed in (False, True):
+        request = service_pb2.ModelInferRequest(model_name="nin")
+        tensor = request.inputs.add(name="input", datatype="FP32", shape=[batch, 1, SIZE, SIZE])
+        if typed:
+            tensor.contents.fp32_contents.append(0.0)
+        else:
+            request.raw_input_contents.append(b"\0\0\0\0")
+        with pytest.raises(grpc.RpcError, match="input byte size mismatch"):
+            stub.ModelInfer(request, timeout=60)
     expected = Classifier(server["model"], "cpu").logits(x)
     np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(1, -1), expected, atol=1e-5)
     assert server["proc"].poll() is None
