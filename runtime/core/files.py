@@ -277,8 +277,6 @@ def memory_available() -> int | None:
     The least of the kernel's ``MemAvailable``, the cgroup's memory limit less its usage (a
     container's cap) and the address-space limit (``ulimit -v``) less what the process maps now.
     """
-    import resource
-
     bounds = []
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -287,6 +285,10 @@ def memory_available() -> int | None:
     limit, usage = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
     if limit is not None and usage is not None:
         bounds.append(max(limit - usage, 0))
+    try:
+        import resource
+    except ImportError:  # not on Windows, which has no ulimit -v
+        return min(bounds) if bounds else None
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
         mapped = 0
