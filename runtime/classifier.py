@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import resolve_model
-from .core.digest import graph_digest
+from .core.digest import external_data_bytes, graph_digest
 from .core.errors import ConfigError, InputError, ModelFileError
 from .core.metadata import ModelMetadata, Preprocessing
 from .core.numbers import is_whole_number
@@ -176,12 +176,15 @@ class Classifier:
             return "not possible: the file records no digest (exported before nin-edge recorded one)"
         if mode is False:
             return "off (verify_weights=False)"
+        data = self._source.read() if mode is True or size <= AUTO_VERIFY_BYTES else b""
+        if mode == "auto" and data:  # weights kept as external data count too
+            size += external_data_bytes(data, self.source, self._source.folder)
         if mode == "auto" and size > AUTO_VERIFY_BYTES:
             return (
                 f"skipped: {size / 1e6:.0f} MB is over the {AUTO_VERIFY_BYTES // 2**20} MB that "
                 "verify_weights='auto' checks; pass verify_weights=True to check it"
             )
-        actual = graph_digest(self._source.read(), self.source, self._source.folder)
+        actual = graph_digest(data, self.source, self._source.folder)
         if actual != self.metadata.graph_sha256:
             raise ModelFileError(
                 f"model '{self.source}': its graph and weights do not match the digest recorded at export "

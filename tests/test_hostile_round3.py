@@ -239,7 +239,7 @@ def test_the_front_refuses_claimed_shapes_over_what_the_model_takes():
 # -- 7. the weight digest covers tensor values, not how they are stored ------------------------------
 
 
-def test_a_model_resaved_with_external_data_is_verified_not_called_damaged(tiny_nin_path, tmp_path):
+def test_a_model_resaved_with_external_data_is_verified_not_called_damaged(tiny_nin_path, tmp_path, monkeypatch):
     import onnx
     from nin_edge.export.cli import inspect_main
 
@@ -249,6 +249,9 @@ def test_a_model_resaved_with_external_data_is_verified_not_called_damaged(tiny_
     assert (tmp_path / "nin.onnx.data").stat().st_size > path.stat().st_size  # the weights moved out
     clf = Classifier(path, "cpu")
     assert clf.weights_check.startswith("verified (graph sha256 ")
+    monkeypatch.setattr("nin_edge.runtime.classifier.AUTO_VERIFY_BYTES", 20_000)  # the external 35 KB count
+    assert Classifier(path, "cpu").weights_check.startswith("skipped: 0 MB is over the 0 MB that")
+    monkeypatch.undo()
     x = np.random.default_rng(0).random((2, 1, 224, 224), dtype=np.float32)
     np.testing.assert_array_equal(clf.logits(x), Classifier(tiny_nin_path, "cpu").logits(x))
     result = run_cli(inspect_main, [path, "--no-layers", "--format", "json"])

@@ -164,6 +164,20 @@ def graph_digest(model: bytes, source: str = "<bytes>", base_dir: str | os.PathL
         raise ModelFileError(f"model '{source}' is not a readable ONNX file: {exc}") from None
 
 
+def external_data_bytes(model: bytes, source: str, base_dir: str | os.PathLike | None) -> int:
+    """How many bytes of the model's initializers lie in external files (read from their entries,
+    not from the files)."""
+    try:
+        return sum(
+            _External(graph[value:end], Path(base_dir) if base_dir else None).length
+            for graph in _graph_slices(model)
+            for number, wire, _, value, end in _fields(graph)
+            if number == _INITIALIZER and wire == 2 and _is_external(graph[value:end])
+        )
+    except (ValueError, OSError) as exc:
+        raise ModelFileError(f"model '{source}' is not a readable ONNX file: {exc}") from None
+
+
 def uses_external_data(model: bytes) -> bool:
     """Whether any initializer of the model's graph keeps its bytes in an external file."""
     try:
