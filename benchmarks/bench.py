@@ -33,6 +33,7 @@ from nin_edge.runtime.core.cpu import cpu_model
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from nin_edge.runtime.int8 import cpu_class
 from nin_edge.runtime.providers import TENSORRT, ProviderKind, is_gpu, missing_provider_message, parse_provider
 from nin_edge.runtime.session import plain_session
 
@@ -289,12 +290,13 @@ def cached_export(
     """The exported model from the cache, exported (and verified) first if it is not there yet.
 
     The key holds model, opset, input size, precision, weights (shipped or random) and toolkit
-    version, and for INT8 a digest of the calibration source, since other images give another model.
+    version, and for INT8 a digest of the calibration source and this CPU's INT8 class, since other
+    images or another class's recipe give another model.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     tag = precision + ("-pretrained" if model_card(name).weights_fit() else "-random")
     if precision == "int8":
-        tag += "-" + hashlib.sha256(str(calibration_data).encode()).hexdigest()[:8]
+        tag += "-" + hashlib.sha256(str(calibration_data).encode()).hexdigest()[:8] + f"-{cpu_class()}"
     path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{tag}-v{toolkit_version()}.onnx"
     # A kill or a full disk mid-export leaves a partial entry: rebuild it rather than fail on it forever.
     entry = DigestedFile(path, "cached export '{path}' is damaged or incomplete; exporting it again")

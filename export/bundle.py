@@ -41,7 +41,7 @@ from nin_edge.runtime.providers import PROVIDERS, short_label
 from nin_edge.runtime.session import plain_session
 
 from .pipeline import ExportConfig, ExportSummary, VerifiedModel, median_ms, verify_export
-from .precision import load_images
+from .precision import load_images, resolve_target
 
 FILE_OF = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 MOBILE = "model.mobile.onnx"
@@ -216,40 +216,67 @@ def bundle_precisions(precisions: tuple[str, ...]) -> tuple[str, ...]:
     return wanted
 
 
-def write_bundle(*, config: ExportConfig, folder: str | os.PathLike, precisions: tuple[str, ...]) -> BundleSummary:
-    """Export ``config``'s model at each of ``precisions`` (FP32 always) into the bundle ``folder``."""
+def bundle_models(
+    config: ExportConfig, precisions: tuple[str, ...], int8_targets: tuple[str, ...] = ()
+) -> dict[str, tuple[str, ExportConfig]]:
+    """The bundle's models, FP32 first: manifest key -> (file name, export options). Several
+    ``int8_targets`` give one INT8 model per machine class, keyed ``int8.<target>``."""
+    models = {}
+    for p in bundle_precisions(precisions):
+        if p == "int8" and len(int8_targets) > 1:
+            for t in dict.fromkeys(resolve_target(t) for t in int8_targets):
+                models[f"int8.{t}"] = (f"model.int8.{t}.onnx", replace(config, precision=p, int8_target=t))
+        else:
+            one = int8_targets[0] if p == "int8" and int8_targets else config.int8_target
+            models[p] = (FILE_OF[p], replace(config, precision=p, int8_target=one))
+    return models
+
+
+def write_bundle(
+    *, config: ExportConfig, folder: str | os.PathLike, precisions: tuple[str, ...], int8_targets: tuple[str, ...] = ()
+) -> BundleSummary:
+    """Export ``config``'s model at each of ``precisions`` (FP32 always) into the bundle ``folder``;
+    with several ``int8_targets`` one INT8 model per machine class (``model.int8.x86-avx2.onnx``...)."""
     from .targets import get_target  # the bundle target's module imports this one
 
     bundle, target = get_target("bundle"), Path(folder)
-    options = bundle.options_type(precisions=precisions)
+    options = bundle.options_type(precisions=precisions, int8_targets=int8_targets)
     bundle.check(options, target)
-    # Each precision's options are checked as its export will run them: writing beside the bundle.
+    # Each model's options are checked as its export will run them: writing beside the bundle.
     probe = target.resolve().parent / f".{target.name}.check.onnx"
-    for p in bundle_precisions(precisions):
-        replace(config, precision=p, output=str(probe), triton_repo=None).validate()
+    for _, cfg in bundle_models(config, precisions, int8_targets).values():
+        replace(cfg, output=str(probe), triton_repo=None).validate()
     fp32 = verify_export(replace(config, precision="fp32", output=str(probe), triton_repo=None))
     return cast(BundleSummary, bundle.write(fp32, options, target))
 
 
-def build_bundle(model: VerifiedModel, precisions: tuple[str, ...], target: Path) -> BundleSummary:
-    """Write the bundle of the verified FP32 ``model`` and its other ``precisions`` to ``target``:
-    built in a staging folder beside it, checked by the bundle reader, then swapped in."""
+def build_bundle(
+    model: VerifiedModel, precisions: tuple[str, ...], target: Path, int8_targets: tuple[str, ...] = ()
+) -> BundleSummary:
+    """Write the bundle of the verified FP32 ``model`` and its other ``precisions`` (one INT8 model
+    per class of ``int8_targets`` where several are given) to ``target``: built in a staging folder
+    beside it, checked by the bundle reader, then swapped in."""
     start = time.perf_counter()
     config = model.config
-    wanted = bundle_precisions(precisions)
+    models = bundle_models(config, precisions, int8_targets)
+    wanted = tuple(models)
+    file_of = {key: name for key, (name, _) in models.items()}
     with atomic_folder(target, BUNDLE_FOLDER) as tmp:
-        verified = {p: model if p == "fp32" else model.at_precision(p, tmp / FILE_OF[p]) for p in wanted}
-        for p, v in verified.items():
-            (tmp / FILE_OF[p]).write_bytes(v.data)
-        summaries = {p: v.summary for p, v in verified.items()}
-        _fixed_batch(tmp / FILE_OF["fp32"], tmp / MOBILE)
-        onnx_names = [FILE_OF[p] for p in wanted] + [MOBILE]
+        verified = {
+            key: model if key == "fp32" else model.at_precision(cfg.precision, tmp / name, int8_target=cfg.int8_target)
+            for key, (name, cfg) in models.items()
+        }
+        for key, v in verified.items():
+            (tmp / file_of[key]).write_bytes(v.data)
+        summaries = {key: v.summary for key, v in verified.items()}
+        _fixed_batch(tmp / file_of["fp32"], tmp / MOBILE)
+        onnx_names = [file_of[p] for p in wanted] + [MOBILE]
         ort_errors = _to_ort(tmp, onnx_names)
-        usability = _usability(tmp / FILE_OF["fp32"]) + _usability(tmp / MOBILE)
-        accuracy = _accuracy(config, {p: tmp / FILE_OF[p] for p in wanted})
-        latency = {p: _latency(tmp / FILE_OF[p]) for p in wanted}
+        usability = _usability(tmp / file_of["fp32"]) + _usability(tmp / MOBILE)
+        accuracy = _accuracy(config, {p: tmp / file_of[p] for p in wanted})
+        latency = {p: _latency(tmp / file_of[p]) for p in wanted}
         fp32 = summaries["fp32"]
-        manifest = _manifest(config, fp32, wanted, accuracy, latency, usability, ort_errors)
+        manifest = _manifest(config, fp32, models, accuracy, latency, usability, ort_errors)
         (tmp / CARD).write_text(model_card_text(manifest))
         (tmp / USABILITY).write_text("\n".join(usability) + "\n")
         manifest["files"] = {
@@ -295,7 +322,7 @@ def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float |
 def _manifest(
     config: ExportConfig,
     fp32: ExportSummary,
-    precisions: tuple[str, ...],
+    models: dict[str, tuple[str, ExportConfig]],
     accuracy: dict[str, float | None],
     latency: dict[str, dict[str, dict[str, float]]],
     usability: list[str],
@@ -335,12 +362,17 @@ def _manifest(
         "labels": list(fp32.labels),
         "models": {
             p: {
-                "onnx": FILE_OF[p],
-                "ort": FILE_OF[p].replace(".onnx", ".ort"),
+                "onnx": name,
+                "ort": name.replace(".onnx", ".ort"),
                 "accuracy": accuracy[p],
                 "latency_ms": latency[p],
+                **(
+                    {"int8_target": cfg.int8_recipe().target, "int8_recipe": cfg.int8_recipe().metadata()}
+                    if cfg.precision == "int8"
+                    else {}
+                ),
             }
-            for p in precisions
+            for p, (name, cfg) in models.items()
         },
         "mobile": {"onnx": MOBILE, "ort": MOBILE.replace(".onnx", ".ort"), "batch": 1},
         "required_operators": REQUIRED_OPERATORS,

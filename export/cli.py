@@ -14,12 +14,26 @@ from nin_edge.runtime.core.errors import ConfigError
 from .bundle import write_bundle
 from .inspect import inspect_path
 from .pipeline import ExportConfig, run_export
-from .precision import CalibrationMethod, Int8Target, ReduceRange
+from .precision import OLD_TARGETS, RECIPES, CalibrationMethod, Fp32Layers, Int8Target, Int8Types, ReduceRange
 from .steps import MAX_OPSET, MIN_OPSET
 from .triton import InstanceKind, TritonOptions
 
 _DEFAULTS = ExportConfig()
 _TRITON = TritonOptions()
+
+
+class _Int8TargetChoice(click.Choice):
+    """The INT8 targets; the former spellings (``cpu``) still work, hidden, with a warning."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in OLD_TARGETS:
+            click.echo(
+                f"warning: --int8-target {value} is now {OLD_TARGETS[value]}; "
+                "the old spelling goes in the next release",
+                err=True,
+            )
+            return OLD_TARGETS[value]
+        return super().convert(value, param, ctx)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,26 +86,49 @@ _TRITON = TritonOptions()
 )
 @click.option(
     "--int8-target",
-    type=choice(Int8Target),
+    type=_Int8TargetChoice(Int8Target.values()),
     default=_DEFAULTS.int8_target,
     show_default=True,
-    help="cpu: U8S8 QDQ; tensorrt: symmetric S8S8 QDQ.",
+    help="The machine class the INT8 model is for (recorded in it): auto is this machine's; "
+    + "; ".join(f"{t}: {r.describe()}" for t, r in RECIPES.items())
+    + ".",
+)
+@click.option(
+    "--int8-types",
+    type=choice(Int8Types),
+    default=_DEFAULTS.int8_types,
+    show_default=True,
+    help="Activation and weight types [auto: the target's].",
 )
 @click.option(
     "--int8-reduce-range",
     type=choice(ReduceRange),
     default=_DEFAULTS.int8_reduce_range,
     show_default=True,
-    help="7-bit weights: auto uses them only on CPUs without VNNI (AVX2 saturation).",
+    help="7-bit weights [auto: the target's; on only for x86 without VNNI, against AVX2 saturation].",
+)
+@click.option(
+    "--int8-fp32-layers",
+    type=choice(Fp32Layers),
+    default=_DEFAULTS.int8_fp32_layers,
+    show_default=True,
+    help="Layers kept FP32 [auto: the target's]: last-block is every Conv/Gemm after the last pooling, ends adds "
+    "the first conv.",
 )
 @click.option("--eval-data", default=None, help="Fashion-MNIST folder whose test split judges a reduced precision.")
 @click.option("--eval-size", type=int, default=_DEFAULTS.eval_size, show_default=True)
 @click.option(
     "--min-agreement",
     type=float,
-    default=_DEFAULTS.min_agreement,
-    show_default=True,
-    help="Lowest top-1 agreement with FP32 a reduced precision may have.",
+    default=None,
+    help="Lowest top-1 agreement with FP32 a reduced precision may have [default: 0.99, or none with "
+    "--max-accuracy-drop].",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=None,
+    help="Largest accuracy drop against FP32, in points, on the labelled --eval-data; makes accuracy the gate.",
 )
 @click.option(
     "--provider", default=_DEFAULTS.provider, show_default=True, help="Where reduced-precision latency is measured."
@@ -135,15 +172,30 @@ _TRITON = TritonOptions()
     show_default=True,
     help="Precisions in the bundle (fp32 always; int8 needs --calibration-data).",
 )
+@click.option(
+    "--int8-targets",
+    type=CommaList(str),
+    default=None,
+    help="With --bundle: one INT8 model per machine class (e.g. x86-avx2,x86-vnni), model.int8.CLASS.onnx; "
+    "Classifier(DIR, precision='int8') takes the one for its CPU.",
+)
 @format_option(OutputFormat.TABLE, OutputFormat.JSON)
 @one_line_errors
-def main(fmt: str, bundle: str | None, bundle_precisions: tuple[str, ...], **options: Any) -> None:
+def main(
+    fmt: str,
+    bundle: str | None,
+    bundle_precisions: tuple[str, ...],
+    int8_targets: tuple[str, ...] | None,
+    **options: Any,
+) -> None:
     """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
     # The Triton flags share their names with TritonOptions' fields (--triton-name is ``name``).
     triton = {f.name: options.pop(f.name) for f in fields(TritonOptions)}
     triton["preferred_batch_sizes"] = triton["preferred_batch_sizes"] or ()
     config = ExportConfig(**options, triton=TritonOptions(**triton))
     if bundle is None:
+        if int8_targets:
+            raise ConfigError("--int8-targets is for --bundle; for one file give --int8-target")
         click.echo(run_export(config).render(fmt))
         return
     for flag, given in (("--output", config.output), ("--triton-repo", config.triton_repo)):
@@ -151,7 +203,12 @@ def main(fmt: str, bundle: str | None, bundle_precisions: tuple[str, ...], **opt
             raise ConfigError(f"{flag} and --bundle exclude each other: the bundle names its own files")
     if config.precision != "fp32":
         raise ConfigError("with --bundle, give the precisions with --bundle-precisions, not --precision")
-    click.echo(write_bundle(config=config, folder=bundle, precisions=tuple(bundle_precisions)).render(fmt))
+    if int8_targets and "int8" not in bundle_precisions:
+        raise ConfigError("--int8-targets needs int8 in --bundle-precisions")
+    summary = write_bundle(
+        config=config, folder=bundle, precisions=tuple(bundle_precisions), int8_targets=tuple(int8_targets or ())
+    )
+    click.echo(summary.render(fmt))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

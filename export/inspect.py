@@ -8,6 +8,7 @@ execution provider of this machine takes (from one profiled run on that provider
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import ModelFileError, NinEdgeError
 from nin_edge.runtime.core.files import check_memory, kind_of
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
+from nin_edge.runtime.int8 import int8_fit
 from nin_edge.runtime.profiling import node_macs, profile_nodes
 from nin_edge.runtime.providers import ProviderKind, parse_provider, usable_plugins
 
@@ -57,6 +59,8 @@ class ModelInspection(Report):
     weights_check: str
     placement: dict[str, str]
     layers: tuple[Layer, ...] = field(default=())
+    #: INT8 only: the machine class the model was tuned for against this CPU's, with any warning.
+    int8_target: str = ""
 
     def rows(self) -> list[dict]:
         return [dict(layer.__dict__) for layer in self.layers]
@@ -75,6 +79,7 @@ class ModelInspection(Report):
                 ("parameters", f"{self.params:,}"),
                 ("MACs per image", f"{self.macs:,}"),
                 ("weights", self.weights_check),
+                *([("int8 target", self.int8_target)] if self.int8_target else []),
                 ("ops", ", ".join(f"{op} x{n}" for op, n in sorted(self.ops.items(), key=lambda kv: -kv[1]))),
                 *((f"provider {p}", v) for p, v in self.placement.items()),
                 *((f"metadata {k}", v) for k, v in shown_meta.items()),
@@ -159,6 +164,18 @@ def _weights_check(data: bytes, metadata: dict[str, str], path: Path) -> str:
     return "digest matches" if actual == recorded else f"DIGEST MISMATCH: recorded {recorded[:12]}, file {actual[:12]}"
 
 
+def _int8_target(metadata: dict[str, str]) -> str:
+    """The INT8 target's fit to this CPU, and the warning the runtime would give ("" if not INT8)."""
+    if metadata.get("precision") != "int8":
+        return ""
+    try:
+        recipe = json.loads(metadata.get("int8_recipe", "{}"))
+    except ValueError:
+        recipe = None
+    line, warning = int8_fit(metadata.get("int8_target", ""), recipe if isinstance(recipe, dict) else {})
+    return f"{line}. WARNING: {warning}" if warning else line
+
+
 def _placement(path: Path, providers: list[str]) -> dict[str, str]:
     result = {}
     for provider in providers:
@@ -236,6 +253,7 @@ def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str]
         weights_check=_weights_check(data, metadata, path),
         placement=_placement(path, providers),
         layers=table if layers else (),
+        int8_target=_int8_target(metadata),
     )
 
 

@@ -29,8 +29,10 @@ from .precision import (
     MIN_INT8_OPSET,
     CalibrationMethod,
     CalibrationSet,
-    Int8Target,
+    Int8Recipe,
+    choose_recipe,
     convert_fp16,
+    gate_advice,
     load_images,
     quantize_int8,
 )
@@ -61,6 +63,10 @@ class Deploy:
     options: Any = None
 
 
+#: The agreement gate where no other is given: 99% of top-1 predictions as FP32's.
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """Options of an export; each field is also the ``nin-export`` flag of the same name, except
@@ -82,11 +88,15 @@ class ExportConfig:
     calibration_data: str | None = None
     calibration_size: int = 300
     calibration_method: str = "minmax"
-    int8_target: str = "cpu"
+    int8_target: str = "auto"
+    int8_types: str = "auto"
     int8_reduce_range: str = "auto"
+    int8_fp32_layers: str = "auto"
     eval_data: str | None = None
     eval_size: int = 1000
-    min_agreement: float = 0.99
+    #: None: 0.99, unless ``max_accuracy_drop`` makes the accuracy drop the gate (see :attr:`agreement_gate`).
+    min_agreement: float | None = None
+    max_accuracy_drop: float | None = None
     provider: str = "cpu"
     triton_repo: str | None = None
     triton: TritonOptions = field(default_factory=TritonOptions)
@@ -111,6 +121,23 @@ class ExportConfig:
         if self.input_size is not None:
             return self.input_size
         return model_card(self.model).export_size(self.uses_pretrained)
+
+    @property
+    def agreement_gate(self) -> float | None:
+        """The top-1 agreement with FP32 a reduced precision must reach: ``min_agreement`` when given;
+        else 0.99, unless ``max_accuracy_drop`` makes the accuracy drop (labels at hand) the gate."""
+        if self.min_agreement is not None:
+            return self.min_agreement
+        return None if self.max_accuracy_drop is not None else DEFAULT_MIN_AGREEMENT
+
+    def int8_recipe(self) -> Int8Recipe:
+        """The INT8 recipe these options choose (``int8_target`` auto: this machine's CPU class)."""
+        return choose_recipe(
+            self.int8_target,
+            types=self.int8_types,
+            reduce_range=self.int8_reduce_range,
+            fp32_layers=self.int8_fp32_layers,
+        )
 
     @property
     def output_path(self) -> Path:
@@ -144,11 +171,21 @@ class ExportConfig:
                     f"INT8 with per-channel weights needs opset {MIN_INT8_OPSET} or newer, got {self.opset}"
                 )
             CalibrationMethod.check(self.calibration_method, "calibration method")
-            Int8Target.check(self.int8_target, "int8 target")
+            self.int8_recipe()
         if self.weights and self.random_init:
             raise ConfigError("--weights and --random-init exclude each other; give one")
-        if not 0 <= self.min_agreement <= 1:
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
             raise ConfigError(f"min agreement must be in [0, 1], got {self.min_agreement!r}")
+        if self.max_accuracy_drop is not None:
+            if not (isinstance(self.max_accuracy_drop, (int, float)) and 0 <= self.max_accuracy_drop <= 100):
+                raise ConfigError(
+                    f"max accuracy drop is in points of accuracy, 0 to 100 (e.g. 0.5), got {self.max_accuracy_drop!r}"
+                )
+            if not self.eval_data:
+                raise ConfigError(
+                    "--max-accuracy-drop needs labelled images to measure accuracy on: give --eval-data "
+                    "(a Fashion-MNIST IDX folder), or gate on agreement with --min-agreement"
+                )
         for target, options, out in self.deploy_targets():
             target.check(options, out)
 
@@ -283,11 +320,16 @@ class PrecisionReport(Report):
     reduced_bytes: int
     provider: str
     latency_ms: dict[str, dict[str, float]]
+    #: FP32's accuracy minus the reduced model's, in points (None without labels).
+    accuracy_drop_points: float | None = None
+    #: INT8 only: the machine class and recipe, and the nodes kept FP32 with their share of the MACs.
+    recipe: str = ""
 
     def to_table(self) -> str:
         lat = self.latency_ms
         pairs = [
             ("precision", self.precision),
+            *([("recipe", self.recipe)] if self.recipe else []),
             ("calibration", self.calibration or "-"),
             ("compared on", f"{self.images} images ({self.eval_images})"),
             ("top-1 agreement", f"{self.top1_agreement:.4f}"),
@@ -295,7 +337,13 @@ class PrecisionReport(Report):
             ("file size", f"{self.reduced_bytes:,} bytes, {100 * self.reduced_bytes / self.fp32_bytes:.1f}% of FP32"),
         ]
         if self.accuracy_fp32 is not None:
-            pairs.append(("accuracy", f"fp32 {self.accuracy_fp32:.4f}, {self.precision} {self.accuracy_reduced:.4f}"))
+            pairs.append(
+                (
+                    "accuracy",
+                    f"fp32 {self.accuracy_fp32:.4f}, {self.precision} {self.accuracy_reduced:.4f} "
+                    f"(drop {self.accuracy_drop_points:+.2f} points)",
+                )
+            )
         for batch in lat["fp32"]:
             fp32, red = lat["fp32"][batch], lat[self.precision][batch]
             pairs.append(
@@ -313,7 +361,14 @@ def median_ms(clf, x: np.ndarray, runs: int = 15) -> float:
 
 
 def compare_precision(
-    *, fp32: bytes, reduced: bytes, precision: str, images: CalibrationSet, calibration: str, provider: str
+    *,
+    fp32: bytes,
+    reduced: bytes,
+    precision: str,
+    images: CalibrationSet,
+    calibration: str,
+    provider: str,
+    recipe: str = "",
 ) -> PrecisionReport:
     """Agreement, logit error, accuracy, size and latency of the ``reduced`` model against ``fp32``
     (both serialised ONNX models)."""
@@ -338,10 +393,12 @@ def compare_precision(
         mean_abs_err=float(err.mean()),
         accuracy_fp32=acc(a) if acc else None,
         accuracy_reduced=acc(b) if acc else None,
+        accuracy_drop_points=100 * (acc(a) - acc(b)) if acc else None,
         fp32_bytes=len(fp32),
         reduced_bytes=len(reduced),
         provider=reduced_clf.providers[0],
         latency_ms=latency,
+        recipe=recipe,
     )
 
 
@@ -350,9 +407,12 @@ def _reduce(
 ) -> tuple[PrecisionReport, bytes, GraphCheck]:
     """The INT8 or FP16 variant of the verified ``fp32`` model, labelled, checked and compared."""
     size, channels = config.size, config.in_channels
-    calibration = ""
+    calibration = recipe_line = ""
+    int8_fields: dict = {}
+    recipe = None
     fp32_bytes = fp32.SerializeToString()
     if config.precision == "int8":
+        recipe = config.int8_recipe()
         if config.calibration_data is None:  # validate() refuses this; say so rather than crash
             raise ConfigError("--precision int8 needs --calibration-data")
         calib = load_images(
@@ -373,15 +433,19 @@ def _reduce(
                 output=int8_path,
                 calibration=calib,
                 method=config.calibration_method,
-                target=config.int8_target,
-                reduce_range=config.int8_reduce_range,
+                recipe=recipe,
             )
             converted = onnx.load(str(int8_path))
-        calibration = f"{config.calibration_method} on {calib.source}; target {config.int8_target}; {q.reduce_range}"
+        calibration = f"{config.calibration_method} on {calib.source}; target {q.target}; {q.recipe}"
+        int8_fields = q.metadata_fields(recipe)
+        recipe_line = (
+            f"{q.target}: {q.recipe} ({len(q.fp32_nodes)} nodes, {q.fp32_mac_share:.1%} of the MACs); {recipe.why}"
+        )
     else:
         converted = convert_fp16(model=fp32)
     labelled = with_metadata(
-        model=converted, metadata=replace(metadata, precision=config.precision, calibration=calibration)
+        model=converted,
+        metadata=replace(metadata, precision=config.precision, calibration=calibration, **int8_fields),
     )
     graph = check_graph(model=labelled, opset=config.opset)
     reduced_bytes = serialize_checked(model=labelled)
@@ -405,13 +469,45 @@ def _reduce(
         images=images,
         calibration=calibration,
         provider=config.provider,
+        recipe=recipe_line,
     )
-    if report.top1_agreement < config.min_agreement:
-        raise CheckFailedError(
-            f"{config.precision} model agrees with FP32 on {report.top1_agreement:.2%} of {report.images} images, "
-            f"below --min-agreement {config.min_agreement:g}; '{config.output_path}' was not written"
-        )
+    _gate(config, report, recipe)
     return report, reduced_bytes, graph
+
+
+def _gate(config: ExportConfig, report: PrecisionReport, recipe: Int8Recipe | None) -> None:
+    """Fail the export when the reduced model misses the agreement or accuracy-drop gate."""
+    failed = []
+    gate = config.agreement_gate
+    if gate is not None and report.top1_agreement < gate:
+        failed.append(
+            f"agrees with FP32 on {report.top1_agreement:.2%} of {report.images} images, below --min-agreement {gate:g}"
+        )
+    if config.max_accuracy_drop is not None:
+        drop = report.accuracy_drop_points
+        if drop is None:
+            raise ConfigError(
+                f"--max-accuracy-drop needs labels, and the --eval-data images ({report.eval_images}) have none; "
+                "give a Fashion-MNIST IDX folder, or gate on agreement with --min-agreement"
+            )
+        if drop > config.max_accuracy_drop:
+            failed.append(
+                f"loses {drop:.2f} points of accuracy ({report.accuracy_fp32:.4f} -> {report.accuracy_reduced:.4f} on "
+                f"{report.images} images), more than --max-accuracy-drop {config.max_accuracy_drop:g}"
+            )
+    if failed:
+        raise CheckFailedError(
+            f"{config.precision} model {' and '.join(failed)}; '{config.output_path}' was not written. "
+            + gate_advice(
+                recipe=recipe,
+                calibration_size=config.calibration_size,
+                method=config.calibration_method,
+                agreement=report.top1_agreement,
+                # Only the test split of --eval-data judges accuracy (the calibration source is training data).
+                labelled=bool(config.eval_data) and report.accuracy_fp32 is not None,
+                max_accuracy_drop=config.max_accuracy_drop,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -428,9 +524,12 @@ class VerifiedModel:
     config: ExportConfig
     summary: ExportSummary
 
-    def at_precision(self, precision: str, output: str | os.PathLike) -> VerifiedModel:
-        """The same model verified at another precision (``output`` names it in messages)."""
-        return verify_export(replace(self.config, precision=precision, output=str(output), triton_repo=None, deploy=()))
+    def at_precision(self, precision: str, output: str | os.PathLike, **changes: Any) -> VerifiedModel:
+        """The same model verified at another precision (``output`` names it in messages), with any
+        other export options ``changes`` gives (an INT8 model's ``int8_target``)."""
+        return verify_export(
+            replace(self.config, precision=precision, output=str(output), triton_repo=None, deploy=(), **changes)
+        )
 
 
 def run_export(config: ExportConfig) -> ExportSummary:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from .core.choices import Precision
 from .core.errors import ConfigError, ModelFileError
 from .core.files import FolderRules, sha256_file
+from .int8 import cpu_class, saturates
 
 MANIFEST = "manifest.json"
 FORMAT = "nin-edge-bundle"
@@ -36,8 +38,11 @@ class Bundle:
         return tuple(self.manifest["models"])
 
     def model_path(self, precision: str = "fp32", form: str = "onnx") -> Path:
-        """The file of the ``precision`` model in ``form`` (``onnx`` or ``ort``)."""
+        """The file of the ``precision`` model in ``form`` (``onnx`` or ``ort``); ``int8`` in a bundle
+        with one INT8 model per machine class takes the one for this CPU (see :meth:`int8_key`)."""
         models = self.manifest["models"]
+        if precision == "int8" and precision not in models:
+            precision = self.int8_key() or precision
         if precision not in models:
             raise ConfigError(
                 f"bundle '{self.folder}' has no {precision!r} model; it has: {', '.join(models)} "
@@ -47,6 +52,32 @@ class Bundle:
         if form not in entry:
             raise ConfigError(f"bundle '{self.folder}' has no {form!r} file of its {precision} model")
         return self.folder / entry[form]
+
+    def int8_key(self, cpu: str | None = None) -> str | None:
+        """Which of the bundle's per-class INT8 models (``int8.<target>``) suits the ``cpu`` class
+        (default: this machine's): its own, else one that does not saturate there, with a warning."""
+        keys = [k for k in self.manifest["models"] if k.startswith("int8.")]
+        if not keys:
+            return None
+        cpu = cpu or cpu_class()
+        if f"int8.{cpu}" in keys:
+            return f"int8.{cpu}"
+        models = self.manifest["models"]
+        safe = [k for k in keys if not _saturates(models[k].get("int8_recipe"), cpu)]
+        chosen = (safe or keys)[0]
+        warnings.warn(
+            f"bundle '{self.folder}' has INT8 models for {', '.join(k.removeprefix('int8.') for k in keys)}, none for "
+            f"this CPU's class {cpu}; using {models[chosen].get('onnx', chosen)}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return chosen
+
+
+def _saturates(recipe: object, cpu: str) -> bool:
+    if not isinstance(recipe, dict):
+        return True  # unknown: not preferred
+    return saturates(str(recipe.get("types", "")), bool(recipe.get("reduce_range")), cpu)
 
 
 #: A manifest is a few KB; one far larger is not ours and is refused before it is read.

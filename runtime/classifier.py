@@ -17,9 +17,10 @@ from .core.errors import ConfigError, InputError, ModelFileError
 from .core.metadata import ModelMetadata, Preprocessing
 from .core.numbers import is_whole_number
 from .core.report import Report, format_pairs
+from .int8 import int8_fit
 from .openvino import OPENVINO
 from .preprocess import check_image_array, gather_raw_images, is_path_like, preprocess_image
-from .providers import ProviderSpec
+from .providers import ProviderKind, ProviderSpec, parse_provider
 from .session import AUTO_VERIFY_BYTES, ModelSource, RuntimeConfig, load_session
 
 
@@ -53,6 +54,8 @@ class ModelDescription(Report):
     fallback_reason: str | None = None
     #: Device, precision hint, streams, threads and compiled-model cache, when OpenVINO runs the model.
     openvino: dict[str, str] | None = None
+    #: INT8 only: the machine class the model was tuned for, against this CPU's.
+    int8_fit: str | None = None
 
     def to_table(self) -> str:
         pre = self.preprocessing
@@ -76,6 +79,7 @@ class ModelDescription(Report):
             ]
             + ([("fallback", self.fallback_reason)] if self.fallback_reason else [])
             + ([("openvino", ", ".join(f"{k} {v}" for k, v in self.openvino.items()))] if self.openvino else [])
+            + ([("int8 target", self.int8_fit)] if self.int8_fit else [])
         )
 
 
@@ -138,6 +142,8 @@ class Classifier:
         if self.fallback_reason:
             warnings.warn(self.fallback_reason, RuntimeWarning, stacklevel=2)
         self.metadata = self._read_metadata(labels)
+        #: INT8 only: the machine class the model was tuned for against this CPU's (warned if it costs accuracy).
+        self.int8_fit: str | None = self._check_int8()
         #: What became of the weight-digest check: verified, skipped (and why) or unavailable.
         self.weights_check = self._verify_graph()
         #: The batch size a model with a fixed batch axis requires (None for a symbolic batch).
@@ -168,6 +174,18 @@ class Classifier:
                 return replace(ModelMetadata.from_props(props, self.source), **given)
             return ModelMetadata(model=Path(self.source).stem, toolkit_version="none", **given)
         return ModelMetadata.from_props(props, self.source)
+
+    def _check_int8(self) -> str | None:
+        m = self.metadata
+        if m.precision != "int8":
+            return None
+        # The saturation is the CPU provider's kernels'; other providers run INT8 their own way.
+        if parse_provider(self.providers[0]).kind is not ProviderKind.CPU:
+            return f"tuned for {m.int8_target or 'an unrecorded target'}; runs on {self.providers[0]}"
+        line, warning = int8_fit(m.int8_target, m.int8_recipe)
+        if warning:
+            warnings.warn(f"model '{self.source}': {warning}", RuntimeWarning, stacklevel=3)
+        return line
 
     def _verify_graph(self) -> str:
         """Refuse a file whose graph (weights included) differs from what nin-export wrote."""
@@ -340,6 +358,7 @@ class Classifier:
             weights_check=self.weights_check,
             fallback_reason=self.fallback_reason,
             openvino=self._openvino_description() if OPENVINO in self.providers else None,
+            int8_fit=self.int8_fit,
         )
 
     def _openvino_description(self) -> dict[str, str]:

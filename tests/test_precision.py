@@ -69,7 +69,9 @@ def test_int8_graph_and_metadata(int8):
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     weights = {i.name: i for i in model.graph.initializer}
     int8_weights = [w for w in weights.values() if w.data_type == TensorProto.INT8 and len(w.dims) == 4]
-    assert len(int8_weights) == 12  # every convolution's weights
+    fp32_weights = [w for w in weights.values() if w.data_type == TensorProto.FLOAT and len(w.dims) == 4]
+    # Every CPU class's recipe keeps NiN's last block (three convolutions) in FP32.
+    assert len(int8_weights) == 9 and len(fp32_weights) == 3
     assert any(
         len(w.dims) == 1 and w.dims[0] == 96 for w in weights.values() if w.data_type == TensorProto.FLOAT
     )  # per-channel scales
@@ -77,7 +79,9 @@ def test_int8_graph_and_metadata(int8):
     assert inputs_of(model) == [("input", TensorProto.FLOAT)]
     props = {p.key: p.value for p in model.metadata_props}
     assert props["precision"] == "int8" and "Fashion-MNIST train split" in props["calibration"]
-    assert "minmax" in props["calibration"] and "target cpu" in props["calibration"]
+    assert "minmax" in props["calibration"] and f"target {props['int8_target']}" in props["calibration"]
+    assert props["int8_target"] in ("x86-avx2", "x86-vnni", "arm64")
+    assert json.loads(props["int8_recipe"])["fp32_layers"] == "last-block"
 
 
 def test_int8_comparison_is_real(int8, tiny_fashion):
@@ -89,6 +93,8 @@ def test_int8_comparison_is_real(int8, tiny_fashion):
     assert int8_clf.describe().precision == "int8"
     assert rep.accuracy_reduced == pytest.approx(float(np.mean(int8_logits.argmax(1) == images.labels)))
     assert 0 <= rep.top1_agreement <= 1 and rep.accuracy_fp32 is not None
+    assert rep.accuracy_drop_points == pytest.approx(100 * (rep.accuracy_fp32 - rep.accuracy_reduced))
+    assert "accuracy_drop_points" in json.loads(int8.render("json"))["reduced"]
     assert rep.max_abs_err >= rep.mean_abs_err > 0
     assert rep.reduced_bytes < 0.3 * rep.fp32_bytes
     assert set(rep.latency_ms["int8"]) == {"1", "8"} and all(v > 0 for v in rep.latency_ms["fp32"].values())
@@ -126,6 +132,7 @@ def test_int8_for_tensorrt_is_symmetric_s8s8(tmp_path, he_ckpt):
     assert all(not np.any(onnx.numpy_helper.to_array(z)) for z in zero_points.values())  # symmetric: all zero
     props = {p.key: p.value for p in model.metadata_props}
     assert "synthetic" in props["calibration"] and "target tensorrt" in props["calibration"]
+    assert props["int8_target"] == "tensorrt" and json.loads(props["int8_recipe"])["types"] == "s8s8"
 
 
 def test_cli_table_reports_the_comparison(tmp_path, he_ckpt):
@@ -232,16 +239,3 @@ def test_unreadable_and_mis_sized_calibration_data(tmp_path):
         load_images(str(tmp_path / "broken.npy"), size=SIZE, channels=1, limit=4)
     np.save(tmp_path / "raw.npy", np.zeros((5, 28, 28), np.uint8))
     assert load_images(str(tmp_path / "raw.npy"), size=SIZE, channels=1, limit=3).images.shape == (3, 1, SIZE, SIZE)
-
-
-def test_reduce_range_follows_the_cpu(monkeypatch):
-    from nin_edge.export import precision
-
-    monkeypatch.setattr(precision, "cpu_has_vnni", lambda: True)
-    assert precision.resolve_reduce_range("auto", "cpu") == (False, "reduce_range off (auto: this CPU has VNNI)")
-    monkeypatch.setattr(precision, "cpu_has_vnni", lambda: False)
-    assert precision.resolve_reduce_range("auto", "cpu")[0] is True
-    assert precision.resolve_reduce_range("auto", "tensorrt")[0] is False
-    assert precision.resolve_reduce_range("on", "cpu") == (True, "reduce_range on")
-    with pytest.raises(ConfigError, match="reduce range must be one of auto, on, off"):
-        precision.resolve_reduce_range("maybe", "cpu")

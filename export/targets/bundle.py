@@ -11,6 +11,7 @@ from nin_edge.runtime.bundle import BUNDLE_FOLDER
 from nin_edge.runtime.core.files import check_replaceable_folder
 
 from ..bundle import BundleSummary, build_bundle, bundle_precisions
+from ..precision import resolve_target
 
 if TYPE_CHECKING:
     from ..pipeline import VerifiedModel
@@ -18,9 +19,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BundleOptions:
-    """The precisions the bundle holds (FP32 always; INT8 needs calibration data in the export options)."""
+    """The precisions the bundle holds (FP32 always; INT8 needs calibration data in the export options),
+    and the machine classes of its INT8 models (several: one model per class)."""
 
     precisions: tuple[str, ...] = ("fp32",)
+    int8_targets: tuple[str, ...] = ()
 
 
 class BundleTarget:
@@ -31,10 +34,12 @@ class BundleTarget:
 
     def check(self, options: BundleOptions, out: Path) -> None:
         bundle_precisions(options.precisions)
+        for t in options.int8_targets:
+            resolve_target(t)
         check_replaceable_folder(out, BUNDLE_FOLDER)  # before any work; a link to a bundle is followed
 
     def write(self, model: VerifiedModel, options: BundleOptions, out: Path) -> BundleSummary:
-        return build_bundle(model, options.precisions, out)
+        return build_bundle(model, options.precisions, out, options.int8_targets)
 
 
 TARGET = BundleTarget()

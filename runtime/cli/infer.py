@@ -35,6 +35,8 @@ class InferenceReport(Report):
     providers: tuple[str, ...]
     results: tuple[ImageResult, ...]
     fallback_reason: str | None = None
+    #: What the runtime warned about while loading (a fallback, an INT8 model made for another CPU).
+    warnings: tuple[str, ...] = ()
 
     def rows(self) -> list[dict]:
         return [
@@ -98,10 +100,14 @@ def run_inference(
     With ``triton_url`` the server computes the logits; the local model file still gives the
     labels and preprocessing, so the answers match in-process inference.
     """
-    with warnings.catch_warnings():
-        # The fallback is reported once, in the result, instead of as a Python warning too.
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        # Reported once each, in the result (the command prints them), instead of as Python warnings.
+        warnings.simplefilter("always", RuntimeWarning)
         clf = Classifier(model, provider, fallback=fallback, max_batch=max_batch)
+    for w in caught:
+        if not issubclass(w.category, RuntimeWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    notes = tuple(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
     if not 1 <= top_k <= len(clf.labels):
         raise InputError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {top_k}")
     names, batch = load_inputs(clf, inputs)
@@ -114,7 +120,11 @@ def run_inference(
         ImageResult(name, tuple(top)) for name, top in zip(names, runner.classify(batch, top_k), strict=False)
     )
     return InferenceReport(
-        model=clf.metadata.model, providers=providers, results=results, fallback_reason=clf.fallback_reason
+        model=clf.metadata.model,
+        providers=providers,
+        results=results,
+        fallback_reason=clf.fallback_reason,
+        warnings=notes,
     )
 
 
@@ -133,6 +143,6 @@ def run_inference(
 def main(model: str, inputs: tuple[str, ...], fmt: str, **options: Any) -> None:
     """Classify image files (PNG, JPEG) and .npy arrays with an exported MODEL."""
     report = run_inference(model, list(inputs), **options)
-    if report.fallback_reason:
-        click.echo(f"warning: {report.fallback_reason}", err=True)
+    for note in report.warnings:
+        click.echo(f"warning: {note}", err=True)
     click.echo(report.render(fmt))

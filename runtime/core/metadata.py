@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .errors import ModelFileError
 
@@ -66,6 +67,10 @@ class ModelMetadata:
     calibration: str = ""
     #: sha256 of the graph (nodes and weights), checked by the runtime; empty in older files.
     graph_sha256: str = ""
+    #: INT8 only: the machine class the model is tuned for (``x86-avx2``, ``x86-vnni``, ``arm64``,
+    #: ``tensorrt``) and its recipe (types, reduce_range, FP32 layers); empty in older files.
+    int8_target: str = ""
+    int8_recipe: dict[str, Any] = field(default_factory=dict)
     toolkit_version: str = field(default_factory=toolkit_version)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
@@ -88,8 +93,22 @@ class ModelMetadata:
         try:
             pre = json.loads(props.get("preprocessing", "{}"))
             # Keys a file lacks take the dataclasses' own defaults, which are written only there.
-            keys = ("weights", "precision", "input_name", "output_name", "layout", "calibration", "graph_sha256")
+            keys = (
+                "weights",
+                "precision",
+                "input_name",
+                "output_name",
+                "layout",
+                "calibration",
+                "graph_sha256",
+                "int8_target",
+            )
             given: dict = {k: props[k] for k in keys if k in props}
+            if "int8_recipe" in props:
+                recipe = json.loads(props["int8_recipe"])
+                if not isinstance(recipe, dict):
+                    raise TypeError(f"int8_recipe must be a JSON object, got {type(recipe).__name__}")
+                given["int8_recipe"] = recipe
             if "opset" in props:
                 given["opset"] = int(json.loads(props["opset"]))
             return cls(
