@@ -473,7 +473,15 @@ def test_ctrl_c_while_nin_export_starts_is_not_a_traceback(tmp_path):
     from pathlib import Path
 
     exe = Path(sys.executable).with_name("nin-export")
-    proc = subprocess.Popen([str(exe), "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # give the child the default handler a terminal user has, whatever launched pytest.
+    proc = subprocess.Popen(
+        [str(exe), "--help"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     import time
 
     time.sleep(0.3)  # torch alone takes over a second to import

@@ -369,7 +369,13 @@ def test_ctrl_c_while_triton_starts_stops_it_and_exits_130(model72, tmp_path):
     ports = ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     stderr = tmp_path / "stderr"
     with stderr.open("w") as err:
-        proc = subprocess.Popen([str(exe), str(model72), *ports], stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(exe), str(model72), *ports],
+            stderr=err,
+            start_new_session=True,
+            # SIGINT as a terminal user has it, even when pytest runs as a background job (SIGINT ignored).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     deadline = time.monotonic() + 60
     while not _tritonservers(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
