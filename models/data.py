@@ -7,10 +7,7 @@ model's input happens per batch (:func:`to_model_input`), so 60,000 upscaled cop
 
 from __future__ import annotations
 
-import gzip
-import math
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,71 +15,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError
-from nin_edge.runtime.core.files import check_memory
+
+# The IDX reader lives in the runtime, which nin-infer uses too; re-exported here for the data loaders.
+from nin_edge.runtime.core.files import IMAGES_MAGIC as IMAGES_MAGIC
+from nin_edge.runtime.core.files import LABELS_MAGIC as LABELS_MAGIC
+from nin_edge.runtime.core.files import read_idx as read_idx
 from nin_edge.runtime.core.metadata import Preprocessing
 
-IMAGES_MAGIC = 0x00000803
-LABELS_MAGIC = 0x00000801
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 #: What the data is and where it comes from, as model cards name it (never a local path).
 DATASET = (
     "Fashion-MNIST by Zalando Research (https://github.com/zalandoresearch/fashion-mnist, MIT licence): "
     "60,000 training and 10,000 test images, 28x28 grayscale, 10 classes"
 )
-
-
-def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
-    """Read one IDX file (gzipped or raw), checking its magic number and that its length fits its header.
-
-    The file is streamed: the header is read first and the size it claims is checked against the
-    memory this process can get before anything is allocated, so a gzip bomb or a lying header is
-    one error, not an out-of-memory kill; bytes past what the header claims are never inflated.
-    """
-    path = Path(path)
-    kind = "images" if magic == IMAGES_MAGIC else "labels"
-    try:
-        with open(path, "rb") as raw_file:
-            gzipped = raw_file.read(2) == b"\x1f\x8b"
-        with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
-            head = fh.read(4)
-            if len(head) < 4:
-                raise ModelFileError(f"IDX file '{path}' is truncated: {len(head)} bytes, not even a header")
-            found = int.from_bytes(head, "big")
-            if found != magic:
-                raise ModelFileError(
-                    f"IDX file '{path}' has magic number 0x{found:08x}, expected 0x{magic:08x} for {kind}"
-                )
-            ndim = head[3]
-            shape = fh.read(4 * ndim)
-            dims = [int.from_bytes(shape[4 * i : 4 * i + 4], "big") for i in range(len(shape) // 4)]
-            needed = math.prod(dims)  # Python ints: numpy's product overflows on lying headers
-            if len(shape) < 4 * ndim:
-                raise ModelFileError(f"IDX file '{path}' is truncated inside its header")
-            size = os.stat(path).st_size
-            if not gzipped and size != 4 + 4 * ndim + needed:
-                raise ModelFileError(
-                    f"IDX file '{path}' is truncated or padded: {size:,} bytes, its header {tuple(dims)} needs "
-                    f"{4 + 4 * ndim + needed:,}"
-                )
-            check_memory(needed, f"IDX file '{path}' (its header claims {kind} of shape {tuple(dims)})")
-            # bytearray, so the array is writable (torch refuses to wrap read-only memory safely).
-            data = bytearray(needed)
-            view, got = memoryview(data), 0
-            while got < needed:
-                n = fh.readinto(view[got : got + (1 << 24)])  # 16 MiB at a time: no second copy
-                if not n:
-                    break
-                got += n
-            extra = fh.read(1)
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise ModelFileError(f"cannot read IDX file '{path}': {exc}") from None
-    if got != needed or extra:
-        state = "holds more data than" if extra else f"inflates to {4 + 4 * ndim + got:,} bytes, less than"
-        raise ModelFileError(
-            f"IDX file '{path}' is truncated or padded: it {state} its header {tuple(dims)} claims "
-            f"({4 + 4 * ndim + needed:,} bytes)"
-        )
-    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def find_split_files(root: str | os.PathLike, split: str) -> tuple[Path, Path]:

@@ -8,6 +8,7 @@ with ``mode="bilinear", align_corners=False``, so training and the runtime see t
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -110,32 +111,36 @@ def preprocess_image(image: np.ndarray, *, channels: int, size: int, pre: Prepro
     return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
 
 
-def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = None, name: str | None = None) -> np.ndarray:
     """Read a PNG/JPEG (any format Pillow reads) as uint8 (H, W) or (H, W, 3), refusing huge images.
 
-    The size is checked from the header, before the pixels are decoded, against ``max_pixels``
-    (default :data:`MAX_IMAGE_PIXELS`).
+    ``path`` is a file or the encoded bytes of one (then ``name`` says where they came from, for
+    messages). The size is checked from the header, before the pixels are decoded, against
+    ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`).
     """
     max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         from PIL import Image, ImageOps
     except ImportError:
-        raise InputError(
-            f"reading image file '{path}' needs Pillow: pip install 'nin-edge[images]' (or pass numpy arrays)"
-        ) from None
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image file '{path}' does not exist")
+        raise InputError(f"reading image '{name or path}' needs Pillow: pip install pillow (or pass arrays)") from None
+    if isinstance(path, bytes):
+        source: Path | io.BytesIO = io.BytesIO(path)
+        where = name or "<bytes>"
+    else:
+        source = Path(path)
+        where = str(source)
+        if not source.is_file():
+            raise InputError(f"image file '{source}' does not exist")
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             w, h = im.size
-            check_image_size(w, h, f"image '{path}'", max_pixels)  # from the header, before decoding
+            check_image_size(w, h, f"image '{where}'", max_pixels)  # from the header, before decoding
             return _to_uint8(ImageOps.exif_transpose(im))
     except InputError:
         raise
     except Exception as exc:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError...)
         raise InputError(
-            f"cannot read image '{path}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"cannot read image '{where}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
 
 

@@ -1,148 +1,157 @@
-"""``nin-infer``: classify image files and ``.npy`` arrays with an exported model."""
+"""``nin-infer``: classify image files, folders, lists and arrays with an exported model, streamed."""
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
+import sys
+import threading
+import time
 from typing import Any
 
 import click
-import numpy as np
 
-from ..classifier import Classifier, Prediction
-from ..core.choices import OutputFormat
+from ..bulk import InferConfig, InferReport, RowFormat, count_inputs, run_infer
+from ..core.choices import OutputFormat, Precision
 from ..core.errors import InputError
-from ..core.files import load_npy
-from ..core.report import Report, format_table
-from ..serving.triton import TritonClassifier
-from .common import fallback_option, format_option, one_line_errors, provider_option, renamed_option
+from .common import choice, fallback_option, one_line_errors, provider_option, renamed_option
+
+#: What ``--format`` accepts: a report on the terminal (table, json) or rows (csv, jsonl, parquet).
+FORMATS = (str(OutputFormat.TABLE), str(OutputFormat.JSON), *RowFormat.values())
 
 
-@dataclass(frozen=True)
-class ImageResult:
-    """The top-k predictions for one input image."""
+class ProgressLine:
+    """``123/10,000 images  456.7 images/s  ETA 0:00:21`` redrawn on stderr, at most 5 times a second.
 
-    input: str
-    top: tuple[Prediction, ...]
-
-
-@dataclass(frozen=True)
-class InferenceReport(Report):
-    """Predictions for every input, with the providers that computed them."""
-
-    model: str
-    providers: tuple[str, ...]
-    results: tuple[ImageResult, ...]
-    fallback_reason: str | None = None
-    #: What the runtime warned about while loading (a fallback, an INT8 model made for another CPU).
-    warnings: tuple[str, ...] = ()
-
-    def rows(self) -> list[dict]:
-        return [
-            {"input": r.input, "rank": k + 1, "label": p.label, "index": p.index, "probability": p.probability}
-            for r in self.results
-            for k, p in enumerate(r.top)
-        ]
-
-    def to_table(self) -> str:
-        rows = [
-            {
-                "input": r.input,
-                "label": r.top[0].label,
-                "probability": round(r.top[0].probability, 4),
-                "next": ", ".join(f"{p.label} {p.probability:.3f}" for p in r.top[1:]),
-            }
-            for r in self.results
-        ]
-        head = f"model {self.model} on {', '.join(self.providers)}"
-        return (
-            head
-            + "\n"
-            + format_table(
-                rows, [c for c in ("input", "label", "probability", "next") if c != "next" or rows[0]["next"]]
-            )
-        )
-
-
-def load_inputs(clf: Classifier, paths: list[str]) -> tuple[list[str], np.ndarray]:
-    """Read each image file or ``.npy`` array and prepare it; returns names and one float32 batch."""
-    names: list[str] = []
-    tensors: list[np.ndarray] = []
-    for path in paths:
-        if Path(path).suffix.lower() == ".npy":
-            array = load_npy(path)
-            batch = clf.prepare(array)
-            is_batch = array.ndim == 4
-        else:
-            batch, is_batch = clf.prepare(path), False
-        if is_batch:
-            names.extend(f"{path}[{i}]" for i in range(len(batch)))
-        else:
-            names.append(path)
-        tensors.append(batch)
-    return names, np.concatenate(tensors)
-
-
-def run_inference(
-    model: str,
-    inputs: list[str],
-    *,
-    provider: str,
-    top_k: int,
-    max_batch: int,
-    fallback: bool,
-    triton_url: str | None = None,
-    triton_model: str | None = None,
-) -> InferenceReport:
-    """Classify ``inputs`` with ``model``: the library call behind ``nin-infer``.
-
-    With ``triton_url`` the server computes the logits; the local model file still gives the
-    labels and preprocessing, so the answers match in-process inference.
+    The total is counted in a background thread (a listing, no decoding); until it is known the
+    line shows the count and rate alone.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        # Reported once each, in the result (the command prints them), instead of as Python warnings.
-        warnings.simplefilter("always", RuntimeWarning)
-        clf = Classifier(model, provider, fallback=fallback, max_batch=max_batch)
-    for w in caught:
-        if not issubclass(w.category, RuntimeWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    notes = tuple(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
-    if not 1 <= top_k <= len(clf.labels):
-        raise InputError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {top_k}")
-    names, batch = load_inputs(clf, inputs)
-    runner: Classifier | TritonClassifier = clf
-    providers = tuple(clf.providers)
-    if triton_url:
-        runner = TritonClassifier(triton_url, triton_model or clf.metadata.model, clf)
-        providers = (f"triton {triton_url}",)
-    results = tuple(
-        ImageResult(name, tuple(top)) for name, top in zip(names, runner.classify(batch, top_k), strict=False)
-    )
-    return InferenceReport(
-        model=clf.metadata.model,
-        providers=providers,
-        results=results,
-        fallback_reason=clf.fallback_reason,
-        warnings=notes,
-    )
+
+    def __init__(self, config: InferConfig) -> None:
+        self.total: int | None = None
+        self.last = 0.0
+        threading.Thread(target=self._count, args=(config,), daemon=True, name="nin-count").start()
+
+    def _count(self, config: InferConfig) -> None:
+        try:
+            self.total = count_inputs(config)
+        except Exception:  # the count only feeds the ETA; the run itself reports bad inputs
+            self.total = None
+
+    def __call__(self, done: int, seconds: float) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        rate = done / seconds if seconds > 0 else 0.0
+        line = f"{done:,}"
+        if self.total:
+            line += f"/{self.total:,}"
+        line += f" images  {rate:,.1f} images/s"
+        if self.total and rate > 0:
+            left = max(0, self.total - done) / rate
+            line += f"  ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+        click.echo("\r" + line.ljust(60), err=True, nl=False)
+
+    def close(self) -> None:
+        if self.last:
+            click.echo("", err=True)
+
+
+def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k: int | None, **options: Any):
+    """The run's config: rows stream to ``--output`` (or stdout for csv/jsonl); table/json are reports."""
+    if output is None and fmt in RowFormat.values():
+        output = "-"
+    if output is not None and fmt in (OutputFormat.TABLE, OutputFormat.JSON):
+        raise click.UsageError(f"--output writes rows as csv, jsonl or parquet; --format {fmt} prints a report")
+    if top_k is None:  # the terminal report shows the runners-up; rows keep the best class unless asked
+        top_k = 5 if output is None else 1
+    return InferConfig(inputs=inputs, output=output, fmt=fmt if output else None, top_k=top_k, **options)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option(
+    "--from-list", type=click.Path(allow_dash=True), default=None, help="A file naming one input per line; - for stdin."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(allow_dash=True),
+    default=None,
+    help="Write one row per image to this file as the run goes (.csv, .jsonl, .parquet; - for stdout).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="table or json: a report on stdout [default: table]; csv, jsonl, parquet: rows [default: from --output].",
+)
 @provider_option()
 @fallback_option()
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--precision", type=choice(Precision), default=None, help="Which model of a bundle folder to run.")
+@click.option(
+    "--top-k", type=click.IntRange(min=1), default=None, help="Classes per image [default: 5 in a report, 1 in rows]."
+)
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Largest batch per run.")
 @renamed_option("--batch-size", "--max-batch", "max_batch", type=click.IntRange(min=1))
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decode threads [default: cores, at most 4].")
+@click.option("--resume", is_flag=True, help="Skip the inputs --output already has and append the rest.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output.")
+@click.option("--allow-errors", is_flag=True, help="Exit 0 even when some images could not be read.")
 @click.option("--triton-url", default=None, help="Let a Triton server (e.g. http://127.0.0.1:8000) compute the logits.")
 @click.option("--triton-model", default=None, help="Model name on the server [default: the model's own name].")
-@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: run on a Ray cluster with Ray Data (needs nin-edge[ray]).",
+)
+@click.option("--address", default=None, help="--engine ray: the cluster (auto, ray://host:10001) [default: local].")
+@click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True, help="--engine ray: replicas.")
 @one_line_errors
-def main(model: str, inputs: tuple[str, ...], fmt: str, **options: Any) -> None:
-    """Classify image files (PNG, JPEG) and .npy arrays with an exported MODEL."""
-    report = run_inference(model, list(inputs), **options)
-    for note in report.warnings:
-        click.echo(f"warning: {note}", err=True)
-    click.echo(report.render(fmt))
+def main(
+    model: str,
+    inputs: tuple[str, ...],
+    fmt: str | None,
+    output: str | None,
+    top_k: int | None,
+    allow_errors: bool,
+    engine: str,
+    address: str | None,
+    actors: int,
+    **options: Any,
+) -> None:
+    """Classify image files, folders (recursively), glob patterns, .npy stacks and IDX files with MODEL.
+
+    Rows stream to --output as the run goes; a bad image is a row with its error, and the exit
+    status is 1 if any failed (unless --allow-errors).
+    """
+    config = _config(inputs, fmt, output, top_k, model=model, **options)
+    if engine == "ray":
+        from ..ray_data import run_ray
+
+        report = run_ray(config, address=address, actors=actors)
+    else:
+        progress = ProgressLine(config) if sys.stderr.isatty() and config.output != "-" else None
+        try:
+            report = run_infer(config, progress)
+        finally:
+            if progress:
+                progress.close()
+    _finish(report, fmt or OutputFormat.TABLE, allow_errors)
+
+
+def _finish(report: InferReport, fmt: str, allow_errors: bool) -> None:
+    if report.fallback_reason:
+        click.echo(f"warning: {report.fallback_reason}", err=True)
+    if report.output is None:
+        click.echo(report.render(fmt))
+    else:
+        click.echo(report.summary(), err=True)
+    if report.errors and not allow_errors:
+        raise InputError(
+            f"{report.errors:,} of {report.images:,} images failed (first: {report.first_error}); "
+            "each has a row saying why; pass --allow-errors to exit 0"
+        )
