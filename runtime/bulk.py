@@ -254,13 +254,24 @@ def _stack_items(path: str) -> Iterator[Item]:
         yield Item(f"{path}[{i}]", array=array[i])
 
 
-def _walk(folder: str) -> Iterator[str]:
-    """Image files under ``folder``, recursively, in a stable order (names sorted at every level)."""
-    for root, dirs, files in os.walk(folder, onerror=None):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                yield os.path.join(root, name)
+def _walk(folder: str) -> Iterator[Item]:
+    """Image files under ``folder``, recursively, in name order at every level (``find | sort`` order).
+
+    Only one folder's entries are held at a time per level, so a million files in a tree of
+    folders never sit in memory together.
+    """
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e.name, e.is_dir()) for e in it)
+    except OSError as exc:  # an unreadable folder is an error row; the rest of the tree goes on
+        yield Item(folder, error=f"cannot list folder '{folder}': {exc.strerror or exc}")
+        return
+    for name, is_dir in entries:
+        path = os.path.join(folder, name)
+        if is_dir:
+            yield from _walk(path)
+        elif name.lower().endswith(IMAGE_EXTENSIONS):
+            yield Item(path, path=path)
 
 
 def _one(path: str) -> Iterator[Item]:
@@ -304,19 +315,19 @@ def expand_inputs(inputs: Iterable[str], from_list: str | None = None) -> Iterat
     """
     for arg in inputs:
         if os.path.isdir(arg):
-            yield from (Item(p, path=p) for p in _walk(arg))
+            yield from _walk(arg)
         elif os.path.exists(arg):
             yield from _one(arg)
         else:
             for match in sorted(glob.iglob(arg, recursive=True)):
                 if os.path.isdir(match):
-                    yield from (Item(p, path=p) for p in _walk(match))
+                    yield from _walk(match)
                 else:
                     yield from _one(match)
     if from_list is not None:
         for path in _listed(from_list):
             if os.path.isdir(path):
-                yield from (Item(p, path=p) for p in _walk(path))
+                yield from _walk(path)
             else:
                 yield from _one(path)
 

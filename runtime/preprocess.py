@@ -122,7 +122,8 @@ def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = None, n
     try:
         from PIL import Image, ImageOps
     except ImportError:
-        raise InputError(f"reading image '{name or path}' needs Pillow: pip install pillow (or pass arrays)") from None
+        where = name or ("<bytes>" if isinstance(path, bytes) else str(path))
+        raise InputError(f"reading image '{where}' needs Pillow: pip install pillow (or pass arrays)") from None
     if isinstance(path, bytes):
         source: Path | io.BytesIO = io.BytesIO(path)
         where = name or "<bytes>"

@@ -96,7 +96,8 @@ def _items(batch: dict[str, Any]) -> list[Item]:
         names = names if names is not None else [f"row {i}" for i in range(len(images))]
         return [Item(str(n), array=np.asarray(a)) for n, a in zip(names, images, strict=True)]
     if "path" in batch:
-        return [Item(str(n), path=str(p)) for n, p in zip(names, batch["path"], strict=True)]
+        paths = batch["path"]
+        return [Item(str(n), path=str(p)) for n, p in zip(batch.get("input", paths), paths, strict=True)]
     raise InputError(f"a batch needs a 'bytes', 'path' or 'image' column; it has {', '.join(batch) or 'none'}")
 
 
@@ -188,8 +189,8 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
         if todo:
             ray.data.DataContext.get_current().execution_options.preserve_order = True
             # Workers read the files: absolute paths, so a worker's own working folder does not matter.
-            ds = ray.data.from_items([{"input": p, "path": os.path.abspath(p)} for p in todo])
-            ds = ds.map_batches(
+            items = ray.data.from_items([{"input": p, "path": os.path.abspath(p)} for p in todo])
+            ds = items.map_batches(
                 RayClassifier,
                 fn_constructor_kwargs={
                     "model": model_bytes(config.model, config.precision),
