@@ -237,3 +237,16 @@ def test_kill_9_leaves_whole_rows_and_resume_finishes(tiny_nin_path, tmp_path):
     assert finished.returncode == 0, finished.stderr
     names = [r["input"] for r in read_rows(out)]
     assert sorted(names) == sorted(f"{tmp_path / 'stack.npy'}[{i}]" for i in range(len(stack)))
+
+
+def test_the_progress_line_shows_rate_and_eta(tiny_nin_path, folder, capsys):
+    from nin_edge.runtime.cli.infer import ProgressLine
+
+    root, _ = folder
+    progress = ProgressLine(InferConfig(model=str(tiny_nin_path), inputs=(str(root),)))
+    deadline = time.monotonic() + 10
+    while progress.total is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    progress(2, 0.5)
+    progress.close()
+    assert capsys.readouterr().err.split() == ["2/5", "images", "4.0", "images/s", "ETA", "0:00:00"]

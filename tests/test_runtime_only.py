@@ -1,4 +1,4 @@
-"""The runtime installed alone (``pip install 'nin-edge[cpu,images]'``): no torch, onnx or onnxsim.
+"""The runtime installed alone (``pip install 'nin-edge[cpu]'``, Pillow included): no torch, onnx or onnxsim.
 
 ``.ci/run`` builds that installation in a second virtual environment (a real, non-editable wheel
 install) and names its Python in ``NIN_EDGE_RUNTIME_PYTHON``; tests never download anything.
@@ -112,3 +112,25 @@ def test_the_runtime_alone_loads_a_verified_bundle(shipped_nin, tmp_path):
     refused = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path)
     assert refused.returncode == 1 and "model.ort' does not match the sha256" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+@needs_runtime_venv
+def test_the_runtime_alone_streams_a_folder_to_rows_and_imports_the_ray_adapter(shipped_nin, tmp_path):
+    """The main install can classify a folder of image files; the Ray adapter needs neither torch nor Ray to import."""
+    assert RUNTIME_PYTHON is not None
+    (tmp_path / "photos").mkdir()
+    _real_test_images(tmp_path / "photos", 5)
+    infer = Path(RUNTIME_PYTHON).with_name("nin-infer")
+    done = subprocess.run(
+        [str(infer), str(shipped_nin), "photos", "-o", "rows.jsonl", "--provider", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("5 images, 0 errors, ")
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [r["input"] for r in rows] == [f"photos/test{k}.png" for k in range(5)] and all(r["label"] for r in rows)
+    probe = "import sys, nin_edge.runtime.ray_data; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    imported = subprocess.run([RUNTIME_PYTHON, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert imported.stdout.strip() == "[]", imported.stderr
