@@ -159,7 +159,9 @@ def run_bulk_benchmark(
             "images_per_s": round(statistics.median(r for r, _ in values), 1),
             "vs_bench": round(statistics.median(r for r, _ in values) / reference, 3),
             # Ray's actors are processes of their own: the driver's peak says nothing about them.
-            "peak_mb": None if name.startswith(("nin-bench", "nin-infer --engine")) else round(max(m for _, m in values), 1),
+            "peak_mb": None
+            if name.startswith(("nin-bench", "nin-infer --engine"))
+            else round(max(m for _, m in values), 1),
             "each": ", ".join(f"{r:.0f}" for r, _ in values),
         }
         for name, values in runs.items()

@@ -257,21 +257,21 @@ def _stack_items(path: str) -> Iterator[Item]:
 def _walk(folder: str) -> Iterator[Item]:
     """Image files under ``folder``, recursively, in name order at every level (``find | sort`` order).
 
-    Only one folder's entries are held at a time per level, so a million files in a tree of
-    folders never sit in memory together.
+    One folder's names are held (sorted) at a time per level: about 70 MB for a million files in
+    one folder, nothing that grows with the files of other folders. Names with an image extension
+    are taken for files without a ``stat`` each; the others are checked for being folders.
     """
     try:
-        with os.scandir(folder) as it:
-            entries = sorted((e.name, e.is_dir()) for e in it)
+        names = sorted(os.listdir(folder))
     except OSError as exc:  # an unreadable folder is an error row; the rest of the tree goes on
         yield Item(folder, error=f"cannot list folder '{folder}': {exc.strerror or exc}")
         return
-    for name, is_dir in entries:
+    for name in names:
         path = os.path.join(folder, name)
-        if is_dir:
-            yield from _walk(path)
-        elif name.lower().endswith(IMAGE_EXTENSIONS):
+        if name.lower().endswith(IMAGE_EXTENSIONS):
             yield Item(path, path=path)
+        elif os.path.isdir(path):
+            yield from _walk(path)
 
 
 def _one(path: str) -> Iterator[Item]:
