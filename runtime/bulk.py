@@ -631,9 +631,9 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
     pending: deque[tuple[Item, Future[np.ndarray]]] = deque()
     try:
         items = expand_inputs(config.inputs, config.from_list)
-        # The images of the batch being formed, in input order: a tensor, or the error row it became.
+        # The images of the batch being formed, in input order: a tensor, or the error row it became
+        # (counted too, so that a run of unreadable files is written as it goes, not held).
         window: list[tuple[Item, np.ndarray | ImageResult]] = []
-        tensors = 0
         exhausted = False
         while pending or not exhausted:
             while not exhausted and len(pending) < depth:
@@ -647,10 +647,9 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
             if pending:
                 item, future = pending.popleft()
                 window.append((item, _decoded(item, future.result)))
-                tensors += not isinstance(window[-1][1], ImageResult)
-            if tensors == config.max_batch or (exhausted and not pending):
+            if len(window) == config.max_batch or (exhausted and not pending):
                 results = _classify(runner, clf, window, config.top_k)
-                window, tensors = [], 0
+                window = []
                 images, errors, first_error = _emit(results, writer, kept, images, errors, first_error)
                 if progress:
                     progress(images, time.perf_counter() - start)
