@@ -25,6 +25,7 @@ from typing import Any
 import click
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import CommaList, format_option, one_line_errors
+from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.files import IMAGES_MAGIC, read_idx
 from nin_edge.runtime.core.report import Report, format_table
 
@@ -184,7 +185,7 @@ def run_bulk_benchmark(
 @click.option("--ray-actors", type=CommaList(int, positive=True), default=(), help="Also run --engine ray.")
 @click.option("--check", is_flag=True, help="Compare every row with Classifier.classify on its image alone.")
 @click.option("--workdir", type=click.Path(), default=None, help="Where the PNG files go [default: a temp folder].")
-@format_option("table", "json", "csv", "markdown")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV, OutputFormat.MARKDOWN)
 @one_line_errors
 def main(fmt: str, **options: Any) -> None:
     """nin-infer on PNG files against nin-bench on the same model, provider and batch."""

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .classifier import Classifier, Prediction, top_predictions
-from .core.choices import Choice
+from .core.choices import RowFormat
 from .core.errors import ConfigError, InputError, NinEdgeError
 from .core.files import IMAGES_MAGIC, check_writable, load_npy, read_idx
 from .core.metadata import Preprocessing
@@ -42,14 +42,6 @@ from .preprocess import preprocess_image, read_image
 
 #: What a folder walk picks up (any of these, in any letter case); other files in a folder are skipped.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
-
-
-class RowFormat(Choice):
-    """How ``nin-infer`` writes one row per image to a file (``--output``)."""
-
-    CSV = "csv"
-    JSONL = "jsonl"
-    PARQUET = "parquet"
 
 
 #: File name endings that pick a row format when ``--format`` is not given.

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from ..bulk import InferConfig, InferReport, RowFormat, count_inputs, run_infer
-from ..core.choices import OutputFormat, Precision
+from ..bulk import InferConfig, InferReport, count_inputs, run_infer
+from ..core.choices import OutputFormat, Precision, RowFormat
 from ..core.errors import InputError
 from .common import choice, fallback_option, one_line_errors, provider_option, renamed_option
 

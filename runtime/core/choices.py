@@ -45,3 +45,11 @@ class OutputFormat(Choice):
     JSON = "json"
     CSV = "csv"
     MARKDOWN = "markdown"
+
+
+class RowFormat(Choice):
+    """How ``nin-infer`` writes one row per image to a file (``--output``), streamed as the run goes."""
+
+    CSV = "csv"
+    JSONL = "jsonl"
+    PARQUET = "parquet"
