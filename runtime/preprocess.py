@@ -114,9 +114,9 @@ def preprocess_image(image: np.ndarray, *, channels: int, size: int, pre: Prepro
 def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = None, name: str | None = None) -> np.ndarray:
     """Read a PNG/JPEG (any format Pillow reads) as uint8 (H, W) or (H, W, 3), refusing huge images.
 
-    ``path`` is a file or the encoded bytes of one (then ``name`` says where they came from, for
-    messages). The size is checked from the header, before the pixels are decoded, against
-    ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`).
+    ``path`` is a file or the encoded bytes of one; ``name``, when given, is what messages call it.
+    The size is checked from the header, before the pixels are decoded, against ``max_pixels``
+    (default :data:`MAX_IMAGE_PIXELS`).
     """
     max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
@@ -129,9 +129,9 @@ def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = None, n
         where = name or "<bytes>"
     else:
         source = Path(path)
-        where = str(source)
+        where = name or str(source)
         if not source.is_file():
-            raise InputError(f"image file '{source}' does not exist")
+            raise InputError(f"image file '{where}' does not exist")
     try:
         with Image.open(source) as im:
             w, h = im.size
@@ -140,9 +140,8 @@ def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = None, n
     except InputError:
         raise
     except Exception as exc:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError...)
-        raise InputError(
-            f"cannot read image '{where}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        ) from None
+        reason = str(exc).splitlines()[0].replace(str(source), where) if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read image '{where}': {reason}") from None
 
 
 def _to_uint8(im) -> np.ndarray:  # a PIL image, imported lazily
