@@ -250,3 +250,27 @@ def test_the_progress_line_shows_rate_and_eta(tiny_nin_path, folder, capsys):
     progress(2, 0.5)
     progress.close()
     assert capsys.readouterr().err.split() == ["2/5", "images", "4.0", "images/s", "ETA", "0:00:00"]
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_sigterm_leaves_a_readable_parquet_file_with_the_rows_so_far(tiny_nin_path, tmp_path):
+    pytest.importorskip("pyarrow")
+    np.save(tmp_path / "stack.npy", np.random.default_rng(6).integers(0, 256, (30_000, 28, 28), dtype=np.uint8))
+    out = tmp_path / "out.parquet"
+    infer = str(Path(sys.executable).with_name("nin-infer"))
+    proc = subprocess.Popen(
+        [infer, str(tiny_nin_path), str(tmp_path / "stack.npy"), "-o", str(out), "--max-batch", "4"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob(".out.parquet*")):
+        time.sleep(0.05)  # imports, model load: the temporary file opens with the first rows due
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and stderr.strip().splitlines()[-1] == "terminated", stderr
+    rows = read_rows(out)
+    assert 0 < len(rows) < 30_000 and rows[0]["input"] == f"{tmp_path / 'stack.npy'}[0]" and rows[0]["label"]
+    assert not list(tmp_path.glob(".out.parquet*"))  # the temporary file became the output
