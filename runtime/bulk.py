@@ -35,10 +35,11 @@ import numpy as np
 from .classifier import Classifier, Prediction, top_predictions
 from .core.choices import RowFormat
 from .core.errors import ConfigError, InputError, NinEdgeError
-from .core.files import IMAGES_MAGIC, check_writable, load_npy, read_idx
+from .core.files import IMAGES_MAGIC, check_writable, load_npy, read_idx, remove_stale_temporaries
 from .core.metadata import Preprocessing
 from .core.report import Report, format_table
 from .preprocess import preprocess_image, read_image
+from .providers import parse_providers
 
 #: What a folder walk picks up (any of these, in any letter case); other files in a folder are skipped.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -76,6 +77,7 @@ class InferConfig:
 
     def validate(self) -> None:
         """Refuse contradictory or impossible options before any model is loaded."""
+        parse_providers(self.provider)
         if not self.inputs and self.from_list is None:
             raise ConfigError("no inputs: give image files, folders, glob patterns or .npy/IDX files, or --from-list")
         if self.max_batch < 1 or self.top_k < 1:
@@ -456,6 +458,7 @@ class _ParquetRows:
         self._flush()
         self.writer.close()
         os.replace(self.tmp, self.path)
+        remove_stale_temporaries(self.path)  # those of runs that were killed (kill -9) before they could close
 
 
 def done_inputs(path: Path, fmt: str, top_k: int) -> set[str]:
