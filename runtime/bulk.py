@@ -153,7 +153,7 @@ class InferReport(Report):
         )
 
     def rows(self) -> list[dict]:
-        return [{"input": r.input, **_flat(r, _top_k(self.results))} for r in self.results]
+        return [row_of(r, _top_k(self.results)) for r in self.results]
 
     def to_table(self) -> str:
         if not self.results:
@@ -183,9 +183,10 @@ def row_columns(top_k: int) -> list[str]:
     return ["input", "label", "index", "probability", *extra, "error"]
 
 
-def _flat(result: ImageResult, top_k: int) -> dict[str, Any]:
-    """One row (without ``input``): the columns of :func:`row_columns`, empty where there is no value."""
-    row: dict[str, Any] = dict.fromkeys(row_columns(top_k)[1:])
+def row_of(result: ImageResult, top_k: int) -> dict[str, Any]:
+    """One result as a row: the columns of :func:`row_columns`, ``None`` where there is no value."""
+    row: dict[str, Any] = dict.fromkeys(row_columns(top_k))
+    row["input"] = result.input
     if result.top:
         best = result.top[0]
         row.update(label=best.label, index=best.index, probability=best.probability)
@@ -390,14 +391,14 @@ class _TextRows:
         self.fmt, self.columns, self.sink = fmt, row_columns(top_k), sink
         self.top_k = top_k
         if fmt == "csv" and header:
-            self._emit(self._csv([self.columns]))
+            self.record(self._csv([self.columns]))
 
     def _csv(self, rows: list[list[Any]]) -> str:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         return buf.getvalue()
 
-    def _emit(self, text: str) -> None:
+    def record(self, text: str) -> None:
         if isinstance(self.sink, int):
             data = text.encode("utf-8")
             while data:
@@ -407,11 +408,11 @@ class _TextRows:
             self.sink.flush()
 
     def write(self, results: list[ImageResult]) -> None:
-        flat = [{"input": r.input, **_flat(r, self.top_k)} for r in results]
+        flat = [row_of(r, self.top_k) for r in results]
         if self.fmt == "csv":
-            self._emit(self._csv([["" if row[c] is None else row[c] for c in self.columns] for row in flat]))
+            self.record(self._csv([["" if row[c] is None else row[c] for c in self.columns] for row in flat]))
         else:
-            self._emit("".join(json.dumps(row) + "\n" for row in flat))
+            self.record("".join(json.dumps(row) + "\n" for row in flat))
 
     def close(self) -> None:
         if isinstance(self.sink, int):
@@ -445,7 +446,7 @@ class _ParquetRows:
                 self.writer.write_table(pa.Table.from_batches([batch]).cast(self.schema))
 
     def write(self, results: list[ImageResult]) -> None:
-        self.pending.extend({"input": r.input, **_flat(r, self.top_k)} for r in results)
+        self.pending.extend(row_of(r, self.top_k) for r in results)
         if len(self.pending) >= self.GROUP:
             self._flush()
 
@@ -552,7 +553,7 @@ def _runner(config: InferConfig, clf: Classifier) -> tuple[_Logits, tuple[str, .
     return remote, (f"triton {config.triton_url}",)
 
 
-def _decoded(item: Item, tensor: Callable[[], np.ndarray]) -> np.ndarray | ImageResult:
+def prepared_or_error(item: Item, tensor: Callable[[], np.ndarray]) -> np.ndarray | ImageResult:
     """The prepared tensor ``tensor()`` gives, or the error row of an image that could not be read or prepared."""
     try:
         return tensor()
@@ -562,7 +563,7 @@ def _decoded(item: Item, tensor: Callable[[], np.ndarray]) -> np.ndarray | Image
         return ImageResult(item.name, error=f"{type(exc).__name__}: {exc}")
 
 
-def _classify(
+def classify_window(
     runner: _Logits, clf: Classifier, window: list[tuple[Item, np.ndarray | ImageResult]], top_k: int
 ) -> list[ImageResult]:
     """Run the window's tensors as one batch; rows come back in input order, error rows in place.
@@ -641,11 +642,11 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
                     pending.append((item, pool.submit(decode, item)))
             if pending:
                 item, future = pending.popleft()
-                window.append((item, _decoded(item, future.result)))
+                window.append((item, prepared_or_error(item, future.result)))
             if len(window) == config.max_batch or (exhausted and not pending):
-                results = _classify(runner, clf, window, config.top_k)
+                results = classify_window(runner, clf, window, config.top_k)
                 window = []
-                images, errors, first_error = _emit(results, writer, kept, images, errors, first_error)
+                images, errors, first_error = record(results, writer, kept, images, errors, first_error)
                 if progress:
                     progress(images, time.perf_counter() - start)
     finally:
@@ -670,7 +671,7 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
     )
 
 
-def _emit(
+def record(
     done: list[ImageResult],
     writer: RowWriter | None,
     kept: list[ImageResult],
@@ -678,6 +679,7 @@ def _emit(
     errors: int,
     first_error: str | None,
 ) -> tuple[int, int, str | None]:
+    """Write a batch's rows (or keep them when there is no writer); the updated counts and first error."""
     if not done:
         return images, errors, first_error
     if writer is not None:

@@ -34,14 +34,14 @@ from .bulk import (
     InferConfig,
     InferReport,
     Item,
-    _classify,
-    _decoded,
-    _emit,
-    _flat,
     check_inputs,
+    classify_window,
     done_inputs,
     open_rows,
+    prepared_or_error,
+    record,
     row_columns,
+    row_of,
 )
 from .classifier import Classifier, Prediction
 from .core.errors import ConfigError, InputError
@@ -76,11 +76,11 @@ class RayClassifier:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         items = _items(batch)
-        window = [(item, _decoded(item, functools.partial(self.decode, item))) for item in items]
+        window = [(item, prepared_or_error(item, functools.partial(self.decode, item))) for item in items]
         results = []
         for start in range(0, len(window), self.classifier.config.max_batch):
             chunk = window[start : start + self.classifier.config.max_batch]
-            results.extend(_classify(self.classifier, self.classifier, chunk, self.top_k))
+            results.extend(classify_window(self.classifier, self.classifier, chunk, self.top_k))
         return columns(results, self.top_k)
 
 
@@ -103,7 +103,7 @@ def _items(batch: dict[str, Any]) -> list[Item]:
 
 def columns(results: list[ImageResult], top_k: int) -> dict[str, Any]:
     """Results as the column dict Ray Data takes back: the rows of ``nin-infer``'s output."""
-    rows = [{"input": r.input, **_flat(r, top_k)} for r in results]
+    rows = [row_of(r, top_k) for r in results]
     out: dict[str, Any] = {}
     for name in row_columns(top_k):
         values = [row[name] for row in rows]
@@ -204,7 +204,7 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
             )
             for batch in ds.iter_batches(batch_size=config.max_batch, batch_format="numpy"):
                 results = _results(batch, local.labels, config.top_k)
-                images, errors, first_error = _emit(results, writer, kept, images, errors, first_error)
+                images, errors, first_error = record(results, writer, kept, images, errors, first_error)
     finally:
         if writer is not None:
             writer.close()
