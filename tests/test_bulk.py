@@ -274,3 +274,9 @@ def test_sigterm_leaves_a_readable_parquet_file_with_the_rows_so_far(tiny_nin_pa
     rows = read_rows(out)
     assert 0 < len(rows) < 30_000 and rows[0]["input"] == f"{tmp_path / 'stack.npy'}[0]" and rows[0]["label"]
     assert not list(tmp_path.glob(".out.parquet*"))  # the temporary file became the output
+
+
+def test_ray_options_without_the_ray_engine_are_refused(tiny_nin_path, folder):
+    root, _ = folder
+    result = run_cli(infer_cli, [tiny_nin_path, root, "--actors", 2])
+    assert result.exit_code == 2 and "--address and --actors are for --engine ray" in result.stderr

@@ -109,7 +109,7 @@ def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k:
     help="ray: run on a Ray cluster with Ray Data (needs nin-edge[ray]).",
 )
 @click.option("--address", default=None, help="--engine ray: the cluster (auto, ray://host:10001) [default: local].")
-@click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True, help="--engine ray: replicas.")
+@click.option("--actors", type=click.IntRange(min=1), default=None, help="--engine ray: replicas [default: 1].")
 @one_line_errors
 def main(
     model: str,
@@ -120,7 +120,7 @@ def main(
     allow_errors: bool,
     engine: str,
     address: str | None,
-    actors: int,
+    actors: int | None,
     **options: Any,
 ) -> None:
     """Classify image files, folders (recursively), glob patterns, .npy stacks and IDX files with MODEL.
@@ -128,11 +128,13 @@ def main(
     Rows stream to --output as the run goes; a bad image is a row with its error, and the exit
     status is 1 if any failed (unless --allow-errors).
     """
+    if engine != "ray" and (address is not None or actors is not None):
+        raise click.UsageError("--address and --actors are for --engine ray")
     config = _config(inputs, fmt, output, top_k, model=model, **options)
     if engine == "ray":
         from ..ray_data import run_ray
 
-        report = run_ray(config, address=address, actors=actors)
+        report = run_ray(config, address=address, actors=actors or 1)
     else:
         progress = ProgressLine(config) if sys.stderr.isatty() and config.output != "-" else None
         try:
