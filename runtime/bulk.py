@@ -141,6 +141,8 @@ class InferReport(Report):
     decode_workers: int
     first_error: str | None = None
     fallback_reason: str | None = None
+    #: What the runtime warned about while loading (a fallback, an INT8 model made for another CPU).
+    warnings: tuple[str, ...] = ()
     results: tuple[ImageResult, ...] = ()
 
     def summary(self) -> str:
@@ -589,6 +591,18 @@ def classify_window(
     ]
 
 
+def load_classifier(model: str | bytes, provider: str, **options: Any) -> tuple[Classifier, tuple[str, ...]]:
+    """A :class:`Classifier` and the runtime warnings its loading raised, to be reported once each
+    (the command prints them) instead of as Python warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        clf = Classifier(model, provider, **options)
+    for w in caught:
+        if not issubclass(w.category, RuntimeWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return clf, tuple(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
+
+
 def run_infer(config: InferConfig, progress: Progress | None = None) -> InferReport:
     """Classify every input of ``config``: the library call behind ``nin-infer``.
 
@@ -598,17 +612,15 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
     """
     config.validate()
     check_inputs(config.inputs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the fallback is reported once, in the result
-        clf = Classifier(
-            config.model,
-            config.provider,
-            fallback=config.fallback,
-            max_batch=config.max_batch,
-            precision=config.precision,
-            # onnxruntime's threads spin about 60 ms after each run, taking the cores the decode threads need.
-            spinning=False,
-        )
+    clf, notes = load_classifier(
+        config.model,
+        config.provider,
+        fallback=config.fallback,
+        max_batch=config.max_batch,
+        precision=config.precision,
+        # onnxruntime's threads spin about 60 ms after each run, taking the cores the decode threads need.
+        spinning=False,
+    )
     if config.top_k > len(clf.labels):
         raise ConfigError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {config.top_k}")
     runner, providers = _runner(config, clf)
@@ -667,6 +679,7 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
         decode_workers=workers,
         first_error=first_error,
         fallback_reason=clf.fallback_reason,
+        warnings=notes,
         results=tuple(kept),
     )
 

@@ -37,6 +37,7 @@ from .bulk import (
     check_inputs,
     classify_window,
     done_inputs,
+    load_classifier,
     open_rows,
     prepared_or_error,
     record,
@@ -168,7 +169,7 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
     config.validate()
     check_inputs(config.inputs)
     paths = image_paths(config)
-    local = Classifier(config.model, "cpu", precision=config.precision)  # labels and a check that it loads
+    local, notes = load_classifier(config.model, "cpu", precision=config.precision)  # labels; a check it loads
     if config.top_k > len(local.labels):
         raise ConfigError(f"--top-k must be from 1 to {len(local.labels)} for this model, got {config.top_k}")
     fmt = config.row_format() if config.output else None
@@ -223,6 +224,7 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
         format=fmt,
         decode_workers=actors,
         first_error=first_error,
+        warnings=notes,
         results=tuple(kept),
     )
 

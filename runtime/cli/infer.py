@@ -146,8 +146,8 @@ def main(
 
 
 def _finish(report: InferReport, fmt: str, allow_errors: bool) -> None:
-    if report.fallback_reason:
-        click.echo(f"warning: {report.fallback_reason}", err=True)
+    for note in report.warnings:
+        click.echo(f"warning: {note}", err=True)
     if report.output is None:
         click.echo(report.render(fmt))
     else:
