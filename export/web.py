@@ -16,7 +16,6 @@ Serve it with ``nin-serve --web DIR`` (cross-origin isolation, so WebAssembly ge
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime.bundle import open_bundle
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import ConfigError
-from nin_edge.runtime.core.files import check_replaceable_folder, replace_folder, sha256_file
+from nin_edge.runtime.core.files import FolderRules, atomic_folder, check_replaceable_folder, sha256_file
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.preprocess import MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS
@@ -42,6 +41,21 @@ FORMAT = "nin-edge-web"
 FORMAT_VERSION = 1
 #: Precisions the browser runs well on WebAssembly's CPU kernels (FP16 has none worth shipping).
 WEB_PRECISIONS = ("fp32", "int8")
+
+
+def web_files(folder: Path) -> dict[str, str]:
+    """What nin-edge wrote into a web folder, as its ``nin-edge.json`` lists it: file name -> sha256."""
+    try:
+        listed = json.loads((folder / DESCRIPTOR).read_text())["files"]
+        return {str(name): str(digest) for name, digest in listed.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"web folder '{folder}': its {DESCRIPTOR} is not readable ({exc}); not replacing it"
+        ) from None
+
+
+#: A web folder may be replaced only when it holds nothing but what its nin-edge.json lists.
+WEB_FOLDER = FolderRules(record=DESCRIPTOR, listed=web_files, what="web")
 
 
 def web_card_section() -> str:
@@ -139,7 +153,7 @@ def check_web_target(folder: Path) -> None:
     """Refuse a target that exists and is not a web folder nin-edge wrote (it is never overwritten)."""
     if not str(folder):
         raise ConfigError("web target: no output folder given")
-    check_replaceable_folder(folder, DESCRIPTOR, "web folder")
+    check_replaceable_folder(folder, WEB_FOLDER)
 
 
 @dataclass(frozen=True)
@@ -273,11 +287,7 @@ def write_web(config: WebConfig) -> WebSummary:
         models, metas = {precision: models["model"]}, {precision: metas["model"]}
     if "fp32" not in models:
         raise ConfigError(f"web target: '{source}' has no fp32 model; the page starts with it")
-    tmp = target.resolve().parent / f".{target.name}.nin-edge-{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_folder(target, WEB_FOLDER) as tmp:
         shipped = {}
         for p, path in models.items():
             shipped[p] = tmp / path.name
@@ -287,12 +297,10 @@ def write_web(config: WebConfig) -> WebSummary:
         for name in ORT_WEB_FILES:
             shutil.copyfile(dist / name, tmp / name)
         desc = descriptor(metas, shipped, card)
+        # Every file with its sha256: what may be replaced by the next export (and nothing else).
+        desc["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / DESCRIPTOR).write_text(json.dumps(desc, indent=2) + "\n")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        replace_folder(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return WebSummary(
         folder=str(target),
         models={p: path.name for p, path in shipped.items()},

@@ -118,7 +118,7 @@ def test_web_target_refusals(tiny_nin_path, tmp_path):
         write_web(WebConfig(source=str(tmp_path / "missing.onnx"), folder=str(folder)))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="is not empty and holds no nin-edge.json: not replacing it"):
+    with pytest.raises(ConfigError, match="web folder '.*mine' exists, is not empty and holds no nin-edge.json"):
         write_web(WebConfig(source=str(tiny_nin_path), folder=str(tmp_path / "mine")))
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert not folder.exists() and [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temporaries left
@@ -128,13 +128,21 @@ def test_web_target_refusals(tiny_nin_path, tmp_path):
         check_web_options(folder, ("int4",), None)
 
 
-def test_a_web_folder_is_replaced_whole(tiny_nin_path, tmp_path):
+def test_a_web_folder_is_replaced_whole_and_only_when_it_holds_what_nin_edge_wrote(tiny_nin_path, tmp_path):
     folder = tmp_path / "site"
     write_web(WebConfig(source=str(tiny_nin_path), folder=str(folder)))
-    (folder / "stale.txt").write_text("from before")
-    write_web(WebConfig(source=str(tiny_nin_path), folder=str(folder)))
-    assert not (folder / "stale.txt").exists() and (folder / DESCRIPTOR).is_file()
+    listed = json.loads((folder / DESCRIPTOR).read_text())["files"]
+    assert set(listed) == {p.name for p in folder.iterdir()} - {DESCRIPTOR}
+    write_web(WebConfig(source=str(tiny_nin_path), folder=str(folder)))  # replaced: nothing else was there
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds 'notes.txt', which its nin-edge.json does not list: not replacing it"):
+        write_web(WebConfig(source=str(tiny_nin_path), folder=str(folder)))
+    (folder / "notes.txt").unlink()
+    (folder / "index.html").write_text("<p>edited</p>")
+    with pytest.raises(ConfigError, match="'index.html' was changed since it was written"):
+        write_web(WebConfig(source=str(tiny_nin_path), folder=str(folder)))
+    assert (folder / "index.html").read_text() == "<p>edited</p>"
 
 
 # -- the server ---------------------------------------------------------------------------------

@@ -320,37 +320,3 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def check_replaceable_folder(folder: Path, marker: str, what: str) -> None:
-    """Refuse a destination folder nin-edge may not write: a file, a non-empty folder without
-    ``marker`` (the file that says nin-edge wrote it; anything else is never replaced), or one
-    whose parent does not exist. ``what`` names it in the messages."""
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{what} '{folder}' exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / marker).is_file():
-        raise ConfigError(
-            f"{what} '{folder}' exists, is not empty and holds no {marker}: not replacing it; "
-            "remove it or choose another folder"
-        )
-    if not folder.resolve().parent.is_dir():
-        raise ConfigError(f"{what}'s parent folder '{folder.resolve().parent}' does not exist")
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Put the finished folder ``new`` (a sibling of ``target``) in ``target``'s place.
-
-    The old folder is renamed aside first and removed only after ``new`` took its name, so a
-    failure at any point leaves one complete folder under ``target``.
-    """
-    if not target.exists():
-        new.rename(target)
-        return
-    old = new.with_name(new.name + ".old")
-    target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    shutil.rmtree(old)
