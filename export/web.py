@@ -165,6 +165,8 @@ class WebSummary(Report):
     onnxruntime_web: str
     files: dict[str, int]
     seconds: float
+    #: Models of the source that were not shipped, and why (never dropped silently).
+    not_shipped: tuple[str, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -182,6 +184,7 @@ class WebSummary(Report):
             ("time", f"{self.seconds:.1f} s"),
             ("serve it", f"nin-serve --web {self.folder}"),
         ]
+        pairs += [("not shipped", note) for note in self.not_shipped]
         return format_pairs(pairs) + "\n\n" + format_table(self.rows())
 
 
@@ -209,6 +212,24 @@ def _sources(source: Path) -> tuple[dict[str, Path], dict[str, Path], dict[str, 
         }
         return models, onnx, card
     return {"model": source}, {"model": source}, {}
+
+
+def _not_shipped(source: Path, shipped: dict[str, Path]) -> tuple[str, ...]:
+    """Why each model of a bundle that the web folder leaves out was left out."""
+    if not source.is_dir():
+        return ()
+    notes = []
+    for key in open_bundle(source).precisions:
+        if key in shipped:
+            continue
+        if key.startswith("int8."):
+            why = (
+                "per-CPU-class INT8 models are for native onnxruntime; export with --bundle-precisions int8 for the web"
+            )
+        else:
+            why = f"the web target ships {' and '.join(WEB_PRECISIONS)} only"
+        notes.append(f"{key}: {why}")
+    return tuple(notes)
 
 
 def _metadata(models: dict[str, Path]) -> dict[str, ModelMetadata]:
@@ -307,4 +328,5 @@ def write_web(config: WebConfig) -> WebSummary:
         onnxruntime_web=desc["onnxruntime_web"],
         files=files,
         seconds=time.perf_counter() - start,
+        not_shipped=_not_shipped(source, models),
     )

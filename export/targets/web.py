@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from nin_edge.runtime.int8 import Int8Target
 
 from ..bundle import build_bundle
 from ..web import WebConfig, WebSummary, check_web_options, write_web
@@ -39,6 +41,9 @@ class WebTarget:
         check_web_options(out, options.precisions, options.ort_web)
 
     def write(self, model: VerifiedModel, options: WebOptions, out: Path) -> WebSummary:
+        # Browsers run INT8 on WebAssembly, which has no VNNI: the INT8 model takes the recipe that
+        # runs correctly on every CPU (7-bit weights), whatever this machine's class is.
+        model = replace(model, config=replace(model.config, int8_target=Int8Target.X86_AVX2.value))
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.bundle-", dir=out.resolve().parent))
         try:
             build_bundle(model, options.precisions, staging / "bundle")
