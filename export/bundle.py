@@ -42,6 +42,7 @@ from nin_edge.runtime.session import plain_session
 
 from .pipeline import ExportConfig, ExportSummary, VerifiedModel, median_ms, verify_export
 from .precision import load_images, resolve_target
+from .web import web_card_section
 
 FILE_OF = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 MOBILE = "model.mobile.onnx"
@@ -342,7 +343,7 @@ def _manifest(
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "toolkit_version": toolkit_version(),
         "onnxruntime_version": ort.__version__,
-        "machine": _machine(),
+        "machine": machine_description(),
         "source": {"weights": fp32.weights, "params": fp32.params, "macs_per_image": fp32.macs},
         "training": _training(config, fp32),
         "opset": fp32.opset,
@@ -383,7 +384,7 @@ def _manifest(
     }
 
 
-def _machine() -> str:
+def machine_description() -> str:
     import platform
 
     cpu = cpu_model() or platform.processor() or platform.machine()
@@ -484,6 +485,8 @@ Java / Kotlin (Android, `com.microsoft.onnxruntime:onnxruntime-android`):
 `model.mobile.ort` (add NNAPI with `options.addNnapi()`); `OnnxTensor input = OnnxTensor.createTensor(env,
 FloatBuffer.wrap(pixels), new long[]{{1, {c}, {s}, {s}}});` then `session.run(Map.of("{inp["name"]}", input))`
 and read `float[1][{len(m["labels"])}]` from output `{out["name"]}`.
+
+{web_card_section()}
 
 ## Licence
 

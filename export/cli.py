@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+import json
+from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,10 +15,12 @@ from nin_edge.runtime.core.errors import ConfigError
 
 from .bundle import write_bundle
 from .inspect import inspect_path
-from .pipeline import ExportConfig, run_export
+from .pipeline import Deploy, ExportConfig, run_export
 from .precision import OLD_TARGETS, RECIPES, CalibrationMethod, Fp32Layers, Int8Target, Int8Types, ReduceRange
 from .steps import MAX_OPSET, MIN_OPSET
+from .targets.web import WebOptions
 from .triton import InstanceKind, TritonOptions
+from .web import WEB_PRECISIONS, WebConfig, check_web_options, write_web
 
 _DEFAULTS = ExportConfig()
 _TRITON = TritonOptions()
@@ -179,6 +183,25 @@ class _Int8TargetChoice(click.Choice):
     help="With --bundle: one INT8 model per machine class (e.g. x86-avx2,x86-vnni), model.int8.CLASS.onnx; "
     "Classifier(DIR, precision='int8') takes the one for its CPU.",
 )
+@click.option(
+    "--web",
+    type=click.Path(),
+    default=None,
+    help="Also write a web folder here: a page and an ES module that run the model in a browser (WebAssembly) "
+    "and in Node; serve it with nin-serve --web. With --bundle it ships the bundle's fp32 and int8 models.",
+)
+@click.option(
+    "--web-precisions",
+    type=CommaList(str),
+    default=None,
+    help="Precisions the web folder offers [default: fp32] (fp32 always; int8 needs --calibration-data).",
+)
+@click.option(
+    "--ort-web",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="onnxruntime-web's dist folder [default: web/node_modules/onnxruntime-web/dist after `npm ci` in web/].",
+)
 @format_option(OutputFormat.TABLE, OutputFormat.JSON)
 @one_line_errors
 def main(
@@ -186,6 +209,9 @@ def main(
     bundle: str | None,
     bundle_precisions: tuple[str, ...],
     int8_targets: tuple[str, ...] | None,
+    web: str | None,
+    web_precisions: tuple[str, ...] | None,
+    ort_web: str | None,
     **options: Any,
 ) -> None:
     """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
@@ -193,11 +219,25 @@ def main(
     triton = {f.name: options.pop(f.name) for f in fields(TritonOptions)}
     triton["preferred_batch_sizes"] = triton["preferred_batch_sizes"] or ()
     config = ExportConfig(**options, triton=TritonOptions(**triton))
+    if web is None and (web_precisions or ort_web):
+        raise ConfigError("--web-precisions and --ort-web shape the web folder: give --web DIR too")
     if bundle is None:
         if int8_targets:
             raise ConfigError("--int8-targets is for --bundle; for one file give --int8-target")
+        if web is not None:
+            precisions = tuple(web_precisions or ("fp32",))
+            for p in precisions:  # each precision's options as its export will run them
+                replace(config, precision=p).validate()
+            web_target = Deploy("web", web, WebOptions(precisions=precisions, ort_web=ort_web))
+            config = replace(config, deploy=(*config.deploy, web_target))
         click.echo(run_export(config).render(fmt))
         return
+    if web is not None:
+        if web_precisions:
+            raise ConfigError(
+                "with --bundle, the web folder ships the bundle's fp32 and int8 models: give --bundle-precisions"
+            )
+        check_web_options(Path(web), tuple(p for p in bundle_precisions if p in WEB_PRECISIONS), ort_web)
     for flag, given in (("--output", config.output), ("--triton-repo", config.triton_repo)):
         if given:
             raise ConfigError(f"{flag} and --bundle exclude each other: the bundle names its own files")
@@ -205,10 +245,19 @@ def main(
         raise ConfigError("with --bundle, give the precisions with --bundle-precisions, not --precision")
     if int8_targets and "int8" not in bundle_precisions:
         raise ConfigError("--int8-targets needs int8 in --bundle-precisions")
-    summary = write_bundle(
+    written = write_bundle(
         config=config, folder=bundle, precisions=tuple(bundle_precisions), int8_targets=tuple(int8_targets or ())
     )
-    click.echo(summary.render(fmt))
+    if web is None:
+        click.echo(written.render(fmt))
+        return
+    site = write_web(WebConfig(source=bundle, folder=web, ort_web=ort_web))
+    if fmt == OutputFormat.JSON:
+        click.echo(
+            json.dumps({"bundle": json.loads(written.render(fmt)), "web": json.loads(site.render(fmt))}, indent=2)
+        )
+    else:
+        click.echo(written.render(fmt) + "\n\n" + site.render(fmt))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,7 +17,7 @@ def test_every_module_of_the_package_is_a_registered_target():
     package = Path(__file__).resolve().parents[1] / "export" / "targets"
     modules = {p.stem for p in package.glob("*.py")} - {"__init__", "base"}
     found = targets()
-    assert set(found) == {"bundle", "onnx", "triton"} and modules == set(found)
+    assert set(found) == {"bundle", "onnx", "triton", "web"} and modules == set(found)
     for name, target in found.items():
         assert isinstance(target, Target) and target.name == name
         assert dataclasses.is_dataclass(target.options_type)
@@ -25,8 +25,10 @@ def test_every_module_of_the_package_is_a_registered_target():
 
 
 def test_an_unknown_target_is_refused_with_the_known_ones():
-    with pytest.raises(ConfigError, match="deploy target 'web' is not known; expected one of bundle, onnx, triton"):
-        get_target("web")
+    with pytest.raises(
+        ConfigError, match="deploy target 'tflite' is not known; expected one of bundle, onnx, triton, web"
+    ):
+        get_target("tflite")
 
 
 @pytest.mark.slow
@@ -61,7 +63,7 @@ def test_a_library_caller_adds_targets_to_an_export_without_touching_the_pipelin
 
 def test_an_unknown_or_mistyped_extra_target_is_refused_before_any_work(tmp_path):
     config = ExportConfig(output=str(tmp_path / "n.onnx"))
-    with pytest.raises(ConfigError, match="deploy target 'web' is not known"):
-        dataclasses.replace(config, deploy=(Deploy("web", str(tmp_path / "site")),)).validate()
+    with pytest.raises(ConfigError, match="deploy target 'tflite' is not known"):
+        dataclasses.replace(config, deploy=(Deploy("tflite", str(tmp_path / "m.tflite")),)).validate()
     with pytest.raises(ConfigError, match="deploy target 'onnx' takes OnnxOptions, got dict"):
         dataclasses.replace(config, deploy=(Deploy("onnx", str(tmp_path / "c.onnx"), {}),)).validate()

@@ -1,19 +1,28 @@
-"""``nin-serve``: serve an exported model with a real Triton Inference Server (PyTriton)."""
+"""``nin-serve``: serve an exported model with a real Triton Inference Server (PyTriton), or a web folder."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
 
+from ..core.errors import ConfigError
 from ..serving.triton import ServeConfig, serve
-from .common import one_line_errors, provider_option
+from ..serving.web import WebServeConfig, serve_web
+from .common import Terminated, one_line_errors, provider_option
 
 _S = ServeConfig()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", type=click.Path())
+@click.argument("model", type=click.Path(), required=False, default="")
+@click.option(
+    "--web",
+    type=click.Path(),
+    default=None,
+    help="Serve this web folder (nin-export's web target) instead, cross-origin isolated for WebAssembly threads.",
+)
 @click.option("--name", default=None, help="Model name on the server [default: the model's own name].")
 @click.option("--host", default=_S.host, show_default=True, help="Address to bind; 0.0.0.0 exposes the server.")
 @click.option("--http-port", type=int, default=_S.http_port, show_default=True)
@@ -32,6 +41,20 @@ _S = ServeConfig()
     "--batch-log", type=click.Path(dir_okay=False), default=None, help="Append each executed batch size to this file."
 )
 @one_line_errors
-def main(**options: Any) -> None:
-    """Serve MODEL with a real Triton Inference Server (PyTriton) until interrupted."""
-    serve(ServeConfig(**options), ready=lambda message: click.echo(message, err=True))
+def main(web: str | None, **options: Any) -> None:
+    """Serve MODEL with a real Triton Inference Server (PyTriton), or a web folder (--web), until interrupted."""
+
+    def say(message: str) -> None:
+        click.echo(message, err=True)
+
+    if web is not None:
+        if options["model"]:
+            raise ConfigError("give MODEL (Triton) or --web DIR (a web folder), not both")
+        config = WebServeConfig(web=web, host=options["host"], http_port=options["http_port"])
+        with contextlib.suppress(KeyboardInterrupt, Terminated):  # a stop asked for is a clean exit, as for Triton
+            serve_web(config, ready=say)
+        say("stopped")
+        return
+    if not options["model"]:
+        raise ConfigError("give the MODEL to serve, or --web DIR to serve a web folder")
+    serve(ServeConfig(**options), ready=say)
