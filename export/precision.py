@@ -29,7 +29,7 @@ from nin_edge.runtime.core.metadata import ModelMetadata, Preprocessing
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report
 from nin_edge.runtime.int8 import Int8Target, cpu_class
-from nin_edge.runtime.preprocess import preprocess_image, read_image
+from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, preprocess_image, read_image
 from onnxruntime.quantization import CalibrationDataReader
 
 from .inspect import layer_table
@@ -72,7 +72,6 @@ class ReduceRange(Choice):
     OFF = "off"
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Per-channel QDQ needs opset 13 (the axis attribute of QuantizeLinear).
 MIN_INT8_OPSET = 13
 
