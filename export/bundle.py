@@ -305,11 +305,11 @@ def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float |
     images = load_images(
         config.eval_data,
         size=cfg.size,
-        channels=cfg.in_channels,
+        channels=cfg.card().in_channels,
         limit=config.eval_size,
         split="test",
         seed=cfg.seed,
-        pre=model_card(config.model).preprocessing,
+        pre=cfg.card().preprocessing,
     )
     if images.labels is None:
         return {p: None for p in paths}

@@ -310,11 +310,12 @@ def _duplicates(files: list[_File]) -> list[tuple[_File, _File]]:
     return pairs
 
 
-def _stratified_val(files: list[_File], fraction: float, seed: int) -> set[str]:
+def _stratified_val(files: list[_File], fraction: float, seed: int, root: Path) -> set[str]:
     """Paths held out for validation: per class, the ``fraction`` of files ranked first by a seeded hash.
 
-    A hash of (seed, name) rather than a shuffled list, so adding images to a class moves few others.
-    At least one image per class is held out and at least one kept for training.
+    A hash of (seed, path below ``root``) rather than a shuffled list, so adding images to a class
+    moves few others, and moving the data folder moves none. At least one image per class is held
+    out and at least one kept for training.
     """
     by_class: dict[str, list[str]] = defaultdict(list)
     for f in files:
@@ -323,7 +324,7 @@ def _stratified_val(files: list[_File], fraction: float, seed: int) -> set[str]:
     for paths in by_class.values():
         if len(paths) < 2:
             continue
-        ranked = sorted(paths, key=lambda p: hashlib.sha1(f"{seed}:{os.path.basename(p)}:{p}".encode()).hexdigest())
+        ranked = sorted(paths, key=lambda p: hashlib.sha1(f"{seed}:{os.path.relpath(p, root)}".encode()).hexdigest())
         n = min(len(paths) - 1, max(1, round(fraction * len(paths))))
         held.update(ranked[:n])
     return held
@@ -422,7 +423,7 @@ def open_data(
     index = {c: i for i, c in enumerate(class_list)}
     split_record: dict = {"kind": kind}
     if not any(f.split == "val" for f in good):
-        held = _stratified_val([f for f in good if f.split == "train"], val_fraction, seed)
+        held = _stratified_val([f for f in good if f.split == "train"], val_fraction, seed, base)
         good = [replace(f, split="val") if f.path in held else f for f in good]
         split_record.update(val_fraction=float(val_fraction), seed=int(seed), val_sha256=_digest(sorted(held), base))
     splits = {}

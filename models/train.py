@@ -248,19 +248,24 @@ def _save(path: str, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def _check_resumable(config: TrainConfig, saved: dict, data: LabelledData, card: TrainedCard | None) -> None:
-    """Refuse to continue a run with another model, optimiser, input, classes or split: the saved
-    state would not fit, or the held-out images would not be the ones the run was scored on."""
+def _check_recipe(config: TrainConfig, saved: dict) -> None:
+    """Refuse to continue a run with another model, optimiser, input size or split fraction (before
+    any data is read): the saved state would not fit, or other images would be held out."""
     recipe = saved.get("recipe")
-    if isinstance(recipe, dict):
-        for key in ("model", "optimizer", "input_size"):
-            value = recipe.get(key, recipe.get("image_size")) if key == "input_size" else recipe.get(key)
-            if value is not None and value != getattr(config, key):
-                flag = "--" + key.replace("_", "-")
-                raise ConfigError(
-                    f"checkpoint '{config.resume}' was trained with {flag} {value}, not {getattr(config, key)}; "
-                    f"resume with {flag} {value}, or start a new run (--init-from takes its weights)"
-                )
+    if not isinstance(recipe, dict):
+        return  # checkpoints without a recipe are checked key by key when their state loads
+    for key in ("model", "optimizer", "input_size", "val_fraction"):
+        value = recipe.get(key, recipe.get("image_size")) if key == "input_size" else recipe.get(key)
+        if value is not None and value != getattr(config, key):
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"checkpoint '{config.resume}' was trained with {flag} {value}, not {getattr(config, key)}; "
+                f"resume with {flag} {value}, or start a new run (--init-from takes its weights)"
+            )
+
+
+def _check_resumable(config: TrainConfig, saved: dict, data: LabelledData, card: TrainedCard | None) -> None:
+    """Refuse to continue a run on other classes, channels or held-out images than it was trained on."""
     if card is not None:
         data.check_classes(card.labels, f"checkpoint '{config.resume}'")
         if config.channels is not None and config.channels != card.in_channels:
@@ -413,6 +418,8 @@ def best_path(output: str) -> str:
 
 def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainResult:
     resume_state = _read_training_checkpoint(config.resume) if config.resume else None
+    if resume_state is not None:
+        _check_recipe(config, resume_state)
     resumed_card = checkpoint_card(resume_state, config.resume) if resume_state is not None else None
     recorded = resume_state.get("data") if resume_state is not None else None
     split_options = recorded if isinstance(recorded, dict) and "val_fraction" in recorded else {}
