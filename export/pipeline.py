@@ -200,6 +200,8 @@ class ExportConfig:
         if not isinstance(self.atol, (int, float)) or not math.isfinite(self.atol) or self.atol <= 0:
             raise ConfigError(f"atol must be a positive number, got {self.atol!r}")
         check_seed(self.seed)
+        if self.weights and self.random_init:
+            raise ConfigError("--weights and --random-init exclude each other; give one")
         resolved = self.resolved()
         channels = resolved.in_channels
         if isinstance(channels, int) and channels > 0:  # else the model builder says what is wrong
@@ -220,8 +222,6 @@ class ExportConfig:
                 )
             CalibrationMethod.check(self.calibration_method, "calibration method")
             self.int8_recipe()
-        if self.weights and self.random_init:
-            raise ConfigError("--weights and --random-init exclude each other; give one")
         if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
             raise ConfigError(f"min agreement must be in [0, 1], got {self.min_agreement!r}")
         if self.max_accuracy_drop is not None:

@@ -241,7 +241,7 @@ def _commands():
         "nin-eval": (eval_main, lambda m, d, t: ["--data", d, "--onnx", m]),
         "nin-bench": (bench_cli, lambda m, d, t: ["--model-path", m, "--output", t / "b.json"]),
         "nin-serve": (serve_cli, lambda m, d, t: [m]),
-        "gpu_check": (gpu_check_cli, lambda m, d, t: ["--data-dir", d]),
+        "gpu_check": (gpu_check_cli, lambda m, d, t: ["--data", d]),
         "serving bench": (serving_cli, lambda m, d, t: [m]),
     }
 
