@@ -288,8 +288,10 @@ def test_folder_to_bundle_to_infer_with_the_folders_class_names(tmp_path):
     assert clf.labels == CLASSES and clf.input_shape == (3, SIZE, SIZE)
     assert clf.metadata.preprocessing.color == "rgb"
 
-    onnx_path = tmp_path / "parts.onnx"
-    assert run_cli(export_cli, ["--weights", ckpt, "--output", onnx_path, "--check-batch-sizes", 1]).exit_code == 0
+    onnx_path, triton = tmp_path / "parts.onnx", tmp_path / "triton"
+    args = ["--weights", ckpt, "--output", onnx_path, "--check-batch-sizes", 1, "--triton-repo", triton]
+    assert run_cli(export_cli, args).exit_code == 0
+    assert (triton / "nin" / "labels.txt").read_text().split() == list(CLASSES)
     inferred = run_cli(infer_main, [onnx_path, data / "nut" / "nut3.png", "--top-k", 3])
     assert inferred.exit_code == 0, inferred.stderr
     assert all(name in inferred.stdout for name in CLASSES) and "class_0" not in inferred.stdout
@@ -345,3 +347,68 @@ def test_training_config_refuses_bad_new_options(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace(")", "\\)")):
             train(TrainConfig(data=str(tmp_path), output=str(tmp_path / "c.pt"), **{field: value}))
+
+
+def test_scan_progress_bar_redraws_only_on_a_terminal(monkeypatch):
+    import io
+
+    from nin_edge.models.cli import _ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, frames in ((Terminal(), 2), (io.StringIO(), 0)):
+        monkeypatch.setattr("sys.stderr", stream)
+        bar = _ProgressBar()
+        bar.scan(256, 300)
+        bar.scan(300, 300)
+        assert stream.getvalue().count("\r") == frames
+        assert stream.getvalue().endswith("300/300\n" if frames else "checked 300 image files\n")
+
+
+def test_split_survives_moving_the_folder_and_manifest_split_column(tmp_path):
+    import shutil
+
+    data = open_data(make_folder(tmp_path / "a", per_class=10))
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    moved = open_data(tmp_path / "b")
+    assert moved.split_record["val_sha256"] == data.split_record["val_sha256"]
+    path = make_manifest(tmp_path / "m")
+    lines = path.read_text().splitlines()
+    path.write_text(
+        "path,label,split\n" + "".join(f"{line},{'test' if i % 5 == 0 else ''}\n" for i, line in enumerate(lines[1:]))
+    )
+    data = open_data(path)
+    assert len(data.split("test")) == 3 and data.eval_split == "test" and len(data.split("val")) == 3
+
+
+def test_augment_keeps_shapes_is_seeded_and_flips_exactly():
+    from nin_edge.models.train import augment
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    for kind in ("crop", "translate"):
+        a = augment(x.clone(), kind, True, torch.Generator().manual_seed(1))
+        b = augment(x.clone(), kind, True, torch.Generator().manual_seed(1))
+        assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+    flipped = augment(x.clone(), "none", True, torch.Generator().manual_seed(0))
+    assert all(torch.equal(f, o) or torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x, strict=True))
+    assert torch.equal(augment(x.clone(), "none", False, torch.Generator()), x)
+
+
+@pytest.mark.slow
+def test_early_stopping_best_checkpoint_class_weights_and_data_statistics(tmp_path):
+    data = make_folder(tmp_path / "parts", per_class=4)
+    ckpt = tmp_path / "c.pt"
+    args = ["--data", data, "--output", ckpt, *FAST, "--lr", "1e-12", "--epochs", 5, "--patience", 1]
+    result = run_cli(train_main, [*args, "--balance", "weights", "--normalize", "data", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["history"]) == 2  # no better after epoch 2 with a vanishing learning rate: stopped
+    assert any("stopped early after epoch 2" in n for n in report["notes"])
+    best = torch.load(report["best"], weights_only=True)
+    assert best["epoch"] == 1
+    pre = torch.load(ckpt, weights_only=True)["card"]["preprocessing"]
+    # One red, one green and one blue class: each channel is 200 on a third of the images, else 40.
+    assert pre["mean"] == pytest.approx([(200 + 40 + 40) / 3 / 255] * 3, abs=0.03)
+    assert pre["std"] == pytest.approx([0.29] * 3, abs=0.03)
