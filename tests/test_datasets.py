@@ -283,7 +283,14 @@ def test_folder_to_bundle_to_infer_with_the_folders_class_names(tmp_path):
     exported = run_cli(export_cli, ["--weights", ckpt, "--bundle", bundle, "--check-batch-sizes", "1,2"])
     assert exported.exit_code == 0, exported.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["labels"] == list(CLASSES)
+    assert manifest["labels"] == list(CLASSES) and manifest["preprocessing"]["color"] == "rgb"
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "Labels: 0 bolt, 1 nut, 2 washer." in card and "convert to rgb" in card
+    assert (
+        "Data: parts (folder, 3 classes). Trained with `nin-train`" in card
+        and str(tmp_path) not in card
+        and "nin-train, 2 epoch(s), from pretrained" in card
+    )
     clf = Classifier(bundle / "model.onnx") if (bundle / "model.onnx").exists() else Classifier(bundle)
     assert clf.labels == CLASSES and clf.input_shape == (3, SIZE, SIZE)
     assert clf.metadata.preprocessing.color == "rgb"
