@@ -152,6 +152,12 @@ def _epoch_line(s: EpochStats) -> None:
     "--workers", type=int, default=_T.workers, show_default=True, help="DataLoader processes decoding image files."
 )
 @click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep each decoded, resized image here as a tensor, for later epochs (small images: saves decoding).",
+)
+@click.option(
     "--patience",
     type=int,
     default=_T.patience,

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from nin_edge.runtime.core.errors import ConfigError, InputError
+from nin_edge.runtime.core.files import atomic_output
 from nin_edge.runtime.core.metadata import Preprocessing
 from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, check_image_size, preprocess_image, read_image
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -489,19 +490,43 @@ def check_same_split(data: LabelledData, record: object, what: str, *, strict: b
 
 
 class _FileDataset(Dataset):
-    """Decodes and preprocesses one image per item, in a worker; a bad file gives label -1, not a crash."""
+    """Decodes and preprocesses one image per item, in a worker; a bad file gives label -1, not a crash.
 
-    def __init__(self, samples: Samples, channels: int, size: int, pre: Preprocessing) -> None:
-        self.samples, self.channels, self.size, self.pre = samples, channels, size, pre
+    With ``cache`` each model-ready tensor is kept as a ``.npy`` file there, named by a digest of the
+    file's path, size and modification time and of the preprocessing, so a changed image or another
+    input size is decoded afresh; later epochs read the tensor instead of decoding and resizing.
+    """
+
+    def __init__(
+        self, samples: Samples, channels: int, size: int, pre: Preprocessing, cache: Path | None = None
+    ) -> None:
+        self.samples, self.channels, self.size, self.pre, self.cache = samples, channels, size, pre, cache
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _cached(self, i: int) -> Path | None:
+        if self.cache is None:
+            return None
+        path = self.samples.paths[i]
+        st = os.stat(path)
+        key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{self.channels}|{self.size}|{self.pre}"
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.cache / digest[:2] / f"{digest}.npy"
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         try:
+            cached = self._cached(i)
+            if cached is not None and cached.is_file():
+                return torch.from_numpy(np.load(cached)), int(self.samples.labels[i]), i
             x = preprocess_image(
                 self.samples.raw(i), channels=self.channels, size=self.size, pre=self.pre, where=self.samples.paths[i]
             )
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_output(cached) as tmp:  # workers may race; each rename is whole
+                    with open(tmp, "wb") as f:
+                        np.save(f, x)
             return torch.from_numpy(x), int(self.samples.labels[i]), i
         except InputError:
             # Refused or skipped by the caller, which knows the file's name from the index.
@@ -525,6 +550,7 @@ class Batches:
         generator: torch.Generator | None = None,
         sampler: Sampler | Sequence[int] | None = None,
         strict: bool = False,
+        cache: str | os.PathLike | None = None,
     ) -> None:
         self.samples, self.channels, self.size, self.pre, self.strict = samples, channels, size, pre, strict
         self.failed: list[str] = []
@@ -534,7 +560,7 @@ class Batches:
             )
             workers = 0  # in memory already; batches are resized in one call below
         else:
-            dataset = _FileDataset(samples, channels, size, pre)
+            dataset = _FileDataset(samples, channels, size, pre, Path(cache) if cache else None)
         self.loader = DataLoader(
             dataset,
             batch_size=batch_size,

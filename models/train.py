@@ -112,6 +112,7 @@ class TrainConfig:
     channels: int | None = None
     workers: int = 2
     strict: bool = False
+    cache_dir: str | None = None
     patience: int = 0
     seed: int = 0
     device: str = "auto"
@@ -499,6 +500,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
         "pre": card.preprocessing,
         "workers": config.workers,
         "strict": config.strict,
+        "cache": config.cache_dir,
     }
     held_index = list(range(ddp.rank, len(held_samples), ddp.world_size))
     held_batches = Batches(held_samples, batch_size=256, sampler=held_index, **batch_options)

@@ -419,3 +419,22 @@ def test_early_stopping_best_checkpoint_class_weights_and_data_statistics(tmp_pa
     # One red, one green and one blue class: each channel is 200 on a third of the images, else 40.
     assert pre["mean"] == pytest.approx([(200 + 40 + 40) / 3 / 255] * 3, abs=0.03)
     assert pre["std"] == pytest.approx([0.29] * 3, abs=0.03)
+
+
+def test_cache_keeps_decoded_tensors_and_is_read_instead_of_the_files(tmp_path, monkeypatch):
+    import nin_edge.models.datasets as datasets
+
+    data = open_data(make_folder(tmp_path / "d"))
+    pre = Preprocessing(color="rgb", mean=(0.0,) * 3, std=(1.0,) * 3)
+    options = {"channels": 3, "size": 16, "pre": pre, "batch_size": 64, "cache": tmp_path / "cache"}
+    (first, _), *_ = list(Batches(data.split("train"), **options))
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == len(data.split("train"))
+
+    def no_decoding(path, max_pixels=None):
+        raise InputError(f"decoded {path}")
+
+    monkeypatch.setattr(datasets, "read_image", no_decoding)
+    (again, _), *_ = list(Batches(data.split("train"), **options))
+    assert torch.equal(first, again)  # read from the cache, nothing decoded
+    resized = Batches(data.split("train"), **{**options, "size": 20})
+    assert list(resized) == [] and len(resized.failed) == len(data.split("train"))  # another size: not cached
