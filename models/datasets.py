@@ -184,8 +184,13 @@ def _walk_class(folder: Path, seen_dirs: set[tuple[int, int]]) -> tuple[list[str
     return images, others
 
 
+def _folders(folder: Path) -> list[str]:
+    """Subfolder names, sorted, leaving out hidden ones (``.ipynb_checkpoints``, ``.git``): never classes."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _scan_folder(root: Path) -> tuple[list[_File], list[str]]:
-    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir())
+    subdirs = _folders(root)
     layout = [s for s in subdirs if s in SPLITS]
     if "train" in layout and set(subdirs) <= set(SPLITS):
         split_roots = {s: root / s for s in layout}
@@ -197,14 +202,17 @@ def _scan_folder(root: Path) -> tuple[list[_File], list[str]]:
     else:
         split_roots = {"train": root}
     files: list[_File] = []
-    ignored: list[str] = []
+    # Files beside the class folders belong to no class; they are named, not guessed at.
+    ignored: list[str] = [str(p) for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")]
     seen_dirs: set[tuple[int, int]] = set()
     for split, folder in split_roots.items():
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        classes = _folders(folder)
         if not classes:
             raise ConfigError(
                 f"'{folder}' has no class subfolders; put each class's images in a subfolder named after the class"
             )
+        if folder != root:
+            ignored += [str(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
         for name in classes:
             images, others = _walk_class(folder / name, seen_dirs)
             ignored += others
@@ -368,7 +376,9 @@ def open_data(
         files, ignored = _scan_folder(root)
         base = root
         if ignored:
-            notes.append(f"ignored {len(ignored)} file(s) without an image suffix: {_shown(ignored)}")
+            notes.append(
+                f"ignored {len(ignored)} file(s) outside class folders or without an image suffix: {_shown(ignored)}"
+            )
     train_labels = {f.label for f in files if f.split == "train"}
     class_list = tuple(classes) if classes is not None else _natural_order(train_labels)
     for split in ("val", "test"):

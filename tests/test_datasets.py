@@ -150,6 +150,10 @@ def test_unreadable_files_are_skipped_with_names_or_refused_with_strict(tmp_path
     skipped = next(n for n in data.notes if n.startswith("skipped 2 unreadable"))
     assert "broken.png" in skipped and "cut.png" in skipped
     assert any("notes.txt" in n and "without an image suffix" in n for n in data.notes)
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # hidden folders are never classes
+    (tmp_path / "stray.png").write_bytes(good)  # beside the class folders: in no class
+    data = open_data(tmp_path)
+    assert data.classes == CLASSES and any("stray.png" in n and "outside class folders" in n for n in data.notes)
     assert all("broken" not in p for s in data.splits.values() for p in s.paths)
     with pytest.raises(InputError, match="2 of 20 image\\(s\\) in .* cannot be read"):
         open_data(tmp_path, strict=True)
