@@ -442,3 +442,17 @@ def test_cache_keeps_decoded_tensors_and_is_read_instead_of_the_files(tmp_path, 
     assert torch.equal(first, again)  # read from the cache, nothing decoded
     resized = Batches(data.split("train"), **{**options, "size": 20})
     assert list(resized) == [] and len(resized.failed) == len(data.split("train"))  # another size: not cached
+
+
+def test_hundreds_of_classes_keep_their_order_and_one_held_out_image_each(tmp_path):
+    rng = np.random.default_rng(0)
+    names = [f"part-{i:03d}" for i in range(500)]
+    for name in names:
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    data = open_data(tmp_path)
+    assert data.classes == tuple(names)
+    assert (
+        np.bincount(data.split("val").labels).tolist() == [1] * 500 == np.bincount(data.split("train").labels).tolist()
+    )
