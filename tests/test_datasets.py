@@ -284,9 +284,17 @@ def test_folder_to_bundle_to_infer_with_the_folders_class_names(tmp_path):
     assert "0 bolt, 1 nut, 2 washer" in table and "(val split)" in table
 
     bundle = tmp_path / "bundle"
-    exported = run_cli(export_cli, ["--weights", ckpt, "--bundle", bundle, "--check-batch-sizes", "1,2"])
+    exported = run_cli(
+        export_cli,
+        [
+            *("--weights", ckpt, "--bundle", bundle, "--check-batch-sizes", "1,2", "--bundle-precisions", "fp32,int8"),
+            *("--calibration-data", data, "--eval-data", data, "--min-agreement", 0),
+        ],
+    )
     assert exported.exit_code == 0, exported.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
+    # Calibrated on the folder's training split, judged on its validation split, with its labels.
+    assert all(isinstance(manifest["models"][p]["accuracy"], float) for p in ("fp32", "int8"))
     assert manifest["labels"] == list(CLASSES) and manifest["preprocessing"]["color"] == "rgb"
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "Labels: 0 bolt, 1 nut, 2 washer." in card and "convert to rgb" in card
