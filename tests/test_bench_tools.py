@@ -74,3 +74,14 @@ def test_data_loading_benchmark_writes_the_png_folder_once_and_times_both_source
     assert idx.source == "idx (40 images)" and png.source == "png (30 images)"
     assert all(r.train_samples_per_s > 0 and r.loader_only_samples_per_s > 0 for r in report.results)
     assert "PNG folder trains at" in report.to_table()
+
+
+def test_serving_benchmark_sends_real_images_through_the_one_loader(tiny_fashion, tiny_nin_path):
+    from nin_edge.benchmarks.serving import _inputs
+    from nin_edge.runtime import Classifier
+
+    clf = Classifier(tiny_nin_path, "cpu")
+    x, described = _inputs(clf, str(tiny_fashion), count=8)
+    assert (
+        x.shape == (8, *clf.input_shape) and described == f"the first 8 images of the test split of {tiny_fashion.name}"
+    )
