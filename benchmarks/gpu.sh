@@ -28,7 +28,7 @@ step() {  # step NAME COMMAND...: run, time and record a failure without stoppin
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/nvidia-smi.csv" 2>&1
 if [ -n "$data" ]; then
-    step gpu-check python3 -m nin_edge.benchmarks.gpu_check --data-dir "$data" --format json --cache-dir "$work/cache" \
+    step gpu-check python3 -m nin_edge.benchmarks.gpu_check --data "$data" --format json --cache-dir "$work/cache" \
         --output "$out/gpu-check.json"
 fi
 step bench-cuda nin-bench --provider cuda --precision fp32,fp16 --batch-sizes "$batches" --torch \
@@ -45,7 +45,7 @@ else
 fi
 step export nin-export --output "$work/nin.onnx" --format json
 serve_args=(--provider cuda --clients 1,8,32 --seconds 3 --max-batch 32 --format json)
-[ -n "$data" ] && serve_args+=(--data-dir "$data")
+[ -n "$data" ] && serve_args+=(--data "$data")
 step serving sh -c 'python3 -m nin_edge.benchmarks.serving "$@" > "'"$out"'/serving-cuda.json"' _ "$work/nin.onnx" "${serve_args[@]}"
 
 if [ ${#failed[@]} -gt 0 ]; then

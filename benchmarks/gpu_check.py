@@ -17,7 +17,8 @@ import click
 import numpy as np
 import onnxruntime as ort
 from nin_edge.models import model_card
-from nin_edge.models.data import load_split
+from nin_edge.models.cli import DATA_HELP
+from nin_edge.models.datasets import open_data
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import (
     CommaList,
@@ -41,7 +42,7 @@ from .bench import cached_export, default_cache_dir, timed_call
 class GpuCheckConfig:
     """Options of the GPU check; each field is also its flag."""
 
-    data_dir: str = ""
+    data: str = ""
     provider: str = "cuda"
     precision: tuple[str, ...] = ("fp32", "fp16")
     input_size: int = model_card("nin").export_size(use_weights=True)  # the shipped NiN at its training size
@@ -53,6 +54,8 @@ class GpuCheckConfig:
     def validate(self) -> None:
         if not parse_provider(self.provider).is_gpu:
             raise ConfigError(f"provider must be a GPU provider (cuda or tensorrt), got {self.provider!r}")
+        if not self.data:
+            raise ConfigError("--data is required: the Fashion-MNIST IDX folder, or labelled images of its 10 classes")
         if self.limit <= 0 or self.max_batch <= 0:
             raise ConfigError(f"--limit and --max-batch must be positive, got {self.limit} and {self.max_batch}")
         if not 0.0 <= self.min_agreement <= 1.0:
@@ -99,8 +102,8 @@ def all_nodes_on(model: str, provider: str, device_id: int = 0) -> tuple[bool, s
     return True, "every node on " + provider
 
 
-def _logits(clf: Classifier, images: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([clf.logits(images[i : i + batch, :, :, None]) for i in range(0, len(images), batch)])
+def _logits(clf: Classifier, images: list[np.ndarray], batch: int) -> np.ndarray:
+    return np.concatenate([clf.logits(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
 def run_gpu_check(config: GpuCheckConfig) -> GpuCheckReport:
@@ -110,7 +113,10 @@ def run_gpu_check(config: GpuCheckConfig) -> GpuCheckReport:
     available = ort.get_available_providers()
     if name not in available:  # before any export: say at once that this machine cannot run the check
         raise ProviderError(missing_provider_message(name, available))
-    split = load_split(config.data_dir, "test", limit=config.limit)
+    data = open_data(config.data)  # the one loader: IDX, class folders or a manifest
+    data.check_classes(model_card("nin").labels, "the shipped NiN")
+    split = data.split(data.eval_split).head(config.limit)
+    images = [split.raw(i) for i in range(len(split))]
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     rows = []
     for precision in config.precision:
@@ -121,12 +127,12 @@ def run_gpu_check(config: GpuCheckConfig) -> GpuCheckReport:
             raise CheckFailedError(f"asked for {name} but the session runs on {', '.join(gpu.providers)}")
         on_gpu, note = all_nodes_on(str(path), name) if name == CUDA else (True, "TensorRT places nodes itself")
         try:
-            x = gpu.prepare(split.images[: config.max_batch, :, :, None])
+            x = gpu.prepare(images[: config.max_batch])
             timed_call(gpu, x, io_binding=True)
             io_ok = True
         except NinEdgeError:
             io_ok = False
-        a, b = _logits(cpu, split.images, config.max_batch), _logits(gpu, split.images, config.max_batch)
+        a, b = _logits(cpu, images, config.max_batch), _logits(gpu, images, config.max_batch)
         agreement = float(np.mean(a.argmax(1) == b.argmax(1)))
         rows.append(
             GpuCheckRow(
@@ -150,7 +156,8 @@ _G = GpuCheckConfig()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
+@click.option("--data", default="", help=DATA_HELP + " Its test (else val) split is classified.")
+@renamed_option("--data-dir", "--data", "data", type=str)
 @provider_option(default=_G.provider, help="cuda or tensorrt")
 @click.option("--precision", type=CommaList(str), default=",".join(_G.precision), show_default=True)
 @input_size_option(default=_G.input_size)

@@ -24,7 +24,14 @@ import click
 import numpy as np
 from nin_edge.export.timing import summarize_ms
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.cli.common import PROVIDER_HELP, CommaList, format_option, one_line_errors, provider_option
+from nin_edge.runtime.cli.common import (
+    PROVIDER_HELP,
+    CommaList,
+    format_option,
+    one_line_errors,
+    provider_option,
+    renamed_option,
+)
 from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.errors import NinEdgeError
 from nin_edge.runtime.core.report import Report, format_table
@@ -144,13 +151,16 @@ def _row(
     )
 
 
-def _inputs(clf: Classifier, data_dir: str | None, count: int = 64) -> tuple[np.ndarray, str]:
-    """One-image requests: real test images when a data folder is given, else seeded noise."""
-    if data_dir:
-        from nin_edge.models.data import load_split
+def _inputs(clf: Classifier, data: str | None, count: int = 64) -> tuple[np.ndarray, str]:
+    """One-image requests: real images when ``data`` is given (through the one loader: its test split,
+    else its validation split), else seeded noise."""
+    if data:
+        from nin_edge.models.datasets import open_data
 
-        images = load_split(data_dir, "test", limit=count).images
-        return clf.prepare(images[:, :, :, None]), f"the first {len(images)} Fashion-MNIST test images"
+        labelled = open_data(data)
+        split = labelled.split(labelled.eval_split).head(count)
+        images = [split.raw(i) for i in range(len(split))]
+        return clf.prepare(images), f"the first {len(images)} images of the {split.name} split of {Path(data).name}"
     return np.random.default_rng(0).random(
         (count, *clf.input_shape), dtype=np.float32
     ), f"{count} seeded random tensors"
@@ -164,14 +174,14 @@ def measure_serving(
     max_batch: int = 16,
     queue_delay_us: int = 2000,
     provider: str = "cpu",
-    data_dir: str | None = None,
+    data: str | None = None,
 ) -> ServingReport:
     """In-process against served throughput and latency at each client count, every answer checked
     against the in-process logits of the same image (column ``wrong``)."""
     import tritonclient.http as http
 
     clf = Classifier(model, provider, max_batch=max_batch)
-    x, described = _inputs(clf, data_dir)
+    x, described = _inputs(clf, data)
     expected = clf.logits(x)
     rows = []
     for n in clients:
@@ -269,8 +279,9 @@ def _ready(http, address: str, name: str) -> bool:
 @click.option("--queue-delay-us", type=int, default=2000, show_default=True)
 @provider_option(default="cpu", help="Provider of the server and of the in-process runs: " + PROVIDER_HELP)
 @click.option(
-    "--data-dir", type=click.Path(), default=None, help="Send real Fashion-MNIST test images from this folder."
+    "--data", default=None, help="Send real images: a Fashion-MNIST IDX folder, a class folder or a manifest."
 )
+@renamed_option("--data-dir", "--data", "data", type=str)
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.MARKDOWN)
 @one_line_errors
 def main(model: str, fmt: str, **options: Any) -> None:

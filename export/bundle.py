@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from nin_edge.models import model_card
+from nin_edge.models.checkpoint import read_checkpoint
 from nin_edge.models.data import DATASET
 from nin_edge.models.registry import WEIGHTS_DIR
 from nin_edge.runtime import Classifier
@@ -35,7 +36,7 @@ from nin_edge.runtime.core.cpu import cpu_model
 from nin_edge.runtime.core.digest import graph_digest
 from nin_edge.runtime.core.errors import CheckFailedError
 from nin_edge.runtime.core.files import atomic_folder, sha256_file
-from nin_edge.runtime.core.metadata import toolkit_version
+from nin_edge.runtime.core.metadata import Preprocessing, toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.providers import PROVIDERS, short_label
 from nin_edge.runtime.session import plain_session
@@ -54,6 +55,7 @@ LATENCY_BATCHES = (1, 8)
 #: Largest logit difference allowed between an ORT-format model and the ONNX model it came from.
 ORT_ATOL = 1e-4
 LICENCE = "nin-edge and its shipped weights: MIT. Fashion-MNIST (training and test data): MIT, Zalando Research."
+USER_LICENCE = "nin-edge: MIT. The weights and their training data: as their owner licenses them."
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,22 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
             return {"data": DATASET, "stages": stages, "command": "nin-train"}
     if summary.weights.startswith("random-init"):
         return {"data": None, "note": "untrained (random initialisation): for tests and speed measurements only"}
+    saved = read_checkpoint(config.weights) if config.weights else {}
+    if isinstance(saved.get("recipe"), dict) and isinstance(saved.get("data"), dict):  # a nin-train checkpoint
+        keys = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "input_size", "seed")
+        history = saved.get("history") or [{}]
+        stage = {
+            "name": f"nin-train, {len(history)} epoch(s)"
+            + (f", from {saved['recipe']['init_from']}" if saved["recipe"].get("init_from") else ""),
+            "recipe": {k: saved["recipe"].get(k) for k in keys},
+            "final_test_acc": history[-1].get("test_acc"),
+        }
+        # The data's folder or manifest name, never the training machine's path (as for DATASET).
+        source = saved["data"].get("source")
+        named = (
+            f"{Path(source).name} ({saved['data'].get('kind')}, {len(saved.get('card', {}).get('labels', []))} classes)"
+        )
+        return {"data": named if source else None, "stages": [stage], "command": "nin-train"}
     return {"data": None, "note": "weights given by the exporter; their training was not recorded"}
 
 
@@ -277,7 +295,9 @@ def build_bundle(
         accuracy = _accuracy(config, {p: tmp / file_of[p] for p in wanted})
         latency = {p: _latency(tmp / file_of[p]) for p in wanted}
         fp32 = summaries["fp32"]
-        manifest = _manifest(config, fp32, models, accuracy, latency, usability, ort_errors)
+        manifest = _manifest(
+            config, fp32, model.metadata.preprocessing, models, accuracy, latency, usability, ort_errors
+        )
         (tmp / CARD).write_text(model_card_text(manifest))
         (tmp / USABILITY).write_text("\n".join(usability) + "\n")
         manifest["files"] = {
@@ -305,11 +325,11 @@ def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float |
     images = load_images(
         config.eval_data,
         size=cfg.size,
-        channels=cfg.in_channels,
+        channels=cfg.card().in_channels,
         limit=config.eval_size,
         split="test",
         seed=cfg.seed,
-        pre=model_card(config.model).preprocessing,
+        pre=cfg.card().preprocessing,
     )
     if images.labels is None:
         return {p: None for p in paths}
@@ -323,6 +343,7 @@ def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float |
 def _manifest(
     config: ExportConfig,
     fp32: ExportSummary,
+    pre: Preprocessing,
     models: dict[str, tuple[str, ExportConfig]],
     accuracy: dict[str, float | None],
     latency: dict[str, dict[str, dict[str, float]]],
@@ -352,12 +373,12 @@ def _manifest(
             "output": {"name": "logits", "dtype": "float32", "shape": ["batch", len(fp32.labels)]},
             "mobile_input_shape": [1, channels, size, size],
         },
-        "preprocessing": {
-            "color": card.preprocessing.color,
-            "resize": f"{card.preprocessing.resize} to {size}x{size} (half-pixel centres)",
-            "scale": card.preprocessing.scale,
-            "mean": list(card.preprocessing.mean),
-            "std": list(card.preprocessing.std),
+        "preprocessing": {  # as the verified model's metadata says (a trained checkpoint's card)
+            "color": pre.color,
+            "resize": f"{pre.resize} to {size}x{size} (half-pixel centres)",
+            "scale": pre.scale,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
             "formula": "x = (pixel * scale - mean) / std, per channel",
         },
         "labels": list(fp32.labels),
@@ -380,7 +401,7 @@ def _manifest(
         "evaluation": eval_note,
         "ort_format_max_abs_err": ort_errors,
         "mobile_usability": usability,
-        "licence": LICENCE,
+        "licence": LICENCE if fp32.weights.startswith("pretrained") else USER_LICENCE,
     }
 
 
@@ -389,6 +410,12 @@ def machine_description() -> str:
 
     cpu = cpu_model() or platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}"
+
+
+def _in_short(pre: dict[str, Any]) -> str:
+    """ " (for this model: pixel / 255)" when that is all the preprocessing does, else nothing."""
+    plain = abs(pre["scale"] - 1 / 255) < 1e-12 and not any(pre["mean"]) and all(v == 1 for v in pre["std"])
+    return " (for this model: pixel / 255)" if plain else ""
 
 
 def model_card_text(m: dict[str, Any]) -> str:
@@ -446,7 +473,7 @@ ONNX model (largest logit difference {max(m["ort_format_max_abs_err"].values()):
   probabilities; index i is label i.
 - Labels: {labels}.
 - Preprocessing: convert to {pre["color"]}, resize {pre["resize"]}, then {pre["formula"]} with scale
-  {pre["scale"]:.10g}, mean {pre["mean"]}, std {pre["std"]} (for this model: pixel / 255), as float32.
+  {pre["scale"]:.10g}, mean {pre["mean"]}, std {pre["std"]}{_in_short(pre)}, as float32.
 - opset {m["opset"]}.
 
 ## Mobile usability (onnxruntime's checker)

@@ -61,8 +61,8 @@ class _Int8TargetChoice(click.Choice):
     default=None,
     help="Square input side in pixels [default: the size the shipped weights were trained at (NiN: 112), else 224].",
 )
-@click.option("--in-channels", type=int, default=_DEFAULTS.in_channels, show_default=True)
-@click.option("--num-classes", type=int, default=_DEFAULTS.num_classes, show_default=True)
+@click.option("--in-channels", type=int, default=None, help="[default: the checkpoint's card, else 1].")
+@click.option("--num-classes", type=int, default=None, help="[default: the checkpoint's classes, else 10].")
 @click.option("--simplify/--no-simplify", default=_DEFAULTS.simplify, show_default=True, help="Run onnxsim.")
 @click.option(
     "--check-batch-sizes",
@@ -79,7 +79,10 @@ class _Int8TargetChoice(click.Choice):
 )
 @click.option("--precision", type=choice(Precision), default=_DEFAULTS.precision, show_default=True)
 @click.option(
-    "--calibration-data", default=None, help="INT8 calibration: IDX folder, image folder, .npy, or 'synthetic'."
+    "--calibration-data",
+    default=None,
+    help="INT8 calibration: --data of training (class folders, manifest, IDX), a flat image folder, .npy, "
+    "or 'synthetic'.",
 )
 @click.option("--calibration-size", type=int, default=_DEFAULTS.calibration_size, show_default=True)
 @click.option(
@@ -119,7 +122,11 @@ class _Int8TargetChoice(click.Choice):
     help="Layers kept FP32 [auto: the target's]: last-block is every Conv/Gemm after the last pooling, ends adds "
     "the first conv.",
 )
-@click.option("--eval-data", default=None, help="Fashion-MNIST folder whose test split judges a reduced precision.")
+@click.option(
+    "--eval-data",
+    default=None,
+    help="Labelled data (class folders, manifest, IDX) whose test (else val) split judges a reduced precision.",
+)
 @click.option("--eval-size", type=int, default=_DEFAULTS.eval_size, show_default=True)
 @click.option(
     "--min-agreement",

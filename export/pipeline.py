@@ -8,13 +8,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
 import torch
 from nin_edge.export.timing import measure, summarize
 from nin_edge.models import ZooModel, create_model, load_weights, model_card, profile_model
+from nin_edge.models.checkpoint import TrainedCard, checkpoint_card, read_checkpoint
 from nin_edge.models.limits import check_input_budget, check_input_size, check_seed
 from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime import Classifier
@@ -78,8 +79,8 @@ class ExportConfig:
     random_init: bool = False
     output: str | None = None
     input_size: int | None = None
-    in_channels: int = 1
-    num_classes: int = 10
+    in_channels: int | None = None
+    num_classes: int | None = None
     simplify: bool = True
     check_batch_sizes: tuple[int, ...] = (1, 2, 7)
     atol: float = 1e-4
@@ -110,17 +111,62 @@ class ExportConfig:
             and model_card(self.model).weights_fit(self.in_channels, self.num_classes)
         )
 
+    def trained_card(self) -> TrainedCard | None:
+        """The card a nin-train checkpoint given as ``weights`` carries (classes, channels, size,
+        preprocessing), or None for bare weights, the shipped weights and random init."""
+        if not self.weights:
+            return None
+        return checkpoint_card(read_checkpoint(self.weights), self.weights)
+
+    def card(self) -> TrainedCard:
+        """What the exported model's metadata says: the trained checkpoint's card, else the registered
+        model's labels and preprocessing for the resolved channels, classes and size."""
+        config = self.resolved()
+        trained = config.trained_card()
+        if trained is not None:
+            return replace(trained, input_size=config.size)
+        registered = model_card(config.model)
+        return TrainedCard(
+            labels=registered.labels_for(config.num_classes or registered.num_classes),
+            in_channels=config.in_channels or registered.in_channels,
+            input_size=config.size,
+            preprocessing=registered.preprocessing,
+        )
+
     def resolved(self) -> ExportConfig:
-        """This config with ``input_size`` filled in: as given, else the size the shipped weights were
-        trained at when they are used, else 224 (the book's size)."""
-        return self if self.input_size is not None else replace(self, input_size=self.size)
+        """This config with channels, classes and ``input_size`` filled in: as given, else from a
+        nin-train checkpoint's card, else the registered model's (input size: the size the shipped
+        weights were trained at when they are used, else 224, the book's size)."""
+        registered = model_card(self.model)
+        trained = self.trained_card()
+        filled = {
+            "in_channels": trained.in_channels if trained else registered.in_channels,
+            "num_classes": len(trained.labels) if trained else registered.num_classes,
+        }
+        for key, value in filled.items():
+            given = getattr(self, key)
+            if trained is not None and given is not None and given != value:
+                flag = "--" + key.replace("_", "-")
+                raise ConfigError(
+                    f"{flag} {given} contradicts '{self.weights}', trained with {key.replace('_', ' ')} {value}; "
+                    f"leave {flag} out (the checkpoint says it)"
+                )
+        config = replace(
+            self,
+            in_channels=filled["in_channels"] if self.in_channels is None else self.in_channels,
+            num_classes=filled["num_classes"] if self.num_classes is None else self.num_classes,
+        )
+        if config.input_size is None:
+            size = trained.input_size if trained else registered.export_size(config.uses_pretrained)
+            config = replace(config, input_size=size)
+        return config
 
     @property
     def size(self) -> int:
         """The input size the model is exported at (see :meth:`resolved`)."""
         if self.input_size is not None:
             return self.input_size
-        return model_card(self.model).export_size(self.uses_pretrained)
+        return cast(int, self.resolved().input_size)  # resolved() always fills it
 
     @property
     def agreement_gate(self) -> float | None:
@@ -154,11 +200,15 @@ class ExportConfig:
         if not isinstance(self.atol, (int, float)) or not math.isfinite(self.atol) or self.atol <= 0:
             raise ConfigError(f"atol must be a positive number, got {self.atol!r}")
         check_seed(self.seed)
-        if isinstance(self.in_channels, int) and self.in_channels > 0:  # else the model builder says what is wrong
-            size = self.size
-            check_input_size(size, self.in_channels)  # the exporter traces a batch of 2
+        if self.weights and self.random_init:
+            raise ConfigError("--weights and --random-init exclude each other; give one")
+        resolved = self.resolved()
+        channels = resolved.in_channels
+        if isinstance(channels, int) and channels > 0:  # else the model builder says what is wrong
+            size = resolved.size
+            check_input_size(size, channels)  # the exporter traces a batch of 2
             for n in self.check_batch_sizes:
-                check_input_budget(n, self.in_channels, size, "--check-batch-sizes")
+                check_input_budget(n, channels, size, "--check-batch-sizes")
         Precision.check(self.precision, "precision")
         if self.precision == "int8":
             if not self.calibration_data:
@@ -172,8 +222,6 @@ class ExportConfig:
                 )
             CalibrationMethod.check(self.calibration_method, "calibration method")
             self.int8_recipe()
-        if self.weights and self.random_init:
-            raise ConfigError("--weights and --random-init exclude each other; give one")
         if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
             raise ConfigError(f"min agreement must be in [0, 1], got {self.min_agreement!r}")
         if self.max_accuracy_drop is not None:
@@ -406,7 +454,7 @@ def _reduce(
     config: ExportConfig, fp32: onnx.ModelProto, metadata: ModelMetadata
 ) -> tuple[PrecisionReport, bytes, GraphCheck]:
     """The INT8 or FP16 variant of the verified ``fp32`` model, labelled, checked and compared."""
-    size, channels = config.size, config.in_channels
+    size, channels = config.size, metadata.in_channels
     calibration = recipe_line = ""
     int8_fields: dict = {}
     recipe = None
@@ -557,12 +605,12 @@ def verify_export(config: ExportConfig) -> VerifiedModel:
     config = config.resolved()
     model, weights = build_model(config)
     profile = profile_model(model, config.size)
-    card = model_card(config.model)
+    card = config.card()  # a trained checkpoint's classes and preprocessing travel on; none are re-derived
     metadata = ModelMetadata(
         model=config.model,
         input_size=config.size,
-        in_channels=config.in_channels,
-        labels=card.labels_for(config.num_classes),
+        in_channels=card.in_channels,
+        labels=card.labels,
         preprocessing=card.preprocessing,
         weights=weights,
         opset=config.opset,
@@ -601,8 +649,8 @@ def verify_export(config: ExportConfig) -> VerifiedModel:
         weights=weights,
         opset=config.opset,
         input_size=config.size,
-        in_channels=config.in_channels,
-        num_classes=config.num_classes,
+        in_channels=metadata.in_channels,
+        num_classes=len(metadata.labels),
         params=profile.params,
         macs=profile.macs,
         file_bytes=file_bytes,

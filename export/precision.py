@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 from nin_edge.models.data import load_split
+from nin_edge.models.datasets import MANIFEST_SUFFIXES, open_data
 from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
 from nin_edge.runtime.core.files import load_npy
@@ -29,7 +30,7 @@ from nin_edge.runtime.core.metadata import ModelMetadata, Preprocessing
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report
 from nin_edge.runtime.int8 import Int8Target, cpu_class
-from nin_edge.runtime.preprocess import preprocess_image, read_image
+from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, preprocess_image, read_image
 from onnxruntime.quantization import CalibrationDataReader
 
 from .inspect import layer_table
@@ -72,7 +73,6 @@ class ReduceRange(Choice):
     OFF = "off"
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Per-channel QDQ needs opset 13 (the axis attribute of QuantizeLinear).
 MIN_INT8_OPSET = 13
 
@@ -131,6 +131,8 @@ def load_images(
         return CalibrationSet(
             prep(list(images)), labels, f"Fashion-MNIST {split} split of '{source}', {first}" + _held_out(skip)
         )
+    if path.suffix.lower() in MANIFEST_SUFFIXES or path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+        return _labelled(path, split=split, limit=limit, skip=skip, prep=prep)
     npys = [path] if path.suffix == ".npy" else sorted(path.glob("*.npy")) if path.is_dir() else []
     if npys:
         low, high = _preprocessed_range(pre)
@@ -160,6 +162,25 @@ def load_images(
     _enough(chosen, skip, source)
     images = prep([read_image(f) for f in chosen])
     return CalibrationSet(images, None, f"{len(images)} image files from '{source}'" + _held_out(skip))
+
+
+def _labelled(
+    path: Path, *, split: str, limit: int, skip: int, prep: Callable[[list[np.ndarray]], np.ndarray]
+) -> CalibrationSet:
+    """Images of a training ``--data`` (class folders or manifest) through the one loader: the train
+    split to calibrate, the test split (else the validation split) to judge; a sample across all
+    classes in one fixed shuffled order (so ``skip`` leaves out exactly the images calibrated on)."""
+    data = open_data(path)
+    name = "train" if split == "train" else data.eval_split
+    samples = data.split(name)
+    pick = np.random.default_rng(0).permutation(len(samples))[skip : skip + limit]
+    _enough(pick, skip, str(path))
+    images = prep([samples.raw(int(i)) for i in pick])
+    return CalibrationSet(
+        images,
+        samples.labels[pick],
+        f"{len(pick)} images sampled across classes from the {name} split of '{path}'" + _held_out(skip),
+    )
 
 
 def _held_out(skip: int) -> str:

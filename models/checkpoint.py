@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from nin_edge.runtime.core.errors import ModelFileError
 from nin_edge.runtime.core.files import sha256_file
+from nin_edge.runtime.core.metadata import Preprocessing
 from torch import nn
 
 _PREFIXES = ("module.", "net.")
@@ -112,3 +113,50 @@ def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], path
     if extra:
         raise ModelFileError(f"weights file '{path}' does not fit {describe}: unexpected key {extra[0]!r}")
     model.load_state_dict(state, strict=True)
+
+
+@dataclass(frozen=True)
+class TrainedCard:
+    """What a trained checkpoint says about its model's data: class names, channels, input size and
+    preprocessing. nin-train writes it under ``card``; nin-export copies it into the ONNX metadata,
+    which the runtime, the bundle and Triton's labels read. Nothing downstream re-derives it.
+    """
+
+    labels: tuple[str, ...]
+    in_channels: int
+    input_size: int
+    preprocessing: Preprocessing
+
+    def to_dict(self) -> dict:
+        """Plain lists, strings and numbers (what ``torch.load(weights_only=True)`` reads back)."""
+        return {
+            "labels": list(self.labels),
+            "in_channels": self.in_channels,
+            "input_size": self.input_size,
+            "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.preprocessing).items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, source: str) -> TrainedCard:
+        """Parse a checkpoint's ``card``; a malformed one is a :class:`ModelFileError`."""
+        try:
+            if not isinstance(data, Mapping):
+                raise TypeError(f"expected a dict, got {type(data).__name__}")
+            pre = dict(data["preprocessing"])
+            for key in ("mean", "std"):
+                pre[key] = tuple(float(x) for x in pre[key])
+            return cls(
+                labels=tuple(str(x) for x in data["labels"]),
+                in_channels=int(data["in_channels"]),
+                input_size=int(data["input_size"]),
+                preprocessing=Preprocessing(**pre),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"checkpoint '{source}' has an unreadable card: {exc}") from None
+
+
+def checkpoint_card(data: Mapping, source: str) -> TrainedCard | None:
+    """The card a nin-train checkpoint carries, or None for bare weights and older checkpoints."""
+    if "card" not in data:
+        return None
+    return TrainedCard.from_dict(data["card"], source)

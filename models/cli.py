@@ -17,9 +17,9 @@ from nin_edge.runtime.cli.common import (
 )
 from nin_edge.runtime.core.choices import OutputFormat
 
-from .evaluate import EvalConfig, run_eval
+from .evaluate import EvalConfig, EvalSplit, run_eval
 from .registry import list_models
-from .train import EpochStats, Optimizer, Schedule, TrainConfig, train
+from .train import Augment, Balance, EpochStats, Normalize, Optimizer, Schedule, TrainConfig, train
 
 _T = TrainConfig()
 _E = EvalConfig()
@@ -49,11 +49,54 @@ class _ProgressBar:
             stream.write("\n")
         stream.flush()
 
+    def scan(self, done: int, total: int) -> None:
+        """Progress of the up-front check of the data's files (on a terminal only; once elsewhere)."""
+        stream = sys.stderr
+        if not stream.isatty():
+            if done >= total:
+                stream.write(f"checked {total} image files\n")
+            return
+        width = 30
+        filled = int(width * done / max(1, total))
+        stream.write(f"\r  checking images [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        self.open = done < total
+        if not self.open:
+            stream.write("\n")
+        stream.flush()
+
     def close(self) -> None:
         """End a bar cut short, so that an error message starts on its own line."""
         if self.open:
             sys.stderr.write("\n")
             self.open = False
+
+
+DATA_HELP = (
+    "A folder with one subfolder per class (optionally under train/, val/, test/), a CSV or JSONL "
+    "manifest (path,label[,split]; paths relative to it), or a folder with the Fashion-MNIST IDX files."
+)
+
+
+def data_options(fn: Any) -> Any:
+    """``--data`` (``--data-dir``: the old spelling, hidden, with a warning) and the options of its split."""
+    for option in reversed(
+        [
+            click.option("--data", default="", help=DATA_HELP),
+            renamed_option("--data-dir", "--data", "data", type=str),
+            click.option(
+                "--val-fraction",
+                type=float,
+                default=_T.val_fraction,
+                show_default=True,
+                help="Share of each class held out for validation when the data has no val/ split (seeded).",
+            ),
+            click.option(
+                "--strict", is_flag=True, help="Refuse unreadable images and images in two classes (default: skip)."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
 
 
 def _epoch_line(s: EpochStats) -> None:
@@ -65,7 +108,10 @@ def _epoch_line(s: EpochStats) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
+@data_options
+@click.option(
+    "--channels", type=click.Choice(["1", "3"]), default=None, help="1 (grey) or 3 (RGB) [default: from the data]."
+)
 @click.option("--model", default=_T.model, show_default=True, help=f"One of {', '.join(list_models())}.")
 @click.option("--epochs", type=int, default=_T.epochs, show_default=True)
 @click.option(
@@ -78,7 +124,46 @@ def _epoch_line(s: EpochStats) -> None:
 @click.option("--weight-decay", type=float, default=_T.weight_decay, show_default=True)
 @click.option("--schedule", type=choice(Schedule), default=_T.schedule, show_default=True)
 @click.option("--warmup-epochs", type=float, default=_T.warmup_epochs, show_default=True)
-@click.option("--flip/--no-flip", default=_T.flip, show_default=True, help="Random horizontal flips.")
+@click.option(
+    "--flip/--no-flip", default=None, help="Random horizontal flips [default: on for image files, off for IDX]."
+)
+@click.option(
+    "--augment",
+    type=choice(Augment),
+    default=_T.augment,
+    show_default=True,
+    help="Random resized crops or shifts (auto: crop for image files, none for IDX, the book's recipe).",
+)
+@click.option(
+    "--balance",
+    type=choice(Balance),
+    default=_T.balance,
+    show_default=True,
+    help="Imbalanced classes: inverse-frequency loss weights, or a class-balanced sampler.",
+)
+@click.option(
+    "--normalize",
+    type=choice(Normalize),
+    default=_T.normalize,
+    show_default=True,
+    help="Input mean/std: the model card's, or computed from the training images (recorded in the checkpoint).",
+)
+@click.option(
+    "--workers", type=int, default=_T.workers, show_default=True, help="DataLoader processes decoding image files."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep each decoded, resized image here as a tensor, for later epochs (small images: saves decoding).",
+)
+@click.option(
+    "--patience",
+    type=int,
+    default=_T.patience,
+    show_default=True,
+    help="Stop when held-out accuracy has not improved for N epochs (0: never).",
+)
 @click.option("--seed", type=int, default=_T.seed, show_default=True)
 @click.option("--device", default=_T.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
@@ -86,22 +171,34 @@ def _epoch_line(s: EpochStats) -> None:
 )
 @click.option("--resume", type=click.Path(), default=None, help="Continue a nin-train checkpoint exactly.")
 @click.option(
-    "--init-from", type=click.Path(), default=None, help="Start from these weights (e.g. to fine-tune at another size)."
+    "--init-from",
+    default=None,
+    help="Fine-tune from these weights ('pretrained': the shipped Fashion-MNIST NiN); other classes or 3 channels "
+    "re-initialise the last block and adapt the first convolution.",
 )
 @click.option("--amp/--no-amp", default=_T.amp, show_default=True, help="Mixed precision (CUDA only).")
 @click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)
 @click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")
-@click.option("--test-limit", type=int, default=None, help="Use only the first N test images.")
+@click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")
 @click.option(
     "--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint."
 )
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
-def train_main(fmt: str, **options: Any) -> None:
-    """Train a zoo model on Fashion-MNIST (D2L's recipe by default); torchrun-aware."""
+def train_main(fmt: str, channels: str | None, **options: Any) -> None:
+    """Train a zoo model on your images or Fashion-MNIST (D2L's recipe by default); torchrun-aware.
+
+    The best checkpoint by held-out accuracy is kept beside --output as NAME.best.pt.
+    """
     bar = _ProgressBar()
     try:
-        result = train(TrainConfig(**options), on_step=bar, on_epoch=_epoch_line)
+        result = train(
+            TrainConfig(channels=int(channels) if channels else None, **options),
+            on_step=bar,
+            on_epoch=_epoch_line,
+            on_note=lambda text: click.echo(text, err=True),
+            on_scan=bar.scan,
+        )
     finally:
         bar.close()
     if result.rank == 0:
@@ -109,7 +206,16 @@ def train_main(fmt: str, **options: Any) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", required=True, type=click.Path(), help="Folder with the Fashion-MNIST IDX files.")
+@data_options
+@click.option(
+    "--split",
+    type=choice(EvalSplit),
+    default=_E.split,
+    show_default=True,
+    help="Images to score (auto: test/ if the data has one, else the validation split the checkpoint recorded).",
+)
+@click.option("--seed", type=int, default=_E.seed, show_default=True, help="Seed of the validation split.")
+@click.option("--workers", type=int, default=_E.workers, show_default=True, help="Processes decoding image files.")
 @click.option("--weights", type=click.Path(), default=None, help="Checkpoint to evaluate with PyTorch.")
 @click.option("--onnx", type=click.Path(), default=None, help="Exported model to evaluate through nin_edge.runtime.")
 @provider_option(default=_E.provider, help="Provider for --onnx: " + PROVIDER_HELP)
@@ -117,10 +223,16 @@ def train_main(fmt: str, **options: Any) -> None:
 @input_size_option(default=None, help="Input size for --weights [default: the checkpoint's].")
 @click.option("--max-batch", type=int, default=_E.max_batch, show_default=True, help="Largest batch per run.")
 @renamed_option("--batch-size", "--max-batch", "max_batch", type=int)
-@click.option("--limit", type=int, default=None, help="Use only the first N test images.")
+@click.option("--limit", type=int, default=None, help="Use only the first N images of the split.")
 @click.option("--confusion-png", type=click.Path(), default=None, help="Also draw the confusion matrix here.")
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
 def eval_main(fmt: str, **options: Any) -> None:
-    """Test accuracy, per-class accuracy and confusion matrix of a checkpoint and/or its ONNX export."""
-    click.echo(run_eval(EvalConfig(**options)).render(fmt))
+    """Accuracy, per-class precision and recall and the confusion matrix (with the class names) of a
+    checkpoint and/or its ONNX export on your images or Fashion-MNIST."""
+    bar = _ProgressBar()
+    try:
+        result = run_eval(EvalConfig(**options), on_scan=bar.scan)
+    finally:
+        bar.close()
+    click.echo(result.render(fmt))

@@ -1,35 +1,43 @@
-"""Test-set evaluation of a checkpoint (PyTorch) and/or its ONNX export (through the runtime)."""
+"""Evaluation of a checkpoint (PyTorch) and/or its ONNX export (through the runtime) on the user's data."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from nin_edge.models.limits import check_limit
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.core.errors import ConfigError
+from nin_edge.runtime.core.choices import Choice
+from nin_edge.runtime.core.errors import ConfigError, InputError
 from nin_edge.runtime.core.files import check_writable
-from nin_edge.runtime.core.metadata import Preprocessing
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.providers import parse_providers
 from torch import nn
 
-from .checkpoint import load_weights, read_checkpoint
-from .data import Split, load_split, to_model_input
-from .distributed import Dist
+from .checkpoint import TrainedCard, checkpoint_card, load_weights, read_checkpoint
+from .datasets import Batches, Progress, Samples, check_same_split, open_data
 from .plotting import pyplot, save_png
-from .registry import ModelCard, create_model, model_card
+from .registry import create_model, model_card
+
+
+class EvalSplit(Choice):
+    """Which images ``nin-eval`` scores: ``auto`` is test/ where there is one, else the held-out val split."""
+
+    AUTO = "auto"
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Options of ``nin-eval``; each field is also its flag."""
 
-    data_dir: str = ""
+    data: str = ""
     weights: str | None = None
     onnx: str | None = None
     provider: str = "auto"
@@ -38,15 +46,26 @@ class EvalConfig:
     max_batch: int = 256
     limit: int | None = None
     confusion_png: str | None = None
+    split: str = "auto"
+    val_fraction: float = 0.1
+    seed: int = 0
+    workers: int = 0
+    strict: bool = False
 
     def validate(self) -> None:
         parse_providers(self.provider)
-        if not self.data_dir:
-            raise ConfigError("--data-dir is required: a folder with the Fashion-MNIST IDX files")
+        if not self.data:
+            raise ConfigError(
+                "--data is required: a folder with one subfolder per class, a CSV/JSONL manifest, "
+                "or a folder with the Fashion-MNIST IDX files"
+            )
         if not self.weights and not self.onnx:
             raise ConfigError("give --weights CKPT, --onnx MODEL, or both")
         if not is_whole_number(self.max_batch, minimum=1):
             raise ConfigError(f"max batch must be positive, got {self.max_batch}")
+        if not is_whole_number(self.workers, minimum=0):
+            raise ConfigError(f"workers must be a whole number from 0, got {self.workers!r}")
+        EvalSplit.check(self.split, "split")
         check_limit(self.limit, "--limit")
         if self.confusion_png:
             check_writable(self.confusion_png, "confusion matrix PNG")
@@ -54,12 +73,14 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Scores(Report):
-    """Accuracy, per-class accuracy and confusion matrix of one model on the test split."""
+    """Accuracy, per-class precision and recall, and the confusion matrix of one model on one split."""
 
     source: str
     input_size: int
     accuracy: float
-    per_class: dict[str, float]
+    precision: dict[str, float]
+    recall: dict[str, float]
+    support: dict[str, int]
     confusion: tuple[tuple[int, ...], ...]
 
 
@@ -71,11 +92,24 @@ class EvalResult(Report):
     results: tuple[Scores, ...]
     agreement: float | None = None
     providers: tuple[str, ...] = ()
+    data: str = ""
+    split: str = ""
+    notes: tuple[str, ...] = ()
 
     def rows(self) -> list[dict]:
         return [
-            {"source": s.source, "input_size": s.input_size, "accuracy": s.accuracy, **s.per_class}
+            {
+                "source": s.source,
+                "split": self.split,
+                "input_size": s.input_size,
+                "class": name,
+                "precision": s.precision[name],
+                "recall": s.recall[name],
+                "support": s.support[name],
+                "accuracy": s.accuracy,
+            }
             for s in self.results
+            for name in s.recall
         ]
 
     def to_table(self) -> str:
@@ -85,129 +119,208 @@ class EvalResult(Report):
                 format_pairs(
                     [
                         ("model", s.source),
+                        ("data", f"{self.data} ({self.split} split)" if self.data else self.split),
                         ("input size", s.input_size),
-                        ("test images", self.images),
+                        ("images", self.images),
                         ("accuracy", f"{s.accuracy:.4f}"),
                     ]
                 )
             )
-            parts.append(format_table([{"class": k, "accuracy": round(v, 4)} for k, v in s.per_class.items()]))
-            labels = list(s.per_class)
+            parts.append(
+                format_table(
+                    [
+                        {
+                            "class": k,
+                            "precision": round(s.precision[k], 4),
+                            "recall": round(s.recall[k], 4),
+                            "images": s.support[k],
+                        }
+                        for k in s.recall
+                    ]
+                )
+            )
+            labels = list(s.recall)
             conf = [
                 {"true \\ predicted": labels[i], **{str(j): n for j, n in enumerate(row)}}
                 for i, row in enumerate(s.confusion)
             ]
-            parts.append("confusion matrix (rows: true class, columns: predicted index)\n" + format_table(conf))
+            key = ", ".join(f"{j} {name}" for j, name in enumerate(labels))
+            parts.append(f"confusion matrix (rows: true class, columns: predicted index: {key})\n" + format_table(conf))
         if self.agreement is not None:
             parts.append(f"top-1 agreement between checkpoint and ONNX: {self.agreement:.4f}")
         if self.providers:
             parts.append(f"onnxruntime providers: {', '.join(self.providers)}")
+        parts.extend(self.notes)
         return "\n\n".join(parts)
 
 
 def scores(source: str, preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...], input_size: int) -> Scores:
-    """Accuracy, per-class accuracy and confusion matrix from predictions."""
+    """Accuracy, per-class precision and recall and the confusion matrix from predictions."""
     k = len(names)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (labels, preds), 1)
-    per_class = {names[i]: float(confusion[i, i] / max(1, confusion[i].sum())) for i in range(k)}
+    true_pos = np.diag(confusion)
     return Scores(
         source=source,
         input_size=input_size,
-        accuracy=float(np.mean(preds == labels)),
-        per_class=per_class,
+        accuracy=float(np.mean(preds == labels)) if len(labels) else 0.0,
+        precision={names[i]: float(true_pos[i] / max(1, confusion[:, i].sum())) for i in range(k)},
+        recall={names[i]: float(true_pos[i] / max(1, confusion[i].sum())) for i in range(k)},
+        support={names[i]: int(confusion[i].sum()) for i in range(k)},
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
     )
 
 
 def evaluate_model(
-    model: nn.Module,
-    split: Split,
-    input_size: int,
-    device: torch.device,
-    pre: Preprocessing,
-    batch_size: int = 256,
-    ddp: Dist | None = None,
-) -> np.ndarray:
-    """Predicted class of every image of ``split`` (each rank does its share; gathered under DDP)."""
-    ddp = ddp or Dist()
-    index = np.arange(ddp.rank, len(split), ddp.world_size)
-    preds = np.zeros(len(split), dtype=np.int64)
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true class of every image ``batches`` yields (model-ready tensors)."""
+    preds, truth = [], []
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(index), batch_size):
-            idx = index[start : start + batch_size]
-            x = to_model_input(torch.from_numpy(split.images[idx]), input_size, pre).to(device)
-            preds[idx] = model(x).argmax(1).cpu().numpy()
-    if ddp.enabled:
-        gathered = torch.from_numpy(preds)
-        dist.all_reduce(gathered)  # each index is set by exactly one rank, the others hold 0
-        preds = gathered.numpy()
-    return preds
+        for x, labels in batches:
+            preds.append(model(x.to(device)).argmax(1).cpu().numpy())
+            truth.append(labels.numpy())
+    if not preds:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(preds), np.concatenate(truth)
 
 
-def predict_checkpoint(
-    path: str, split: Split, *, model: str | None, input_size: int | None, batch_size: int
-) -> tuple[np.ndarray, int, ModelCard]:
-    """Predictions of a checkpoint, its input size and its model's card; model name and input size come
-    from a nin-train checkpoint's recipe."""
+@dataclass(frozen=True)
+class _Checkpoint:
+    """A checkpoint to evaluate: its model and card (classes, channels, size, preprocessing)."""
+
+    name: str
+    card: TrainedCard
+    data_record: object
+
+
+def _checkpoint(config: EvalConfig) -> _Checkpoint:
+    """Read a checkpoint's card; a bare state_dict gets the registered model's card and its size."""
+    path = config.weights or ""
     data = read_checkpoint(path)
     raw_recipe = data.get("recipe")
     recipe: dict = raw_recipe if isinstance(raw_recipe, dict) else {}
     # "model" holds a name in nin-train checkpoints but a state_dict in some others.
     stored = data.get("model") if isinstance(data.get("model"), str) else None
-    name = model or stored or recipe.get("model") or "nin"
-    card = model_card(name)
+    name = config.model or stored or recipe.get("model") or "nin"
+    registered = model_card(name)
+    card = checkpoint_card(data, path)
     # image_size: older checkpoints; a bare state_dict gets the card's (the book's) size.
-    size = input_size or recipe.get("input_size") or recipe.get("image_size") or card.input_size
-    net = create_model(name, input_size=size)
-    load_weights(net, path)
-    return evaluate_model(net, split, size, torch.device("cpu"), card.preprocessing, batch_size=batch_size), size, card
+    size = config.input_size or recipe.get("input_size") or recipe.get("image_size") or registered.input_size
+    if card is None:
+        card = TrainedCard(
+            labels=registered.labels,
+            in_channels=registered.in_channels,
+            input_size=size,
+            preprocessing=registered.preprocessing,
+        )
+    return _Checkpoint(name=name, card=replace(card, input_size=size), data_record=data.get("data"))
 
 
-def predict_onnx(clf: Classifier, split: Split, batch_size: int) -> np.ndarray:
-    """Predictions of an exported model, fed raw 28x28 uint8 images as an app would."""
-    out = []
-    for start in range(0, len(split), batch_size):
-        out.append(clf.logits(split.images[start : start + batch_size, :, :, None]).argmax(1))
-    return np.concatenate(out)
-
-
-def run_eval(config: EvalConfig) -> EvalResult:
-    """Evaluate the checkpoint and/or ONNX model of ``config`` on the test split."""
+def run_eval(config: EvalConfig, on_scan: Progress | None = None) -> EvalResult:
+    """Evaluate the checkpoint and/or ONNX model of ``config`` on a split of ``config.data``."""
     config.validate()
     clf = Classifier(config.onnx, config.provider, max_batch=config.max_batch) if config.onnx else None
-    # The test split's classes are those of the card of the model evaluated (every card: Fashion-MNIST).
-    classes = model_card(config.model or "nin").labels
-    if clf is not None and len(clf.labels) != len(classes):
+    ckpt = _checkpoint(config) if config.weights else None
+    classes = ckpt.card.labels if ckpt else clf.labels if clf else ()
+    if ckpt and clf and clf.labels != ckpt.card.labels:
         raise ConfigError(
-            f"model '{config.onnx}' has {len(clf.labels)} classes; Fashion-MNIST evaluation needs "
-            f"{len(classes)} ({', '.join(classes[:3])}, ...)"
+            f"checkpoint '{config.weights}' and model '{config.onnx}' have other classes "
+            f"({len(ckpt.card.labels)} and {len(clf.labels)}); evaluate them one at a time"
         )
-    split = load_split(config.data_dir, "test", config.limit)
+    record = ckpt.data_record if ckpt and isinstance(ckpt.data_record, dict) else {}
+    data = open_data(
+        config.data,
+        val_fraction=record.get("val_fraction", config.val_fraction),
+        seed=record.get("seed", config.seed),
+        channels=ckpt.card.in_channels if ckpt else clf.input_shape[0] if clf else None,
+        strict=config.strict,
+        progress=on_scan,
+    )
+    what = f"checkpoint '{config.weights}'" if ckpt else f"model '{config.onnx}'"
+    if data.kind == "idx" and len(classes) != len(data.classes):
+        raise ConfigError(
+            f"{what} has {len(classes)} classes; Fashion-MNIST evaluation needs "
+            f"{len(data.classes)} ({', '.join(data.classes[:3])}, ...)"
+        )
+    data.check_classes(classes, what)
+    split = data.eval_split if config.split == "auto" else config.split
+    samples = data.split(split).head(config.limit)
+    notes = list(data.notes)
+    if ckpt is not None:
+        note = check_same_split(data, ckpt.data_record, what, strict=False)
+        notes += [note] if note else []
     results, preds = [], []
-    if config.weights:
-        p, size, card = predict_checkpoint(
-            config.weights, split, model=config.model, input_size=config.input_size, batch_size=config.max_batch
+    if ckpt is not None:
+        card = ckpt.card
+        net = create_model(
+            ckpt.name, in_channels=card.in_channels, num_classes=len(card.labels), input_size=card.input_size
         )
+        load_weights(net, config.weights or "")
+        batches = Batches(
+            samples,
+            channels=card.in_channels,
+            size=card.input_size,
+            pre=card.preprocessing,
+            batch_size=config.max_batch,
+            workers=config.workers,
+            strict=config.strict,
+        )
+        p, truth = evaluate_model(net, batches, torch.device("cpu"))
+        notes += filter(None, [batches.failure_note()])
         preds.append(p)
-        results.append(scores(config.weights, p, split.labels, card.labels, size))
+        results.append(scores(config.weights or "", p, truth, classes, card.input_size))
     if clf is not None:
-        p = predict_onnx(clf, split, config.max_batch)
+        p, truth, failed = predict_onnx(clf, samples, config.max_batch, strict=config.strict)
         preds.append(p)
-        results.append(scores(clf.source, p, split.labels, clf.labels, clf.input_shape[1]))
-    agreement = float(np.mean(preds[0] == preds[1])) if len(preds) == 2 else None
+        results.append(scores(clf.source, p, truth, classes, clf.input_shape[1]))
+        if failed and ckpt is None:
+            notes.append(f"skipped {len(failed)} image(s) that failed to decode: {', '.join(failed[:5])}")
+    agreement = float(np.mean(preds[0] == preds[1])) if len(preds) == 2 and len(preds[0]) == len(preds[1]) else None
     if config.confusion_png:
         plot_confusion(results[-1], Path(config.confusion_png))
     return EvalResult(
-        images=len(split), results=tuple(results), agreement=agreement, providers=tuple(clf.providers) if clf else ()
+        images=len(preds[-1]),
+        results=tuple(results),
+        agreement=agreement,
+        providers=tuple(clf.providers) if clf else (),
+        data=data.source,
+        split=split,
+        notes=tuple(notes),
     )
+
+
+def predict_onnx(
+    clf: Classifier, samples: Samples, batch_size: int, *, strict: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Predictions of an exported model fed raw uint8 images, as an app would (the runtime preprocesses);
+    returns them with the true classes and the files that could not be read (left out)."""
+    out, truth, failed = [], [], []
+    for start in range(0, len(samples), batch_size):
+        raw, labels = [], []
+        for i in range(start, min(start + batch_size, len(samples))):
+            try:
+                image = samples.raw(i)
+            except InputError:
+                if strict:
+                    raise
+                failed.append(samples.describe(i))
+                continue
+            raw.append(image if image.ndim == 3 else image[:, :, None])
+            labels.append(samples.labels[i])
+        if raw:
+            out.append(clf.logits(raw).argmax(1))
+            truth.append(np.asarray(labels, dtype=np.int64))
+    if not out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), failed
+    return np.concatenate(out), np.concatenate(truth), failed
 
 
 def plot_confusion(result: Scores, path: Path) -> None:
     """Draw the confusion matrix of ``result`` into a PNG."""
     plt = pyplot()
-    labels = list(result.per_class)
+    labels = list(result.recall)
     conf = np.array(result.confusion)
     fig, ax = plt.subplots(figsize=(7, 6))
     ax.imshow(conf, cmap="Blues")

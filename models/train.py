@@ -1,4 +1,5 @@
-"""Training on Fashion-MNIST: the book's recipe by default, better ones as options, torchrun-aware.
+"""Training on the user's images (or Fashion-MNIST): the book's recipe by default, better ones as options,
+fine-tuning from the shipped weights, torchrun-aware.
 
 ``train(TrainConfig(...)) -> TrainResult``. Under ``torchrun`` (its RANK/WORLD_SIZE/LOCAL_RANK
 variables set) the model is wrapped in DistributedDataParallel with a DistributedSampler (gloo on
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from nin_edge.models.limits import check_limit, check_seed
 from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError, NinEdgeError
@@ -25,14 +27,14 @@ from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_table
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
-from .checkpoint import extract_state_dict, load_state_checked, load_weights, read_checkpoint
-from .data import load_split, to_model_input
+from .checkpoint import TrainedCard, checkpoint_card, extract_state_dict, load_state_checked, read_checkpoint
+from .datasets import Batches, LabelledData, Progress, channel_stats, check_same_split, open_data
 from .distributed import Dist, dist_from_env
 from .evaluate import evaluate_model
 from .plotting import pyplot, save_png
-from .registry import create_model, model_card
+from .registry import create_model, model_card, pretrained_path
 
 
 class Optimizer(Choice):
@@ -49,7 +51,35 @@ class Schedule(Choice):
     COSINE = "cosine"
 
 
+class Augment(Choice):
+    """Geometric augmentation of training images: ``auto`` is none on Fashion-MNIST (the book's
+    recipe) and ``crop`` on image folders and manifests."""
+
+    AUTO = "auto"
+    NONE = "none"
+    TRANSLATE = "translate"
+    CROP = "crop"
+
+
+class Balance(Choice):
+    """For imbalanced classes: loss weights (inverse class frequency) or a balanced sampler."""
+
+    NONE = "none"
+    WEIGHTS = "weights"
+    SAMPLER = "sampler"
+
+
+class Normalize(Choice):
+    """Mean and std of the model's input: the model card's (``card``) or the training images' (``data``)."""
+
+    CARD = "card"
+    DATA = "data"
+
+
 CHECKPOINT_FORMAT = 1
+#: Largest shift of ``--augment translate``, as a fraction of the side; smallest area of ``crop``.
+TRANSLATE_FRACTION = 0.1
+CROP_MIN_AREA = 0.35
 
 
 class TrainingDivergedError(NinEdgeError):
@@ -63,7 +93,7 @@ class TrainConfig:
     The defaults are D2L's: Xavier init, plain SGD at lr 0.1, 10 epochs, batch 128, 224x224.
     """
 
-    data_dir: str = ""
+    data: str = ""
     model: str = "nin"
     epochs: int = 10
     batch_size: int = 128
@@ -74,7 +104,16 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup_epochs: float = 0.0
-    flip: bool = False
+    flip: bool | None = None
+    augment: str = "auto"
+    balance: str = "none"
+    normalize: str = "card"
+    val_fraction: float = 0.1
+    channels: int | None = None
+    workers: int = 2
+    strict: bool = False
+    cache_dir: str | None = None
+    patience: int = 0
     seed: int = 0
     device: str = "auto"
     output: str = "checkpoint.pt"
@@ -88,8 +127,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check every option before any data is read."""
-        if not self.data_dir:
-            raise ConfigError("--data-dir is required: a folder with the four Fashion-MNIST IDX files")
+        if not self.data:
+            raise ConfigError(
+                "--data is required: a folder with one subfolder per class, a CSV/JSONL manifest, "
+                "or a folder with the Fashion-MNIST IDX files"
+            )
         for name in ("epochs", "batch_size", "input_size"):
             value = getattr(self, name)
             if not is_whole_number(value, minimum=1):
@@ -104,6 +146,16 @@ class TrainConfig:
             raise ConfigError(
                 f"warmup epochs must be a finite number from 0 to --epochs ({self.epochs}), got {self.warmup_epochs}"
             )
+        Augment.check(self.augment, "augment")
+        Balance.check(self.balance, "balance")
+        Normalize.check(self.normalize, "normalize")
+        for name in ("workers", "patience"):
+            if not is_whole_number(getattr(self, name), minimum=0):
+                raise ConfigError(f"{name} must be a whole number from 0, got {getattr(self, name)!r}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
+            raise ConfigError(f"val fraction must be between 0 and 1 (e.g. 0.1), got {self.val_fraction!r}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels!r}")
         check_limit(self.train_limit, "--train-limit")
         check_limit(self.test_limit, "--test-limit")
         check_seed(self.seed)
@@ -139,6 +191,8 @@ class TrainResult(Report):
     rank: int = 0
     plot: str | None = None
     notes: tuple[str, ...] = field(default=())
+    best: str | None = None
+    classes: tuple[str, ...] = ()
 
     def rows(self) -> list[dict]:
         return [dataclasses.asdict(e) for e in self.history]
@@ -146,6 +200,10 @@ class TrainResult(Report):
     def to_table(self) -> str:
         text = format_table(self.rows())
         lines = [text, f"checkpoint: {self.output}"]
+        if self.best:
+            lines.append(f"best by held-out accuracy: {self.best}")
+        if self.classes:
+            lines.append(f"classes ({len(self.classes)}): {', '.join(self.classes)}")
         if self.plot:
             lines.append(f"curves: {self.plot}")
         lines.extend(self.notes)
@@ -191,18 +249,138 @@ def _save(path: str, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def _check_resumable(config: TrainConfig, recipe: object) -> None:
-    """Refuse to continue a run with another model or optimiser: the saved state would not fit."""
+def _check_recipe(config: TrainConfig, saved: dict) -> None:
+    """Refuse to continue a run with another model, optimiser, input size or split fraction (before
+    any data is read): the saved state would not fit, or other images would be held out."""
+    recipe = saved.get("recipe")
     if not isinstance(recipe, dict):
         return  # checkpoints without a recipe are checked key by key when their state loads
-    for key in ("model", "optimizer", "input_size"):
-        saved = recipe.get(key, recipe.get("image_size")) if key == "input_size" else recipe.get(key)
-        if saved is not None and saved != getattr(config, key):
+    for key in ("model", "optimizer", "input_size", "val_fraction"):
+        value = recipe.get(key, recipe.get("image_size")) if key == "input_size" else recipe.get(key)
+        if value is not None and value != getattr(config, key):
             flag = "--" + key.replace("_", "-")
             raise ConfigError(
-                f"checkpoint '{config.resume}' was trained with {flag} {saved}, not {getattr(config, key)}; "
-                f"resume with {flag} {saved}, or start a new run (--init-from takes its weights)"
+                f"checkpoint '{config.resume}' was trained with {flag} {value}, not {getattr(config, key)}; "
+                f"resume with {flag} {value}, or start a new run (--init-from takes its weights)"
             )
+
+
+def _check_resumable(config: TrainConfig, saved: dict, data: LabelledData, card: TrainedCard | None) -> None:
+    """Refuse to continue a run on other classes, channels or held-out images than it was trained on."""
+    if card is not None:
+        data.check_classes(card.labels, f"checkpoint '{config.resume}'")
+        if config.channels is not None and config.channels != card.in_channels:
+            raise ConfigError(
+                f"checkpoint '{config.resume}' takes {card.in_channels} channel(s), not --channels {config.channels}"
+            )
+    check_same_split(data, saved.get("data"), f"checkpoint '{config.resume}'", strict=True)
+
+
+def _card(config: TrainConfig, data: LabelledData, init: dict | None) -> TrainedCard:
+    """The new model's card: the data's classes and channels, the registered model's preprocessing
+    (or the fine-tuned checkpoint's) with its colour and per-channel mean/std for those channels."""
+    channels = data.channels
+    base = model_card(config.model).preprocessing
+    if init is not None:
+        trained = checkpoint_card(init, config.init_from or "")
+        base = trained.preprocessing if trained is not None else base
+    pre = dataclasses.replace(
+        base,
+        color="rgb" if channels == 3 else "grayscale",
+        mean=_per_channel(base.mean, channels),
+        std=_per_channel(base.std, channels),
+    )
+    if config.normalize == "data":
+        pre = channel_stats(data.split("train"), channels, config.input_size, pre, config.seed)
+    return TrainedCard(labels=data.classes, in_channels=channels, input_size=config.input_size, preprocessing=pre)
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """One value per channel: a single (grey) value repeated, or the luma-weighted mean of three."""
+    if len(values) == channels:
+        return values
+    if len(values) == 1:
+        return values * channels
+    return (float(np.dot(values, (0.299, 0.587, 0.114))),)
+
+
+def init_from(model: nn.Module, source: dict, path: str) -> tuple[list[str], list[str]]:
+    """Load the layers of ``source`` that fit ``model``; returns the layers kept and those left new.
+
+    A tensor of the same shape is kept. The first convolution of a one-channel model is adapted to
+    three channels by repeating the grey kernel, scaled by 1/3 so that a grey image gives the same
+    response. Layers of another shape (the last NiN block for a new class count) keep their fresh
+    initialisation. Every other difference is an error.
+    """
+    state = extract_state_dict(source, path)
+    own = model.state_dict()
+    kept, new = [], []
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise ConfigError(f"--init-from '{path}' does not fit {config_name(model)}: unexpected key {extra[0]!r}")
+    first = next(k for k in own if k.endswith("weight"))
+    loaded = {}
+    for key, tensor in own.items():
+        if key not in state:
+            raise ConfigError(f"--init-from '{path}' does not fit {config_name(model)}: key {key!r} is missing")
+        given = state[key]
+        if given.shape == tensor.shape:
+            loaded[key] = given
+            kept.append(key)
+        elif key == first and given.shape[1] == 1 and given.shape[0] == tensor.shape[0]:
+            loaded[key] = given.repeat(1, tensor.shape[1], 1, 1) / tensor.shape[1]
+            kept.append(f"{key} (grey kernel repeated over {tensor.shape[1]} channels, scaled by 1/{tensor.shape[1]})")
+        elif key.split(".")[0] == _last_block(own):
+            new.append(key)
+        else:
+            raise ConfigError(
+                f"--init-from '{path}': {key!r} has shape {tuple(given.shape)}, the model needs {tuple(tensor.shape)}; "
+                "only the first convolution (channels) and the last block (classes) may differ"
+            )
+    model.load_state_dict({**own, **loaded})
+    return kept, new
+
+
+def config_name(model: nn.Module) -> str:
+    return str(getattr(model, "model_name", type(model).__name__))
+
+
+def _last_block(state: dict) -> str:
+    """The top-level index of the last layer with weights (NiN: its last block, 7)."""
+    return max((k.split(".")[0] for k in state if k.endswith("weight")), key=int)
+
+
+def _init_note(kept: list[str], new: list[str], path: str) -> str:
+    layers = sorted({k.split(" ")[0].rsplit(".", 1)[0] for k in kept})
+    adapted = [k for k in kept if " (" in k]
+    text = f"initialised from '{path}': kept {len(kept)} tensors ({', '.join(layers)})"
+    if adapted:
+        text += "; adapted " + "; ".join(adapted)
+    if new:
+        text += f"; new (re-initialised for the new classes): {', '.join(sorted({k.rsplit('.', 1)[0] for k in new}))}"
+    return text
+
+
+def augment(x: torch.Tensor, kind: str, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crops or shifts (one affine resampling per batch, edges repeated) and horizontal flips."""
+    n = len(x)
+    if kind == "none":  # flips alone are exact mirror images, no resampling
+        if flip:
+            mirrored = torch.rand(n, generator=generator) < 0.5
+            x[mirrored] = x[mirrored].flip(-1)
+        return x
+    scale = torch.ones(n)
+    if kind == "crop":
+        scale = torch.empty(n).uniform_(CROP_MIN_AREA, 1.0, generator=generator).sqrt()
+    room = (1 - scale) if kind == "crop" else torch.full((n,), 2 * TRANSLATE_FRACTION if kind == "translate" else 0.0)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * room[:, None]
+    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale * mirror
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def train(
@@ -210,11 +388,14 @@ def train(
     *,
     on_step: Callable[[int, int, float], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    on_scan: Progress | None = None,
 ) -> TrainResult:
-    """Train ``config.model`` on Fashion-MNIST, checkpointing atomically after every epoch.
+    """Train ``config.model`` on ``config.data``, checkpointing atomically after every epoch.
 
-    ``on_step(step, steps, loss)`` and ``on_epoch(stats)`` are called on rank 0 for progress.
-    With ``resume`` the run continues exactly where the checkpoint stopped (same weights,
+    ``on_step(step, steps, loss)``, ``on_epoch(stats)``, ``on_note(text)`` (what was decided: layers
+    kept, files skipped) and ``on_scan(done, total)`` (the up-front file check) are called on rank 0
+    for progress. With ``resume`` the run continues exactly where the checkpoint stopped (same weights,
     optimiser state, RNG state and data order as an uninterrupted run on CPU).
     """
     config.validate()
@@ -224,36 +405,72 @@ def train(
         dist.init_process_group(backend=backend)
     device = _device(config, ddp)
     try:
-        return _train(config, ddp, device, on_step, on_epoch)
+        return _train(config, ddp, device, on_step, on_epoch, on_note or (lambda _: None), on_scan)
     finally:
         if ddp.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
-    train_split = load_split(config.data_dir, "train", config.train_limit)
-    test_split = load_split(config.data_dir, "test", config.test_limit)
-    for split, name in ((train_split, "train"), (test_split, "test")):
-        if len(split) == 0:
-            raise ConfigError(f"the {name} split in '{config.data_dir}' holds no images; nothing to train or test on")
+def best_path(output: str) -> str:
+    """Where the best checkpoint by held-out accuracy goes: ``name.best.pt`` beside ``name.pt``."""
+    path = Path(output)
+    return str(path.with_name(f"{path.stem}.best{path.suffix or '.pt'}"))
+
+
+def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainResult:
+    resume_state = _read_training_checkpoint(config.resume) if config.resume else None
+    if resume_state is not None:
+        _check_recipe(config, resume_state)
+    resumed_card = checkpoint_card(resume_state, config.resume) if resume_state is not None else None
+    recorded = resume_state.get("data") if resume_state is not None else None
+    split_options = recorded if isinstance(recorded, dict) and "val_fraction" in recorded else {}
+    data = open_data(
+        config.data,
+        val_fraction=split_options.get("val_fraction", config.val_fraction),
+        seed=split_options.get("seed", config.seed),
+        channels=config.channels or (resumed_card.in_channels if resumed_card else None),
+        strict=config.strict,
+        progress=on_scan if ddp.main else None,
+    )
+    notes = list(data.notes)
+    if data.kind == "idx" and "train" not in data.splits:
+        data.split("train")  # the clear "no train split" error
+    train_samples = data.split("train").head(config.train_limit)
+    held_samples = data.split(data.held_out).head(config.test_limit)
+    for samples in (train_samples, held_samples):
+        if len(samples) == 0:
+            raise ConfigError(
+                f"the {samples.name} split in '{config.data}' holds no images; nothing to train or test on"
+            )
     torch.manual_seed(config.seed)
-    model = create_model(config.model, input_size=config.input_size)
-    card = model_card(config.model)
+    init = None
+    init_path = None
+    if config.init_from:
+        init_path = str(pretrained_path(config.model)) if config.init_from == "pretrained" else config.init_from
+        init = read_checkpoint(init_path)
+    card = resumed_card or _card(config, data, init)
+    model = create_model(
+        config.model, in_channels=card.in_channels, num_classes=len(card.labels), input_size=config.input_size
+    )
     init_xavier(model)
     history: list[EpochStats] = []
     start_epoch = 0
-    resume_state = None
-    if config.init_from:
-        load_weights(model, config.init_from)
-    if config.resume:
-        resume_state = _read_training_checkpoint(config.resume)
-        _check_resumable(config, resume_state.get("recipe"))
-        load_state_checked(model, extract_state_dict(resume_state, config.resume), config.resume)
-        start_epoch, history = _progress(resume_state, config.resume)
+    best_acc = -1.0
+    if init is not None and init_path is not None and resume_state is None:
+        kept, new = init_from(model, init, init_path)
+        notes.append(_init_note(kept, new, config.init_from or init_path))
+    if resume_state is not None:
+        _check_resumable(config, resume_state, data, resumed_card)
+        load_state_checked(model, extract_state_dict(resume_state, config.resume or ""), config.resume or "")
+        start_epoch, history = _progress(resume_state, config.resume or "")
+        best_acc = max((h.test_acc for h in history), default=-1.0)
         if start_epoch >= config.epochs:
             raise ConfigError(
                 f"checkpoint '{config.resume}' already has {start_epoch} epochs; ask for more with --epochs"
             )
+    for note in notes:
+        if ddp.main:
+            on_note(note)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit this keyword
@@ -264,35 +481,69 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
     if ddp.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    dataset = TensorDataset(torch.from_numpy(train_split.images), torch.from_numpy(train_split.labels))
-    sampler: DistributedSampler | None = (
-        DistributedSampler(dataset, ddp.world_size, ddp.rank, shuffle=True, seed=config.seed) if ddp.enabled else None
-    )
-    loss_fn = nn.CrossEntropyLoss()
+    files = data.kind != "idx"
+    kind = config.augment if config.augment != "auto" else ("crop" if files else "none")
+    flip = config.flip if config.flip is not None else files
+    counts = np.bincount(train_samples.labels, minlength=len(card.labels)).astype(np.float64)
+    class_weight = None
+    if config.balance == "weights":
+        class_weight = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+    if config.balance == "sampler" and ddp.enabled:
+        raise ConfigError("--balance sampler cannot be used under torchrun; use --balance weights")
+    loss_fn = nn.CrossEntropyLoss(weight=None if class_weight is None else class_weight.to(device))
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     per_rank_batch = max(1, config.batch_size // ddp.world_size)
+    batch_options = {
+        "channels": card.in_channels,
+        "size": config.input_size,
+        "pre": card.preprocessing,
+        "workers": config.workers,
+        "strict": config.strict,
+        "cache": config.cache_dir,
+    }
+    held_index = list(range(ddp.rank, len(held_samples), ddp.world_size))
+    held_batches = Batches(held_samples, batch_size=256, sampler=held_index, **batch_options)
+    stale = 0
+    best_file = best_path(config.output)
+    stopped = None
+    lr = config.lr
 
     for epoch in range(start_epoch, config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        if sampler is not None:
+        sampler: DistributedSampler | WeightedRandomSampler | None = None
+        if ddp.enabled:
+            sampler = DistributedSampler(
+                range(len(train_samples)),  # type: ignore[arg-type]  # any sized sequence works
+                ddp.world_size,
+                ddp.rank,
+                shuffle=True,
+                seed=config.seed,
+            )
             sampler.set_epoch(epoch)
-        loader = DataLoader(
-            dataset, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler, generator=generator
+        elif config.balance == "sampler":
+            weights = 1.0 / np.maximum(counts, 1)[train_samples.labels]
+            sampler = WeightedRandomSampler(
+                weights.tolist(), num_samples=len(train_samples), replacement=True, generator=generator
+            )
+        loader = Batches(
+            train_samples,
+            batch_size=per_rank_batch,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=generator,
+            **batch_options,
         )
         steps = len(loader)
         net.train()
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
-        for i, (images, labels) in enumerate(loader):
+        for i, (x, labels) in enumerate(loader):
             step = epoch * steps + i
             lr = _lr_at(config, step, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = to_model_input(images, config.input_size, card.preprocessing)
-            if config.flip:
-                flip = torch.rand(len(x), generator=generator) < 0.5
-                x[flip] = x[flip].flip(-1)
+            x = augment(x, kind, flip, generator)
             x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -320,41 +571,58 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
             if on_step and ddp.main:
                 on_step(i + 1, steps, loss.item())
         seconds = time.perf_counter() - t0
-        totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
+        preds, truth = evaluate_model(model, held_batches, device)
+        totals = torch.tensor([loss_sum, correct, seen, float(np.sum(preds == truth)), len(truth)], dtype=torch.float64)
         if ddp.enabled:
             dist.all_reduce(totals)
-        preds = evaluate_model(model, test_split, config.input_size, device, card.preprocessing, ddp=ddp)
+        for note in filter(None, (loader.failure_note(), held_batches.failure_note())):
+            if ddp.main:
+                on_note(note)
+        held_batches.failed.clear()
         stats = EpochStats(
             epoch=epoch + 1,
             train_loss=float(totals[0] / totals[2]),
             train_acc=float(totals[1] / totals[2]),
-            test_acc=float(np.mean(preds == test_split.labels)),
+            test_acc=float(totals[3] / max(1.0, float(totals[4]))),
             examples_per_s=float(totals[2]) / seconds,
             seconds=seconds,
             lr=lr,
             input_size=config.input_size,
         )
         history.append(stats)
+        improved = stats.test_acc > best_acc
         if ddp.main:
-            _save(
-                config.output,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "model": config.model,
-                    "state_dict": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "recipe": dataclasses.asdict(config),
-                    "history": [dataclasses.asdict(h) for h in history],
-                    "rng": torch.get_rng_state(),
-                },
-            )
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "model": config.model,
+                "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "recipe": dataclasses.asdict(config),
+                "history": [dataclasses.asdict(h) for h in history],
+                "rng": torch.get_rng_state(),
+                "card": card.to_dict(),
+                "data": {"source": data.source, **data.split_record},
+            }
+            _save(config.output, payload)
+            if improved:
+                _save(best_file, payload)
             if on_epoch:
                 on_epoch(stats)
+        if improved:
+            best_acc, stale = stats.test_acc, 0
+        else:
+            stale += 1
+        if config.patience and stale >= config.patience:
+            stopped = (
+                f"stopped early after epoch {epoch + 1}: {data.held_out} accuracy has not improved for "
+                f"{config.patience} epoch(s) (best {best_acc:.4f})"
+            )
+            break
     plot: str | None = None
-    notes: tuple[str, ...] = ()
+    plot_notes: tuple[str, ...] = ()
     if config.plot and ddp.main:
-        plot, notes = plot_curves(history, Path(config.output).with_suffix(".png"))
+        plot, plot_notes = plot_curves(history, Path(config.output).with_suffix(".png"))
     return TrainResult(
         output=config.output,
         recipe=dataclasses.asdict(config),
@@ -362,7 +630,9 @@ def _train(config, ddp, device, on_step, on_epoch) -> TrainResult:
         world_size=ddp.world_size,
         rank=ddp.rank,
         plot=plot,
-        notes=notes,
+        notes=tuple(notes) + ((stopped,) if stopped else ()) + plot_notes,
+        best=best_file if Path(best_file).exists() else None,
+        classes=card.labels,
     )
 
 

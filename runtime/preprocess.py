@@ -26,6 +26,9 @@ MAX_IMAGE_PIXELS = 64_000_000
 # gigabytes although it has few pixels; sides this far apart are refused instead.
 MAX_ASPECT_RATIO = 64
 
+#: File suffixes read as images wherever a folder of images is taken (calibration, training data).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 # ITU-R 601-2 luma, the weights of PIL's convert("L").
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -162,7 +165,9 @@ def _to_uint8(im) -> np.ndarray:  # a PIL image, imported lazily
                 "as 0..1: scale it to 0..1, or save it as 8 or 16 bits"
             )
         return np.round(real * 255.0).astype(np.uint8)
-    converted = im.convert("L") if im.mode in ("1", "L", "P") else im.convert("RGB")
+    if im.mode == "P":  # a palette may hold colours: expand it (grey palettes give equal channels)
+        im = im.convert("RGB")
+    converted = im.convert("L") if im.mode in ("1", "L") else im.convert("RGB")
     return np.asarray(converted, dtype=np.uint8).copy()
 
 

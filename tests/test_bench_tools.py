@@ -51,3 +51,37 @@ def test_serving_benchmark_runs_both_modes(tmp_path):
     # every answer was checked against the in-process logits of the same image
     assert all(r.wrong == 0 and r.max_abs_diff < 1e-3 for r in report.results)
     assert report.provider == "CPUExecutionProvider" and "random" in report.inputs
+
+
+@pytest.mark.slow
+def test_data_loading_benchmark_writes_the_png_folder_once_and_times_both_sources(tiny_fashion, tmp_path):
+    from nin_edge.benchmarks.data_loading import DataLoadingConfig, run_data_loading
+
+    config = DataLoadingConfig(
+        data=str(tiny_fashion),
+        folder=str(tmp_path / "png"),
+        images=40,
+        steps=2,
+        rounds=1,
+        batch_size=8,
+        input_size=67,
+        workers=0,
+    )
+    report = run_data_loading(config)
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 40 and report.png_bytes > 0
+    idx, png = report.results
+    # At least one image of each of the 10 classes is held out for validation.
+    assert idx.source == "idx (40 images)" and png.source == "png (30 images)"
+    assert all(r.train_samples_per_s > 0 and r.loader_only_samples_per_s > 0 for r in report.results)
+    assert "PNG folder trains at" in report.to_table()
+
+
+def test_serving_benchmark_sends_real_images_through_the_one_loader(tiny_fashion, tiny_nin_path):
+    from nin_edge.benchmarks.serving import _inputs
+    from nin_edge.runtime import Classifier
+
+    clf = Classifier(tiny_nin_path, "cpu")
+    x, described = _inputs(clf, str(tiny_fashion), count=8)
+    assert (
+        x.shape == (8, *clf.input_shape) and described == f"the first 8 images of the test split of {tiny_fashion.name}"
+    )

@@ -83,7 +83,7 @@ def test_this_machine_has_a_cpu_build():
     ],
 )
 def test_gpu_check_refusals(tiny_fashion, tmp_path, args, message):
-    result = run_cli(gpu_check.main, ["--data-dir", tiny_fashion, "--cache-dir", tmp_path, *args])
+    result = run_cli(gpu_check.main, ["--data", tiny_fashion, "--cache-dir", tmp_path, *args])
     assert_one_line_error(result, message)
 
 

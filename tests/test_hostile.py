@@ -228,13 +228,13 @@ def test_bench_refuses_nonsense_timing_options(args, message):
     ],
 )
 def test_train_refuses_nonsense_limits(tiny_fashion, tmp_path, args, message):
-    result = run_cli(train_main, ["--data-dir", tiny_fashion, "--output", tmp_path / "c.pt", *args])
+    result = run_cli(train_main, ["--data", tiny_fashion, "--output", tmp_path / "c.pt", *args])
     assert_one_line_error(result, message)
 
 
 @pytest.mark.parametrize("limit", ["-1", "0"])
 def test_eval_refuses_nonsense_limits(tiny_fashion, tiny_nin_path, limit):
-    result = run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", tiny_nin_path, "--limit", limit])
+    result = run_cli(eval_main, ["--data", tiny_fashion, "--onnx", tiny_nin_path, "--limit", limit])
     assert_one_line_error(result, f"--limit must be a positive number of images, got {limit}")
 
 
@@ -379,7 +379,7 @@ def test_idx_headers_that_lie_and_empty_splits_are_one_line_errors(tiny_fashion,
     liar = tmp_path / "train-images-idx3-ubyte"
     liar.write_bytes(bytes([0, 0, 8, 3]) + (2**31 - 1).to_bytes(4, "big") * 2 + (4).to_bytes(4, "big") + bytes(100))
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(0, np.uint8))
-    args = ["--data-dir", tmp_path, "--output", tmp_path / "c.pt", "--input-size", 70]
+    args = ["--data", tmp_path, "--output", tmp_path / "c.pt", "--input-size", 70]
     assert_one_line_error(run_cli(train_main, args), "header (2147483647, 2147483647, 4) needs 18,446,744,056")
     write_idx(liar, np.zeros((0, 28, 28), np.uint8))
     assert_one_line_error(run_cli(train_main, args), "the train split in", "holds no images")
@@ -388,7 +388,7 @@ def test_idx_headers_that_lie_and_empty_splits_are_one_line_errors(tiny_fashion,
 @pytest.mark.slow
 def test_resume_with_another_optimizer_or_model_is_refused(tiny_fashion, tmp_path):
     ckpt = tmp_path / "c.pt"
-    base = ["--data-dir", tiny_fashion, "--input-size", 70, "--train-limit", 16, "--test-limit", 8, "--no-plot"]
+    base = ["--data", tiny_fashion, "--input-size", 70, "--train-limit", 16, "--test-limit", 8, "--no-plot"]
     assert run_cli(train_main, [*base, "--epochs", 1, "--output", ckpt]).exit_code == 0
     again = [*base, "--epochs", 2, "--output", tmp_path / "d.pt", "--resume", ckpt]
     assert_one_line_error(
@@ -400,7 +400,7 @@ def test_resume_with_another_optimizer_or_model_is_refused(tiny_fashion, tmp_pat
 def test_eval_refuses_a_model_with_another_class_count(tiny_fashion, tmp_path):
     five = tmp_path / "five.onnx"
     assert run_cli(export_cli, [*EXPORT, "--num-classes", 5, "--output", five]).exit_code == 0
-    result = run_cli(eval_main, ["--data-dir", tiny_fashion, "--onnx", five])
+    result = run_cli(eval_main, ["--data", tiny_fashion, "--onnx", five])
     assert_one_line_error(result, "has 5 classes; Fashion-MNIST evaluation needs 10")
 
 

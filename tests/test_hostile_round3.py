@@ -486,6 +486,9 @@ def _training_checkpoint(**change) -> dict:
         ("history-entry", "history entry 0 is \"{'epoch': 1}\", expected the fields epoch, train_loss"),
         ("epoch", "its epoch is 1.5, expected a whole number >= 0"),
         ("state-type", "its state_dict is a Tensor, not a dict of tensors"),
+        ("card", "has an unreadable card: 'preprocessing'"),
+        ("card-classes", "was trained on 3 classes, "),
+        ("split", "the validation images of"),
     ],
 )
 def test_resume_from_a_crafted_checkpoint_is_one_line(tiny_fashion, tmp_path, change, message):
@@ -505,11 +508,18 @@ def test_resume_from_a_crafted_checkpoint_is_one_line(tiny_fashion, tmp_path, ch
         payload["history"] = [{"epoch": 1}]
     elif change == "epoch":
         payload["epoch"] = 1.5
+    elif change == "card":
+        payload["card"] = {"labels": ["a", "b"], "in_channels": 1, "input_size": 70}
+    elif change == "card-classes":
+        pre = {"color": "grayscale", "resize": "bilinear", "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
+        payload["card"] = {"labels": ["a", "b", "c"], "in_channels": 1, "input_size": 70, "preprocessing": pre}
+    elif change == "split":  # another held-out list than the data gives
+        payload["data"] = {"kind": "idx", "val_fraction": 0.1, "seed": 0, "val_sha256": "0" * 64}
     else:
         payload["state_dict"] = torch.zeros(3)
     ckpt = tmp_path / "crafted.pt"
     torch.save(payload, ckpt)
-    args = ["--data-dir", tiny_fashion, "--input-size", 70, "--train-limit", 16, "--test-limit", 8, "--no-plot"]
+    args = ["--data", tiny_fashion, "--input-size", 70, "--train-limit", 16, "--test-limit", 8, "--no-plot"]
     result = run_cli(train_main, [*args, "--epochs", 2, "--output", tmp_path / "o.pt", "--resume", ckpt])
     assert_one_line_error(result, message)
     assert not (tmp_path / "o.pt").exists()

@@ -197,7 +197,7 @@ def _configs(tmp_path, provider):
     return {
         "nin-infer / Classifier": lambda: RuntimeConfig(provider=provider),
         "nin-export": lambda: ExportConfig(provider=provider, output=str(tmp_path / "n.onnx")),
-        "nin-eval": lambda: EvalConfig(data_dir=str(tmp_path), onnx=str(model), provider=provider),
+        "nin-eval": lambda: EvalConfig(data=str(tmp_path), onnx=str(model), provider=provider),
         "nin-bench": lambda: BenchConfig(models=(), model_path=(str(model),), provider=(provider,)),
         "nin-serve": lambda: ServeConfig(model=str(model), provider=provider),
         "profile": lambda: RuntimeConfig(provider=(provider, "cpu")),
@@ -238,10 +238,10 @@ def _commands():
     return {
         "nin-infer": (infer_cli, lambda m, d, t: [m, t / "x.npy"]),
         "nin-export": (export_cli, lambda m, d, t: ["--output", t / "n.onnx"]),
-        "nin-eval": (eval_main, lambda m, d, t: ["--data-dir", d, "--onnx", m]),
+        "nin-eval": (eval_main, lambda m, d, t: ["--data", d, "--onnx", m]),
         "nin-bench": (bench_cli, lambda m, d, t: ["--model-path", m, "--output", t / "b.json"]),
         "nin-serve": (serve_cli, lambda m, d, t: [m]),
-        "gpu_check": (gpu_check_cli, lambda m, d, t: ["--data-dir", d]),
+        "gpu_check": (gpu_check_cli, lambda m, d, t: ["--data", d]),
         "serving bench": (serving_cli, lambda m, d, t: [m]),
     }
 

@@ -1,0 +1,637 @@
+"""One loader for every command that reads labelled images (``--data PATH``).
+
+``PATH`` is one of:
+
+1. a folder with one subfolder per class (torchvision's ImageFolder layout), optionally under
+   ``train/``, ``val/`` and ``test/``; without ``val/`` a stratified, seeded split of the training
+   images is held out (``val_fraction``), and how it was made is recorded (:attr:`LabelledData.split_record`)
+   so that a resumed or evaluated run holds out the same images;
+2. a CSV or JSONL manifest with ``path`` and ``label`` (and optionally ``split``) per image, paths
+   relative to the manifest;
+3. the Fashion-MNIST IDX folder (:mod:`nin_edge.models.data`).
+
+Class names come from the folders or the manifest in a stable order (sorted; numerically when
+every label is a whole number). Files are checked up front, from their headers (cheap): a run
+must not die hours in on one bad file. Images are decoded later, one at a time, by DataLoader
+worker processes with the runtime's own reader and preprocessing, so training sees what the
+deployed model will see and a million files never sit decoded in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from nin_edge.runtime.core.errors import ConfigError, InputError
+from nin_edge.runtime.core.files import atomic_output
+from nin_edge.runtime.core.metadata import Preprocessing
+from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, check_image_size, preprocess_image, read_image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .data import find_split_files, load_split, to_model_input
+
+SPLITS = ("train", "val", "test")
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+#: How many file names an error or a note lists before "and N more".
+SHOWN = 5
+#: Image modes that hold no colour (PIL's names); every other mode counts as colour.
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: Images used to compute the training set's mean and std (``--normalize data``).
+STATS_IMAGES = 512
+
+Progress = Callable[[int, int], None]
+
+
+def _shown(names: Sequence[str]) -> str:
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+@dataclass(frozen=True)
+class Samples:
+    """One split: image files (``paths``) or in-memory IDX images (``images``), and class indices."""
+
+    name: str
+    labels: np.ndarray
+    paths: tuple[str, ...] = ()
+    images: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, limit: int | None) -> Samples:
+        """The first ``limit`` samples (all when None)."""
+        if limit is None:
+            return self
+        images = None if self.images is None else self.images[:limit]
+        return replace(self, labels=self.labels[:limit], paths=self.paths[:limit], images=images)
+
+    def raw(self, i: int) -> np.ndarray:
+        """Sample ``i`` as raw uint8 pixels, (H, W) or (H, W, 3), read as the runtime reads files."""
+        if self.images is not None:
+            return self.images[i]
+        return read_image(self.paths[i])
+
+    def describe(self, i: int) -> str:
+        return self.paths[i] if self.images is None else f"{self.name} image {i}"
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """Labelled images from one ``--data`` path: class names, channels, splits and how they were made."""
+
+    source: str
+    kind: str
+    classes: tuple[str, ...]
+    channels: int
+    splits: dict[str, Samples]
+    split_record: dict
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def held_out(self) -> str:
+        """The split a training run scores each epoch: ``val`` where there is one, else ``test``."""
+        return "val" if "val" in self.splits else "test"
+
+    @property
+    def eval_split(self) -> str:
+        """The split ``nin-eval`` scores by default: ``test`` where there is one, else ``val``."""
+        return "test" if "test" in self.splits else "val"
+
+    def split(self, name: str) -> Samples:
+        """The split ``name``; a clear error if this data has none."""
+        if name not in self.splits:
+            raise ConfigError(
+                f"'{self.source}' has no {name} split; it has {', '.join(self.splits)} (choose one of those)"
+            )
+        return self.splits[name]
+
+    def check_classes(self, classes: Sequence[str], what: str) -> None:
+        """Refuse a model (``what``) trained on other classes than this data's, naming the first difference."""
+        if tuple(classes) == self.classes:
+            return
+        if self.kind == "idx" and len(classes) == len(self.classes):
+            return  # IDX files hold class indices only; the model's names are the ones to show
+        missing = [c for c in self.classes if c not in classes]
+        extra = [c for c in classes if c not in self.classes]
+        if missing or extra:
+            detail = (f"the data has {_shown(missing)} that it lacks" if missing else "") + (
+                ("; " if missing else "") + f"it has {_shown(extra)} that the data lacks" if extra else ""
+            )
+        else:
+            detail = "same names in another order (class indices would be mixed up)"
+        raise ConfigError(
+            f"{what} was trained on {len(classes)} classes, '{self.source}' has {len(self.classes)}: {detail}; "
+            "use the data it was trained on, or train a model on this data"
+        )
+
+
+@dataclass(frozen=True)
+class _File:
+    path: str
+    label: str
+    split: str
+
+
+def _natural_order(labels: set[str]) -> tuple[str, ...]:
+    """Sorted class names; numerically when every one is a whole number (so 10 follows 9)."""
+    if labels and all(s.isdigit() for s in labels):
+        return tuple(sorted(labels, key=int))
+    return tuple(sorted(labels))
+
+
+def detect_kind(path: Path) -> str:
+    """``idx``, ``folder`` or ``manifest`` for a ``--data`` path; a clear error for anything else."""
+    if path.is_file():
+        if path.suffix.lower() in MANIFEST_SUFFIXES:
+            return "manifest"
+        raise ConfigError(
+            f"--data '{path}' is a file but not a manifest; expected a .csv or .jsonl manifest (path,label), "
+            "a folder with one subfolder per class, or a Fashion-MNIST IDX folder"
+        )
+    if not path.is_dir():
+        raise ConfigError(f"data folder '{path}' does not exist")
+    if any(path.glob("*-idx3-ubyte*")) or (path / "FashionMNIST" / "raw").is_dir():
+        return "idx"
+    return "folder"
+
+
+def _walk_class(folder: Path, seen_dirs: set[tuple[int, int]]) -> tuple[list[str], list[str]]:
+    """Every file under a class folder (following links, refusing loops): images by name, and others."""
+    images: list[str] = []
+    others: list[str] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            raise ConfigError(
+                f"folder '{root}' is reached twice (a symbolic link loop, or two links to one folder); "
+                "remove the link so that each image is read once"
+            )
+        seen_dirs.add(key)
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            (images if Path(name).suffix.lower() in IMAGE_SUFFIXES else others).append(full)
+    return images, others
+
+
+def _folders(folder: Path) -> list[str]:
+    """Subfolder names, sorted, leaving out hidden ones (``.ipynb_checkpoints``, ``.git``): never classes."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan_folder(root: Path) -> tuple[list[_File], list[str]]:
+    subdirs = _folders(root)
+    layout = [s for s in subdirs if s in SPLITS]
+    if "train" in layout and set(subdirs) <= set(SPLITS):
+        split_roots = {s: root / s for s in layout}
+    elif layout and set(subdirs) <= set(SPLITS):
+        raise ConfigError(
+            f"'{root}' has {', '.join(s + '/' for s in layout)} but no train/; add train/ with one subfolder "
+            "per class, or put the class folders directly in it"
+        )
+    else:
+        split_roots = {"train": root}
+    files: list[_File] = []
+    # Files beside the class folders belong to no class; they are named, not guessed at.
+    ignored: list[str] = [str(p) for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    seen_dirs: set[tuple[int, int]] = set()
+    for split, folder in split_roots.items():
+        classes = _folders(folder)
+        if not classes:
+            raise ConfigError(
+                f"'{folder}' has no class subfolders; put each class's images in a subfolder named after the class"
+            )
+        if folder != root:
+            ignored += [str(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+        for name in classes:
+            images, others = _walk_class(folder / name, seen_dirs)
+            ignored += others
+            if not images:
+                raise ConfigError(
+                    f"class folder '{folder / name}' holds no images (looked for {', '.join(IMAGE_SUFFIXES)}); "
+                    "add images or remove the folder"
+                )
+            files += [_File(p, name, split) for p in images]
+    return files, ignored
+
+
+def _read_manifest(path: Path) -> list[_File]:
+    base = path.parent
+    rows: list[dict] = []
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read manifest '{path}': {exc}") from None
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise ConfigError(
+                f"manifest '{path}' needs a header line with the columns path,label (and optionally split); "
+                f"its first line is {text.splitlines()[0][:80]!r}"
+                if text.strip()
+                else f"manifest '{path}' is empty"
+            )
+        rows = [dict(r) for r in reader]
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"manifest '{path}' line {n} is not JSON: {exc.msg}") from None
+            if not isinstance(row, dict) or "path" not in row or "label" not in row:
+                raise ConfigError(f"manifest '{path}' line {n}: expected an object with path and label, got {line!r}")
+            rows.append(row)
+    files = []
+    for n, row in enumerate(rows, 1):
+        label, rel, split = str(row.get("label") or "").strip(), str(row.get("path") or "").strip(), row.get("split")
+        split = str(split).strip() if split not in (None, "") else "train"
+        if not rel or not label:
+            raise ConfigError(f"manifest '{path}' entry {n} has an empty path or label: {row}")
+        if split not in SPLITS:
+            raise ConfigError(f"manifest '{path}' entry {n} has split {split!r}; expected one of {', '.join(SPLITS)}")
+        files.append(_File(str(base / rel), label, split))
+    if not files:
+        raise ConfigError(f"manifest '{path}' lists no images")
+    missing = [f.path for f in files if not os.path.isfile(f.path)]
+    if missing:
+        raise ConfigError(
+            f"manifest '{path}' names {len(missing)} file(s) that do not exist (paths are relative to the "
+            f"manifest's folder): {_shown(missing)}"
+        )
+    return files
+
+
+@dataclass(frozen=True)
+class _Header:
+    ok: bool
+    mode: str = ""
+    reason: str = ""
+
+
+def _check_header(path: str) -> _Header:
+    """Open one image's header (and verify what Pillow can without decoding); never raises."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            check_image_size(im.size[0], im.size[1], f"image '{path}'")
+            mode = im.mode
+            im.verify()  # PNG: every chunk's CRC; catches truncated and corrupted files cheaply
+        return _Header(True, mode)
+    except Exception as exc:  # Pillow raises many types; each bad file is reported, not raised
+        return _Header(False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _duplicates(files: list[_File]) -> list[tuple[_File, _File]]:
+    """Pairs of entries in different classes that are the same file (link) or the same bytes."""
+    by_key: dict[object, _File] = {}
+    pairs = []
+    by_size: dict[int, list[_File]] = defaultdict(list)
+    for f in files:
+        st = os.stat(f.path)
+        key = (st.st_dev, st.st_ino)
+        if key in by_key and by_key[key].label != f.label:
+            pairs.append((by_key[key], f))
+            continue
+        by_key.setdefault(key, f)
+        by_size[st.st_size].append(f)
+    for group in by_size.values():
+        if len({f.label for f in group}) < 2:
+            continue  # hashing only where two classes have a file of one size
+        by_digest: dict[str, _File] = {}
+        for f in group:
+            digest = hashlib.sha256(Path(f.path).read_bytes()).hexdigest()
+            first = by_digest.setdefault(digest, f)
+            if first.label != f.label:
+                pairs.append((first, f))
+    return pairs
+
+
+def _stratified_val(files: list[_File], fraction: float, seed: int, root: Path) -> set[str]:
+    """Paths held out for validation: per class, the ``fraction`` of files ranked first by a seeded hash.
+
+    A hash of (seed, path below ``root``) rather than a shuffled list, so adding images to a class
+    moves few others, and moving the data folder moves none. At least one image per class is held
+    out and at least one kept for training.
+    """
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for f in files:
+        by_class[f.label].append(f.path)
+    held: set[str] = set()
+    for paths in by_class.values():
+        if len(paths) < 2:
+            continue
+        ranked = sorted(paths, key=lambda p: hashlib.sha1(f"{seed}:{os.path.relpath(p, root)}".encode()).hexdigest())
+        n = min(len(paths) - 1, max(1, round(fraction * len(paths))))
+        held.update(ranked[:n])
+    return held
+
+
+def _digest(paths: Sequence[str], root: Path) -> str:
+    rel = sorted(os.path.relpath(p, root) for p in paths)
+    return hashlib.sha256("\n".join(rel).encode()).hexdigest()
+
+
+def open_data(
+    path: str | os.PathLike,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    channels: int | None = None,
+    strict: bool = False,
+    classes: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> LabelledData:
+    """Open ``--data PATH``, check every file's header, and split it; see the module docstring.
+
+    ``classes`` fixes the class list (a checkpoint's, at evaluation); labels outside it are refused.
+    Unreadable files are left out with a note naming the first few, or refused with ``strict``.
+    ``progress(done, total)`` is called while headers are checked.
+    """
+    if not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1):
+        raise ConfigError(f"val fraction must be between 0 and 1 (e.g. 0.1), got {val_fraction!r}")
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    root = Path(path)
+    kind = detect_kind(root)
+    if kind == "idx":
+        return _open_idx(root, channels or 1, classes)
+    notes: list[str] = []
+    if kind == "manifest":
+        files = _read_manifest(root)
+        base = root.parent
+    else:
+        files, ignored = _scan_folder(root)
+        base = root
+        if ignored:
+            notes.append(
+                f"ignored {len(ignored)} file(s) outside class folders or without an image suffix: {_shown(ignored)}"
+            )
+    train_labels = {f.label for f in files if f.split == "train"}
+    class_list = tuple(classes) if classes is not None else _natural_order(train_labels)
+    for split in ("val", "test"):
+        only = sorted({f.label for f in files if f.split == split} - set(class_list))
+        if only:
+            where = "the model's classes" if classes is not None else "train"
+            raise ConfigError(
+                f"class(es) {_shown(only)} appear in {split} but not in {where} of '{root}'; a model cannot "
+                "learn a class it never trains on: add training images or remove them"
+            )
+    if classes is not None:
+        unknown = sorted(train_labels - set(class_list))
+        if unknown:
+            raise ConfigError(f"'{root}' has label(s) {_shown(unknown)} absent from the class list ({len(classes)})")
+    elif len(class_list) < 2:
+        raise ConfigError(f"'{root}' has a single class ({_shown(list(class_list))}); a classifier needs at least two")
+
+    modes: Counter[str] = Counter()
+    bad: list[str] = []
+    good: list[_File] = []
+    for i, f in enumerate(files):
+        header = _check_header(f.path)
+        if header.ok:
+            modes[header.mode] += 1
+            good.append(f)
+        else:
+            bad.append(f"{f.path} ({header.reason})")
+        if progress is not None and (i + 1 == len(files) or (i + 1) % 256 == 0):
+            progress(i + 1, len(files))
+    if bad:
+        if strict:
+            raise InputError(f"{len(bad)} of {len(files)} image(s) in '{root}' cannot be read: {_shown(bad)}")
+        notes.append(f"skipped {len(bad)} unreadable image(s) (--strict refuses them): {_shown(bad)}")
+    dupes = _duplicates(good)
+    if dupes:
+        shown = [f"{a.path} ({a.label}) = {b.path} ({b.label})" for a, b in dupes]
+        if strict:
+            raise InputError(f"{len(dupes)} image(s) are in two classes of '{root}': {_shown(shown)}")
+        drop = {f.path for pair in dupes for f in pair}
+        good = [f for f in good if f.path not in drop]
+        notes.append(f"left out {len(dupes)} image(s) found in two classes (--strict refuses them): {_shown(shown)}")
+    counts = Counter(f.label for f in good if f.split == "train")
+    empty = [c for c in class_list if counts[c] == 0 and classes is None]
+    if empty:
+        raise ConfigError(f"class(es) {_shown(empty)} of '{root}' have no readable training images")
+    if len(modes) > 1 or set(modes) - {"L", "RGB"}:
+        notes.append(
+            "image modes " + ", ".join(f"{m} {n}" for m, n in sorted(modes.items())) + " read as 8-bit grey or RGB"
+        )
+    colour = any(m not in GREY_MODES for m in modes)
+    used_channels = channels or (3 if colour else 1)
+
+    index = {c: i for i, c in enumerate(class_list)}
+    split_record: dict = {"kind": kind}
+    if not any(f.split == "val" for f in good):
+        held = _stratified_val([f for f in good if f.split == "train"], val_fraction, seed, base)
+        good = [replace(f, split="val") if f.path in held else f for f in good]
+        split_record.update(val_fraction=float(val_fraction), seed=int(seed), val_sha256=_digest(sorted(held), base))
+    splits = {}
+    for name in SPLITS:
+        chosen = [f for f in good if f.split == name]
+        if chosen:
+            splits[name] = Samples(
+                name=name,
+                paths=tuple(f.path for f in chosen),
+                labels=np.array([index[f.label] for f in chosen], dtype=np.int64),
+            )
+    return LabelledData(
+        source=str(root),
+        kind=kind,
+        classes=class_list,
+        channels=used_channels,
+        splits=splits,
+        split_record=split_record,
+        notes=tuple(notes),
+    )
+
+
+def _open_idx(root: Path, channels: int, classes: Sequence[str] | None) -> LabelledData:
+    from .registry import FASHION_MNIST_CLASSES
+
+    splits = {}
+    for name in ("train", "test"):
+        try:
+            find_split_files(root, name)
+        except ConfigError:
+            continue
+        split = load_split(root, name)
+        splits[name] = Samples(name=name, labels=split.labels, images=split.images)
+    if not splits:
+        find_split_files(root, "test")  # raises the clear "no Fashion-MNIST files" error
+    return LabelledData(
+        source=str(root),
+        kind="idx",
+        classes=tuple(classes) if classes is not None else FASHION_MNIST_CLASSES,
+        channels=channels,
+        splits=splits,
+        split_record={"kind": "idx"},
+    )
+
+
+def check_same_split(data: LabelledData, record: object, what: str, *, strict: bool) -> str | None:
+    """Compare the split ``data`` made with the one a checkpoint recorded (``record``).
+
+    With ``strict`` (resuming) a difference is an error; otherwise it is returned as a note.
+    """
+    if not isinstance(record, dict) or "val_sha256" not in record:
+        return None
+    if data.split_record.get("val_sha256") == record["val_sha256"]:
+        return None
+    message = (
+        f"the validation images of '{data.source}' differ from those {what} recorded (val fraction "
+        f"{record.get('val_fraction')}, seed {record.get('seed')}): the data changed, or another --val-fraction "
+        "or --seed was given"
+    )
+    if strict:
+        raise ConfigError(message + "; resume on the same data and options, or start a new run")
+    return "warning: " + message
+
+
+class _FileDataset(Dataset):
+    """Decodes and preprocesses one image per item, in a worker; a bad file gives label -1, not a crash.
+
+    With ``cache`` each model-ready tensor is kept as a ``.npy`` file there, named by a digest of the
+    file's path, size and modification time and of the preprocessing, so a changed image or another
+    input size is decoded afresh; later epochs read the tensor instead of decoding and resizing.
+    """
+
+    def __init__(
+        self, samples: Samples, channels: int, size: int, pre: Preprocessing, cache: Path | None = None
+    ) -> None:
+        self.samples, self.channels, self.size, self.pre, self.cache = samples, channels, size, pre, cache
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _cached(self, i: int) -> Path | None:
+        if self.cache is None:
+            return None
+        path = self.samples.paths[i]
+        st = os.stat(path)
+        key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{self.channels}|{self.size}|{self.pre}"
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.cache / digest[:2] / f"{digest}.npy"
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        try:
+            cached = self._cached(i)
+            if cached is not None and cached.is_file():
+                return torch.from_numpy(np.load(cached)), int(self.samples.labels[i]), i
+            x = preprocess_image(
+                self.samples.raw(i), channels=self.channels, size=self.size, pre=self.pre, where=self.samples.paths[i]
+            )
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_output(cached) as tmp:  # workers may race; each rename is whole
+                    with open(tmp, "wb") as f:
+                        np.save(f, x)
+            return torch.from_numpy(x), int(self.samples.labels[i]), i
+        except InputError:
+            # Refused or skipped by the caller, which knows the file's name from the index.
+            return torch.zeros(self.channels, self.size, self.size), -1, i
+
+
+class Batches:
+    """Model-ready batches ``(x, labels)`` of one split; files that fail to decode are left out and
+    listed in :attr:`failed` (or raised at once with ``strict``)."""
+
+    def __init__(
+        self,
+        samples: Samples,
+        *,
+        channels: int,
+        size: int,
+        pre: Preprocessing,
+        batch_size: int,
+        workers: int = 0,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        sampler: Sampler | Sequence[int] | None = None,
+        strict: bool = False,
+        cache: str | os.PathLike | None = None,
+    ) -> None:
+        self.samples, self.channels, self.size, self.pre, self.strict = samples, channels, size, pre, strict
+        self.failed: list[str] = []
+        if samples.images is not None:
+            dataset: Dataset = torch.utils.data.TensorDataset(
+                torch.from_numpy(samples.images), torch.from_numpy(samples.labels)
+            )
+            workers = 0  # in memory already; batches are resized in one call below
+        else:
+            dataset = _FileDataset(samples, channels, size, pre, Path(cache) if cache else None)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            generator=generator,
+            num_workers=workers,
+            persistent_workers=False,
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.loader:
+            if self.samples.images is not None:
+                images, labels = batch
+                x = to_model_input(images, self.size, self.pre)
+                if self.channels > 1:
+                    x = x.expand(-1, self.channels, -1, -1).contiguous()
+                yield x, labels
+                continue
+            x, labels, index = batch
+            ok = labels >= 0
+            if not bool(ok.all()):
+                names = [self.samples.paths[int(i)] for i in index[~ok]]
+                if self.strict:
+                    raise InputError(f"cannot decode image(s) {_shown(names)} (--strict)")
+                self.failed += names
+                x, labels = x[ok], labels[ok]
+            if len(labels):
+                yield x, labels
+
+    def failure_note(self) -> str | None:
+        """One line naming the files that failed to decode, or None."""
+        if not self.failed:
+            return None
+        return f"skipped {len(self.failed)} image(s) that failed to decode: {_shown(self.failed)}"
+
+
+def channel_stats(samples: Samples, channels: int, size: int, pre: Preprocessing, seed: int = 0) -> Preprocessing:
+    """``pre`` with the per-channel mean and std of up to :data:`STATS_IMAGES` training images (after
+    scaling), so that the model's input is centred (``--normalize data``)."""
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(samples))[:STATS_IMAGES]
+    plain = replace(pre, mean=(0.0,) * channels, std=(1.0,) * channels)
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    count = 0
+    for i in pick:
+        try:
+            x = preprocess_image(
+                samples.raw(int(i)), channels=channels, size=size, pre=plain, where=samples.describe(i)
+            )
+        except InputError:
+            continue
+        total += x.sum(axis=(1, 2))
+        squares += (x.astype(np.float64) ** 2).sum(axis=(1, 2))
+        count += x.shape[1] * x.shape[2]
+    if count == 0:
+        raise ConfigError("no training image could be read to compute the mean and std")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 1e-12))
+    return replace(pre, mean=tuple(round(float(m), 6) for m in mean), std=tuple(round(float(s), 6) for s in std))
