@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -15,15 +14,13 @@ from nin_edge.runtime.core.errors import ConfigError
 
 from .bundle import write_bundle
 from .inspect import inspect_path
-from .pipeline import Deploy, ExportConfig, run_export
+from .pipeline import ExportConfig, run_export
 from .precision import OLD_TARGETS, RECIPES, CalibrationMethod, Fp32Layers, Int8Target, Int8Types, ReduceRange
 from .steps import MAX_OPSET, MIN_OPSET
-from .targets.web import WebOptions
-from .triton import InstanceKind, TritonOptions
-from .web import WEB_PRECISIONS, WebConfig, check_web_options, write_web
+from .targets import targets
+from .web import WebConfig, write_web
 
 _DEFAULTS = ExportConfig()
-_TRITON = TritonOptions()
 
 
 class _Int8TargetChoice(click.Choice):
@@ -40,7 +37,17 @@ class _Int8TargetChoice(click.Choice):
         return super().convert(value, param, ctx)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+class _ExportCommand(click.Command):
+    """``nin-export``: the export's own flags, then every registered deploy target's (its module's
+    ``cli_options``, in target-name order), then ``--format``: a new target needs no edit here."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        at = next(i for i, p in enumerate(params) if p.name == "fmt")
+        return [*params[:at], *(o for t in targets().values() for o in t.cli_options), *params[at:]]
+
+
+@click.command(cls=_ExportCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--model", default=_DEFAULTS.model, show_default=True, help=f"Registered model: {', '.join(list_models())}."
 )
@@ -144,121 +151,43 @@ class _Int8TargetChoice(click.Choice):
 @click.option(
     "--provider", default=_DEFAULTS.provider, show_default=True, help="Where reduced-precision latency is measured."
 )
-@click.option(
-    "--triton-repo",
-    type=click.Path(),
-    default=None,
-    help="Also write a Triton model repository (model.onnx, config.pbtxt, labels.txt) here.",
-)
-@click.option("--triton-name", "name", default=_TRITON.name, show_default=True, help="Model name in the repository.")
-@click.option(
-    "--max-batch",
-    type=int,
-    default=_TRITON.max_batch,
-    show_default=True,
-    help="Triton max_batch_size (0: no batching).",
-)
-@click.option(
-    "--preferred-batch-sizes",
-    type=CommaList(int, positive=True),
-    default=None,
-    help="Dynamic batcher's preferred sizes.",
-)
-@click.option("--queue-delay-us", type=int, default=_TRITON.queue_delay_us, show_default=True)
-@click.option("--instance-count", type=int, default=_TRITON.instance_count, show_default=True)
-@click.option("--instance-kind", type=choice(InstanceKind), default=_TRITON.instance_kind, show_default=True)
-@click.option("--tensorrt", is_flag=True, help="Triton: run through the TensorRT accelerator (GPU instances).")
-@click.option("--tensorrt-fp16", is_flag=True, help="Triton: let TensorRT use FP16.")
-@click.option(
-    "--bundle",
-    type=click.Path(),
-    default=None,
-    help="Write a deploy bundle folder instead of one file: models in ONNX and ORT format, a fixed-batch "
-    "mobile variant, MODEL_CARD.md and manifest.json.",
-)
-@click.option(
-    "--bundle-precisions",
-    type=CommaList(str),
-    default="fp32",
-    show_default=True,
-    help="Precisions in the bundle (fp32 always; int8 needs --calibration-data).",
-)
-@click.option(
-    "--int8-targets",
-    type=CommaList(str),
-    default=None,
-    help="With --bundle: one INT8 model per machine class (e.g. x86-avx2,x86-vnni), model.int8.CLASS.onnx; "
-    "Classifier(DIR, precision='int8') takes the one for its CPU.",
-)
-@click.option(
-    "--web",
-    type=click.Path(),
-    default=None,
-    help="Also write a web folder here: a page and an ES module that run the model in a browser (WebAssembly) "
-    "and in Node; serve it with nin-serve --web. With --bundle it ships the bundle's fp32 and int8 models.",
-)
-@click.option(
-    "--web-precisions",
-    type=CommaList(str),
-    default=None,
-    help="Precisions the web folder offers [default: fp32] (fp32 always; int8 needs --calibration-data).",
-)
-@click.option(
-    "--ort-web",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="onnxruntime-web's dist folder [default: web/node_modules/onnxruntime-web/dist after `npm ci` in web/].",
-)
 @format_option(OutputFormat.TABLE, OutputFormat.JSON)
 @one_line_errors
-def main(
-    fmt: str,
-    bundle: str | None,
-    bundle_precisions: tuple[str, ...],
-    int8_targets: tuple[str, ...] | None,
-    web: str | None,
-    web_precisions: tuple[str, ...] | None,
-    ort_web: str | None,
-    **options: Any,
-) -> None:
+def main(fmt: str, **options: Any) -> None:
     """Export a zoo model to a simplified, verified ONNX file with a symbolic batch axis."""
-    # The Triton flags share their names with TritonOptions' fields (--triton-name is ``name``).
-    triton = {f.name: options.pop(f.name) for f in fields(TritonOptions)}
-    triton["preferred_batch_sizes"] = triton["preferred_batch_sizes"] or ()
-    config = ExportConfig(**options, triton=TritonOptions(**triton))
-    if web is None and (web_precisions or ort_web):
-        raise ConfigError("--web-precisions and --ort-web shape the web folder: give --web DIR too")
+    known = targets()
+    own = {t.name: {o.name: options.pop(o.name) for o in t.cli_options if o.name} for t in known.values()}
+    config = ExportConfig(**options)
+    for name, target in known.items():
+        config = target.from_cli(config, own[name])
+    bundle = next((d for d in config.deploy if d.target == "bundle"), None)
     if bundle is None:
-        if int8_targets:
-            raise ConfigError("--int8-targets is for --bundle; for one file give --int8-target")
-        if web is not None:
-            precisions = tuple(web_precisions or ("fp32",))
-            for p in precisions:  # each precision's options as its export will run them
-                replace(config, precision=p).validate()
-            web_target = Deploy("web", web, WebOptions(precisions=precisions, ort_web=ort_web))
-            config = replace(config, deploy=(*config.deploy, web_target))
         click.echo(run_export(config).render(fmt))
         return
-    if web is not None:
-        if web_precisions:
-            raise ConfigError(
-                "with --bundle, the web folder ships the bundle's fp32 and int8 models: give --bundle-precisions"
-            )
-        check_web_options(Path(web), tuple(p for p in bundle_precisions if p in WEB_PRECISIONS), ort_web)
+    # The one cross-target rule: a --bundle is written in place of the one ONNX file (write_bundle,
+    # whose report is the output), and a --web beside it is made from that bundle.
     for flag, given in (("--output", config.output), ("--triton-repo", config.triton_repo)):
         if given:
             raise ConfigError(f"{flag} and --bundle exclude each other: the bundle names its own files")
     if config.precision != "fp32":
         raise ConfigError("with --bundle, give the precisions with --bundle-precisions, not --precision")
-    if int8_targets and "int8" not in bundle_precisions:
-        raise ConfigError("--int8-targets needs int8 in --bundle-precisions")
+    web = next((d for d in config.deploy if d.target == "web"), None)
+    for other in config.deploy:
+        if other not in (bundle, web):
+            raise ConfigError(
+                f"--bundle writes the bundle (and --web from it) alone: give the {other.target} target "
+                "in another nin-export run"
+            )
     written = write_bundle(
-        config=config, folder=bundle, precisions=tuple(bundle_precisions), int8_targets=tuple(int8_targets or ())
+        config=replace(config, deploy=()),
+        folder=bundle.out,
+        precisions=bundle.options.precisions,
+        int8_targets=bundle.options.int8_targets,
     )
     if web is None:
         click.echo(written.render(fmt))
         return
-    site = write_web(WebConfig(source=bundle, folder=web, ort_web=ort_web))
+    site = write_web(WebConfig(source=bundle.out, folder=web.out, ort_web=web.options.ort_web))
     if fmt == OutputFormat.JSON:
         click.echo(
             json.dumps({"bundle": json.loads(written.render(fmt)), "web": json.loads(site.render(fmt))}, indent=2)

@@ -3,18 +3,22 @@ variant, ``MODEL_CARD.md`` and ``manifest.json`` with sha256s), built aside and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import click
 from nin_edge.runtime.bundle import BUNDLE_FOLDER
+from nin_edge.runtime.cli.common import CommaList
+from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.files import check_replaceable_folder
 
 from ..bundle import BundleSummary, build_bundle, bundle_precisions
+from ..pipeline import Deploy
 from ..precision import resolve_target
 
 if TYPE_CHECKING:
-    from ..pipeline import VerifiedModel
+    from ..pipeline import ExportConfig, VerifiedModel
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,29 @@ class BundleTarget:
 
     name = "bundle"
     options_type = BundleOptions
+    cli_options = (
+        click.Option(
+            ["--bundle"],
+            type=click.Path(),
+            default=None,
+            help="Write a deploy bundle folder instead of one file: models in ONNX and ORT format, a fixed-batch "
+            "mobile variant, MODEL_CARD.md and manifest.json.",
+        ),
+        click.Option(
+            ["--bundle-precisions"],
+            type=CommaList(str),
+            default="fp32",
+            show_default=True,
+            help="Precisions in the bundle (fp32 always; int8 needs --calibration-data).",
+        ),
+        click.Option(
+            ["--int8-targets"],
+            type=CommaList(str),
+            default=None,
+            help="With --bundle: one INT8 model per machine class (e.g. x86-avx2,x86-vnni), model.int8.CLASS.onnx; "
+            "Classifier(DIR, precision='int8') takes the one for its CPU.",
+        ),
+    )
 
     def check(self, options: BundleOptions, out: Path) -> None:
         bundle_precisions(options.precisions)
@@ -40,6 +67,18 @@ class BundleTarget:
 
     def write(self, model: VerifiedModel, options: BundleOptions, out: Path) -> BundleSummary:
         return build_bundle(model, options.precisions, out, options.int8_targets)
+
+    def from_cli(self, config: ExportConfig, values: dict[str, Any]) -> ExportConfig:
+        # nin-export writes a --bundle in place of the one file (see ``export/cli.py``), not beside it.
+        folder, precisions, int8_targets = values["bundle"], values["bundle_precisions"], values["int8_targets"]
+        if folder is None:
+            if int8_targets:
+                raise ConfigError("--int8-targets is for --bundle; for one file give --int8-target")
+            return config
+        if int8_targets and "int8" not in precisions:
+            raise ConfigError("--int8-targets needs int8 in --bundle-precisions")
+        options = BundleOptions(precisions=tuple(precisions), int8_targets=tuple(int8_targets or ()))
+        return replace(config, deploy=(*config.deploy, Deploy(self.name, folder, options)))
 
 
 TARGET = BundleTarget()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import click
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.report import Report
 
 if TYPE_CHECKING:
-    from ..pipeline import VerifiedModel
+    from ..pipeline import ExportConfig, VerifiedModel
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class OnnxTarget:
 
     name = "onnx"
     options_type = OnnxOptions
+    #: Every export writes the file; its ``--output`` is an export option (:class:`ExportConfig`'s ``output``).
+    cli_options: tuple[click.Option, ...] = ()
 
     def check(self, options: OnnxOptions, out: Path) -> None:
         check_writable(out)
@@ -39,6 +42,9 @@ class OnnxTarget:
         with atomic_output(out) as tmp:
             tmp.write_bytes(model.data)
         return OnnxFile(output=str(out), file_bytes=len(model.data))
+
+    def from_cli(self, config: ExportConfig, values: dict[str, Any]) -> ExportConfig:
+        return config
 
 
 TARGET = OnnxTarget()

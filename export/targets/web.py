@@ -11,15 +11,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import click
+from nin_edge.runtime.cli.common import CommaList
+from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.int8 import Int8Target
 
 from ..bundle import build_bundle
-from ..web import WebConfig, WebSummary, check_web_options, write_web
+from ..pipeline import Deploy
+from ..web import WEB_PRECISIONS, WebConfig, WebSummary, check_web_options, write_web
 
 if TYPE_CHECKING:
-    from ..pipeline import VerifiedModel
+    from ..pipeline import ExportConfig, VerifiedModel
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,28 @@ class WebTarget:
 
     name = "web"
     options_type = WebOptions
+    cli_options = (
+        click.Option(
+            ["--web"],
+            type=click.Path(),
+            default=None,
+            help="Also write a web folder here: a page and an ES module that run the model in a browser (WebAssembly) "
+            "and in Node; serve it with nin-serve --web. With --bundle it ships the bundle's fp32 and int8 models.",
+        ),
+        click.Option(
+            ["--web-precisions"],
+            type=CommaList(str),
+            default=None,
+            help="Precisions the web folder offers [default: fp32] (fp32 always; int8 needs --calibration-data).",
+        ),
+        click.Option(
+            ["--ort-web"],
+            type=click.Path(file_okay=False),
+            default=None,
+            help="onnxruntime-web's dist folder [default: web/node_modules/onnxruntime-web/dist after `npm ci` in "
+            "web/].",
+        ),
+    )
 
     def check(self, options: WebOptions, out: Path) -> None:
         check_web_options(out, options.precisions, options.ort_web)
@@ -50,6 +76,26 @@ class WebTarget:
             return write_web(WebConfig(source=str(staging / "bundle"), folder=str(out), ort_web=options.ort_web))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def from_cli(self, config: ExportConfig, values: dict[str, Any]) -> ExportConfig:
+        folder, web_precisions, ort_web = values["web"], values["web_precisions"], values["ort_web"]
+        if folder is None:
+            if web_precisions or ort_web:
+                raise ConfigError("--web-precisions and --ort-web shape the web folder: give --web DIR too")
+            return config
+        bundle = next((d for d in config.deploy if d.target == "bundle"), None)  # "bundle" < "web": applied already
+        if bundle is None:
+            precisions = tuple(web_precisions or ("fp32",))
+            for p in precisions:  # each precision's options as its export will run them
+                replace(config, precision=p).validate()
+        else:  # nin-export makes this folder from that bundle (see ``export/cli.py``)
+            if web_precisions:
+                raise ConfigError(
+                    "with --bundle, the web folder ships the bundle's fp32 and int8 models: give --bundle-precisions"
+                )
+            precisions = tuple(p for p in bundle.options.precisions if p in WEB_PRECISIONS)
+            check_web_options(Path(folder), precisions, ort_web)
+        return replace(config, deploy=(*config.deploy, Deploy(self.name, folder, WebOptions(precisions, ort_web))))
 
 
 TARGET = WebTarget()
