@@ -292,11 +292,11 @@ def build_bundle(
         onnx_names = [file_of[p] for p in wanted] + [MOBILE]
         ort_errors = _to_ort(tmp, onnx_names)
         usability = _usability(tmp / file_of["fp32"]) + _usability(tmp / MOBILE)
-        accuracy = _accuracy(config, {p: tmp / file_of[p] for p in wanted})
+        accuracy, eval_note = _accuracy(config, {p: tmp / file_of[p] for p in wanted})
         latency = {p: _latency(tmp / file_of[p]) for p in wanted}
         fp32 = summaries["fp32"]
         manifest = _manifest(
-            config, fp32, model.metadata.preprocessing, models, accuracy, latency, usability, ort_errors
+            config, fp32, model.metadata.preprocessing, models, accuracy, eval_note, latency, usability, ort_errors
         )
         (tmp / CARD).write_text(model_card_text(manifest))
         (tmp / USABILITY).write_text("\n".join(usability) + "\n")
@@ -318,9 +318,11 @@ def build_bundle(
     )
 
 
-def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float | None]:
+def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> tuple[dict[str, float | None], str | None]:
+    """Each model's top-1 accuracy on ``--eval-data`` (None without labels), and which images those were
+    (in words for the card: the data, not the exporting machine's path)."""
     if not config.eval_data:
-        return {p: None for p in paths}
+        return {p: None for p in paths}, None
     cfg = config.resolved()
     images = load_images(
         config.eval_data,
@@ -330,14 +332,15 @@ def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> dict[str, float |
         split="test",
         seed=cfg.seed,
         pre=cfg.card().preprocessing,
+        split_record=cfg.split_record(),
     )
     if images.labels is None:
-        return {p: None for p in paths}
+        return {p: None for p in paths}, images.card_note
     result: dict[str, float | None] = {}
     for p, path in paths.items():
         logits = Classifier(path, "cpu", max_batch=256).logits(images.images)
         result[p] = float(np.mean(logits.argmax(1) == images.labels))
-    return result
+    return result, images.card_note
 
 
 def _manifest(
@@ -346,16 +349,13 @@ def _manifest(
     pre: Preprocessing,
     models: dict[str, tuple[str, ExportConfig]],
     accuracy: dict[str, float | None],
+    eval_note: str | None,
     latency: dict[str, dict[str, dict[str, float]]],
     usability: list[str],
     ort_errors: dict[str, float],
 ) -> dict[str, Any]:
     card = model_card(config.model)
     size, channels = fp32.input_size, fp32.in_channels
-    eval_note = None
-    if config.eval_data:
-        # The folder is the exporting machine's business: the card names the data, not its path.
-        eval_note = f"the first {config.eval_size} images of the Fashion-MNIST test split (t10k files)"
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -118,6 +118,14 @@ class ExportConfig:
             return None
         return checkpoint_card(read_checkpoint(self.weights), self.weights)
 
+    def split_record(self) -> dict[str, Any]:
+        """How the nin-train checkpoint given as ``weights`` split its data (``val_fraction``, ``seed``),
+        so that calibration and evaluation on that data use the same held-out images; else empty."""
+        if not self.weights:
+            return {}
+        record = read_checkpoint(self.weights).get("data")
+        return record if isinstance(record, dict) else {}
+
     def card(self) -> TrainedCard:
         """What the exported model's metadata says: the trained checkpoint's card, else the registered
         model's labels and preprocessing for the resolved channels, classes and size."""
@@ -232,7 +240,8 @@ class ExportConfig:
             if not self.eval_data:
                 raise ConfigError(
                     "--max-accuracy-drop needs labelled images to measure accuracy on: give --eval-data "
-                    "(a Fashion-MNIST IDX folder), or gate on agreement with --min-agreement"
+                    "(class folders, a manifest or a Fashion-MNIST IDX folder), or gate on agreement with "
+                    "--min-agreement"
                 )
         for target, options, out in self.deploy_targets():
             target.check(options, out)
@@ -471,6 +480,7 @@ def _reduce(
             split="train",
             seed=config.seed,
             pre=metadata.preprocessing,
+            split_record=config.split_record(),
         )
         # onnxruntime's quantization tools read and write files, so INT8 goes through a scratch folder.
         with tempfile.TemporaryDirectory() as scratch:
@@ -509,6 +519,7 @@ def _reduce(
         pre=metadata.preprocessing,
         # Agreement on the calibration images themselves would hide a bad calibration.
         skip=config.calibration_size if held_out else 0,
+        split_record=config.split_record(),
     )
     report = compare_precision(
         fp32=fp32_bytes,
@@ -536,7 +547,8 @@ def _gate(config: ExportConfig, report: PrecisionReport, recipe: Int8Recipe | No
         if drop is None:
             raise ConfigError(
                 f"--max-accuracy-drop needs labels, and the --eval-data images ({report.eval_images}) have none; "
-                "give a Fashion-MNIST IDX folder, or gate on agreement with --min-agreement"
+                "give labelled images (class folders, a manifest or a Fashion-MNIST IDX folder), or gate on "
+                "agreement with --min-agreement"
             )
         if drop > config.max_accuracy_drop:
             failed.append(

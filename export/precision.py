@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,8 @@ class CalibrationSet:
     images: np.ndarray
     labels: np.ndarray | None
     source: str
+    #: The same without the exporting machine's paths, for model cards.
+    card_note: str = ""
 
 
 def load_images(
@@ -96,6 +98,7 @@ def load_images(
     seed: int = 0,
     pre: Preprocessing | None = None,
     skip: int = 0,
+    split_record: Mapping[str, Any] | None = None,
 ) -> CalibrationSet:
     """Images for calibration or evaluation, preprocessed exactly as the runtime does.
 
@@ -103,7 +106,9 @@ def load_images(
     files (``split`` of it), a folder of image files, or a ``.npy`` file / folder of ``.npy`` batches
     (uint8: one (H,W) image or an (N,H,W[,C]) stack; or model-ready float32 (N,C,H,W) tensors,
     which must lie in the range the preprocessing produces). ``skip`` leaves out the first images,
-    so an evaluation can use images the calibration did not see.
+    so an evaluation can use images the calibration did not see. ``split_record`` is the split a
+    nin-train checkpoint recorded (``val_fraction``, ``seed``): a folder without val/ or test/ is split
+    the same way, so a model is judged on the images its training held out.
     """
     pre = pre or Preprocessing()
     if not is_whole_number(limit, minimum=1):
@@ -128,11 +133,16 @@ def load_images(
         images, labels = data.images[skip : skip + limit], data.labels[skip : skip + limit]
         _enough(images, skip, source)
         first = f"images {skip + 1}-{skip + len(images)}" if skip else f"first {len(images)} images"
+        idx_files = "train" if split == "train" else "t10k"
         return CalibrationSet(
-            prep(list(images)), labels, f"Fashion-MNIST {split} split of '{source}', {first}" + _held_out(skip)
+            prep(list(images)),
+            labels,
+            f"Fashion-MNIST {split} split of '{source}', {first}" + _held_out(skip),
+            f"{first if skip else 'the ' + first} of the Fashion-MNIST {split} split ({idx_files} files)"
+            + _held_out(skip),
         )
     if path.suffix.lower() in MANIFEST_SUFFIXES or path.is_dir() and any(p.is_dir() for p in path.iterdir()):
-        return _labelled(path, split=split, limit=limit, skip=skip, prep=prep)
+        return _labelled(path, split=split, limit=limit, skip=skip, prep=prep, split_record=split_record or {})
     npys = [path] if path.suffix == ".npy" else sorted(path.glob("*.npy")) if path.is_dir() else []
     if npys:
         low, high = _preprocessed_range(pre)
@@ -154,32 +164,43 @@ def load_images(
                 raise InputError(f"calibration array '{f}': expected uint8 images or float32 tensors, got {arr.dtype}")
         images = np.concatenate(batches)[skip : skip + limit]
         _enough(images, skip, source)
-        return CalibrationSet(images, None, f"{len(images)} images from .npy in '{source}'" + _held_out(skip))
+        note = f"{len(images)} images from .npy files" + _held_out(skip)
+        return CalibrationSet(images, None, f"{len(images)} images from .npy in '{source}'" + _held_out(skip), note)
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
     if not files:
         raise ConfigError(f"calibration data '{source}' holds no IDX files, images or .npy arrays")
     chosen = files[skip : skip + limit]
     _enough(chosen, skip, source)
     images = prep([read_image(f) for f in chosen])
-    return CalibrationSet(images, None, f"{len(images)} image files from '{source}'" + _held_out(skip))
+    note = f"{len(images)} unlabelled image files" + _held_out(skip)
+    return CalibrationSet(images, None, f"{len(images)} image files from '{source}'" + _held_out(skip), note)
 
 
 def _labelled(
-    path: Path, *, split: str, limit: int, skip: int, prep: Callable[[list[np.ndarray]], np.ndarray]
+    path: Path,
+    *,
+    split: str,
+    limit: int,
+    skip: int,
+    prep: Callable[[list[np.ndarray]], np.ndarray],
+    split_record: Mapping[str, Any],
 ) -> CalibrationSet:
     """Images of a training ``--data`` (class folders or manifest) through the one loader: the train
     split to calibrate, the test split (else the validation split) to judge; a sample across all
     classes in one fixed shuffled order (so ``skip`` leaves out exactly the images calibrated on)."""
-    data = open_data(path)
+    data = open_data(path, val_fraction=split_record.get("val_fraction", 0.1), seed=split_record.get("seed", 0))
     name = "train" if split == "train" else data.eval_split
     samples = data.split(name)
     pick = np.random.default_rng(0).permutation(len(samples))[skip : skip + limit]
     _enough(pick, skip, str(path))
     images = prep([samples.raw(int(i)) for i in pick])
+    what = "class folders" if data.kind == "folder" else data.kind
     return CalibrationSet(
         images,
         samples.labels[pick],
         f"{len(pick)} images sampled across classes from the {name} split of '{path}'" + _held_out(skip),
+        f"{len(pick)} images sampled across classes from the {name} split of the evaluation data ({what})"
+        + _held_out(skip),
     )
 
 

@@ -102,7 +102,7 @@ def data_options(fn: Any) -> Any:
 def _epoch_line(s: EpochStats) -> None:
     click.echo(
         f"epoch {s.epoch}: train loss {s.train_loss:.4f}, train acc {s.train_acc:.4f}, "
-        f"test acc {s.test_acc:.4f}, {s.examples_per_s:.0f} examples/s ({s.seconds:.0f} s, lr {s.lr:.3g})",
+        f"held-out acc {s.test_acc:.4f}, {s.examples_per_s:.0f} examples/s ({s.seconds:.0f} s, lr {s.lr:.3g})",
         err=True,
     )
 
@@ -176,7 +176,12 @@ def _epoch_line(s: EpochStats) -> None:
     help="Fine-tune from these weights ('pretrained': the shipped Fashion-MNIST NiN); other classes or 3 channels "
     "re-initialise the last block and adapt the first convolution.",
 )
-@click.option("--amp/--no-amp", default=_T.amp, show_default=True, help="Mixed precision (CUDA only).")
+@click.option(
+    "--amp/--no-amp",
+    default=_T.amp,
+    show_default=True,
+    help="Mixed precision: float16 on CUDA, bfloat16 on CPUs with bf16 instructions (avx512_bf16, amx_bf16).",
+)
 @click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)
 @click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")
 @click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")

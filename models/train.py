@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from nin_edge.models.limits import check_limit, check_seed
 from nin_edge.runtime.core.choices import Choice
+from nin_edge.runtime.core.cpu import cpu_flags
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError, NinEdgeError
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.numbers import is_whole_number
@@ -163,7 +164,35 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} asked for, but torch {torch.__version__} sees no CUDA GPU")
+        if self.amp and _resolve_device_type(self.device) == "cpu":
+            check_cpu_bf16()
         check_writable(self.output, "checkpoint")
+
+
+# The CPU flags whose instructions compute in bfloat16; without them PyTorch emulates bf16 and mixed
+# precision runs slower than FP32.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def check_cpu_bf16(flags: frozenset[str] | None = None) -> None:
+    """Refuse --amp on a CPU without bfloat16 instructions (emulated bf16 is slower than FP32)."""
+    have = cpu_flags() if flags is None else flags
+    if not any(flag in have for flag in BF16_FLAGS):
+        raise ConfigError(
+            f"--amp on CPU trains in bfloat16, but this CPU has none of {', '.join(BF16_FLAGS)}: bf16 would be "
+            "emulated and slower than FP32. Drop --amp (or train on a CUDA GPU)"
+        )
+
+
+def _resolve_device_type(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """Mixed precision's compute type: float16 (with loss scaling) on CUDA, bfloat16 on CPU."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
 @dataclass(frozen=True)
@@ -193,6 +222,8 @@ class TrainResult(Report):
     notes: tuple[str, ...] = field(default=())
     best: str | None = None
     classes: tuple[str, ...] = ()
+    #: The split each epoch's ``test_acc`` was scored on: ``val`` where the data has one, else ``test``.
+    held_out: str = "test"
 
     def rows(self) -> list[dict]:
         return [dataclasses.asdict(e) for e in self.history]
@@ -491,8 +522,10 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     if config.balance == "sampler" and ddp.enabled:
         raise ConfigError("--balance sampler cannot be used under torchrun; use --balance weights")
     loss_fn = nn.CrossEntropyLoss(weight=None if class_weight is None else class_weight.to(device))
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    # bf16 keeps float32's exponent range, so only float16 on CUDA needs loss scaling.
+    scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
+    if config.amp and ddp.main:
+        on_note(f"mixed precision: {str(amp_dtype(device)).removeprefix('torch.')} autocast on {device.type}")
     per_rank_batch = max(1, config.batch_size // ddp.world_size)
     batch_options = {
         "channels": card.in_channels,
@@ -504,6 +537,8 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     }
     held_index = list(range(ddp.rank, len(held_samples), ddp.world_size))
     held_batches = Batches(held_samples, batch_size=256, sampler=held_index, **batch_options)
+    if ddp.main:  # the history's field is test_acc for every split; say which split it is this time
+        on_note(f"each epoch is scored on the {data.held_out} split ({len(held_samples)} images)")
     stale = 0
     best_file = best_path(config.output)
     stopped = None
@@ -548,7 +583,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
-            autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+            autocast = torch.autocast(device.type, dtype=amp_dtype(device)) if config.amp else contextlib.nullcontext()
             with autocast:
                 logits = net(x)
                 loss = loss_fn(logits, labels)
@@ -622,7 +657,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     plot: str | None = None
     plot_notes: tuple[str, ...] = ()
     if config.plot and ddp.main:
-        plot, plot_notes = plot_curves(history, Path(config.output).with_suffix(".png"))
+        plot, plot_notes = plot_curves(history, Path(config.output).with_suffix(".png"), held_out=data.held_out)
     return TrainResult(
         output=config.output,
         recipe=dataclasses.asdict(config),
@@ -633,6 +668,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
         notes=tuple(notes) + ((stopped,) if stopped else ()) + plot_notes,
         best=best_file if Path(best_file).exists() else None,
         classes=card.labels,
+        held_out=data.held_out,
     )
 
 
@@ -699,7 +735,7 @@ def _restore_optimizer_and_rng(optimizer: torch.optim.Optimizer, model: nn.Modul
         raise _misfit(path, f"its rng state is not one torch can restore ({exc})") from None
 
 
-def plot_curves(history: list[EpochStats], path: Path) -> tuple[str | None, tuple[str, ...]]:
+def plot_curves(history: list[EpochStats], path: Path, held_out: str = "test") -> tuple[str | None, tuple[str, ...]]:
     """Draw loss and accuracy per epoch into ``path``; says so when matplotlib is missing."""
     try:
         plt = pyplot()
@@ -711,7 +747,7 @@ def plot_curves(history: list[EpochStats], path: Path) -> tuple[str | None, tupl
     ax1.set_xlabel("epoch")
     ax1.legend()
     ax2.plot(epochs, [h.train_acc for h in history], "o-", label="train acc")
-    ax2.plot(epochs, [h.test_acc for h in history], "s-", label="test acc")
+    ax2.plot(epochs, [h.test_acc for h in history], "s-", label=f"{held_out} acc")
     ax2.set_xlabel("epoch")
     ax2.legend()
     fig.tight_layout()

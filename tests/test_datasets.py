@@ -62,6 +62,22 @@ def make_manifest(root: Path, suffix: str = ".csv") -> Path:
     return path
 
 
+def test_calibration_and_evaluation_images_follow_the_checkpoints_split(tmp_path):
+    from nin_edge.export.precision import load_images
+
+    data = make_folder(tmp_path / "parts", per_class=6)
+    record = {"val_fraction": 0.34, "seed": 3}
+    held = load_images(str(data), size=SIZE, channels=3, limit=100, split="test", split_record=record)
+    default = load_images(str(data), size=SIZE, channels=3, limit=100, split="test")
+    assert len(held.images) == 6 and len(default.images) == 3
+    expected = open_data(data, **record).split("val")
+    assert sorted(held.labels.tolist()) == sorted(expected.labels.tolist())
+    calib = load_images(str(data), size=SIZE, channels=3, limit=100, split="train", split_record=record)
+    assert len(calib.images) == 12  # the rest: never the held-out images
+    assert held.card_note == "6 images sampled across classes from the val split of the evaluation data (class folders)"
+    assert str(tmp_path) in held.source and str(tmp_path) not in held.card_note
+
+
 # -- layouts -----------------------------------------------------------------------------------------
 
 
@@ -157,6 +173,21 @@ def test_unreadable_files_are_skipped_with_names_or_refused_with_strict(tmp_path
     assert all("broken" not in p for s in data.splits.values() for p in s.paths)
     with pytest.raises(InputError, match="2 of 20 image\\(s\\) in .* cannot be read"):
         open_data(tmp_path, strict=True)
+
+
+def test_truncated_jpeg_is_caught_up_front_and_a_jpeg_with_a_trailer_is_kept(tmp_path):
+    make_folder(tmp_path)
+    photo = tmp_path / "nut" / "photo.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo, quality=90)
+    whole = photo.read_bytes()
+    (tmp_path / "nut" / "cut.jpg").write_bytes(whole[: len(whole) * 2 // 3])  # Pillow's verify() passes this
+    (tmp_path / "washer" / "trailer.jpg").write_bytes(whole + bytes(range(256)) * 40)  # data after the end marker
+    data = open_data(tmp_path)
+    (skipped,) = [n for n in data.notes if n.startswith("skipped")]
+    assert skipped.startswith("skipped 1 unreadable") and "cut.jpg" in skipped
+    kept = [p for s in data.splits.values() for p in s.paths]
+    assert any(p.endswith("trailer.jpg") for p in kept) and any(p.endswith("photo.jpg") for p in kept)
 
 
 def test_symlink_loop_is_refused(tmp_path):
@@ -260,11 +291,27 @@ def test_init_from_adapts_channels_and_classes():
 def test_folder_to_bundle_to_infer_with_the_folders_class_names(tmp_path):
     data = make_folder(tmp_path / "parts", per_class=6)
     ckpt = tmp_path / "parts.pt"
+    # Not the default split (0.1, seed 0: one image per class): export must hold out these two per class.
+    split = ["--val-fraction", 0.34, "--seed", 3]
     trained = run_cli(
         train_main,
-        ["--data", data, "--epochs", 2, "--init-from", "pretrained", "--output", ckpt, "--format", "json", *FAST],
+        [
+            "--data",
+            data,
+            "--epochs",
+            2,
+            "--init-from",
+            "pretrained",
+            "--output",
+            ckpt,
+            "--format",
+            "json",
+            *split,
+            *FAST,
+        ],
     )
     assert trained.exit_code == 0, trained.stderr
+    assert "each epoch is scored on the val split (6 images)" in trained.stderr and "held-out acc" in trained.stderr
     assert "checking images" in trained.stderr or "checked 18 image files" in trained.stderr
     assert "kept" in trained.stderr and "new (re-initialised for the new classes): 7.0, 7.2, 7.4" in trained.stderr
     assert "grey kernel repeated over 3 channels" in trained.stderr
@@ -272,14 +319,14 @@ def test_folder_to_bundle_to_infer_with_the_folders_class_names(tmp_path):
     assert report["classes"] == list(CLASSES) and len(report["history"]) == 2
     saved = torch.load(ckpt, weights_only=True)
     assert saved["card"]["labels"] == list(CLASSES) and saved["card"]["in_channels"] == 3
-    assert saved["card"]["preprocessing"]["color"] == "rgb" and saved["data"]["val_fraction"] == 0.1
-    assert Path(report["best"]).is_file()
+    assert saved["card"]["preprocessing"]["color"] == "rgb" and saved["data"]["val_fraction"] == 0.34
+    assert Path(report["best"]).is_file() and report["held_out"] == "val"
 
     evaluated = run_cli(eval_main, ["--data", data, "--weights", ckpt, "--format", "json"])
     assert evaluated.exit_code == 0, evaluated.stderr
     (scores,) = json.loads(evaluated.stdout)["results"]
     assert list(scores["recall"]) == list(CLASSES) and list(scores["precision"]) == list(CLASSES)
-    assert sum(scores["support"].values()) == 3  # the recorded validation split: one image per class
+    assert sum(scores["support"].values()) == 6  # the recorded validation split: two images per class
     table = run_cli(eval_main, ["--data", data, "--weights", ckpt]).stdout
     assert "0 bolt, 1 nut, 2 washer" in table and "(val split)" in table
 
@@ -298,6 +345,7 @@ def test_folder_to_bundle_to_infer_with_the_folders_class_names(tmp_path):
     assert manifest["labels"] == list(CLASSES) and manifest["preprocessing"]["color"] == "rgb"
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "Labels: 0 bolt, 1 nut, 2 washer." in card and "convert to rgb" in card
+    assert "top-1 on 6 images sampled across classes from the val split of the evaluation data (class folders)" in card
     assert (
         "Data: parts (folder, 3 classes). Trained with `nin-train`" in card
         and str(tmp_path) not in card

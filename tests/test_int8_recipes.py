@@ -309,7 +309,7 @@ def test_accuracy_drop_gate():
     both = replace(config, min_agreement=0.99)
     with pytest.raises(CheckFailedError, match="below --min-agreement 0.99 and loses 1.20 points"):
         pipeline_module._gate(both, _report(0.98, 0.917, 0.905), RECIPES["x86-vnni"])
-    with pytest.raises(ConfigError, match="--max-accuracy-drop needs labels"):
+    with pytest.raises(ConfigError, match=r"needs labels.*give labelled images \(class folders, a manifest or"):
         pipeline_module._gate(config, _report(0.995), RECIPES["x86-vnni"])
     assert ExportConfig().agreement_gate == 0.99
 
@@ -317,7 +317,11 @@ def test_accuracy_drop_gate():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--max-accuracy-drop", 0.5], "--max-accuracy-drop needs labelled images to measure accuracy on"),
+        (
+            ["--max-accuracy-drop", 0.5],
+            "--max-accuracy-drop needs labelled images to measure accuracy on: give --eval-data (class folders, a "
+            "manifest or a Fashion-MNIST IDX folder)",
+        ),
         (["--max-accuracy-drop", -1, "--eval-data", "x"], "max accuracy drop is in points of accuracy, 0 to 100"),
         (["--int8-targets", "x86-avx2,x86-vnni"], "--int8-targets is for --bundle"),
         (["--bundle", "b", "--int8-targets", "x86-avx2"], "--int8-targets needs int8 in --bundle-precisions"),

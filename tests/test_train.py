@@ -322,3 +322,41 @@ def test_eval_takes_max_batch_and_the_old_batch_size_spelling_with_a_warning(tin
     assert json.loads(new.stdout)["results"] == json.loads(old.stdout)["results"]
     assert "warning: --batch-size is now --max-batch; the old spelling goes in the next release" in old.stderr
     assert_one_line_error(run_cli(eval_main, [*args, "--max-batch", 0]), "max batch must be positive, got 0")
+
+
+def test_amp_on_a_cpu_without_bf16_is_refused_before_any_work(tiny_fashion, tmp_path, monkeypatch):
+    import nin_edge.models.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    result = run_cli(train_main, ["--data", tiny_fashion, "--device", "cpu", "--amp", "--output", tmp_path / "c.pt"])
+    assert_one_line_error(result, "this CPU has none of avx512_bf16, amx_bf16: bf16 would be emulated")
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_amp_on_a_bf16_cpu_trains_in_bfloat16_and_says_so(tiny_fashion, tmp_path, monkeypatch):
+    import nin_edge.models.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    seen: list[torch.dtype] = []
+    original = train_module.amp_dtype
+
+    def spy(device):
+        seen.append(original(device))
+        return seen[-1]
+
+    monkeypatch.setattr(train_module, "amp_dtype", spy)
+    config = TrainConfig(
+        data=str(tiny_fashion),
+        epochs=1,
+        device="cpu",
+        amp=True,
+        train_limit=32,
+        test_limit=32,
+        output=str(tmp_path / "c.pt"),
+        **FAST,
+    )
+    notes: list[str] = []
+    result = train(config, on_note=notes.append)
+    assert "mixed precision: bfloat16 autocast on cpu" in notes
+    assert seen and set(seen) == {torch.bfloat16}
+    assert result.history[0].train_loss > 0
