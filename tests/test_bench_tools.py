@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from nin_edge.benchmarks.int8_formats import VARIANTS, compare_formats
 from nin_edge.benchmarks.overhead import cold_start, load_times, warm_latency
+from nin_edge.runtime.core.errors import ConfigError
+from PIL import Image
 
 
 @pytest.mark.slow
@@ -54,7 +58,7 @@ def test_serving_benchmark_runs_both_modes(tmp_path):
 
 
 @pytest.mark.slow
-def test_data_loading_benchmark_writes_the_png_folder_once_and_times_both_sources(tiny_fashion, tmp_path):
+def test_data_loading_benchmark_writes_the_folder_once_and_times_idx_files_and_the_cache(tiny_fashion, tmp_path):
     from nin_edge.benchmarks.data_loading import DataLoadingConfig, run_data_loading
 
     config = DataLoadingConfig(
@@ -68,12 +72,24 @@ def test_data_loading_benchmark_writes_the_png_folder_once_and_times_both_source
         workers=0,
     )
     report = run_data_loading(config)
-    assert len(list((tmp_path / "png").rglob("*.png"))) == 40 and report.png_bytes > 0
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 40 and report.folder_bytes > 0
     idx, png = report.results
     # At least one image of each of the 10 classes is held out for validation.
     assert idx.source == "idx (40 images)" and png.source == "png (30 images)"
     assert all(r.train_samples_per_s > 0 and r.loader_only_samples_per_s > 0 for r in report.results)
-    assert "PNG folder trains at" in report.to_table()
+    assert "image files train at" in report.to_table()
+
+    # Photo-like JPEGs, and a third source through the decoded cache (filled once, then read).
+    cache = tmp_path / "cache"
+    photos = replace(config, folder=str(tmp_path / "jpeg"), image_side=96, cache_dir=str(cache))
+    report = run_data_loading(photos)
+    jpegs = list((tmp_path / "jpeg").rglob("*.jpg"))
+    assert len(jpegs) == 40 and Image.open(jpegs[0]).size == (96, 96)
+    assert [r.source for r in report.results] == ["idx (40 images)", "jpeg (30 images)", "jpeg + cache (30 images)"]
+    assert len(list(cache.rglob("*.npy"))) == 30
+    assert "through the cache: loader" in report.to_table()
+    with pytest.raises(ConfigError, match="holds images of side 28, not 96; give another --folder"):
+        run_data_loading(replace(photos, folder=str(tmp_path / "png")))
 
 
 def test_serving_benchmark_sends_real_images_through_the_one_loader(tiny_fashion, tiny_nin_path):
