@@ -196,11 +196,10 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
         record = WEIGHTS_DIR / Path(card.weights_file).with_suffix(".json").name
         if record.is_file():
             data = json.loads(record.read_text())
-            keys = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "image_size", "seed")
             stages = [
                 {
                     "name": st.get("name"),
-                    "recipe": {k: st.get("recipe", {}).get(k) for k in keys},
+                    "recipe": _recipe_facts(st.get("recipe", {})),
                     "final_test_acc": (st.get("history") or [{}])[-1].get("test_acc"),
                 }
                 for st in data.get("stages", [])
@@ -210,12 +209,11 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
         return {"data": None, "note": "untrained (random initialisation): for tests and speed measurements only"}
     saved = read_checkpoint(config.weights) if config.weights else {}
     if isinstance(saved.get("recipe"), dict) and isinstance(saved.get("data"), dict):  # a nin-train checkpoint
-        keys = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "input_size", "seed")
         history = saved.get("history") or [{}]
         stage = {
             "name": f"nin-train, {len(history)} epoch(s)"
             + (f", from {saved['recipe']['init_from']}" if saved["recipe"].get("init_from") else ""),
-            "recipe": {k: saved["recipe"].get(k) for k in keys},
+            "recipe": _recipe_facts(saved["recipe"]),
             "final_test_acc": history[-1].get("test_acc"),
         }
         # The data's folder or manifest name, never the training machine's path (as for DATASET).
@@ -225,6 +223,16 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
         )
         return {"data": named if source else None, "stages": [stage], "command": "nin-train"}
     return {"data": None, "note": "weights given by the exporter; their training was not recorded"}
+
+
+#: The recipe fields a model card repeats (the record keeps them all).
+RECIPE_FACTS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "input_size", "seed")
+
+
+def _recipe_facts(recipe: dict[str, Any]) -> dict[str, Any]:
+    # Records written before nin-train's --image-size became --input-size name the size image_size.
+    recipe = {"input_size": recipe.get("image_size"), **recipe}
+    return {k: recipe.get(k) for k in RECIPE_FACTS}
 
 
 def bundle_precisions(precisions: tuple[str, ...]) -> tuple[str, ...]:

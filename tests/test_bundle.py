@@ -228,3 +228,16 @@ def test_inspect_reads_a_bundle(built):
         "model.onnx",
     ]
     assert all(m["weights_check"] == "digest matches" for m in report["models"])
+
+
+def test_card_repeats_every_stage_of_the_shipped_weights_record_with_its_size():
+    from types import SimpleNamespace
+
+    record = json.loads((bundle_mod.WEIGHTS_DIR / "nin_fashion_mnist.json").read_text())
+    training = bundle_mod._training(ExportConfig(), SimpleNamespace(weights="pretrained nin_fashion_mnist.pt"))
+    assert [st["name"] for st in training["stages"]] == [st["name"] for st in record["stages"]]
+    # Stage 1 was recorded when the flag was --image-size; the card says input_size for every stage.
+    assert all(st["recipe"]["input_size"] == 112 for st in training["stages"])
+    assert [st["final_test_acc"] for st in training["stages"]] == [
+        st["history"][-1]["test_acc"] for st in record["stages"]
+    ]
