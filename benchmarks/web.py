@@ -55,32 +55,57 @@ def serving(folder: Path, server: http.server.ThreadingHTTPServer | None = None)
         server.server_close()
 
 
+def _chromium_path(executable: str | None) -> str:
+    path = executable or os.environ.get("NIN_EDGE_CHROMIUM") or shutil.which("chromium")
+    if path is None:
+        raise ConfigError("no Chromium found: apt-get install -y chromium (or give its path in NIN_EDGE_CHROMIUM)")
+    return path
+
+
+def _launch(browser_type: Any, path: str, args: tuple[str, ...]) -> Any:
+    sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
+    return browser_type.launch(executable_path=path, args=[*sandbox, *args])
+
+
 @contextlib.contextmanager
 def chromium(executable: str | None = None, args: tuple[str, ...] = ()) -> Iterator[Any]:
     """Headless Chromium under Playwright: Debian's ``chromium`` (Playwright's own download is not used),
     started with the extra command-line ``args``."""
-    path = executable or os.environ.get("NIN_EDGE_CHROMIUM") or shutil.which("chromium")
-    if path is None:
-        raise ConfigError("no Chromium found: apt-get install -y chromium (or give its path in NIN_EDGE_CHROMIUM)")
+    path = _chromium_path(executable)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         raise ConfigError("driving Chromium needs Playwright for Python: pip install playwright") from None
-    sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=[*sandbox, *args])
+        browser = _launch(p.chromium, path, args)
         try:
             yield browser
         finally:
             browser.close()
 
 
+@contextlib.contextmanager
+def another_chromium(browser: Any, args: tuple[str, ...] = (), executable: str | None = None) -> Iterator[Any]:
+    """A second Chromium beside ``browser`` (one from :func:`chromium`) with other command-line ``args``,
+    in the same Playwright: its synchronous API allows one running instance per thread."""
+    other = _launch(browser.browser_type, _chromium_path(executable), args)
+    try:
+        yield other
+    finally:
+        other.close()
+
+
 def open_page(browser_or_context: Any, url: str) -> Any:
     """A page of the web folder at ``url``, once it says the model is loaded (or why not)."""
     page = browser_or_context.new_page()
     page.goto(url)
-    page.wait_for_function("['ready', 'error'].includes(document.getElementById('status').dataset.state)")
+    wait_loaded(page)
     return page
+
+
+def wait_loaded(page: Any) -> None:
+    """Wait until the page says its model is loaded, or why not (after a navigation: ``open_page``, a picker)."""
+    page.wait_for_function("['ready', 'error'].includes(document.getElementById('status').dataset.state)")
 
 
 def feed(page: Any, path: Path) -> dict[str, Any]:
@@ -101,6 +126,7 @@ def feed(page: Any, path: Path) -> dict[str, Any]:
         "probs": json.loads(r.get_attribute("data-probs")),
         "ms": float(r.get_attribute("data-ms")),
         "inference_ms": float(r.get_attribute("data-inference-ms")),
+        "backend": r.get_attribute("data-backend"),
     }
 
 

@@ -18,7 +18,7 @@ from .pipeline import ExportConfig, run_export
 from .precision import OLD_TARGETS, RECIPES, CalibrationMethod, Fp32Layers, Int8Target, Int8Types, ReduceRange
 from .steps import MAX_OPSET, MIN_OPSET
 from .targets import targets
-from .web import WebConfig, write_web
+from .web import write_web
 
 _DEFAULTS = ExportConfig()
 
@@ -187,7 +187,7 @@ def main(fmt: str, **options: Any) -> None:
     if web is None:
         click.echo(written.render(fmt))
         return
-    site = write_web(WebConfig(source=bundle.out, folder=web.out, ort_web=web.options.ort_web))
+    site = write_web(web.options.web_config(bundle.out, web.out))
     if fmt == OutputFormat.JSON:
         click.echo(
             json.dumps({"bundle": json.loads(written.render(fmt)), "web": json.loads(site.render(fmt))}, indent=2)

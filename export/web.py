@@ -5,7 +5,8 @@ latency, the model card's facts), ``nin-edge.mjs`` (the ES module the page and N
 preprocesses exactly as :mod:`nin_edge.runtime.preprocess` does and runs the model), the models
 (the bundle's ORT-format files, else ONNX; FP32 and INT8 where the source has them),
 onnxruntime-web's WebAssembly build (the version pinned in ``web/package.json``, copied from
-``web/node_modules`` after ``npm ci``; never a CDN) and ``nin-edge.json``, which tells the module
+``web/node_modules`` after ``npm ci``; never a CDN), its WebGPU build where asked (``webgpu``: 27 MB
+more, so never by default) and ``nin-edge.json``, which tells the module
 everything it needs: input contract, labels and preprocessing read from the models' own metadata,
 the image limits of the Python runtime, and the size and sha256 of every file.
 
@@ -36,6 +37,14 @@ WEB_SOURCES = Path(__file__).resolve().parent.parent / "web"
 PAGE_FILES = ("index.html", "nin-edge.mjs")
 #: onnxruntime-web's WebAssembly build: the ES module, its threaded SIMD loader and the binary.
 ORT_WEB_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+#: onnxruntime-web's WebGPU build, added on request: in 1.30 ``ort.webgpu.min.mjs`` loads the asyncify
+#: build of the WebAssembly module (the native WebGPU execution provider; ``.jsep`` is the older
+#: JavaScript one, ``.jspi`` needs JS promise integration, which not every browser has). Its CPU kernels
+#: run what WebGPU does not, so the page imports it for the WebGPU backend alone.
+ORT_WEBGPU_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
+#: The precisions WebGPU runs: onnxruntime-web 1.30's WebGPU provider fails on the INT8 model's
+#: QLinearConv at run time (tested 2026-11-30 in Chromium 156 on SwiftShader), so INT8 stays on WebAssembly.
+WEBGPU_PRECISIONS = ("fp32",)
 DESCRIPTOR = "nin-edge.json"
 FORMAT = "nin-edge-web"
 FORMAT_VERSION = 1
@@ -98,6 +107,8 @@ class WebConfig:
     folder: str = ""
     #: onnxruntime-web's ``dist`` folder [default: ``web/node_modules/onnxruntime-web/dist``].
     ort_web: str | None = None
+    #: Also ship onnxruntime-web's WebGPU build (:data:`ORT_WEBGPU_FILES`, 27 MB) and offer the backend on the page.
+    webgpu: bool = False
 
     def validate(self) -> None:
         """Refuse what cannot work before anything is written."""
@@ -106,10 +117,10 @@ class WebConfig:
                 f"web target: source '{self.source}' does not exist; give a bundle folder or an ONNX file"
             )
         check_web_target(Path(self.folder))
-        ort_web_dist(self.ort_web)
+        ort_web_dist(self.ort_web, self.webgpu)
 
 
-def check_web_options(folder: Path, precisions: tuple[str, ...], ort_web: str | None) -> None:
+def check_web_options(folder: Path, precisions: tuple[str, ...], ort_web: str | None, webgpu: bool = False) -> None:
     """Refuse web-target options that cannot work (see :class:`WebConfig`), before any export work."""
     for p in precisions:
         Precision.check(p, "web precision")
@@ -119,13 +130,15 @@ def check_web_options(folder: Path, precisions: tuple[str, ...], ort_web: str | 
                 "(onnxruntime-web's WebAssembly kernels have no FP16 convolution: FP16 would run as FP32 behind casts)"
             )
     check_web_target(folder)
-    ort_web_dist(ort_web)
+    ort_web_dist(ort_web, webgpu)
 
 
-def ort_web_dist(ort_web: str | None) -> Path:
-    """onnxruntime-web's ``dist`` folder (given, or ``web/node_modules``'s), checked for the pinned version's files."""
+def ort_web_dist(ort_web: str | None, webgpu: bool = False) -> Path:
+    """onnxruntime-web's ``dist`` folder (given, or ``web/node_modules``'s), checked for the pinned version's
+    files (the WebGPU build's too where ``webgpu``)."""
     dist = Path(ort_web) if ort_web else default_ort_web_dist()
-    missing = [name for name in ORT_WEB_FILES if not (dist / name).is_file()]
+    wanted = ORT_WEB_FILES + (ORT_WEBGPU_FILES if webgpu else ())
+    missing = [name for name in wanted if not (dist / name).is_file()]
     if missing:
         raise ConfigError(
             f"web target: onnxruntime-web's files are not in '{dist}' (missing {', '.join(missing)}); run "
@@ -167,10 +180,17 @@ class WebSummary(Report):
     seconds: float
     #: Models of the source that were not shipped, and why (never dropped silently).
     not_shipped: tuple[str, ...] = ()
+    #: The backends the page offers: "wasm", and "webgpu" where its build was shipped.
+    backends: tuple[str, ...] = ("wasm",)
 
     @property
     def total_bytes(self) -> int:
         return sum(self.files.values())
+
+    @property
+    def webgpu_bytes(self) -> int:
+        """What the WebGPU build adds to the folder (0 without it)."""
+        return sum(size for name, size in self.files.items() if name in ORT_WEBGPU_FILES)
 
     def rows(self) -> list[dict]:
         return [{"file": name, "bytes": size} for name, size in self.files.items()]
@@ -180,12 +200,19 @@ class WebSummary(Report):
             ("web folder", self.folder),
             ("models", ", ".join(f"{p}: {name}" for p, name in self.models.items())),
             ("onnxruntime-web", self.onnxruntime_web),
+            ("backends", self._backends()),
             ("size", f"{self.total_bytes / 1e6:.1f} MB"),
             ("time", f"{self.seconds:.1f} s"),
             ("serve it", f"nin-serve --web {self.folder}"),
         ]
         pairs += [("not shipped", note) for note in self.not_shipped]
         return format_pairs(pairs) + "\n\n" + format_table(self.rows())
+
+    def _backends(self) -> str:
+        if "webgpu" not in self.backends:
+            return "WebAssembly (--web-webgpu adds WebGPU)"
+        gpu = ", ".join(WEBGPU_PRECISIONS)
+        return f"WebAssembly, WebGPU for {gpu} (its build: {self.webgpu_bytes / 1e6:.1f} MB of the size)"
 
 
 def _sources(source: Path) -> tuple[dict[str, Path], dict[str, Path], dict[str, Any]]:
@@ -245,7 +272,9 @@ def _metadata(models: dict[str, Path]) -> dict[str, ModelMetadata]:
     return metas
 
 
-def descriptor(metas: dict[str, ModelMetadata], files: dict[str, Path], card: dict[str, Any]) -> dict[str, Any]:
+def descriptor(
+    metas: dict[str, ModelMetadata], files: dict[str, Path], card: dict[str, Any], webgpu: bool = False
+) -> dict[str, Any]:
     """``nin-edge.json``: what ``nin-edge.mjs`` needs, from the models' metadata (one schema with Python)."""
     meta = next(iter(metas.values()))
     pre = meta.preprocessing
@@ -290,6 +319,11 @@ def descriptor(metas: dict[str, ModelMetadata], files: dict[str, Path], card: di
             "opset": meta.opset,
         },
         "onnxruntime_web": pinned_ort_web(),
+        # Backend -> the precisions it runs; the page offers WebGPU only where its build was shipped.
+        "backends": {
+            "wasm": list(files),
+            **({"webgpu": [p for p in files if p in WEBGPU_PRECISIONS]} if webgpu else {}),
+        },
     }
 
 
@@ -298,7 +332,7 @@ def write_web(config: WebConfig) -> WebSummary:
     start = time.perf_counter()
     config.validate()
     source, target = Path(config.source), Path(config.folder)
-    dist = ort_web_dist(config.ort_web)
+    dist = ort_web_dist(config.ort_web, config.webgpu)
     models, onnx, card = _sources(source)
     metas = _metadata(onnx)
     if "model" in models:  # a single model file: it ships under its own precision
@@ -315,9 +349,9 @@ def write_web(config: WebConfig) -> WebSummary:
             shutil.copyfile(path, shipped[p])
         for name in PAGE_FILES:
             shutil.copyfile(WEB_SOURCES / name, tmp / name)
-        for name in ORT_WEB_FILES:
+        for name in ORT_WEB_FILES + (ORT_WEBGPU_FILES if config.webgpu else ()):
             shutil.copyfile(dist / name, tmp / name)
-        desc = descriptor(metas, shipped, card)
+        desc = descriptor(metas, shipped, card, config.webgpu)
         # Every file with its sha256: what may be replaced by the next export (and nothing else).
         desc["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / DESCRIPTOR).write_text(json.dumps(desc, indent=2) + "\n")
@@ -329,4 +363,5 @@ def write_web(config: WebConfig) -> WebSummary:
         files=files,
         seconds=time.perf_counter() - start,
         not_shipped=_not_shipped(source, models),
+        backends=tuple(desc["backends"]),
     )

@@ -20,14 +20,16 @@ import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from nin_edge.benchmarks.web import chromium, feed, open_page, serving, write_pngs
+from nin_edge.benchmarks.web import another_chromium, chromium, feed, open_page, serving, wait_loaded, write_pngs
 from nin_edge.export.cli import main as export_cli
 from nin_edge.export.web import (
     DESCRIPTOR,
     ORT_WEB_FILES,
+    ORT_WEBGPU_FILES,
     WEB_SOURCES,
     WebConfig,
     check_web_options,
@@ -47,8 +49,14 @@ DATA = Path(__file__).parent / "data"
 IMAGES = 120
 #: Largest probability difference from the Python runtime. INT8 kernels round differently between
 #: onnxruntime builds (onnxruntime-node/-web 1.30 here, the Python wheel 1.32); measured 2026-11-30 with
-#: the x86-avx2 recipe (7-bit weights, last block FP32): 3.2e-2, top-1 identical on all 124 images.
+#: the x86-avx2 recipe (7-bit weights, last block FP32): 3.2e-2 in Node (124 images) and in Chromium
+#: (123 files through the page), top-1 identical on all. FP32: 9e-7 on WebAssembly, 6e-7 on WebGPU.
 ATOL = {"fp32": 1e-3, "int8": 5e-2}
+#: WebGPU on SwiftShader (a CPU Vulkan) runs about 2 s per image on this busy 2-core machine: fewer images.
+WEBGPU_IMAGES = 20
+#: Chromium's WebGPU on SwiftShader, its CPU implementation of Vulkan: a real adapter without a GPU
+#: (without these flags headless Chromium gives none). Correctness only: it says nothing of GPU speed.
+SWIFTSHADER = ("--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader")
 ARTIFACTS = Path(os.environ.get("NIN_EDGE_ARTIFACTS", Path(__file__).parent.parent / "build" / "test-artifacts"))
 
 
@@ -102,6 +110,7 @@ def test_the_web_folder_holds_page_module_runtime_and_model(tiny_web, tiny_nin_p
     assert model["file"] == "nin_tiny.onnx" and model["form"] == "onnx"
     assert model["sha256"] == hashlib.sha256((folder / "nin_tiny.onnx").read_bytes()).hexdigest()
     assert desc["onnxruntime_web"] == pinned_ort_web() == "1.30.0"
+    assert desc["backends"] == {"wasm": ["fp32"]} and summary.webgpu_bytes == 0  # WebGPU only when asked
     for name in ("index.html", "nin-edge.mjs"):
         assert (folder / name).read_bytes() == (WEB_SOURCES / name).read_bytes()
     # onnxruntime-web is the pinned npm package's, never a CDN's.
@@ -127,6 +136,31 @@ def test_web_target_refusals(tiny_nin_path, tmp_path):
         check_web_options(folder, ("fp32", "fp16"), None)
     with pytest.raises(ConfigError, match="web precision"):
         check_web_options(folder, ("int4",), None)
+
+
+def test_webgpu_adds_its_onnxruntime_web_build_only_when_asked(tiny_nin_path, tmp_path):
+    folder = tmp_path / "site"
+    summary = write_web(WebConfig(source=str(tiny_nin_path), folder=str(folder), webgpu=True))
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"index.html", "nin-edge.mjs", DESCRIPTOR, "nin_tiny.onnx", *ORT_WEB_FILES, *ORT_WEBGPU_FILES}
+    dist = WEB_SOURCES / "node_modules" / "onnxruntime-web" / "dist"
+    for name in ORT_WEBGPU_FILES:
+        assert (folder / name).read_bytes() == (dist / name).read_bytes()
+    # WebGPU runs FP32 alone (onnxruntime-web 1.30's WebGPU provider fails on INT8's QLinearConv).
+    assert json.loads((folder / DESCRIPTOR).read_text())["backends"] == {"wasm": ["fp32"], "webgpu": ["fp32"]}
+    assert summary.webgpu_bytes == sum((folder / name).stat().st_size for name in ORT_WEBGPU_FILES) > 20e6
+    assert f"WebAssembly, WebGPU for fp32 (its build: {summary.webgpu_bytes / 1e6:.1f} MB" in summary.to_table()
+    # A dist folder without the WebGPU build serves the WebAssembly folder, and names what WebGPU lacks.
+    wasm_only = tmp_path / "dist"
+    wasm_only.mkdir()
+    for name in ORT_WEB_FILES:
+        (wasm_only / name).write_bytes(b"")
+    (tmp_path / "package.json").write_text(json.dumps({"version": pinned_ort_web()}))
+    check_web_options(tmp_path / "other", ("fp32",), str(wasm_only))
+    with pytest.raises(
+        ConfigError, match=r"not in '.*dist' \(missing ort.webgpu.min.mjs, ort-wasm-simd-threaded.asyncify"
+    ):
+        check_web_options(tmp_path / "other", ("fp32",), str(wasm_only), webgpu=True)
 
 
 def test_a_web_folder_is_replaced_whole_and_only_when_it_holds_what_nin_edge_wrote(tiny_nin_path, tmp_path):
@@ -195,7 +229,7 @@ def run_node_tests(env_extra: dict[str, str]) -> str:
 
 def test_node_unit_tests_pass():
     out = run_node_tests({"NIN_EDGE_PARITY": ""})
-    assert "# fail 0" in out and "# pass 5" in out, out[-1500:]
+    assert "# fail 0" in out and "# pass 6" in out, out[-1500:]
 
 
 # -- the real model: Node and Chromium against the Python runtime --------------------------------
@@ -239,6 +273,9 @@ def test_nin_export_web_alone_writes_the_model_and_its_web_folder(tmp_path):
 def test_nin_export_web_refusals(tmp_path):
     web = ["--web", tmp_path / "site"]
     assert_one_line_error(run_cli(export_cli, ["--web-precisions", "int8"]), "give --web DIR too")
+    assert_one_line_error(
+        run_cli(export_cli, ["--web-webgpu"]), "--web-webgpu shape the web folder: give --web DIR too"
+    )
     assert_one_line_error(
         run_cli(export_cli, [*web, "--web-precisions", "fp16"]), "precision 'fp16' is not shipped to browsers"
     )
@@ -297,14 +334,23 @@ def test_node_answers_as_the_python_runtime(real_web, tmp_path):
 
 @pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium (Debian's package) under Playwright; missing, the test fails with how to install it."""
-    # Chromium's fake camera (a moving test pattern) lets the page's camera path run headless.
-    fake_camera = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    """Headless Chromium (Debian's package) under Playwright; missing, the test fails with how to install it.
+    It has no WebGPU adapter (headless Chromium's default here; --disable-gpu keeps it so on a machine
+    with a GPU), and Chromium's fake camera (a moving test pattern) lets the page's camera path run headless."""
     try:
-        with chromium(args=fake_camera) as b:
+        with chromium(
+            args=("--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+        ) as b:
             yield b
     except ConfigError as exc:
         pytest.fail(f"the browser tests need it (bash .ci/run installs it): {exc}")
+
+
+@pytest.fixture(scope="module")
+def gpu_browser(browser):
+    """Chromium with a WebGPU adapter: SwiftShader's."""
+    with another_chromium(browser, SWIFTSHADER) as b:
+        yield b
 
 
 class _PlainHandler(http.server.SimpleHTTPRequestHandler):
@@ -329,6 +375,19 @@ DROP_OR_PASTE = """async ([kind, bytes]) => {
         : new ClipboardEvent('paste', { clipboardData: dt, bubbles: true });
     (kind === 'drop' ? document.getElementById('drop') : document).dispatchEvent(event);
 }"""
+
+
+def same_answers(page: Any, paths: list[Path], expected: np.ndarray, backend: str) -> float:
+    """Feed ``paths`` through the page's file input: each answer on ``backend`` with the Python
+    runtime's top-1 (``expected``: its probabilities); the largest probability difference."""
+    worst = 0.0
+    for path, want in zip(paths, expected, strict=True):
+        got = feed(page, path)
+        assert "error" not in got, got
+        assert got["backend"] == backend, (path.name, got["backend"])
+        assert got["top1"] == int(want.argmax()), (path.name, got["top1"], int(want.argmax()))
+        worst = max(worst, float(np.abs(np.asarray(got["probs"]) - want).max()))
+    return worst
 
 
 @pytest.mark.slow
@@ -356,18 +415,23 @@ def test_the_page_answers_as_the_python_runtime_in_chromium(real_web, browser, t
         threads = page.locator("#threads")
         assert threads.get_attribute("data-threads") == "2"
         assert "asked for in the address (threads=2); the page is cross-origin isolated" in threads.inner_text()
-        worst = 0.0
-        for path, want in zip(paths, expected, strict=True):
-            got = feed(page, path)
-            assert "error" not in got, got
-            assert got["top1"] == int(want.argmax()), (path.name, got["top1"], int(want.argmax()))
-            worst = max(worst, float(np.abs(np.asarray(got["probs"]) - want).max()))
+        worst = same_answers(page, paths, expected, "wasm")
         assert worst <= ATOL["fp32"], worst
-        print(f"chromium: {len(paths)} images, same top-1, largest probability difference {worst:.2e}")
+        print(f"chromium fp32: {len(paths)} images, same top-1, largest probability difference {worst:.2e}")
         assert page.locator("#top li").count() == 5
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.set_viewport_size({"width": 420, "height": 760})  # a phone's width
         page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
+        # INT8 through the page's own model picker (it reloads the page with ?precision=int8).
+        with page.expect_navigation():
+            page.select_option("#precision", "int8")
+        wait_loaded(page)
+        assert page.locator("#status").inner_text().startswith("Ready: int8 model loaded"), page.locator("#status")
+        expected = Classifier(bundle, "cpu", precision="int8").probabilities(paths)
+        worst = same_answers(page, paths, expected, "wasm")
+        assert worst <= ATOL["int8"], worst
+        print(f"chromium int8: {len(paths)} images, same top-1, largest probability difference {worst:.2e}")
+        assert "int8, 2 WebAssembly threads" in page.locator("#latency").inner_text()
         page.close()
 
 
@@ -459,6 +523,94 @@ def test_the_page_takes_drops_pastes_and_the_camera(real_web, tiny_web, browser)
         assert page.locator("#status").get_attribute("data-state") == "ready"
         card = page.locator("#card").inner_text()
         assert "nin_tiny (fp32, ONNX format" in card and "accuracy" not in card
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def webgpu_web(real_web):
+    """The real bundle's web folder with onnxruntime-web's WebGPU build (``--web-webgpu``)."""
+    bundle, web = real_web
+    folder = web.parent / "webgpu"
+    write_web(WebConfig(source=str(bundle), folder=str(folder), webgpu=True))
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_page_runs_webgpu_as_the_python_runtime_where_there_is_an_adapter(
+    real_web, webgpu_web, gpu_browser, tmp_path
+):
+    bundle, _ = real_web
+    paths = write_pngs(fashion(WEBGPU_IMAGES), tmp_path / "png")
+    expected = Classifier(bundle, "cpu", precision="fp32").probabilities(paths)
+    with serving(webgpu_web) as url:
+        page = open_page(gpu_browser, url)
+        assert page.locator("#backend").get_attribute("data-backend") == "wasm"  # WebAssembly unless asked
+        # The folder has WebGPU's build, so the page offers the choice; choosing reloads with ?backend=webgpu.
+        with page.expect_navigation():
+            page.select_option("#backend-select", "webgpu")
+        wait_loaded(page)
+        status = page.locator("#status").inner_text()
+        assert status.startswith("Ready: fp32 model loaded") and status.endswith(
+            "ms on WebGPU. Pick, drop or paste an image."
+        )
+        backend = page.locator("#backend")
+        assert backend.get_attribute("data-backend") == "webgpu" and backend.get_attribute("data-fallback") is None
+        assert (backend.get_attribute("data-vendor"), backend.get_attribute("data-architecture")) == (
+            "google",
+            "swiftshader",
+        )
+        assert backend.inner_text().startswith("Backend: WebGPU on the adapter google swiftshader")
+        assert "onnxruntime-web 1.30.0 (WebGPU, google swiftshader)" in page.locator("#card").inner_text()
+        worst = same_answers(page, paths, expected, "webgpu")
+        assert worst <= ATOL["fp32"], worst
+        print(
+            f"chromium webgpu (SwiftShader): {len(paths)} images, same top-1, "
+            f"largest probability difference {worst:.2e}"
+        )
+        assert "fp32, WebGPU)" in page.locator("#latency").inner_text()
+        page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_page_says_why_it_runs_webassembly_when_webgpu_is_asked_for(real_web, webgpu_web, browser, tmp_path):
+    bundle, web = real_web
+    good = write_pngs(fashion(1), tmp_path / "png")[0]
+    want = int(Classifier(bundle, "cpu", precision="fp32").probabilities([good])[0].argmax())
+    instead = "; running on WebAssembly (the CPU) instead."
+
+    def asked_for_webgpu(url: str, why: str) -> Any:
+        page = open_page(browser, url)
+        backend = page.locator("#backend")
+        assert backend.inner_text() == f"WebGPU was asked for, but {why}{instead}"
+        assert backend.get_attribute("data-backend") == "wasm" and backend.get_attribute("data-fallback") == ""
+        assert "ms on WebAssembly (WebGPU was asked for: see below why not)." in page.locator("#status").inner_text()
+        return page
+
+    with serving(webgpu_web) as url:
+        # No adapter (this browser has none): the page says so, and answers on WebAssembly, saying so too.
+        page = asked_for_webgpu(
+            url + "?backend=webgpu",
+            "this browser gives no WebGPU adapter (navigator.gpu.requestAdapter() returned none: no GPU it "
+            "supports, or WebGPU blocked for this device)",
+        )
+        got = feed(page, good)
+        assert (got["backend"], got["top1"]) == ("wasm", want)
+        assert "onnxruntime-web 1.30.0 (WebAssembly, SIMD)" in page.locator("#card").inner_text()
+        page.close()
+        # INT8 stays on WebAssembly, whatever the browser has.
+        asked_for_webgpu(
+            url + "?backend=webgpu&precision=int8",
+            "it runs only the fp32 model here (onnxruntime-web's WebGPU provider cannot run this int8 model)",
+        ).close()
+    with serving(web) as url:
+        # A folder without WebGPU's build offers no choice; asked for in the address, the page says why not.
+        page = asked_for_webgpu(
+            url + "?backend=webgpu",
+            "this folder has no WebGPU build of onnxruntime-web (export it with --web-webgpu)",
+        )
+        assert not page.locator("#backend-choice").is_visible()
         page.close()
 
 

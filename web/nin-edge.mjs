@@ -5,8 +5,8 @@
 // with half-pixel centres and antialiasing when shrinking, then (pixel * scale - mean) / std, all
 // read from the folder's nin-edge.json, which the exporter fills from the model's own metadata),
 // runs it with the onnxruntime it is given (onnxruntime-web in a page, onnxruntime-node in Node)
-// and returns the top-k classes with their labels. It imports nothing itself, so the same file
-// runs in both places.
+// and returns the top-k classes with their labels, on the backend asked for (WebAssembly, or WebGPU
+// where the folder ships its build). It imports nothing itself, so the same file runs in both places.
 
 /** The web folder layout this module reads (nin-edge.json's "format_version"). */
 export const FORMAT = 'nin-edge-web';
@@ -19,6 +19,40 @@ export class NinEdgeError extends Error {
     super(message);
     this.name = 'NinEdgeError';
   }
+}
+
+/** The backends a web folder can offer (nin-edge.json's "backends"), by onnxruntime-web's names. */
+export const BACKENDS = { wasm: 'WebAssembly', webgpu: 'WebGPU' };
+
+/**
+ * The backends a descriptor's folder offers, each with the precisions it runs ({ wasm: ['fp32', 'int8'],
+ * webgpu: ['fp32'] }): WebAssembly always, WebGPU where its build was shipped.
+ */
+export function folderBackends(d) {
+  if (d.backends && typeof d.backends === 'object') return d.backends;
+  return { wasm: Object.keys(d.models || {}) }; // folders written before WebGPU: WebAssembly alone
+}
+
+/**
+ * A WebGPU adapter from `gpu` (a page's navigator.gpu): { adapter, vendor, architecture, description },
+ * or a NinEdgeError that says why there is none. Pass the adapter to onnxruntime-web as
+ * ort.env.webgpu.adapter so that the one shown is the one used.
+ */
+export async function webgpuAdapter(gpu = globalThis.navigator?.gpu) {
+  if (!gpu) {
+    throw new NinEdgeError('this browser has no WebGPU (navigator.gpu is missing: an older browser, WebGPU turned off, or a page not served from https or localhost)');
+  }
+  let adapter;
+  try {
+    adapter = await gpu.requestAdapter();
+  } catch (err) {
+    throw new NinEdgeError(`this browser could not look for a WebGPU adapter (navigator.gpu.requestAdapter() failed: ${err.message})`);
+  }
+  if (!adapter) {
+    throw new NinEdgeError('this browser gives no WebGPU adapter (navigator.gpu.requestAdapter() returned none: no GPU it supports, or WebGPU blocked for this device)');
+  }
+  const info = adapter.info || {};
+  return { adapter, vendor: info.vendor || 'unknown vendor', architecture: info.architecture || 'unknown architecture', description: info.description || '' };
 }
 
 // ITU-R 601-2 luma, the weights of PIL's convert("L") and of the Python runtime.
@@ -272,12 +306,13 @@ async function sha256Hex(bytes) {
 
 /** A loaded model: `classify(image, topK)` answers one image; `run(tensor)` gives its logits. */
 export class Classifier {
-  constructor(ort, session, descriptor, precision, file) {
+  constructor(ort, session, descriptor, precision, file, backend) {
     this.ort = ort;
     this.session = session;
     this.descriptor = descriptor;
     this.precision = precision;
     this.file = file;
+    this.backend = backend; // undefined: the onnxruntime's own default (onnxruntime-node's CPU)
     this.labels = descriptor.labels;
   }
 
@@ -313,9 +348,12 @@ export class Classifier {
 /**
  * Open the model of a web folder: `base` is the folder's URL (http(s): in a page, file: in Node),
  * `ort` the onnxruntime namespace. Checks the descriptor and the model file's sha256 first, so a
- * truncated or altered file is named instead of failing inside onnxruntime.
+ * truncated or altered file is named instead of failing inside onnxruntime. `backend` ('wasm' or
+ * 'webgpu', one the folder offers; `ort` must be the matching onnxruntime-web build) is the session's
+ * one execution provider (onnxruntime still runs any node it has no kernel for on its CPU kernels,
+ * as it always does); without it, `ort` chooses.
  */
-export async function openFolder(ort, base, { precision = 'fp32', sessionOptions = {} } = {}) {
+export async function openFolder(ort, base, { precision = 'fp32', backend = undefined, sessionOptions = {} } = {}) {
   const baseUrl = new URL(base.toString().endsWith('/') ? base.toString() : `${base}/`);
   const descriptorUrl = new URL(DESCRIPTOR, baseUrl);
   let descriptor;
@@ -329,6 +367,21 @@ export async function openFolder(ort, base, { precision = 'fp32', sessionOptions
   const entry = descriptor.models[precision];
   if (!entry) {
     throw new NinEdgeError(`this folder has no ${precision} model; it has: ${Object.keys(descriptor.models).join(', ')}`);
+  }
+  if (backend !== undefined) {
+    const offered = folderBackends(descriptor);
+    if (!Object.hasOwn(BACKENDS, backend)) throw new NinEdgeError(`backend "${backend}" is not one of ${Object.keys(BACKENDS).join(', ')}`);
+    if (!offered[backend]) {
+      throw new NinEdgeError(`this folder has no ${BACKENDS[backend]} build of onnxruntime-web (export it with --web-webgpu); it offers: ${Object.keys(offered).join(', ')}`);
+    }
+    if (!offered[backend].includes(precision)) {
+      throw new NinEdgeError(`${BACKENDS[backend]} runs the ${offered[backend].join(', ')} model${offered[backend].length > 1 ? 's' : ''} of this folder, not ${precision}`);
+    }
+    if (sessionOptions.executionProviders) throw new NinEdgeError('give the backend or sessionOptions.executionProviders, not both');
+    // An ORT-format file keeps the channels-first layout: WebGPU's default channels-last rewrite needs
+    // kernel information that only an ONNX file carries (it fails with "op_id: com.ms.internal.nhwc:Conv").
+    const provider = backend === 'webgpu' && entry.form === 'ort' ? { name: 'webgpu', preferredLayout: 'NCHW' } : backend;
+    sessionOptions = { ...sessionOptions, executionProviders: [provider] };
   }
   const bytes = await readBytes(new URL(entry.file, baseUrl));
   if (bytes.length !== entry.bytes || (await sha256Hex(bytes)) !== entry.sha256) {
@@ -344,5 +397,5 @@ export async function openFolder(ort, base, { precision = 'fp32', sessionOptions
   if (!session.inputNames.includes(input.name) || !session.outputNames.includes(output.name)) {
     throw new NinEdgeError(`${entry.file} has inputs ${session.inputNames} and outputs ${session.outputNames}; ${DESCRIPTOR} says ${input.name} and ${output.name}`);
   }
-  return new Classifier(ort, session, descriptor, precision, entry.file);
+  return new Classifier(ort, session, descriptor, precision, entry.file, backend);
 }

@@ -28,11 +28,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class WebOptions:
-    """The precisions the page offers (fp32 always; int8 needs calibration data) and where
-    onnxruntime-web's files are [default: ``web/node_modules/onnxruntime-web/dist`` after ``npm ci``]."""
+    """The precisions the page offers (fp32 always; int8 needs calibration data), where
+    onnxruntime-web's files are [default: ``web/node_modules/onnxruntime-web/dist`` after ``npm ci``],
+    and whether the page also offers WebGPU (its onnxruntime-web build adds 27 MB, so not by default)."""
 
     precisions: tuple[str, ...] = ("fp32",)
     ort_web: str | None = None
+    webgpu: bool = False
+
+    def web_config(self, source: str, out: str | Path) -> WebConfig:
+        """The :class:`WebConfig` that writes the web folder ``out`` from the bundle or model ``source``."""
+        return WebConfig(source=source, folder=str(out), ort_web=self.ort_web, webgpu=self.webgpu)
 
 
 class WebTarget:
@@ -61,10 +67,17 @@ class WebTarget:
             help="onnxruntime-web's dist folder [default: web/node_modules/onnxruntime-web/dist after `npm ci` in "
             "web/].",
         ),
+        click.Option(
+            ["--web-webgpu"],
+            is_flag=True,
+            default=False,
+            help="Also ship onnxruntime-web's WebGPU build (27 MB more) and let the page run the model on WebGPU "
+            "where the browser gives an adapter (it says so and uses WebAssembly where not).",
+        ),
     )
 
     def check(self, options: WebOptions, out: Path) -> None:
-        check_web_options(out, options.precisions, options.ort_web)
+        check_web_options(out, options.precisions, options.ort_web, options.webgpu)
 
     def write(self, model: VerifiedModel, options: WebOptions, out: Path) -> WebSummary:
         # Browsers run INT8 on WebAssembly, which has no VNNI: the INT8 model takes the recipe that
@@ -73,15 +86,18 @@ class WebTarget:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.bundle-", dir=out.resolve().parent))
         try:
             build_bundle(model, options.precisions, staging / "bundle")
-            return write_web(WebConfig(source=str(staging / "bundle"), folder=str(out), ort_web=options.ort_web))
+            return write_web(options.web_config(str(staging / "bundle"), out))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def from_cli(self, config: ExportConfig, values: dict[str, Any]) -> ExportConfig:
         folder, web_precisions, ort_web = values["web"], values["web_precisions"], values["ort_web"]
+        webgpu = bool(values["web_webgpu"])
         if folder is None:
-            if web_precisions or ort_web:
-                raise ConfigError("--web-precisions and --ort-web shape the web folder: give --web DIR too")
+            if web_precisions or ort_web or webgpu:
+                raise ConfigError(
+                    "--web-precisions, --ort-web and --web-webgpu shape the web folder: give --web DIR too"
+                )
             return config
         bundle = next((d for d in config.deploy if d.target == "bundle"), None)  # "bundle" < "web": applied already
         if bundle is None:
@@ -94,8 +110,9 @@ class WebTarget:
                     "with --bundle, the web folder ships the bundle's fp32 and int8 models: give --bundle-precisions"
                 )
             precisions = tuple(p for p in bundle.options.precisions if p in WEB_PRECISIONS)
-            check_web_options(Path(folder), precisions, ort_web)
-        return replace(config, deploy=(*config.deploy, Deploy(self.name, folder, WebOptions(precisions, ort_web))))
+            check_web_options(Path(folder), precisions, ort_web, webgpu)
+        options = WebOptions(precisions, ort_web, webgpu)
+        return replace(config, deploy=(*config.deploy, Deploy(self.name, folder, options)))
 
 
 TARGET = WebTarget()

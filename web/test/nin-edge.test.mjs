@@ -4,11 +4,12 @@
 // answers for the same pixels; tests/test_web.py writes both and names the file in NIN_EDGE_PARITY.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { checkDescriptor, checkImageSize, checkTopK, imageSize, NinEdgeError, openFolder, preprocess, softmax } from '../nin-edge.mjs';
+import { checkDescriptor, checkImageSize, checkTopK, folderBackends, imageSize, NinEdgeError, openFolder, preprocess, softmax, webgpuAdapter } from '../nin-edge.mjs';
 import { topClasses } from '../example.mjs';
 
 const reader = (bytes) => async (offset, length) => bytes.subarray(offset, offset + length);
@@ -108,6 +109,29 @@ test('preprocessing reads scale, mean and std from the descriptor and resizes bi
   assert.throws(() => checkTopK(0, 10), { message: 'topK must be a whole number from 1 to 10, got 0' });
   assert.throws(() => checkTopK(2.5, 10), /got 2.5/);
   checkTopK(10, 10);
+});
+
+test('a backend is checked against what the folder offers before the model is read, and WebGPU says why it is missing', async () => {
+  assert.deepEqual(folderBackends(descriptor()), { wasm: ['fp32'] }); // a folder written before WebGPU
+  const folder = await mkdtemp(path.join(os.tmpdir(), 'nin-edge-'));
+  try {
+    const write = (over) => writeFile(path.join(folder, 'nin-edge.json'), JSON.stringify(descriptor(over)));
+    const open = (options) => openFolder(ort, pathToFileURL(folder), options);
+    await write({ backends: { wasm: ['fp32', 'int8'] }, models: { fp32: { file: 'model.onnx' }, int8: { file: 'model.int8.onnx' } } });
+    await assert.rejects(open({ backend: 'webgl' }), { message: 'backend "webgl" is not one of wasm, webgpu' });
+    await assert.rejects(open({ backend: 'webgpu' }), { message: 'this folder has no WebGPU build of onnxruntime-web (export it with --web-webgpu); it offers: wasm' });
+    await write({ backends: { wasm: ['fp32', 'int8'], webgpu: ['fp32'] }, models: { fp32: { file: 'model.onnx' }, int8: { file: 'model.int8.onnx' } } });
+    await assert.rejects(open({ backend: 'webgpu', precision: 'int8' }), { message: 'WebGPU runs the fp32 model of this folder, not int8' });
+    await assert.rejects(open({ backend: 'wasm', sessionOptions: { executionProviders: ['cpu'] } }), /give the backend or sessionOptions.executionProviders, not both/);
+    await assert.rejects(open({ backend: 'webgpu' }), /cannot read .*model.onnx: ENOENT/); // past the checks: the model is read
+  } finally {
+    await rm(folder, { recursive: true });
+  }
+  await assert.rejects(webgpuAdapter(undefined), /this browser has no WebGPU \(navigator.gpu is missing/);
+  await assert.rejects(webgpuAdapter({ requestAdapter: async () => null }), { message: 'this browser gives no WebGPU adapter (navigator.gpu.requestAdapter() returned none: no GPU it supports, or WebGPU blocked for this device)' });
+  await assert.rejects(webgpuAdapter({ requestAdapter: async () => { throw new Error('lost'); } }), /requestAdapter\(\) failed: lost/);
+  const adapter = { info: { vendor: 'google', architecture: 'swiftshader', description: '' } };
+  assert.deepEqual(await webgpuAdapter({ requestAdapter: async () => adapter }), { adapter, vendor: 'google', architecture: 'swiftshader', description: '' });
 });
 
 const parity = process.env.NIN_EDGE_PARITY;
