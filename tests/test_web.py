@@ -261,12 +261,15 @@ def test_nin_export_web_alone_writes_the_model_and_its_web_folder(tmp_path):
     out, web = tmp_path / "nin.onnx", tmp_path / "site"
     args = ["--random-init", "--input-size", 70, "--check-batch-sizes", 1, "--output", out, "--web", web]
     args += ["--web-precisions", "fp32,int8", "--calibration-data", "synthetic", "--calibration-size", 8]
-    result = run_cli(export_cli, [*args, "--min-agreement", 0, "--format", "json"])
+    result = run_cli(export_cli, [*args, "--min-agreement", 0, "--web-webgpu", "--format", "json"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["deployed"][0]["models"] == {"fp32": "model.ort", "int8": "model.int8.ort"}
+    assert report["deployed"][0]["backends"] == ["wasm", "webgpu"]
     desc = json.loads((web / DESCRIPTOR).read_text())
     assert desc["input"]["size"] == 70 and set(desc["models"]) == {"fp32", "int8"}
+    assert desc["backends"] == {"wasm": ["fp32", "int8"], "webgpu": ["fp32"]}
+    assert all((web / name).is_file() for name in ORT_WEBGPU_FILES)
     assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["nin.onnx", "site"]  # no staging left
 
 
