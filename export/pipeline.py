@@ -468,6 +468,7 @@ def _reduce(
     int8_fields: dict = {}
     recipe = None
     fp32_bytes = fp32.SerializeToString()
+    split_record = config.split_record()  # read once: calibration and evaluation hold out the same images
     if config.precision == "int8":
         recipe = config.int8_recipe()
         if config.calibration_data is None:  # validate() refuses this; say so rather than crash
@@ -480,7 +481,7 @@ def _reduce(
             split="train",
             seed=config.seed,
             pre=metadata.preprocessing,
-            split_record=config.split_record(),
+            split_record=split_record,
         )
         # onnxruntime's quantization tools read and write files, so INT8 goes through a scratch folder.
         with tempfile.TemporaryDirectory() as scratch:
@@ -519,7 +520,7 @@ def _reduce(
         pre=metadata.preprocessing,
         # Agreement on the calibration images themselves would hide a bad calibration.
         skip=config.calibration_size if held_out else 0,
-        split_record=config.split_record(),
+        split_record=split_record,
     )
     report = compare_precision(
         fp32=fp32_bytes,
