@@ -4,6 +4,8 @@
   published under ``img/``, so a page never shows a picture older than its data.
 - Images kept elsewhere in the repository (the web page's screenshot) are published from where
   they live, not copied into ``docs/``.
+- The docstrings' Sphinx roles (``:class:`Classifier```) are shown as the code they name, not as
+  role markup, in the generated API reference.
 - The troubleshooting page's catalogue of error messages is read from the source code's ``raise``
   statements, so it lists every message the code can raise today.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import html
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +48,8 @@ SOURCES = {
     "benchmarks": "benchmarks (nin-bench and the measurement tools)",
 }
 CATALOGUE_MARKER = "<!-- error-catalogue -->"
+# A Sphinx role as Markdown renders it: the role's name, then its target as inline code ("~" hides the path).
+SPHINX_ROLE = re.compile(r":(?:class|meth|func|mod|attr|data|exc|obj):<code>~?([^<]*)</code>")
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
@@ -64,6 +69,11 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     if CATALOGUE_MARKER not in markdown:
         return markdown
     return markdown.replace(CATALOGUE_MARKER, error_catalogue())
+
+
+def on_page_content(content: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    """Show each Sphinx role of a docstring as the inline code it names."""
+    return SPHINX_ROLE.sub(r"<code>\1</code>", content)
 
 
 def _message(node: ast.expr) -> str | None:
