@@ -53,24 +53,28 @@ def plot_training_record(paths: Sequence[str | Path], out: str | Path) -> str:
     epochs (``train_acc``, ``test_acc``); a stage that starts from the previous one's weights
     continues its epoch count, so the curve reads as one training run with its stages marked.
     """
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4))
-    done = 0
+    expected = "a training record with 'stages', each with a 'name' and a 'history' of epochs"
+    stages: list[dict[str, Any]] = []
     for path in map(Path, paths):
-        expected = "a training record with 'stages', each with a 'name' and a 'history' of epochs"
-        stages = _read_json(path, expected).get("stages")
-        if not isinstance(stages, list) or not stages:
+        found = _read_json(path, expected).get("stages")
+        if not isinstance(found, list) or not found:
             raise ConfigError(f"{path}: has no list of stages; expected {expected}")
-        for number, stage in enumerate(stages, start=1):
+        for number, stage in enumerate(found, start=1):
             history = stage.get("history") if isinstance(stage, dict) else None
             if not isinstance(history, list) or not history:
                 raise ConfigError(f"{path}: stage {number} has no history of epochs; expected {expected}")
-            epochs = [done + e["epoch"] for e in history]
-            line = ax.plot(epochs, [e["test_acc"] for e in history], "o-", markersize=3, label=stage["name"])[0]
-            ax.plot(epochs, [e["train_acc"] for e in history], ":", color=line.get_color())
-            if done:
-                ax.axvline(done + 0.5, color="grey", linewidth=0.5)
-            done = epochs[-1]
+            stages.append(stage)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    done = 0
+    for stage in stages:
+        history = stage["history"]
+        epochs = [done + e["epoch"] for e in history]
+        line = ax.plot(epochs, [e["test_acc"] for e in history], "o-", markersize=3, label=stage["name"])[0]
+        ax.plot(epochs, [e["train_acc"] for e in history], ":", color=line.get_color())
+        if done:
+            ax.axvline(done + 0.5, color="grey", linewidth=0.5)
+        done = epochs[-1]
     ax.set(xlabel="epoch (stages in order)", ylabel="accuracy", title="test accuracy (solid) and training (dotted)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
