@@ -116,13 +116,27 @@ def _literal(text: str) -> str:
     return "".join(f"&#{ord(c)};" if c in "|*_[]`\\" else c for c in text)
 
 
+def pinning_tests(message: str, tests: dict[str, str]) -> list[str]:
+    """The test files that quote a literal stretch of ``message`` (20 characters or more, plainly or as a regular
+    expression), stretches being the text between the values the message interpolates."""
+    parts = [p.strip(" :;,.'") for p in re.split(r"\{[^}]*\}", message)]
+    forms = {form for p in parts if len(p) >= 20 for form in (p, re.escape(p), p.replace("'", "\\'"))}
+    return [name for name, text in tests.items() if any(form in text for form in forms)]
+
+
 def error_catalogue() -> str:
-    """Markdown: one table per package of every message its code raises, with where it is raised."""
+    """Markdown: one table per package of every message its code raises, where, and the tests that pin it."""
+    tests = {path.name: path.read_text() for path in sorted((REPO / "tests").glob("test_*.py"))}
     out = []
     for folder, title in SOURCES.items():
         rows = list(raised_messages(REPO / folder))
-        out.append(f"### Raised by {title}\n\n{len(rows)} messages.\n\n| error | message | where |\n|---|---|---|")
+        pinned = sum(1 for *_, message in rows if pinning_tests(message, tests))
+        out.append(
+            f"### Raised by {title}\n\n{len(rows)} messages, {pinned} of them quoted by a test.\n\n"
+            "| error | message | where | pinned by |\n|---|---|---|---|"
+        )
         for file, line, name, message in rows:
-            out.append(f"| {name} | <code>{_literal(message)}</code> | `{file}:{line}` |")
+            found = ", ".join(f"`{t}`" for t in pinning_tests(message, tests)[:3])
+            out.append(f"| {name} | <code>{_literal(message)}</code> | `{file}:{line}` | {found} |")
         out.append("")
     return "\n".join(out)
