@@ -98,7 +98,7 @@ def raised_messages(folder: Path) -> Iterator[tuple[str, int, str, str]]:
     """``(file, line, error class, message)`` for every ``raise SomethingError("...")`` under ``folder``."""
     for path in sorted(folder.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
+        for node in sorted(ast.walk(tree), key=lambda n: getattr(n, "lineno", 0)):
             if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
                 continue
             func = node.exc.func
