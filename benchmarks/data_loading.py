@@ -113,7 +113,7 @@ def write_image_folder(
 
     With ``side`` above 28 each image is upscaled to ``side`` x ``side`` and saved as a JPEG instead.
     Called once per split (``root/train``, ``root/test``) it makes a folder that nin-train reads as
-    Fashion-MNIST itself, for comparing accuracy with the IDX path (see the README)."""
+    Fashion-MNIST itself, for comparing accuracy with the IDX path (see docs/measured.md)."""
     from PIL import Image
 
     split = load_split(data, split_name, limit)

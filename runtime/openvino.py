@@ -6,7 +6,7 @@ loads with ``register_execution_provider_library`` (once per process) and that o
 ``SessionOptions.add_provider_for_devices``. It does not replace onnxruntime, unlike the older
 ``onnxruntime-openvino`` wheel.
 
-Which CPU provider ``auto`` takes follows measurements (README, "OpenVINO"): OpenVINO on CPUs
+Which CPU provider ``auto`` takes follows measurements (docs/runtime.md, "OpenVINO"): OpenVINO on CPUs
 with AMX or AVX-512 VNNI, where it ran NiN 1.7-6x faster than the CPU provider; the CPU provider
 elsewhere, where OpenVINO was slower (1.2-1.35x on an AMD EPYC with AVX2), or offered no device.
 """

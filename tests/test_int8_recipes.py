@@ -63,7 +63,7 @@ def test_cpu_class_reads_the_shared_cpuinfo_reader(monkeypatch):
     [
         # Measured: 7-bit weights and the last block in FP32 pass 99% on AVX2 (99.4%, 1.84x).
         (AVX2, "x86_64", "x86-avx2", "u8s8", True, "last-block"),
-        # Measured on the Zen4: full 8-bit weights, last block in FP32 (README, "INT8 recipes").
+        # Measured on the Zen4: full 8-bit weights, last block in FP32 (docs/measured.md, "INT8 recipes per CPU class").
         (ZEN4, "x86_64", "x86-vnni", "u8s8", False, "last-block"),
         (SAPPHIRE_RAPIDS, "x86_64", "x86-vnni", "u8s8", False, "last-block"),
         ("", "aarch64", "arm64", "u8s8", False, "last-block"),
