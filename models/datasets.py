@@ -36,6 +36,7 @@ from nin_edge.runtime.core.metadata import Preprocessing
 from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, check_image_size, preprocess_image, read_image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .cards import FASHION_MNIST_CLASSES
 from .data import find_split_files, load_split, to_model_input
 
 SPLITS = ("train", "val", "test")
@@ -475,8 +476,6 @@ def open_data(
 
 
 def _open_idx(root: Path, channels: int, classes: Sequence[str] | None) -> LabelledData:
-    from .registry import FASHION_MNIST_CLASSES
-
     splits = {}
     for name in ("train", "test"):
         try:
