@@ -532,7 +532,7 @@ def test_the_card_names_the_training_data_not_a_path_and_tabulates_the_mobile_ch
     from types import SimpleNamespace
 
     from nin_edge.export import ExportConfig
-    from nin_edge.export import bundle as bundle_mod
+    from nin_edge.export.targets import bundle as bundle_mod
 
     training = bundle_mod._training(
         ExportConfig(model="nin"), SimpleNamespace(weights="pretrained nin_fashion_mnist.pt")
