@@ -30,9 +30,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
 from .augment import augment
+from .batches import Batches, channel_stats
 from .checkpoint import TrainedCard, checkpoint_card, extract_state_dict, load_state_checked, read_checkpoint
 from .curves import plot_curves
-from .datasets import Batches, LabelledData, Progress, channel_stats, open_data
+from .datasets import LabelledData, Progress, open_data
 from .distributed import Dist, dist_from_env
 from .evaluate import evaluate_model
 from .registry import create_model, model_card, pretrained_path

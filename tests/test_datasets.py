@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 from nin_edge.export.cli import main as export_cli
+from nin_edge.models.batches import Batches
 from nin_edge.models.cli import eval_main, train_main
-from nin_edge.models.datasets import Batches, open_data
+from nin_edge.models.datasets import open_data
 from nin_edge.models.registry import create_model
 from nin_edge.models.train import TrainConfig, train
 from nin_edge.models.train_checkpoint import init_from
