@@ -19,15 +19,9 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.metadata import ModelMetadata
 
+from .calibration import CalibrationSet, load_images
 from .config import ExportConfig
-from .precision import (
-    CalibrationSet,
-    Int8Recipe,
-    convert_fp16,
-    gate_advice,
-    load_images,
-    quantize_int8,
-)
+from .precision import Int8Recipe, convert_fp16, gate_advice, quantize_int8
 from .steps import (
     GraphCheck,
     check_graph,

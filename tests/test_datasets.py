@@ -65,7 +65,7 @@ def make_manifest(root: Path, suffix: str = ".csv") -> Path:
 
 
 def test_calibration_and_evaluation_images_follow_the_checkpoints_split(tmp_path):
-    from nin_edge.export.precision import load_images
+    from nin_edge.export.calibration import load_images
 
     data = make_folder(tmp_path / "parts", per_class=6)
     record = {"val_fraction": 0.34, "seed": 3}

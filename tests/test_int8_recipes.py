@@ -12,15 +12,10 @@ import onnx
 import pytest
 from nin_edge.export import ExportConfig, precision
 from nin_edge.export import pipeline as pipeline_module
+from nin_edge.export.calibration import CalibrationSet
 from nin_edge.export.cli import inspect_main
 from nin_edge.export.cli import main as export_cli
-from nin_edge.export.precision import (
-    RECIPES,
-    CalibrationSet,
-    choose_recipe,
-    fp32_nodes,
-    quantize_int8,
-)
+from nin_edge.export.precision import RECIPES, choose_recipe, fp32_nodes, quantize_int8
 from nin_edge.runtime import Classifier
 from nin_edge.runtime import int8 as runtime_int8
 from nin_edge.runtime.bundle import Bundle

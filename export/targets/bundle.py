@@ -46,9 +46,10 @@ from nin_edge.runtime.providers import PROVIDERS
 from nin_edge.runtime.session import plain_session
 
 from ..bundle_card import USABILITY, model_card_text
+from ..calibration import load_images
 from ..config import Deploy, ExportConfig
 from ..pipeline import verify_at_precision, verify_export
-from ..precision import load_images, resolve_target
+from ..precision import resolve_target
 from ..timing import median_ms
 from ..verified import ExportSummary, VerifiedModel
 
