@@ -7,7 +7,8 @@ from nin_edge.runtime.core.lazy import lazy_exports
 if TYPE_CHECKING:
     from nin_edge.export.timing import LatencyStats, measure, measure_interleaved, summarize
 
-    from .bench import BenchConfig, BenchReport, Row, cached_export, default_cache_dir, plot_report, run_bench
+    from .bench import BenchConfig, BenchReport, Row, cached_export, default_cache_dir, run_bench
+    from .bench_plot import plot_report
 
 
 __all__ = [
@@ -34,8 +35,8 @@ __getattr__, __dir__ = lazy_exports(
             "Row",
             "cached_export",
             "default_cache_dir",
-            "plot_report",
             "run_bench",
         ),
+        ".bench_plot": ("plot_report",),
     },
 )

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -25,17 +23,17 @@ from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.timing import Clock, LatencyStats, measure, summarize
 from nin_edge.models import ModelProfile, create_model, list_models, model_card, profile_model
 from nin_edge.models.limits import check_input_budget
-from nin_edge.models.plotting import pyplot, save_png
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.cache import DigestedFile
 from nin_edge.runtime.core.choices import Precision
-from nin_edge.runtime.core.cpu import cpu_model
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, NinEdgeError
 from nin_edge.runtime.core.metadata import toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.int8 import cpu_class
 from nin_edge.runtime.providers import TENSORRT, ProviderKind, is_gpu, missing_provider_message, parse_provider
 from nin_edge.runtime.session import plain_session
+
+from .machine import environment
 
 OPSET = 17
 TABLE_COLUMNS = (
@@ -182,106 +180,6 @@ class BenchReport(Report):
         rows = [{c: r.get(c) for c in TABLE_COLUMNS} for r in self.rows()]
         shown = [c for c in TABLE_COLUMNS if any(row[c] is not None for row in rows)]
         return head + "\n\n" + format_table(rows, shown)
-
-
-def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
-    """Best sgemm rate of torch on this machine at ``size``, the yardstick for achieved GFLOP/s."""
-    torch.set_num_threads(threads)
-    a = torch.rand(size, size)
-    b = torch.rand(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
-
-
-def gpu_matmul_peaks(size: int = 8192, repeats: int = 10) -> dict[str, float]:
-    """Measured TFLOP/s of torch matmul on the GPU in FP32 (no TF32), TF32 and FP16: the GPU rows' yardstick."""
-    peaks = {}
-    saved = torch.backends.cuda.matmul.allow_tf32
-    try:
-        for label, dtype, tf32 in (
-            ("fp32", torch.float32, False),
-            ("tf32", torch.float32, True),
-            ("fp16", torch.float16, False),
-        ):
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            a = torch.rand(size, size, device="cuda", dtype=dtype)
-            b = torch.rand(size, size, device="cuda", dtype=dtype)
-            torch.mm(a, b)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(repeats):
-                torch.mm(a, b)
-            torch.cuda.synchronize()
-            peaks[label] = 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e12
-            del a, b
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
-    return peaks
-
-
-def _nvidia_smi(query: str) -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-
-
-def gpu_details() -> dict:
-    """GPU, driver and library versions, and the measured matmul peaks (only when torch sees a GPU)."""
-    from nin_edge.runtime.cuda import installed_onnxruntime_distributions, onnxruntime_cuda_major
-    from nin_edge.runtime.providers import trt_library_version
-
-    peaks = gpu_matmul_peaks()
-    return {
-        "name": torch.cuda.get_device_name(0),
-        "driver": _nvidia_smi("driver_version") or "unknown",
-        "torch cuda / cudnn": f"{torch.version.cuda} / {torch.backends.cudnn.version()}",
-        "onnxruntime": f"{', '.join(installed_onnxruntime_distributions())} (CUDA {onnxruntime_cuda_major()})",
-        "tensorrt": trt_library_version(),
-        "peak tflops": ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
-        + " (torch matmul 8192, measured in this run)",
-        "peaks": peaks,
-    }
-
-
-def _cpu_model() -> str:
-    return cpu_model() or platform.processor() or platform.machine()
-
-
-def _gpu_name() -> str | None:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return _nvidia_smi("name")
-
-
-def environment(config: BenchConfig) -> dict:
-    """What the figures were measured on."""
-    threads = config.threads or os.cpu_count() or 1
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "gpu": _gpu_name(),
-        "python": sys.version.split()[0],
-        "onnxruntime": ort.__version__,
-        "torch": torch.__version__,
-        "nin_edge": toolkit_version(),
-        "providers_available": ort.get_available_providers(),
-        "matmul_peak_gflops": matmul_peak_gflops(threads),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "int8_calibration": config.calibration_data if "int8" in config.precision else None,
-        "gpu_details": gpu_details() if config.torch_device == "cuda" else None,
-    }
 
 
 def cached_export(
@@ -560,32 +458,3 @@ def _relate(rows: list[Row]) -> list[Row]:
         )
         out.append(replace(r, vs_nin=vs_nin, speedup_vs_torch=speedup))
     return out
-
-
-def plot_report(report: BenchReport, path: Path) -> None:
-    """Latency against batch size per model and provider, and a parameter / MAC bar chart, in one PNG."""
-    plt = pyplot()
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    series: dict[str, list[tuple[int, float]]] = {}
-    for r in report.results:
-        if r.p50_ms is not None:
-            series.setdefault(f"{r.model} {r.backend}/{r.provider} {r.precision}", []).append((r.batch_size, r.p50_ms))
-    for label, points in series.items():
-        points.sort()
-        ax1.plot([b for b, _ in points], [ms for _, ms in points], "o-", label=label)
-    ax1.set(xscale="log", yscale="log", xlabel="batch size", ylabel="p50 latency (ms)", title="latency")
-    ax1.legend(fontsize=7)
-    models: dict[str, tuple[int, int]] = {}
-    for r in report.results:
-        if r.params and r.macs:
-            models[r.model] = (r.params, r.macs)
-    names = list(models)
-    xs = np.arange(len(names))
-    ax2.bar(xs - 0.2, [models[n][0] / 1e6 for n in names], 0.4, label="parameters (M)")
-    ax2.bar(xs + 0.2, [models[n][1] / 1e9 for n in names], 0.4, label="GMACs per image")
-    ax2.set(xticks=xs, yscale="log", title="size and compute")
-    ax2.set_xticklabels(names)
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
-    save_png(fig, path)

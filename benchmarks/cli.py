@@ -20,7 +20,8 @@ from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.providers import CudnnSearch
 
-from .bench import BenchConfig, plot_report, run_bench
+from .bench import BenchConfig, run_bench
+from .bench_plot import plot_report
 from .profile import plot_profile, run_profile
 
 _B = BenchConfig()

@@ -22,9 +22,11 @@ from typing import Any
 import click
 import numpy as np
 import torch
+from nin_edge.models.batches import Batches
+from nin_edge.models.cards import FASHION_MNIST_CLASSES
 from nin_edge.models.data import load_split
-from nin_edge.models.datasets import Batches, open_data
-from nin_edge.models.registry import FASHION_MNIST_CLASSES, create_model, model_card
+from nin_edge.models.datasets import open_data
+from nin_edge.models.registry import create_model, model_card
 from nin_edge.runtime.cli.common import format_option, one_line_errors
 from nin_edge.runtime.core.choices import OutputFormat
 from nin_edge.runtime.core.errors import ConfigError

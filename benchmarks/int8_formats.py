@@ -23,8 +23,9 @@ import click
 import numpy as np
 import onnx
 from nin_edge.export import ExportConfig, run_export
+from nin_edge.export.calibration import CalibrationSet, load_images
 from nin_edge.export.inspect import layer_table
-from nin_edge.export.precision import COMPUTE_OPS, CalibrationSet, choose_recipe, load_images, quantize_int8
+from nin_edge.export.precision import COMPUTE_OPS, choose_recipe, quantize_int8
 from nin_edge.export.timing import measure_interleaved, summarize
 from nin_edge.models import model_card
 from nin_edge.runtime import Classifier

@@ -26,9 +26,9 @@ from typing import Any
 
 import click
 import numpy as np
-from nin_edge.export.bundle import machine_description
+from nin_edge.export.targets.bundle import machine_description
+from nin_edge.export.targets.web import WebConfig, write_web
 from nin_edge.export.timing import measure, summarize_ms
-from nin_edge.export.web import WebConfig, write_web
 from nin_edge.models.data import load_split
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.common import format_option, one_line_errors

@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING
 from nin_edge.runtime.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .pipeline import Deploy, ExportConfig, ExportSummary, VerifiedModel, run_export, verify_export
+    from .config import Deploy, ExportConfig
+    from .pipeline import run_export, verify_export
     from .steps import (
         MAX_OPSET,
         MIN_OPSET,
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
         simplify,
         with_metadata,
     )
+    from .verified import ExportSummary, VerifiedModel
 
 
 __all__ = [
@@ -48,7 +50,9 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        ".pipeline": ("Deploy", "ExportConfig", "ExportSummary", "VerifiedModel", "run_export", "verify_export"),
+        ".config": ("Deploy", "ExportConfig"),
+        ".pipeline": ("run_export", "verify_export"),
+        ".verified": ("ExportSummary", "VerifiedModel"),
         ".steps": (
             "MAX_OPSET",
             "MIN_OPSET",

@@ -12,13 +12,14 @@ from nin_edge.runtime.cli.common import CommaList, choice, format_option, input_
 from nin_edge.runtime.core.choices import OutputFormat, Precision
 from nin_edge.runtime.core.errors import ConfigError
 
-from .bundle import write_bundle
+from .config import ExportConfig
 from .inspect import inspect_path
-from .pipeline import ExportConfig, run_export
+from .pipeline import run_export
 from .precision import OLD_TARGETS, RECIPES, CalibrationMethod, Fp32Layers, Int8Target, Int8Types, ReduceRange
 from .steps import MAX_OPSET, MIN_OPSET
 from .targets import targets
-from .web import write_web
+from .targets.bundle import write_bundle
+from .targets.web import write_web
 
 _DEFAULTS = ExportConfig()
 

@@ -109,3 +109,8 @@ def measure_interleaved(
             if pause:
                 time.sleep(pause)
     return times
+
+
+def median_ms(clf, x: np.ndarray, runs: int = 15) -> float:
+    """Median latency of ``clf.logits(x)`` after two warm-up calls (a quick figure, not a benchmark)."""
+    return summarize(measure(lambda: clf.logits(x), warmup=2, min_runs=runs, max_runs=runs)).p50_ms

@@ -5,17 +5,10 @@ from typing import TYPE_CHECKING
 from nin_edge.runtime.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .cards import FASHION_MNIST_CLASSES, ModelCard, register_model
     from .checkpoint import LoadedWeights, load_weights, read_checkpoint, sha256_file
     from .profile import ModelProfile, count_macs, count_params, profile_model
-    from .registry import (
-        FASHION_MNIST_CLASSES,
-        ModelCard,
-        create_model,
-        list_models,
-        model_card,
-        model_options,
-        register_model,
-    )
+    from .registry import create_model, list_models, model_card, model_options
     from .zoo import ZooModel, alexnet, nin, nin_block, vgg11, vgg11_slim, vgg_block
 
 
@@ -49,15 +42,8 @@ __getattr__, __dir__ = lazy_exports(
     {
         ".checkpoint": ("LoadedWeights", "load_weights", "read_checkpoint", "sha256_file"),
         ".profile": ("ModelProfile", "count_macs", "count_params", "profile_model"),
-        ".registry": (
-            "FASHION_MNIST_CLASSES",
-            "ModelCard",
-            "create_model",
-            "list_models",
-            "model_card",
-            "model_options",
-            "register_model",
-        ),
+        ".cards": ("FASHION_MNIST_CLASSES", "ModelCard", "register_model"),
+        ".registry": ("create_model", "list_models", "model_card", "model_options"),
         ".zoo": ("ZooModel", "alexnet", "nin", "nin_block", "vgg11", "vgg11_slim", "vgg_block"),
     },
 )

@@ -19,7 +19,8 @@ from nin_edge.runtime.core.choices import OutputFormat
 
 from .evaluate import EvalConfig, EvalSplit, run_eval
 from .registry import list_models
-from .train import Augment, Balance, EpochStats, Normalize, Optimizer, Schedule, TrainConfig, train
+from .train import Augment, Balance, Normalize, Optimizer, Schedule, TrainConfig, train
+from .train_checkpoint import EpochStats
 
 _T = TrainConfig()
 _E = EvalConfig()

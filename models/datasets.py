@@ -24,19 +24,16 @@ import hashlib
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from nin_edge.runtime.core.errors import ConfigError, InputError
-from nin_edge.runtime.core.files import atomic_output
-from nin_edge.runtime.core.metadata import Preprocessing
-from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, check_image_size, preprocess_image, read_image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, check_image_size, read_image
 
-from .data import find_split_files, load_split, to_model_input
+from .cards import FASHION_MNIST_CLASSES
+from .data import find_split_files, load_split
 
 SPLITS = ("train", "val", "test")
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -44,13 +41,12 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl")
 SHOWN = 5
 #: Image modes that hold no colour (PIL's names); every other mode counts as colour.
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-#: Images used to compute the training set's mean and std (``--normalize data``).
-STATS_IMAGES = 512
 
 Progress = Callable[[int, int], None]
 
 
-def _shown(names: Sequence[str]) -> str:
+def shorten(names: Sequence[str]) -> str:
+    """The first :data:`SHOWN` of ``names``, comma-separated, with how many more there are."""
     more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
     return ", ".join(names[:SHOWN]) + more
 
@@ -123,8 +119,8 @@ class LabelledData:
         missing = [c for c in self.classes if c not in classes]
         extra = [c for c in classes if c not in self.classes]
         if missing or extra:
-            detail = (f"the data has {_shown(missing)} that it lacks" if missing else "") + (
-                ("; " if missing else "") + f"it has {_shown(extra)} that the data lacks" if extra else ""
+            detail = (f"the data has {shorten(missing)} that it lacks" if missing else "") + (
+                ("; " if missing else "") + f"it has {shorten(extra)} that the data lacks" if extra else ""
             )
         else:
             detail = "same names in another order (class indices would be mixed up)"
@@ -268,7 +264,7 @@ def _read_manifest(path: Path) -> list[_File]:
     if missing:
         raise ConfigError(
             f"manifest '{path}' names {len(missing)} file(s) that do not exist (paths are relative to the "
-            f"manifest's folder): {_shown(missing)}"
+            f"manifest's folder): {shorten(missing)}"
         )
     return files
 
@@ -394,7 +390,7 @@ def open_data(
         base = root
         if ignored:
             notes.append(
-                f"ignored {len(ignored)} file(s) outside class folders or without an image suffix: {_shown(ignored)}"
+                f"ignored {len(ignored)} file(s) outside class folders or without an image suffix: {shorten(ignored)}"
             )
     train_labels = {f.label for f in files if f.split == "train"}
     class_list = tuple(classes) if classes is not None else _natural_order(train_labels)
@@ -403,15 +399,15 @@ def open_data(
         if only:
             where = "the model's classes" if classes is not None else "train"
             raise ConfigError(
-                f"class(es) {_shown(only)} appear in {split} but not in {where} of '{root}'; a model cannot "
+                f"class(es) {shorten(only)} appear in {split} but not in {where} of '{root}'; a model cannot "
                 "learn a class it never trains on: add training images or remove them"
             )
     if classes is not None:
         unknown = sorted(train_labels - set(class_list))
         if unknown:
-            raise ConfigError(f"'{root}' has label(s) {_shown(unknown)} absent from the class list ({len(classes)})")
+            raise ConfigError(f"'{root}' has label(s) {shorten(unknown)} absent from the class list ({len(classes)})")
     elif len(class_list) < 2:
-        raise ConfigError(f"'{root}' has a single class ({_shown(list(class_list))}); a classifier needs at least two")
+        raise ConfigError(f"'{root}' has a single class ({shorten(list(class_list))}); a classifier needs at least two")
 
     modes: Counter[str] = Counter()
     bad: list[str] = []
@@ -427,20 +423,20 @@ def open_data(
             progress(i + 1, len(files))
     if bad:
         if strict:
-            raise InputError(f"{len(bad)} of {len(files)} image(s) in '{root}' cannot be read: {_shown(bad)}")
-        notes.append(f"skipped {len(bad)} unreadable image(s) (--strict refuses them): {_shown(bad)}")
+            raise InputError(f"{len(bad)} of {len(files)} image(s) in '{root}' cannot be read: {shorten(bad)}")
+        notes.append(f"skipped {len(bad)} unreadable image(s) (--strict refuses them): {shorten(bad)}")
     dupes = _duplicates(good)
     if dupes:
         shown = [f"{a.path} ({a.label}) = {b.path} ({b.label})" for a, b in dupes]
         if strict:
-            raise InputError(f"{len(dupes)} image(s) are in two classes of '{root}': {_shown(shown)}")
+            raise InputError(f"{len(dupes)} image(s) are in two classes of '{root}': {shorten(shown)}")
         drop = {f.path for pair in dupes for f in pair}
         good = [f for f in good if f.path not in drop]
-        notes.append(f"left out {len(dupes)} image(s) found in two classes (--strict refuses them): {_shown(shown)}")
+        notes.append(f"left out {len(dupes)} image(s) found in two classes (--strict refuses them): {shorten(shown)}")
     counts = Counter(f.label for f in good if f.split == "train")
     empty = [c for c in class_list if counts[c] == 0 and classes is None]
     if empty:
-        raise ConfigError(f"class(es) {_shown(empty)} of '{root}' have no readable training images")
+        raise ConfigError(f"class(es) {shorten(empty)} of '{root}' have no readable training images")
     if len(modes) > 1 or set(modes) - {"L", "RGB"}:
         notes.append(
             "image modes " + ", ".join(f"{m} {n}" for m, n in sorted(modes.items())) + " read as 8-bit grey or RGB"
@@ -475,8 +471,6 @@ def open_data(
 
 
 def _open_idx(root: Path, channels: int, classes: Sequence[str] | None) -> LabelledData:
-    from .registry import FASHION_MNIST_CLASSES
-
     splits = {}
     for name in ("train", "test"):
         try:
@@ -514,141 +508,3 @@ def check_same_split(data: LabelledData, record: object, what: str, *, strict: b
     if strict:
         raise ConfigError(message + "; resume on the same data and options, or start a new run")
     return "warning: " + message
-
-
-class _FileDataset(Dataset):
-    """Decodes and preprocesses one image per item, in a worker; a bad file gives label -1, not a crash.
-
-    With ``cache`` each model-ready tensor is kept as a ``.npy`` file there, named by a digest of the
-    file's path, size and modification time and of the preprocessing, so a changed image or another
-    input size is decoded afresh; later epochs read the tensor instead of decoding and resizing.
-    """
-
-    def __init__(
-        self, samples: Samples, channels: int, size: int, pre: Preprocessing, cache: Path | None = None
-    ) -> None:
-        self.samples, self.channels, self.size, self.pre, self.cache = samples, channels, size, pre, cache
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _cached(self, i: int) -> Path | None:
-        if self.cache is None:
-            return None
-        path = self.samples.paths[i]
-        st = os.stat(path)
-        key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{self.channels}|{self.size}|{self.pre}"
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        return self.cache / digest[:2] / f"{digest}.npy"
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        try:
-            cached = self._cached(i)
-            if cached is not None and cached.is_file():
-                return torch.from_numpy(np.load(cached)), int(self.samples.labels[i]), i
-            x = preprocess_image(
-                self.samples.raw(i), channels=self.channels, size=self.size, pre=self.pre, where=self.samples.paths[i]
-            )
-            if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_output(cached) as tmp:  # workers may race; each rename is whole
-                    with open(tmp, "wb") as f:
-                        np.save(f, x)
-            return torch.from_numpy(x), int(self.samples.labels[i]), i
-        except InputError:
-            # Refused or skipped by the caller, which knows the file's name from the index.
-            return torch.zeros(self.channels, self.size, self.size), -1, i
-
-
-class Batches:
-    """Model-ready batches ``(x, labels)`` of one split; files that fail to decode are left out and
-    listed in :attr:`failed` (or raised at once with ``strict``)."""
-
-    def __init__(
-        self,
-        samples: Samples,
-        *,
-        channels: int,
-        size: int,
-        pre: Preprocessing,
-        batch_size: int,
-        workers: int = 0,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-        sampler: Sampler | Sequence[int] | None = None,
-        strict: bool = False,
-        cache: str | os.PathLike | None = None,
-    ) -> None:
-        self.samples, self.channels, self.size, self.pre, self.strict = samples, channels, size, pre, strict
-        self.failed: list[str] = []
-        if samples.images is not None:
-            dataset: Dataset = torch.utils.data.TensorDataset(
-                torch.from_numpy(samples.images), torch.from_numpy(samples.labels)
-            )
-            workers = 0  # in memory already; batches are resized in one call below
-        else:
-            dataset = _FileDataset(samples, channels, size, pre, Path(cache) if cache else None)
-        self.loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            generator=generator,
-            num_workers=workers,
-            persistent_workers=False,
-        )
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batch in self.loader:
-            if self.samples.images is not None:
-                images, labels = batch
-                x = to_model_input(images, self.size, self.pre)
-                if self.channels > 1:
-                    x = x.expand(-1, self.channels, -1, -1).contiguous()
-                yield x, labels
-                continue
-            x, labels, index = batch
-            ok = labels >= 0
-            if not bool(ok.all()):
-                names = [self.samples.paths[int(i)] for i in index[~ok]]
-                if self.strict:
-                    raise InputError(f"cannot decode image(s) {_shown(names)} (--strict)")
-                self.failed += names
-                x, labels = x[ok], labels[ok]
-            if len(labels):
-                yield x, labels
-
-    def failure_note(self) -> str | None:
-        """One line naming the files that failed to decode, or None."""
-        if not self.failed:
-            return None
-        return f"skipped {len(self.failed)} image(s) that failed to decode: {_shown(self.failed)}"
-
-
-def channel_stats(samples: Samples, channels: int, size: int, pre: Preprocessing, seed: int = 0) -> Preprocessing:
-    """``pre`` with the per-channel mean and std of up to :data:`STATS_IMAGES` training images (after
-    scaling), so that the model's input is centred (``--normalize data``)."""
-    rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(samples))[:STATS_IMAGES]
-    plain = replace(pre, mean=(0.0,) * channels, std=(1.0,) * channels)
-    total = np.zeros(channels)
-    squares = np.zeros(channels)
-    count = 0
-    for i in pick:
-        try:
-            x = preprocess_image(
-                samples.raw(int(i)), channels=channels, size=size, pre=plain, where=samples.describe(i)
-            )
-        except InputError:
-            continue
-        total += x.sum(axis=(1, 2))
-        squares += (x.astype(np.float64) ** 2).sum(axis=(1, 2))
-        count += x.shape[1] * x.shape[2]
-    if count == 0:
-        raise ConfigError("no training image could be read to compute the mean and std")
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 1e-12))
-    return replace(pre, mean=tuple(round(float(m), 6) for m in mean), std=tuple(round(float(s), 6) for s in std))

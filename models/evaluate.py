@@ -18,8 +18,9 @@ from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.providers import parse_providers
 from torch import nn
 
+from .batches import Batches
 from .checkpoint import TrainedCard, checkpoint_card, load_weights, read_checkpoint
-from .datasets import Batches, Progress, Samples, check_same_split, open_data
+from .datasets import Progress, Samples, check_same_split, open_data
 from .plotting import pyplot, save_png
 from .registry import create_model, model_card
 

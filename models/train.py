@@ -12,30 +12,45 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from nin_edge.models.limits import check_limit, check_seed
 from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.cpu import cpu_flags
-from nin_edge.runtime.core.errors import ConfigError, ModelFileError, NinEdgeError
-from nin_edge.runtime.core.files import atomic_output, check_writable
+from nin_edge.runtime.core.errors import ConfigError, NinEdgeError
+from nin_edge.runtime.core.files import check_writable
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.core.report import Report, format_table
 from torch import nn
 from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
+from .augment import augment
+from .batches import Batches, channel_stats
 from .checkpoint import TrainedCard, checkpoint_card, extract_state_dict, load_state_checked, read_checkpoint
-from .datasets import Batches, LabelledData, Progress, channel_stats, check_same_split, open_data
+from .curves import plot_curves
+from .datasets import LabelledData, Progress, open_data
 from .distributed import Dist, dist_from_env
 from .evaluate import evaluate_model
-from .plotting import pyplot, save_png
 from .registry import create_model, model_card, pretrained_path
+from .schedule import lr_at, make_optimizer
+from .train_checkpoint import (
+    CHECKPOINT_FORMAT,
+    EpochStats,
+    best_path,
+    check_recipe,
+    check_resumable,
+    init_from,
+    init_note,
+    progress,
+    read_training_checkpoint,
+    restore_optimizer_and_rng,
+    save,
+)
 
 
 class Optimizer(Choice):
@@ -75,12 +90,6 @@ class Normalize(Choice):
 
     CARD = "card"
     DATA = "data"
-
-
-CHECKPOINT_FORMAT = 1
-#: Largest shift of ``--augment translate``, as a fraction of the side; smallest area of ``crop``.
-TRANSLATE_FRACTION = 0.1
-CROP_MIN_AREA = 0.35
 
 
 class TrainingDivergedError(NinEdgeError):
@@ -196,20 +205,6 @@ def amp_dtype(device: torch.device) -> torch.dtype:
 
 
 @dataclass(frozen=True)
-class EpochStats:
-    """One epoch's figures."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float
-    test_acc: float
-    examples_per_s: float
-    seconds: float
-    lr: float
-    input_size: int
-
-
-@dataclass(frozen=True)
 class TrainResult(Report):
     """What a run did: its recipe, every epoch and where the checkpoint went."""
 
@@ -258,55 +253,6 @@ def _device(config: TrainConfig, ddp: Dist) -> torch.device:
     return torch.device(config.device)
 
 
-def _lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    total = config.epochs * steps_per_epoch
-    warm = int(config.warmup_epochs * steps_per_epoch)
-    if step < warm:
-        return config.lr * (step + 1) / warm
-    if config.schedule == "cosine":
-        progress = (step - warm) / max(1, total - warm)
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return config.lr
-
-
-def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-
-
-def _save(path: str, payload: dict) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def _check_recipe(config: TrainConfig, saved: dict) -> None:
-    """Refuse to continue a run with another model, optimiser, input size or split fraction (before
-    any data is read): the saved state would not fit, or other images would be held out."""
-    recipe = saved.get("recipe")
-    if not isinstance(recipe, dict):
-        return  # checkpoints without a recipe are checked key by key when their state loads
-    for key in ("model", "optimizer", "input_size", "val_fraction"):
-        value = recipe.get(key, recipe.get("image_size")) if key == "input_size" else recipe.get(key)
-        if value is not None and value != getattr(config, key):
-            flag = "--" + key.replace("_", "-")
-            raise ConfigError(
-                f"checkpoint '{config.resume}' was trained with {flag} {value}, not {getattr(config, key)}; "
-                f"resume with {flag} {value}, or start a new run (--init-from takes its weights)"
-            )
-
-
-def _check_resumable(config: TrainConfig, saved: dict, data: LabelledData, card: TrainedCard | None) -> None:
-    """Refuse to continue a run on other classes, channels or held-out images than it was trained on."""
-    if card is not None:
-        data.check_classes(card.labels, f"checkpoint '{config.resume}'")
-        if config.channels is not None and config.channels != card.in_channels:
-            raise ConfigError(
-                f"checkpoint '{config.resume}' takes {card.in_channels} channel(s), not --channels {config.channels}"
-            )
-    check_same_split(data, saved.get("data"), f"checkpoint '{config.resume}'", strict=True)
-
-
 def _card(config: TrainConfig, data: LabelledData, init: dict | None) -> TrainedCard:
     """The new model's card: the data's classes and channels, the registered model's preprocessing
     (or the fine-tuned checkpoint's) with its colour and per-channel mean/std for those channels."""
@@ -333,85 +279,6 @@ def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
     if len(values) == 1:
         return values * channels
     return (float(np.dot(values, (0.299, 0.587, 0.114))),)
-
-
-def init_from(model: nn.Module, source: dict, path: str) -> tuple[list[str], list[str]]:
-    """Load the layers of ``source`` that fit ``model``; returns the layers kept and those left new.
-
-    A tensor of the same shape is kept. The first convolution of a one-channel model is adapted to
-    three channels by repeating the grey kernel, scaled by 1/3 so that a grey image gives the same
-    response. Layers of another shape (the last NiN block for a new class count) keep their fresh
-    initialisation. Every other difference is an error.
-    """
-    state = extract_state_dict(source, path)
-    own = model.state_dict()
-    kept, new = [], []
-    extra = [k for k in state if k not in own]
-    if extra:
-        raise ConfigError(f"--init-from '{path}' does not fit {config_name(model)}: unexpected key {extra[0]!r}")
-    first = next(k for k in own if k.endswith("weight"))
-    loaded = {}
-    for key, tensor in own.items():
-        if key not in state:
-            raise ConfigError(f"--init-from '{path}' does not fit {config_name(model)}: key {key!r} is missing")
-        given = state[key]
-        if given.shape == tensor.shape:
-            loaded[key] = given
-            kept.append(key)
-        elif key == first and given.shape[1] == 1 and given.shape[0] == tensor.shape[0]:
-            loaded[key] = given.repeat(1, tensor.shape[1], 1, 1) / tensor.shape[1]
-            kept.append(f"{key} (grey kernel repeated over {tensor.shape[1]} channels, scaled by 1/{tensor.shape[1]})")
-        elif key.split(".")[0] == _last_block(own):
-            new.append(key)
-        else:
-            raise ConfigError(
-                f"--init-from '{path}': {key!r} has shape {tuple(given.shape)}, the model needs {tuple(tensor.shape)}; "
-                "only the first convolution (channels) and the last block (classes) may differ"
-            )
-    model.load_state_dict({**own, **loaded})
-    return kept, new
-
-
-def config_name(model: nn.Module) -> str:
-    return str(getattr(model, "model_name", type(model).__name__))
-
-
-def _last_block(state: dict) -> str:
-    """The top-level index of the last layer with weights (NiN: its last block, 7)."""
-    return max((k.split(".")[0] for k in state if k.endswith("weight")), key=int)
-
-
-def _init_note(kept: list[str], new: list[str], path: str) -> str:
-    layers = sorted({k.split(" ")[0].rsplit(".", 1)[0] for k in kept})
-    adapted = [k for k in kept if " (" in k]
-    text = f"initialised from '{path}': kept {len(kept)} tensors ({', '.join(layers)})"
-    if adapted:
-        text += "; adapted " + "; ".join(adapted)
-    if new:
-        text += f"; new (re-initialised for the new classes): {', '.join(sorted({k.rsplit('.', 1)[0] for k in new}))}"
-    return text
-
-
-def augment(x: torch.Tensor, kind: str, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crops or shifts (one affine resampling per batch, edges repeated) and horizontal flips."""
-    n = len(x)
-    if kind == "none":  # flips alone are exact mirror images, no resampling
-        if flip:
-            mirrored = torch.rand(n, generator=generator) < 0.5
-            x[mirrored] = x[mirrored].flip(-1)
-        return x
-    scale = torch.ones(n)
-    if kind == "crop":
-        scale = torch.empty(n).uniform_(CROP_MIN_AREA, 1.0, generator=generator).sqrt()
-    room = (1 - scale) if kind == "crop" else torch.full((n,), 2 * TRANSLATE_FRACTION if kind == "translate" else 0.0)
-    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * room[:, None]
-    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = scale * mirror
-    theta[:, 1, 1] = scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def train(
@@ -442,16 +309,10 @@ def train(
             dist.destroy_process_group()
 
 
-def best_path(output: str) -> str:
-    """Where the best checkpoint by held-out accuracy goes: ``name.best.pt`` beside ``name.pt``."""
-    path = Path(output)
-    return str(path.with_name(f"{path.stem}.best{path.suffix or '.pt'}"))
-
-
 def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainResult:
-    resume_state = _read_training_checkpoint(config.resume) if config.resume else None
+    resume_state = read_training_checkpoint(config.resume) if config.resume else None
     if resume_state is not None:
-        _check_recipe(config, resume_state)
+        check_recipe(config, resume_state)
     resumed_card = checkpoint_card(resume_state, config.resume) if resume_state is not None else None
     recorded = resume_state.get("data") if resume_state is not None else None
     split_options = recorded if isinstance(recorded, dict) and "val_fraction" in recorded else {}
@@ -489,11 +350,11 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     best_acc = -1.0
     if init is not None and init_path is not None and resume_state is None:
         kept, new = init_from(model, init, init_path)
-        notes.append(_init_note(kept, new, config.init_from or init_path))
+        notes.append(init_note(kept, new, config.init_from or init_path))
     if resume_state is not None:
-        _check_resumable(config, resume_state, data, resumed_card)
+        check_resumable(config, resume_state, data, resumed_card)
         load_state_checked(model, extract_state_dict(resume_state, config.resume or ""), config.resume or "")
-        start_epoch, history = _progress(resume_state, config.resume or "")
+        start_epoch, history = progress(resume_state, config.resume or "")
         best_acc = max((h.test_acc for h in history), default=-1.0)
         if start_epoch >= config.epochs:
             raise ConfigError(
@@ -505,9 +366,9 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit this keyword
-    optimizer = _make_optimizer(config, model)
+    optimizer = make_optimizer(config, model)
     if resume_state is not None:
-        _restore_optimizer_and_rng(optimizer, model, resume_state, config.resume)
+        restore_optimizer_and_rng(optimizer, model, resume_state, config.resume)
     net: nn.Module = model
     if ddp.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -575,7 +436,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
         loss_sum, correct, seen = 0.0, 0, 0
         for i, (x, labels) in enumerate(loader):
             step = epoch * steps + i
-            lr = _lr_at(config, step, steps)
+            lr = lr_at(config, step, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = augment(x, kind, flip, generator)
@@ -639,9 +500,9 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
                 "card": card.to_dict(),
                 "data": {"source": data.source, **data.split_record},
             }
-            _save(config.output, payload)
+            save(config.output, payload)
             if improved:
-                _save(best_file, payload)
+                save(best_file, payload)
             if on_epoch:
                 on_epoch(stats)
         if improved:
@@ -670,85 +531,3 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
         classes=card.labels,
         held_out=data.held_out,
     )
-
-
-def _read_training_checkpoint(path: str) -> dict:
-    data = read_checkpoint(path)
-    needed = ("state_dict", "optimizer", "epoch", "rng")
-    missing = [k for k in needed if k not in data]
-    if missing:
-        raise ConfigError(
-            f"'{path}' is not a nin-train checkpoint (no {', '.join(missing)}); use --weights for bare weights"
-        )
-    if not isinstance(data["state_dict"], Mapping):
-        raise _misfit(path, f"its state_dict is a {type(data['state_dict']).__name__}, not a dict of tensors")
-    return data
-
-
-def _misfit(path: str, what: str) -> ModelFileError:
-    return ModelFileError(
-        f"checkpoint '{path}' does not fit this run: {what}; resume from a checkpoint nin-train wrote"
-    )
-
-
-def _progress(state: dict, path: str) -> tuple[int, list[EpochStats]]:
-    """The epochs done and their history, checked: a crafted value is one error, not a traceback."""
-    epoch = state["epoch"]
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        raise _misfit(path, f"its epoch is {epoch!r}, expected a whole number >= 0")
-    entries = state.get("history", [])
-    if not isinstance(entries, list):
-        raise _misfit(path, f"its history is a {type(entries).__name__}, expected a list of epochs")
-    fields = {f.name: f.type for f in dataclasses.fields(EpochStats)}
-    history = []
-    for k, entry in enumerate(entries):
-        ok = isinstance(entry, dict) and set(entry) == set(fields)
-        ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry.values())
-        if not ok:
-            raise _misfit(path, f"history entry {k} is {str(entry)[:80]!r}, expected the fields {', '.join(fields)}")
-        history.append(EpochStats(**entry))
-    return epoch, history
-
-
-def _restore_optimizer_and_rng(optimizer: torch.optim.Optimizer, model: nn.Module, state: dict, path: str) -> None:
-    """Load the optimiser's state and the RNG state, refusing what does not fit the model's parameters."""
-    saved = state["optimizer"]
-    try:
-        optimizer.load_state_dict(saved)
-    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
-        raise _misfit(path, f"its optimizer state cannot be loaded ({type(exc).__name__}: {exc})") from None
-    for name, param in model.named_parameters():
-        for key, value in optimizer.state.get(param, {}).items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
-                raise _misfit(
-                    path,
-                    f"its optimizer's {key} for {name!r} has shape {tuple(value.shape)}, the parameter "
-                    f"{tuple(param.shape)}",
-                )
-    rng = state["rng"]
-    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
-        shown = f"{rng.dtype} {tuple(rng.shape)}" if isinstance(rng, torch.Tensor) else type(rng).__name__
-        raise _misfit(path, f"its rng state is {shown}, expected torch.get_rng_state()'s uint8 tensor")
-    try:
-        torch.set_rng_state(rng)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise _misfit(path, f"its rng state is not one torch can restore ({exc})") from None
-
-
-def plot_curves(history: list[EpochStats], path: Path, held_out: str = "test") -> tuple[str | None, tuple[str, ...]]:
-    """Draw loss and accuracy per epoch into ``path``; says so when matplotlib is missing."""
-    try:
-        plt = pyplot()
-    except ConfigError as exc:
-        return None, (f"curves not plotted: {exc}",)
-    epochs = [h.epoch for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(epochs, [h.train_loss for h in history], "o-", label="train loss")
-    ax1.set_xlabel("epoch")
-    ax1.legend()
-    ax2.plot(epochs, [h.train_acc for h in history], "o-", label="train acc")
-    ax2.plot(epochs, [h.test_acc for h in history], "s-", label=f"{held_out} acc")
-    ax2.set_xlabel("epoch")
-    ax2.legend()
-    fig.tight_layout()
-    return save_png(fig, path), ()

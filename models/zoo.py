@@ -13,7 +13,7 @@ from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.numbers import is_whole_number
 from torch import nn
 
-from .registry import ModelCard, model_card, register_model
+from .cards import ModelCard, register_model, registered_entry
 
 # Larger inputs than this are not searched for a smallest size; no model here needs more.
 _SIZE_SEARCH_LIMIT = 1024
@@ -90,7 +90,9 @@ class ZooModel(nn.Sequential):
         self.num_classes = num_classes
         self.input_size = input_size
         # A registered model's card says it; only an unregistered network (a test's) states it here.
-        self.fixed_input_size = model_card(name).fixed_input_size if fixed_input_size is None else fixed_input_size
+        self.fixed_input_size = (
+            registered_entry(name)[1].fixed_input_size if fixed_input_size is None else fixed_input_size
+        )
         self.min_input_size = smallest_input_size(self)
 
     def check_input_size(self, size: int) -> None:

@@ -29,23 +29,19 @@ from typing import Any
 import numpy as np
 
 from .bulk import (
-    Decoder,
     ImageResult,
     InferConfig,
     InferReport,
-    Item,
-    check_inputs,
     classify_window,
-    done_inputs,
     load_classifier,
-    open_rows,
     prepared_or_error,
     record,
-    row_columns,
-    row_of,
 )
 from .classifier import Classifier, Prediction
 from .core.errors import ConfigError, InputError
+from .decoding import Decoder
+from .inputs import Item, check_inputs, expand_inputs
+from .rows import done_inputs, open_rows, row_columns, row_of
 
 RAY_EXTRA = "pip install 'nin-edge[ray]'"
 
@@ -138,8 +134,6 @@ def image_paths(config: InferConfig) -> list[str]:
     Arrays (``.npy``, IDX) are refused: they live in one file on the driver; run them with the
     local engine.
     """
-    from .bulk import expand_inputs
-
     paths = []
     for item in expand_inputs(config.inputs, config.from_list):
         if item.path is None:

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.bulk import InferConfig, expand_inputs, run_infer
+from nin_edge.runtime.bulk import InferConfig, run_infer
 from nin_edge.runtime.cli.infer import main as infer_cli
+from nin_edge.runtime.inputs import expand_inputs
 from PIL import Image
 
 from tests.conftest import assert_one_line_error, run_cli, write_idx

@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 from nin_edge.export import ExportConfig
-from nin_edge.export import bundle as bundle_mod
-from nin_edge.export.bundle import write_bundle
 from nin_edge.export.cli import inspect_main
 from nin_edge.export.cli import main as export_cli
+from nin_edge.export.targets import bundle as bundle_mod
+from nin_edge.export.targets.bundle import write_bundle
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.infer import main as infer_cli
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError

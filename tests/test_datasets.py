@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 from nin_edge.export.cli import main as export_cli
+from nin_edge.models.batches import Batches
 from nin_edge.models.cli import eval_main, train_main
-from nin_edge.models.datasets import Batches, open_data
+from nin_edge.models.datasets import open_data
 from nin_edge.models.registry import create_model
-from nin_edge.models.train import TrainConfig, init_from, train
+from nin_edge.models.train import TrainConfig, train
+from nin_edge.models.train_checkpoint import init_from
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.infer import main as infer_main
 from nin_edge.runtime.core.errors import ConfigError, InputError
@@ -63,7 +65,7 @@ def make_manifest(root: Path, suffix: str = ".csv") -> Path:
 
 
 def test_calibration_and_evaluation_images_follow_the_checkpoints_split(tmp_path):
-    from nin_edge.export.precision import load_images
+    from nin_edge.export.calibration import load_images
 
     data = make_folder(tmp_path / "parts", per_class=6)
     record = {"val_fraction": 0.34, "seed": 3}
@@ -451,7 +453,7 @@ def test_split_survives_moving_the_folder_and_manifest_split_column(tmp_path):
 
 
 def test_augment_keeps_shapes_is_seeded_and_flips_exactly():
-    from nin_edge.models.train import augment
+    from nin_edge.models.augment import augment
 
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     for kind in ("crop", "translate"):

@@ -532,7 +532,8 @@ def test_the_card_names_the_training_data_not_a_path_and_tabulates_the_mobile_ch
     from types import SimpleNamespace
 
     from nin_edge.export import ExportConfig
-    from nin_edge.export import bundle as bundle_mod
+    from nin_edge.export.bundle_card import usability_table
+    from nin_edge.export.targets import bundle as bundle_mod
 
     training = bundle_mod._training(
         ExportConfig(model="nin"), SimpleNamespace(weights="pretrained nin_fashion_mnist.pt")
@@ -542,7 +543,7 @@ def test_the_card_names_the_training_data_not_a_path_and_tabulates_the_mobile_ch
     shipped = Path(__file__).parents[1] / "benchmarks/results/2026-11-26-cpu/bundle-amd/manifest.json"
     lines = json.loads(shipped.read_text())["mobile_usability"]
     assert len(lines) == 27
-    assert bundle_mod.usability_table(lines) == [
+    assert usability_table(lines) == [
         "| `model.onnx` | NNAPI | no (0/29 nodes, 0 partitions) | yes (29/29 nodes, 1 partition) |",
         "| `model.onnx` | CoreML NeuralNetwork | no (0/29 nodes, 0 partitions) | yes (29/29 nodes, 1 partition) |",
         "| `model.onnx` | CoreML MLProgram | no (0/29 nodes, 0 partitions) | yes (29/29 nodes, 1 partition) |",

@@ -12,15 +12,10 @@ import onnx
 import pytest
 from nin_edge.export import ExportConfig, precision
 from nin_edge.export import pipeline as pipeline_module
+from nin_edge.export.calibration import CalibrationSet
 from nin_edge.export.cli import inspect_main
 from nin_edge.export.cli import main as export_cli
-from nin_edge.export.precision import (
-    RECIPES,
-    CalibrationSet,
-    choose_recipe,
-    fp32_nodes,
-    quantize_int8,
-)
+from nin_edge.export.precision import RECIPES, choose_recipe, fp32_nodes, quantize_int8
 from nin_edge.runtime import Classifier
 from nin_edge.runtime import int8 as runtime_int8
 from nin_edge.runtime.bundle import Bundle
@@ -242,7 +237,7 @@ def test_fleet_bundle_model_path_uses_this_cpu(tmp_path, monkeypatch):
 
 
 def test_bundle_models_one_per_target():
-    from nin_edge.export.bundle import bundle_models
+    from nin_edge.export.targets.bundle import bundle_models
 
     config = ExportConfig(calibration_data="synthetic")
     models = bundle_models(config, ("fp32", "int8"), ("x86-avx2", "x86-vnni"))
@@ -348,7 +343,7 @@ def test_recipe_table_names_each_class():
 
 @pytest.mark.slow
 def test_fleet_bundle_end_to_end(tmp_path, tiny_fashion):
-    from nin_edge.export.bundle import write_bundle
+    from nin_edge.export.targets.bundle import write_bundle
     from nin_edge.runtime.int8 import cpu_class
 
     config = ExportConfig(

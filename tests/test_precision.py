@@ -9,8 +9,8 @@ import onnx
 import pytest
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export import pipeline as pipeline_module
+from nin_edge.export.calibration import load_images
 from nin_edge.export.cli import main as export_cli
-from nin_edge.export.precision import load_images
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError, InputError
 from onnx import TensorProto

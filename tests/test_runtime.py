@@ -385,42 +385,6 @@ def test_one_classifier_is_safe_to_share_between_threads(clf):
         np.testing.assert_array_equal(a, b)
 
 
-def _imports_of(folder: str) -> set[str]:
-    """Every module that the .py files under ``folder`` import (absolute, and relative made absolute)."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    found: set[str] = set()
-    for path in (root / folder).rglob("*.py"):
-        package = "nin_edge." + ".".join(path.relative_to(root).with_suffix("").parts[:-1])
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                    found.add(f"{base}.{node.module}" if node.module else base)
-                else:
-                    found.add(node.module or "")
-    return found
-
-
-@pytest.mark.parametrize(
-    ("folder", "forbidden"),
-    [
-        ("runtime", ("nin_edge.models", "nin_edge.export", "nin_edge.benchmarks", "torch", "onnx.", "onnxsim")),
-        ("runtime/core", ("nin_edge.runtime.classifier", "nin_edge.runtime.session", "onnxruntime", "click")),
-        ("models", ("nin_edge.export", "nin_edge.benchmarks")),
-        ("export", ("nin_edge.benchmarks",)),
-    ],
-)
-def test_dependencies_point_one_way(folder, forbidden):
-    imports = _imports_of(folder)
-    wrong = sorted(m for m in imports for f in forbidden if m == f.rstrip(".") or m.startswith(f.rstrip(".") + "."))
-    assert wrong == [], f"{folder} imports {wrong}"
-
-
 @pytest.mark.parametrize(
     ("value", "bounds", "whole"),
     [

@@ -96,7 +96,7 @@ def test_toolkit_commands_say_which_extra_they_need(tmp_path):
 @needs_runtime_venv
 def test_the_runtime_alone_loads_a_verified_bundle(shipped_nin, tmp_path):
     from nin_edge.export import ExportConfig
-    from nin_edge.export.bundle import write_bundle
+    from nin_edge.export.targets.bundle import write_bundle
 
     assert RUNTIME_PYTHON is not None
     write_bundle(config=ExportConfig(check_batch_sizes=(1,)), folder=tmp_path / "bundle", precisions=())

@@ -19,7 +19,7 @@ import torch
 from nin_edge.benchmarks.serving import free_ports
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.cli import main as export_cli
-from nin_edge.export.triton import TritonOptions, write_triton_repo
+from nin_edge.export.targets.triton import TritonOptions, write_triton_repo
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.serving.model_config import read_model_config as read_config

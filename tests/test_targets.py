@@ -81,7 +81,7 @@ NEW_TARGET = textwrap.dedent(
     from dataclasses import dataclass, replace
 
     import click
-    from nin_edge.export.pipeline import Deploy
+    from nin_edge.export.config import Deploy
     from nin_edge.runtime.core.errors import ConfigError
 
 

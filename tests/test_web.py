@@ -26,16 +26,15 @@ import numpy as np
 import pytest
 from nin_edge.benchmarks.web import another_chromium, chromium, feed, open_page, serving, wait_loaded, write_pngs
 from nin_edge.export.cli import main as export_cli
-from nin_edge.export.web import (
+from nin_edge.export.targets.web import (
     DESCRIPTOR,
     ORT_WEB_FILES,
     ORT_WEBGPU_FILES,
-    WEB_SOURCES,
     WebConfig,
     check_web_options,
-    pinned_ort_web,
     write_web,
 )
+from nin_edge.export.web_sources import WEB_SOURCES, pinned_ort_web
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.serve import main as serve_cli
 from nin_edge.runtime.core.errors import ConfigError

@@ -2,7 +2,7 @@
 
 Every target is one module of this package that defines ``TARGET``, an object following the
 :class:`~nin_edge.export.targets.base.Target` protocol: the verified in-memory model and its card
-(:class:`~nin_edge.export.pipeline.VerifiedModel`) in, files out, written aside and swapped in.
+(:class:`~nin_edge.export.verified.VerifiedModel`) in, files out, written aside and swapped in.
 The registry finds the modules itself, so adding a target is adding one module (and re-running
 the editable install, which links new modules). First implementations: ``onnx`` (one file),
 ``triton`` (a Triton model repository) and ``bundle`` (a deploy folder with a manifest).

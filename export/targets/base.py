@@ -1,6 +1,6 @@
 """The deploy-target interface.
 
-A target turns the verified in-memory model (:class:`~nin_edge.export.pipeline.VerifiedModel`:
+A target turns the verified in-memory model (:class:`~nin_edge.export.verified.VerifiedModel`:
 the serialised ONNX bytes, its card as recorded in the model's metadata, the resolved export
 options and the checks' summary) into files at a destination ``out``:
 
@@ -14,12 +14,12 @@ options and the checks' summary) into files at a destination ``out``:
   adds every registered target's, so a new target's flags need no edit of ``export/cli.py``);
 - ``from_cli(config, values) -> ExportConfig``: the export with the target's parsed flags applied
   (``values``: its options' values by parameter name); usually one more
-  :class:`~nin_edge.export.pipeline.Deploy` entry, unchanged when its main flag is not given.
+  :class:`~nin_edge.export.config.Deploy` entry, unchanged when its main flag is not given.
   ``nin-export`` calls the targets in name order, each on the config the previous ones returned.
 
 A target never re-derives a model fact (input size, preprocessing, labels): it reads them from
 ``model.metadata``, the card the model carries. A target that ships several precisions asks
-``model.at_precision(p)`` for each.
+``nin_edge.export.pipeline.verify_at_precision(model, p, ...)`` for each.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import click
 from nin_edge.runtime.core.report import Report
 
 if TYPE_CHECKING:
-    from ..pipeline import ExportConfig, VerifiedModel
+    from ..config import ExportConfig
+    from ..verified import VerifiedModel
 
 #: A target's options: a frozen dataclass, one field per option.
 TargetOptions = Any

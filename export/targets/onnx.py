@@ -11,7 +11,8 @@ from nin_edge.runtime.core.files import atomic_output, check_writable
 from nin_edge.runtime.core.report import Report
 
 if TYPE_CHECKING:
-    from ..pipeline import ExportConfig, VerifiedModel
+    from ..config import ExportConfig
+    from ..verified import VerifiedModel
 
 
 @dataclass(frozen=True)
