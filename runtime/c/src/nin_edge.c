@@ -680,11 +680,14 @@ nin_status nin_prepare(const nin_model *m, const nin_image *im, float *out, nin_
         const uint8_t *p = im->pixels + (size_t)y * stride;
         float *q = img + (size_t)y * W * planes;
         for (int x = 0; x < W; x++, p += im->channels) {
-            if (im->channels <= 2) { /* grey (alpha dropped) */
+            if (im->channels == 1) {
                 for (int c = 0; c < planes; c++) *q++ = (float)p[0];
-            } else if (grey) { /* RGB(A) to luma, as img @ _LUMA */
-                float r = (float)p[0] * LUMA[0], g = (float)p[1] * LUMA[1], b = (float)p[2] * LUMA[2];
+            } else if (grey) { /* RGB(A) to luma, as img @ _LUMA; grey + alpha is RGB to Pillow (convert("RGB")) */
+                const uint8_t *rgb = im->channels == 2 ? (const uint8_t[3]){p[0], p[0], p[0]} : p;
+                float r = (float)rgb[0] * LUMA[0], g = (float)rgb[1] * LUMA[1], b = (float)rgb[2] * LUMA[2];
                 *q++ = r + g + b;
+            } else if (im->channels == 2) {
+                for (int c = 0; c < 3; c++) *q++ = (float)p[0];
             } else {
                 for (int c = 0; c < 3; c++) *q++ = (float)p[c];
             }
