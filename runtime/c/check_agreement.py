@@ -75,9 +75,8 @@ def read_idx_images(path: Path, count: int) -> np.ndarray:
 
 def compare(model: str, images: np.ndarray, work: Path, binary: Path) -> dict:
     """Write the PNGs, run both sides and return the measured agreement."""
-    from PIL import Image
-
     from nin_edge.runtime import Classifier
+    from PIL import Image
 
     clf = Classifier(model, provider="cpu")
     size = clf.input_shape[1]
@@ -109,7 +108,7 @@ def compare(model: str, images: np.ndarray, work: Path, binary: Path) -> dict:
     result |= {"rows_identical": identical, "max_probability_diff": prob}
     for name, paths in (("resized", paths_small), ("at_input_size", paths_large)):
         out = work / f"c_logits_{name}.npy"
-        code = "import runpy, sys; m = runpy.run_path(sys.argv[1]); m['c_logits'](sys.argv[2], sys.argv[4:], sys.argv[3])"
+        code = "import runpy, sys; runpy.run_path(sys.argv[1])['c_logits'](sys.argv[2], sys.argv[4:], sys.argv[3])"
         subprocess.run([sys.executable, "-c", code, __file__, model, str(out), *paths], check=True)
         c = np.load(out)[:, : len(clf.labels)]
         p = clf.logits(paths)
