@@ -258,3 +258,26 @@ def test_the_aarch64_cross_build(built):
     for name in ("nin-classify", "libnin_edge.so", "libonnxruntime.so.1"):
         header = (out / name).read_bytes()[:20]
         assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183, name  # EM_AARCH64
+
+
+def test_the_model_cards_c_example_builds_and_runs(built, tmp_path):
+    from nin_edge.export.bundle import C_CARD_EXAMPLE
+
+    body = C_CARD_EXAMPLE.split("```c\n")[1].split("```")[0].replace('#include "nin_edge.h"\n', "")
+    bundle = _bundle(tmp_path / "bundle", DATA / "nin_tiny.onnx")
+    source = tmp_path / "card.c"
+    source.write_text(
+        '#include <stdint.h>\n#include <stdio.h>\n#include "nin_edge.h"\n'
+        "int main(void) {\n    static uint8_t pixels[30 * 20];\n    int width = 30, height = 20;\n"
+        + body.replace("BUNDLE_DIR", str(bundle))
+        + "    return 0;\n}\n"
+    )
+    program = tmp_path / "card"
+    cmd = ["gcc", "-std=c11", "-Wall", "-Werror", f"-I{ROOT / 'runtime/c/include'}", str(source), "-o", str(program)]
+    subprocess.run([*cmd, f"-L{built}", "-lnin_edge", f"-Wl,-rpath,{built}"], check=True)
+    done = subprocess.run([str(program)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    label, probability = done.stdout.rsplit(" ", 1)
+    props = {p.key: p.value for p in onnx.load(str(DATA / "nin_tiny.onnx")).metadata_props}
+    assert label in json.loads(props["labels"])
+    assert 0.1 <= float(probability) <= 1
