@@ -36,6 +36,24 @@ def _in_short(pre: dict[str, Any]) -> str:
     return " (for this model: pixel / 255)" if plain else ""
 
 
+#: The card's C example: nin-edge's C library (runtime/c, docs/c-api.md) opens the bundle folder itself,
+#: checking the manifest's sha256 as Classifier does, and preprocesses as the Python runtime does.
+C_CARD_EXAMPLE = """C (nin-edge's C library: `runtime/c/build.sh` in the nin-edge repository, see its docs/c-api.md;
+it checks every file against `manifest.json` too, and resizes and normalises as the Python runtime does):
+
+```c
+#include "nin_edge.h"
+
+nin_model *model;
+nin_error err;
+if (nin_open("BUNDLE_DIR", NULL, &model, &err) != NIN_OK) { fprintf(stderr, "%s\\n", err.message); return 1; }
+nin_image image = {pixels, width, height, 1, 0};  /* 8-bit grey (1), RGB (3) or RGBA (4), any size */
+nin_prediction top[3];
+if (nin_classify(model, &image, 1, 3, top, &err) == NIN_OK) printf("%s %f\\n", top[0].label, top[0].probability);
+nin_close(model);
+```"""
+
+
 def model_card_text(m: dict[str, Any]) -> str:
     """``MODEL_CARD.md``: the manifest's facts for people, with how to load the model in each language."""
     inp, out = m["contract"]["input"], m["contract"]["output"]
@@ -113,6 +131,8 @@ from nin_edge.runtime import Classifier
 clf = Classifier("BUNDLE_DIR", precision="fp32")  # or "int8" / "fp16" where the bundle has them
 clf.classify(["shoe.png"], top_k=3)
 ```
+
+{C_CARD_EXAMPLE}
 
 C++ (onnxruntime's C++ API): create `Ort::Env`, `Ort::SessionOptions` and
 `Ort::Session session(env, "model.onnx", options)`; preprocess the image as above into a

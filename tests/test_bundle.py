@@ -124,6 +124,7 @@ def test_the_card_says_how_to_feed_and_load_the_model(built):
     for fragment in (
         f"Input `input`: float32, shape (batch, 1, {SIZE}, {SIZE}), layout NCHW.",
         'Classifier("BUNDLE_DIR", precision="fp32")',
+        'nin_open("BUNDLE_DIR", NULL, &model, &err)',
         'Ort::Session session(env, "model.onnx", options)',
         "OrtEnvironment.getEnvironment()",
         "| int8 | `model.int8.onnx`, `model.int8.ort` |",
