@@ -270,7 +270,7 @@ def test_the_aarch64_cross_build(built):
 
 
 def test_the_model_cards_c_example_builds_and_runs(built, tmp_path):
-    from nin_edge.export.bundle import C_CARD_EXAMPLE
+    from nin_edge.export.bundle_card import C_CARD_EXAMPLE
 
     body = C_CARD_EXAMPLE.split("```c\n")[1].split("```")[0].replace('#include "nin_edge.h"\n', "")
     bundle = _bundle(tmp_path / "bundle", DATA / "nin_tiny.onnx")
