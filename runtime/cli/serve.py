@@ -38,6 +38,13 @@ _S = ServeConfig()
 )
 @provider_option(default=_S.provider)
 @click.option(
+    "--client-timeout-s",
+    type=int,
+    default=_S.client_timeout_s,
+    show_default=True,
+    help="Close an HTTP client that sends nothing (request, header or body bytes) for this many seconds.",
+)
+@click.option(
     "--batch-log", type=click.Path(dir_okay=False), default=None, help="Append each executed batch size to this file."
 )
 @one_line_errors
@@ -50,7 +57,9 @@ def main(web: str | None, **options: Any) -> None:
     if web is not None:
         if options["model"]:
             raise ConfigError("give MODEL (Triton) or --web DIR (a web folder), not both")
-        config = WebServeConfig(web=web, host=options["host"], http_port=options["http_port"])
+        config = WebServeConfig(
+            web=web, host=options["host"], http_port=options["http_port"], client_timeout_s=options["client_timeout_s"]
+        )
         with contextlib.suppress(KeyboardInterrupt, Terminated):  # a stop asked for is a clean exit, as for Triton
             serve_web(config, ready=say)
         say("stopped")

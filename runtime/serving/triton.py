@@ -33,6 +33,7 @@ from ..classifier import Classifier, check_top_k, top_predictions
 from ..core.errors import ConfigError, InputError, NinEdgeError
 from ..providers import parse_providers
 from . import check_model_name
+from .connections import CLIENT_TIMEOUT_S, check_client_timeout
 from .front import Front, Limits, free_loopback_port
 from .model_config import model_config_pb2, write_model_config
 
@@ -59,6 +60,7 @@ class ServeConfig:
     queue_delay_us: int = 2000
     provider: str = "auto"
     batch_log: str | None = None
+    client_timeout_s: int = CLIENT_TIMEOUT_S
 
     def validate(self) -> None:
         parse_providers(self.provider)
@@ -71,6 +73,7 @@ class ServeConfig:
             raise ConfigError("max batch must be positive and queue delay >= 0")
         if self.name is not None:
             check_model_name(self.name, "--name")
+        check_client_timeout(self.client_timeout_s)
 
 
 def answer_each(clf: Classifier, inputs: list[np.ndarray]) -> list[np.ndarray | NinEdgeError]:
@@ -224,7 +227,9 @@ def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> No
             exit_timeout_secs=5,
             model_repository=Path(tmp),
         )
-        front = Front(config.host, config.http_port, backend_port, limits)  # a busy port fails here, first
+        front = Front(
+            config.host, config.http_port, backend_port, limits, config.client_timeout_s
+        )  # a busy port fails here, first
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         triton = Triton(config=triton_config)

@@ -1,0 +1,248 @@
+"""Regression tests for the hostile cases of issue 30 (round 4): each one failed before its fix."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from nin_edge.runtime.cli.serve import main as serve_cli
+from nin_edge.runtime.serving.front import Front, Limits
+from nin_edge.runtime.serving.web import WebServeConfig, make_server
+
+from tests.conftest import assert_one_line_error, run_cli
+
+# ================================================================================================
+# Server and supply-chain cases (issue 30, parts 2, 3, 5 and 6): nin-serve --web, nin-serve's HTTP
+# front, signed bundles. Every server here is real, on loopback with a port from the OS, and every
+# wait on one is bounded.
+# ================================================================================================
+
+#: Upper bound of any wait on a server in these tests (a hang fails the test instead of hanging it).
+BOUND_S = 20
+
+
+def web_folder(root: Path) -> Path:
+    """A served folder with a page, a file, a sub-folder with its own page and one without."""
+    web = root / "site"
+    (web / "docs").mkdir(parents=True)
+    (web / "empty").mkdir()
+    (web / "index.html").write_text("<p>page</p>")
+    (web / "a.txt").write_text("inside")
+    (web / "docs" / "index.html").write_text("<p>docs</p>")
+    return web
+
+
+@contextlib.contextmanager
+def web_server(folder: Path, client_timeout_s: int = 30) -> Iterator[int]:
+    server = make_server(WebServeConfig(web=str(folder), http_port=0, client_timeout_s=client_timeout_s))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Backend(BaseHTTPRequestHandler):
+    """Stands in for Triton behind the front: answers every request with a small JSON body."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextlib.contextmanager
+def front_server(client_timeout_s: int = 30) -> Iterator[int]:
+    """nin-serve's HTTP front on a free port, forwarding to a stand-in backend."""
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    front = Front("127.0.0.1", port, backend.server_address[1], Limits(16 * 784, "16 images"), client_timeout_s)
+    front.start()
+    try:
+        yield port
+    finally:
+        front.close()
+        backend.shutdown()
+        backend.server_close()
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` and read until the server closes the connection (at most BOUND_S seconds)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=BOUND_S) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):  # socket.timeout (a test failure) if the server holds it open
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=BOUND_S)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# -- 2. nothing outside the served folder is served -----------------------------------------------
+
+
+def test_the_web_server_serves_only_regular_files_inside_its_folder(tmp_path):
+    web = web_folder(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    (web / "passwd.txt").symlink_to("/etc/passwd")
+    (web / "secret.txt").symlink_to(secret)
+    (web / "root").symlink_to("/")
+    (web / "up").symlink_to(tmp_path)
+    (web / "inner.txt").symlink_to(web / "a.txt")  # a link that stays inside is a file of the folder
+    os.mkfifo(web / "pipe")  # opening it would block the server's thread for good
+    with web_server(web) as port:
+        assert get(port, "/a.txt") == (200, b"inside")
+        assert get(port, "/inner.txt") == (200, b"inside")
+        assert get(port, "/") == (200, b"<p>page</p>")
+        assert get(port, "/docs/") == (200, b"<p>docs</p>")
+        for path in (
+            "/passwd.txt",
+            "/secret.txt",
+            "/root/etc/hostname",
+            "/root/",
+            "/root",
+            "/up/secret.txt",
+            "/up/",
+            "/empty/",  # a folder without a page: never a listing
+            "/pipe",
+            "/../secret.txt",
+            "/%2e%2e/secret.txt",
+        ):
+            status, body = get(port, path)
+            assert status == 404, (path, status, body[:200])
+            assert b"host secret" not in body and b"root:" not in body and b"Directory listing" not in body
+
+
+def test_a_control_character_in_a_web_path_is_a_400_without_a_traceback(tmp_path, capfd):
+    with web_server(web_folder(tmp_path)) as port:
+        for path in ("/%00", "/index.html%00.txt", "/a%0a.txt", "/docs/%7f"):
+            assert get(port, path)[0] == 400, path
+        assert get(port, "/a.txt") == (200, b"inside")
+    assert capfd.readouterr().err == ""
+
+
+# -- 3. no hang: HTTP/0.9 request lines and silent clients ----------------------------------------
+
+
+@pytest.mark.parametrize("server", ["web", "front"])
+def test_a_request_line_without_a_version_is_a_400_and_closed(tmp_path, server):
+    with web_server(web_folder(tmp_path)) if server == "web" else front_server() as port:
+        answer = raw_exchange(port, b"GET /\r\n")
+        assert re.match(rb"HTTP/1\.[01] 400 the request line has no HTTP version", answer), answer[:200]
+        assert re.match(rb"HTTP/1\.[01] 400 ", raw_exchange(port, b"POST /v2/models/x/infer\r\n"))
+        assert get(port, "/")[0] == 200  # still serving
+
+
+@pytest.mark.parametrize("server", ["web", "front"])
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"GET / HTTP/1.1\r\nHost: x\r\n", b"POST /v2/models/x/infer HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"],
+    ids=["nothing", "half-headers", "half-body"],
+)
+def test_a_silent_client_is_closed_after_the_client_timeout(tmp_path, server, sent):
+    # Closed after client_timeout_s (1 s) of silence; raw_exchange fails after BOUND_S if it is held open.
+    with web_server(web_folder(tmp_path), 1) if server == "web" else front_server(1) as port:
+        assert b"200 OK" not in raw_exchange(port, sent)
+        assert get(port, "/")[0] == 200
+
+
+def test_the_client_timeout_is_checked(tmp_path):
+    web = web_folder(tmp_path)
+    for bad in ("0", "-3"):
+        assert_one_line_error(
+            run_cli(serve_cli, ["--web", web, "--client-timeout-s", bad]),
+            f"--client-timeout-s must be a whole number of seconds >= 1, got {bad}",
+        )
+
+
+@pytest.mark.slow
+def test_nin_serve_web_closes_http09_and_silent_clients(tmp_path):
+    web = web_folder(tmp_path)
+    command = "from nin_edge.runtime.cli.entry import serve; serve()"
+    args = ["--web", str(web), "--http-port", "0", "--client-timeout-s", "1"]
+    proc = subprocess.Popen([sys.executable, "-c", command, *args], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        ready = proc.stderr.readline()  # "serving DIR at http://127.0.0.1:PORT/ ..."
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", ready)
+        assert found, ready
+        port = int(found[1])
+        assert re.match(rb"HTTP/1\.[01] 400 ", raw_exchange(port, b"GET /\r\n"))
+        assert raw_exchange(port, b"GET / HTTP/1.1\r\n") == b""
+        assert get(port, "/a.txt") == (200, b"inside")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=BOUND_S)
+
+
+# -- 5. a client going away is one line, not a traceback ------------------------------------------
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a killed client or a dropped network does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _handler_threads() -> int:
+    return sum("process_request_thread" in t.name for t in threading.enumerate())
+
+
+def test_clients_that_vanish_mid_request_are_one_line_each(capfd):
+    clients = 20
+    with front_server() as port:
+        before = _handler_threads()
+        for k in range(clients):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND_S)
+            if k % 2:  # gone while the front reads the body
+                sock.sendall(b"POST /v2/models/x/infer HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"{" * 100)
+            else:  # gone before the front writes the answer
+                sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            _reset(sock)
+        deadline = time.monotonic() + BOUND_S
+        while _handler_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert get(port, "/v2/health/ready")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) <= clients, err
+    for line in lines:
+        assert re.fullmatch(r"nin-serve: client 127\.0\.0\.1:\d+ went away mid-request \(\w+\)", line), line
