@@ -10,7 +10,7 @@ import click
 from ..core.errors import ConfigError
 from ..serving.triton import ServeConfig, serve
 from ..serving.web import WebServeConfig, serve_web
-from .common import Terminated, one_line_errors, provider_option
+from .common import Terminated, one_line_errors, provider_option, verify_key_option
 
 _S = ServeConfig()
 
@@ -37,6 +37,7 @@ _S = ServeConfig()
     help="How long Triton waits to fill a batch.",
 )
 @provider_option(default=_S.provider)
+@verify_key_option()
 @click.option(
     "--client-timeout-s",
     type=int,
@@ -57,6 +58,8 @@ def main(web: str | None, **options: Any) -> None:
     if web is not None:
         if options["model"]:
             raise ConfigError("give MODEL (Triton) or --web DIR (a web folder), not both")
+        if options["verify_key"]:
+            raise ConfigError("--verify-key checks a bundle MODEL served by Triton; --web serves a folder as it is")
         config = WebServeConfig(
             web=web, host=options["host"], http_port=options["http_port"], client_timeout_s=options["client_timeout_s"]
         )

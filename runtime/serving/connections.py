@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.numbers import is_whole_number
@@ -32,17 +33,18 @@ class GuardedHandler(BaseHTTPRequestHandler):
     """A request handler with the rules above; put it before the standard handler class it guards."""
 
     server: GuardedServer
+    raw_requestline: bytes
     # Answers to malformed request lines get a real status line (HTTP/0.9's default sends none).
     default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
-        self.timeout = self.server.client_timeout_s  # StreamRequestHandler applies it to the socket
         super().setup()
+        self.connection.settimeout(self.server.client_timeout_s)  # every read and write of this client
 
     def parse_request(self) -> bool:
         words = str(self.raw_requestline, "iso-8859-1").split()
         if len(words) == 2:
-            self.command, self.request_version = None, self.default_request_version
+            self.command, self.request_version = "", self.default_request_version
             self.requestline = " ".join(words)
             self.close_connection = True
             self.send_error(HTTPStatus.BAD_REQUEST, "the request line has no HTTP version; send HTTP/1.0 or HTTP/1.1")
@@ -56,7 +58,7 @@ class GuardedServer(ThreadingHTTPServer):
     daemon_threads = True
     client_timeout_s: int = CLIENT_TIMEOUT_S
 
-    def handle_error(self, request: object, client_address: object) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
             host, port = client_address if isinstance(client_address, tuple) else (client_address, "")

@@ -74,7 +74,7 @@ class _Handler(GuardedHandler, http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002  (the base class's name)
         pass  # a page load is a dozen requests; errors still reach the browser as HTTP status codes
 
-    def send_head(self):  # type: ignore[no-untyped-def]  # the standard library's own signature
+    def send_head(self):  # the standard library's own (unannotated) signature
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         if any(ord(c) < 32 or ord(c) == 127 for c in path):
             self.send_error(400, "the path holds a control character (such as %00)")
@@ -93,7 +93,7 @@ class _Handler(GuardedHandler, http.server.SimpleHTTPRequestHandler):
             real = os.path.realpath(os.path.join(real, PAGE))
         return real != root and os.path.commonpath([root, real]) == root and os.path.isfile(real)
 
-    def list_directory(self, path):  # type: ignore[no-untyped-def]  # the standard library's own signature
+    def list_directory(self, path):  # the standard library's own (unannotated) signature
         self.send_error(404, "File not found")  # never a listing, even of a folder that lost its page meanwhile
         return None
 
