@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -17,10 +18,18 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
+from nin_edge.runtime import Classifier
+from nin_edge.runtime.bundle import BUNDLE_FOLDER, FORMAT, MANIFEST, SIGNATURE
+from nin_edge.runtime.cli.infer import main as infer_cli
 from nin_edge.runtime.cli.serve import main as serve_cli
+from nin_edge.runtime.cli.sign import main as sign_cli
+from nin_edge.runtime.core.errors import ConfigError
+from nin_edge.runtime.core.files import check_replaceable_folder
 from nin_edge.runtime.serving.front import Front, Limits
 from nin_edge.runtime.serving.web import WebServeConfig, make_server
+from nin_edge.runtime.signing import SignatureError
 
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -246,3 +255,156 @@ def test_clients_that_vanish_mid_request_are_one_line_each(capfd):
     assert len(lines) <= clients, err
     for line in lines:
         assert re.fullmatch(r"nin-serve: client 127\.0\.0\.1:\d+ went away mid-request \(\w+\)", line), line
+
+
+# -- 6. signed bundles ------------------------------------------------------------------------------
+
+
+def _write_key_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    """A fresh EC P-256 key pair in PEM, as ``openssl ecparam -name prime256v1 -genkey`` makes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("keys")
+    private, public = _write_key_pair(folder, "signer")
+    _, other = _write_key_pair(folder, "other")
+    return {"private": private, "public": public, "other": other}
+
+
+def small_bundle(folder: Path, model: Path) -> Path:
+    """A bundle folder around the checked-in tiny model, laid out and listed as nin-export writes one."""
+    labels = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    files = {"model.onnx": model.read_bytes(), "MODEL_CARD.md": b"# card\n"}
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    listed = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in files.items()}
+    manifest = {"format": FORMAT, "format_version": 1, "files": listed, "models": {"fp32": {"onnx": "model.onnx"}}}
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "labels": labels}, indent=2))
+    return folder
+
+
+def _flip_byte(path: Path, at: int) -> bytes:
+    """Change one byte of ``path``; returns the original bytes."""
+    data = path.read_bytes()
+    path.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
+    return data
+
+
+@pytest.fixture()
+def signed(tmp_path, tiny_nin_path, keys) -> Path:
+    bundle = small_bundle(tmp_path / "bundle", tiny_nin_path)
+    result = run_cli(sign_cli, ["sign", bundle, "--key", keys["private"]])
+    assert result.exit_code == 0, result.stderr
+    assert (bundle / SIGNATURE).is_file()
+    return bundle
+
+
+def test_a_signed_bundle_verifies_and_loads(signed, keys):
+    result = run_cli(sign_cli, ["verify", signed, "--key", keys["public"]])
+    assert result.exit_code == 0, result.stderr
+    assert "every file is as signed" in result.stderr
+    clf = Classifier(signed, "cpu", verify_key=str(keys["public"]))
+    assert clf.labels[1] == "Trouser"
+    # The signature file does not count against the manifest: the folder stays replaceable and loadable.
+    assert check_replaceable_folder(signed, BUNDLE_FOLDER) == signed
+    assert Classifier(signed, "cpu").labels == clf.labels
+
+
+@pytest.mark.parametrize(
+    "tamper, named",
+    [
+        (lambda b: _flip_byte(b / "model.onnx", 4000), "'model.onnx' changed after signing"),
+        (lambda b: (b / MANIFEST).write_text((b / MANIFEST).read_text().replace("Trouser", "Trousor")), MANIFEST),
+        (lambda b: (b / "notes.txt").write_text("added"), "'notes.txt' was added after signing"),
+        (lambda b: (b / "MODEL_CARD.md").unlink(), "'MODEL_CARD.md' was removed after signing"),
+    ],
+    ids=["model-byte", "labels", "added-file", "removed-file"],
+)
+def test_a_bundle_changed_after_signing_is_refused_naming_the_file(signed, keys, tamper, named, tmp_path):
+    tamper(signed)
+    with pytest.raises(SignatureError, match=re.escape(named)) as caught:
+        Classifier(signed, "cpu", verify_key=str(keys["public"]))
+    assert "\n" not in str(caught.value)
+    assert_one_line_error(run_cli(sign_cli, ["verify", signed, "--key", keys["public"]]), named)
+    image = tmp_path / "image.npy"
+    np.save(image, np.zeros((1, 1, 224, 224), np.float32))
+    assert_one_line_error(run_cli(infer_cli, [signed, image, "--verify-key", keys["public"]]), named)
+
+
+def test_a_bundle_signed_by_another_key_or_with_a_damaged_signature_is_refused(signed, keys):
+    with pytest.raises(SignatureError, match="is not signed by this key"):
+        Classifier(signed, "cpu", verify_key=str(keys["other"]))
+    (signed / SIGNATURE).write_text((signed / SIGNATURE).read_text()[:-40])
+    assert_one_line_error(run_cli(sign_cli, ["verify", signed, "--key", keys["public"]]), "model.sig is damaged")
+
+
+def test_an_unsigned_bundle_is_refused_when_a_key_is_given(tmp_path, tiny_nin_path, keys):
+    bundle = small_bundle(tmp_path / "bundle", tiny_nin_path)
+    expected = f"bundle '{bundle}' is not signed (it has no model.sig)"
+    with pytest.raises(SignatureError, match=re.escape(expected)):
+        Classifier(bundle, "cpu", verify_key=str(keys["public"]))
+    image = tmp_path / "image.npy"
+    np.save(image, np.zeros((1, 1, 224, 224), np.float32))
+    assert_one_line_error(run_cli(infer_cli, [bundle, image, "--verify-key", keys["public"]]), expected)
+    assert_one_line_error(run_cli(serve_cli, [bundle, "--verify-key", keys["public"]]), expected)
+    assert_one_line_error(run_cli(sign_cli, ["verify", bundle, "--key", keys["public"]]), expected)
+    assert Classifier(bundle, "cpu").labels[0] == "T-shirt/top"  # without a key nothing changes
+    result = run_cli(infer_cli, [bundle, image, "--format", "jsonl"])
+    assert result.exit_code == 0, result.stderr
+
+
+def test_verify_key_refusals(tmp_path, tiny_nin_path, keys):
+    with pytest.raises(ConfigError, match="verify_key checks a signed bundle folder; .* is not a folder"):
+        Classifier(tiny_nin_path, "cpu", verify_key=str(keys["public"]))
+    with pytest.raises(ConfigError, match="is not a folder"):
+        Classifier(tiny_nin_path.read_bytes(), "cpu", verify_key=str(keys["public"]))
+    bundle = small_bundle(tmp_path / "bundle", tiny_nin_path)
+    with pytest.raises(ConfigError, match="verify_key '.*none.pem' is not a file"):
+        Classifier(bundle, "cpu", verify_key=str(tmp_path / "none.pem"))
+    assert_one_line_error(
+        run_cli(sign_cli, ["sign", bundle, "--key", keys["public"]]), "is not an elliptic-curve private key in PEM form"
+    )
+    (bundle / SIGNATURE).write_text("my notes")
+    assert_one_line_error(
+        run_cli(sign_cli, ["sign", bundle, "--key", keys["private"]]), "exists and is not a model-signing signature"
+    )
+    assert (bundle / SIGNATURE).read_text() == "my notes"
+    assert_one_line_error(
+        run_cli(serve_cli, ["--web", tmp_path, "--verify-key", keys["public"]]), "--verify-key checks a bundle MODEL"
+    )
+
+
+def test_signing_replaces_its_own_signature_and_refuses_a_bundle_that_fails_its_manifest(signed, keys):
+    first = (signed / SIGNATURE).read_bytes()
+    assert run_cli(sign_cli, ["sign", signed, "--key", keys["private"]]).exit_code == 0
+    assert (signed / SIGNATURE).read_bytes() != first  # a fresh signature (ECDSA signatures differ each time)
+    Classifier(signed, "cpu", verify_key=str(keys["public"]))
+    _flip_byte(signed / "model.onnx", 4000)
+    assert_one_line_error(run_cli(sign_cli, ["sign", signed, "--key", keys["private"]]), "does not match the sha256")
+
+
+def test_verifying_without_the_sign_extra_is_one_line_with_the_pip_command(signed, keys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "model_signing", None)  # as if not installed: its import raises ImportError
+    with pytest.raises(ConfigError, match=re.escape("pip install 'nin-edge[sign]'")):
+        Classifier(signed, "cpu", verify_key=str(keys["public"]))
+    image = tmp_path / "image.npy"
+    np.save(image, np.zeros((1, 1, 224, 224), np.float32))
+    assert_one_line_error(
+        run_cli(infer_cli, [signed, image, "--verify-key", keys["public"]]),
+        "signed bundles need OpenSSF's model-signing library: pip install 'nin-edge[sign]'",
+    )
+    assert Classifier(signed, "cpu").labels[0] == "T-shirt/top"  # only asking for verification needs it
