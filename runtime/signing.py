@@ -46,10 +46,10 @@ def _hashing(ms: Any) -> Any:
     return ms.hashing.Config().use_file_serialization(hashing_algorithm="sha256").set_ignored_paths(paths=[SIGNATURE])
 
 
-def _check_key(key: str | os.PathLike, flag: str) -> Path:
+def _check_key(key: str | os.PathLike, what: str) -> Path:
     path = Path(key)
     if not path.is_file():
-        raise ConfigError(f"{flag} '{key}' is not a file; give an elliptic-curve key in PEM form")
+        raise ConfigError(f"{what} '{key}' is not a file; give an elliptic-curve key in PEM form")
     return path
 
 
@@ -68,7 +68,7 @@ def sign_bundle(folder: str | os.PathLike, key: str | os.PathLike, password: str
     """
     from .bundle import open_bundle
 
-    path, key_path = _check_folder(folder, "signing"), _check_key(key, "--sign-key")
+    path, key_path = _check_folder(folder, "signing"), _check_key(key, "signing key")
     open_bundle(path)  # sign only a bundle whose files match its manifest
     signature = path / SIGNATURE
     if signature.is_symlink() or (signature.exists() and not _is_signature(signature)):
@@ -79,12 +79,14 @@ def sign_bundle(folder: str | os.PathLike, key: str | os.PathLike, password: str
     try:
         config = ms.signing.Config().use_elliptic_key_signer(private_key=key_path, password=password)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"--sign-key '{key}' is not an elliptic-curve private key in PEM form: {exc}") from None
+        raise ConfigError(f"signing key '{key}' is not an elliptic-curve private key in PEM form: {exc}") from None
     temporary = path / f".{SIGNATURE}.{os.getpid()}.tmp"
     try:
         # Hashed before the temporary file exists (model-signing hashes, then writes).
         config.set_hashing_config(_hashing(ms)).sign(path, temporary)
         os.replace(temporary, signature)
+    except ValueError as exc:  # model-signing's refusal of a symbolic link (it names the path)
+        raise ConfigError(f"cannot sign bundle '{folder}': {' '.join(str(exc).split())}") from None
     finally:
         temporary.unlink(missing_ok=True)
     return signature
@@ -100,7 +102,7 @@ def _is_signature(path: Path) -> bool:
 def verify_bundle(folder: str | os.PathLike, key: str | os.PathLike) -> None:
     """Raise :class:`SignatureError` unless every file of ``folder`` is as the holder of the private
     key matching the PEM public ``key`` signed it (no file changed, added or removed)."""
-    path, key_path = _check_folder(folder, "verify_key"), _check_key(key, "verify_key")
+    path, key_path = _check_folder(folder, "verify_key"), _check_key(key, "verify key")
     signature = path / SIGNATURE
     if not signature.is_file() or signature.is_symlink():
         raise SignatureError(
@@ -111,7 +113,7 @@ def verify_bundle(folder: str | os.PathLike, key: str | os.PathLike) -> None:
     try:
         config = ms.verifying.Config().use_elliptic_key_verifier(public_key=key_path)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"verify_key '{key}' is not an elliptic-curve public key in PEM form: {exc}") from None
+        raise ConfigError(f"verify key '{key}' is not an elliptic-curve public key in PEM form: {exc}") from None
     try:
         config.set_hashing_config(_hashing(ms)).verify(path, signature)
     except Exception as exc:  # noqa: BLE001  model-signing raises ValueError and the crypto and parser errors under it

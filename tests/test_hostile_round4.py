@@ -373,11 +373,14 @@ def test_verify_key_refusals(tmp_path, tiny_nin_path, keys):
     with pytest.raises(ConfigError, match="is not a folder"):
         Classifier(tiny_nin_path.read_bytes(), "cpu", verify_key=str(keys["public"]))
     bundle = small_bundle(tmp_path / "bundle", tiny_nin_path)
-    with pytest.raises(ConfigError, match="verify_key '.*none.pem' is not a file"):
+    with pytest.raises(ConfigError, match="verify key '.*none.pem' is not a file"):
         Classifier(bundle, "cpu", verify_key=str(tmp_path / "none.pem"))
     assert_one_line_error(
         run_cli(sign_cli, ["sign", bundle, "--key", keys["public"]]), "is not an elliptic-curve private key in PEM form"
     )
+    (bundle / "link.txt").symlink_to(tiny_nin_path)
+    assert_one_line_error(run_cli(sign_cli, ["sign", bundle, "--key", keys["private"]]), "because it is a symlink")
+    (bundle / "link.txt").unlink()
     (bundle / SIGNATURE).write_text("my notes")
     assert_one_line_error(
         run_cli(sign_cli, ["sign", bundle, "--key", keys["private"]]), "exists and is not a model-signing signature"
