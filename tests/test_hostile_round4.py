@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -411,3 +412,46 @@ def test_verifying_without_the_sign_extra_is_one_line_with_the_pip_command(signe
         "signed bundles need OpenSSF's model-signing library: pip install 'nin-edge[sign]'",
     )
     assert Classifier(signed, "cpu").labels[0] == "T-shirt/top"  # only asking for verification needs it
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_nin_serve_verifies_the_bundle_and_its_front_survives_hostile_clients(signed, keys, tmp_path):
+    """The real thing: nin-serve with Triton behind its front, on a signed bundle checked with --verify-key."""
+    pytest.importorskip("pytriton", reason="the serve extra (nvidia-pytriton) is not installed")
+    from nin_edge.benchmarks.serving import free_ports
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    ports = ["--http-port", http_port, "--grpc-port", grpc_port, "--metrics-port", metrics_port]
+    args = [signed, "--name", "nin", "--verify-key", keys["public"], "--client-timeout-s", "2", *ports]
+    stderr = tmp_path / "serve.stderr"  # a file: Triton's stub processes inherit it
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("nin-serve")), *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, stderr.read_text()[-2000:]
+            assert time.monotonic() < deadline, "Triton did not become ready in 120 s"
+            with contextlib.suppress(OSError):
+                if get(http_port, "/v2/models/nin/ready")[0] == 200:
+                    break
+            time.sleep(0.5)
+        assert re.match(rb"HTTP/1\.[01] 400 ", raw_exchange(http_port, b"GET /\r\n"))
+        assert raw_exchange(http_port, b"GET /v2/health/ready HTTP/1.1\r\n") == b""  # closed after 2 s
+        for k in range(20):
+            sock = socket.create_connection(("127.0.0.1", http_port), timeout=BOUND_S)
+            sock.sendall(b"POST /v2/models/nin/infer HTTP/1.1\r\nContent-Length: 9000\r\n\r\n{" if k % 2 else b"")
+            sock.sendall(b"GET /v2/models/nin HTTP/1.1\r\nHost: x\r\n\r\n" if not k % 2 else b"")
+            _reset(sock)
+        status, body = get(http_port, "/v2/models/nin")
+        assert status == 200 and b'"name":"nin"' in body
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    log = stderr.read_text()
+    assert "Traceback" not in log, log[-3000:]
