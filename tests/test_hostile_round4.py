@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.bundle import BUNDLE_FOLDER, FORMAT, MANIFEST, SIGNATURE
+from nin_edge.runtime.bundle import BUNDLE_FOLDER, MANIFEST, SIGNATURE
 from nin_edge.runtime.cli.infer import main as infer_cli
 from nin_edge.runtime.cli.serve import main as serve_cli
 from nin_edge.runtime.cli.sign import main as sign_cli
@@ -33,6 +32,7 @@ from nin_edge.runtime.serving.web import WebServeConfig, make_server
 from nin_edge.runtime.signing import SignatureError
 
 from tests.conftest import assert_one_line_error, run_cli
+from tests.test_hostile_round3 import fake_bundle
 
 # ================================================================================================
 # Server and supply-chain cases (issue 30, parts 2, 3, 5 and 6): nin-serve --web, nin-serve's HTTP
@@ -289,13 +289,7 @@ def small_bundle(folder: Path, model: Path) -> Path:
     """A bundle folder around the checked-in tiny model, laid out and listed as nin-export writes one."""
     labels = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     files = {"model.onnx": model.read_bytes(), "MODEL_CARD.md": b"# card\n"}
-    folder.mkdir(parents=True)
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    listed = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in files.items()}
-    manifest = {"format": FORMAT, "format_version": 1, "files": listed, "models": {"fp32": {"onnx": "model.onnx"}}}
-    (folder / MANIFEST).write_text(json.dumps({**manifest, "labels": labels}, indent=2))
-    return folder
+    return fake_bundle(folder, files, models={"fp32": {"onnx": "model.onnx"}}, labels=labels)
 
 
 def _flip_byte(path: Path, at: int) -> bytes:
