@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .bundle import SIGNATURE
+from .bundle import SIGNATURE, open_bundle
 from .core.errors import ConfigError, ModelFileError
 
 SIGN_EXTRA = "pip install 'nin-edge[sign]'"
@@ -60,26 +60,35 @@ def _check_folder(folder: str | os.PathLike, flag: str) -> Path:
     return path
 
 
+def _signer(key: str | os.PathLike, password: str | None) -> tuple[Any, Any]:
+    """model-signing and its signing configuration with the private ``key`` loaded."""
+    key_path = _check_key(key, "signing key")
+    ms = _library()
+    try:
+        return ms, ms.signing.Config().use_elliptic_key_signer(private_key=key_path, password=password)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"signing key '{key}' is not an elliptic-curve private key in PEM form: {exc}") from None
+
+
+def check_signing_key(key: str | os.PathLike, password: str | None = None) -> None:
+    """Refuse, before any work, a signing ``key`` that is missing or unreadable, or a missing library."""
+    _signer(key, password)
+
+
 def sign_bundle(folder: str | os.PathLike, key: str | os.PathLike, password: str | None = None) -> Path:
     """Sign the bundle ``folder`` with the PEM private ``key``; returns the signature's path.
 
     An existing ``model.sig`` is replaced only when it is a signature (a Sigstore bundle); it is
     written beside its final name and renamed into place, so a reader never sees half of one.
     """
-    from .bundle import open_bundle
-
-    path, key_path = _check_folder(folder, "signing"), _check_key(key, "signing key")
+    path = _check_folder(folder, "signing")
+    ms, config = _signer(key, password)
     open_bundle(path)  # sign only a bundle whose files match its manifest
     signature = path / SIGNATURE
     if signature.is_symlink() or (signature.exists() and not _is_signature(signature)):
         raise ConfigError(
             f"'{signature}' exists and is not a model-signing signature: not replacing it; move it away and sign again"
         )
-    ms = _library()
-    try:
-        config = ms.signing.Config().use_elliptic_key_signer(private_key=key_path, password=password)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"signing key '{key}' is not an elliptic-curve private key in PEM form: {exc}") from None
     temporary = path / f".{SIGNATURE}.{os.getpid()}.tmp"
     try:
         # Hashed before the temporary file exists (model-signing hashes, then writes).
