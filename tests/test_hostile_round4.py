@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nin_edge.export.cli import main as export_cli
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.bundle import BUNDLE_FOLDER, MANIFEST, SIGNATURE
 from nin_edge.runtime.cli.infer import main as infer_cli
@@ -449,3 +450,30 @@ def test_nin_serve_verifies_the_bundle_and_its_front_survives_hostile_clients(si
         proc.wait(timeout=60)
     log = stderr.read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_nin_export_signs_the_bundle_it_writes(tmp_path, keys):
+    bundle = tmp_path / "nin-bundle"
+    export = ["--random-init", "--input-size", 70, "--check-batch-sizes", 1, "--bundle", bundle]
+    assert_one_line_error(
+        run_cli(export_cli, [*export, "--sign-key", tmp_path / "none.pem"]), f"signing key '{tmp_path}/none.pem'"
+    )
+    assert not bundle.exists()  # refused before any work
+    assert_one_line_error(
+        run_cli(export_cli, ["--random-init", "--output", tmp_path / "m.onnx", "--sign-key", keys["private"]]),
+        "--sign-key signs a bundle folder: give --bundle DIR",
+    )
+    result = run_cli(export_cli, [*export, "--sign-key", keys["private"]])
+    assert result.exit_code == 0, result.stderr
+    assert (bundle / SIGNATURE).is_file()
+    assert SIGNATURE not in json.loads((bundle / MANIFEST).read_text())["files"]
+    assert run_cli(sign_cli, ["verify", bundle, "--key", keys["public"]]).exit_code == 0
+    Classifier(bundle, "cpu", verify_key=str(keys["public"]))
+    original = _flip_byte(bundle / "model.ort", 100)
+    with pytest.raises(SignatureError, match="'model.ort' changed after signing"):
+        Classifier(bundle, "cpu", verify_key=str(keys["public"]))
+    (bundle / "model.ort").write_bytes(original)
+    # Exporting again replaces the signed bundle, its signature included (unsigned now, as asked).
+    assert run_cli(export_cli, export).exit_code == 0
+    assert not (bundle / SIGNATURE).exists()
