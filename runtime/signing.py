@@ -133,6 +133,9 @@ def verify_bundle(folder: str | os.PathLike, key: str | os.PathLike) -> None:
 
 def _why(message: str) -> str:
     """model-signing's reason as one short clause that names the first file that differs."""
+    # The reason is the repr of a list of lines: a quote inside one is escaped when a digest's bytes
+    # hold a double quote, so the file names are matched with the escapes taken out.
+    message = message.replace("\\'", "'")
     if found := re.search(r"Hash mismatch for '([^']+)'", message):
         return f"fails its signature: '{found[1]}' changed after signing"
     if found := re.search(r"Extra files found in model '[^']*': ([^'\]\"]+)", message):

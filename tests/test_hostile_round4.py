@@ -477,3 +477,14 @@ def test_nin_export_signs_the_bundle_it_writes(tmp_path, keys):
     # Exporting again replaces the signed bundle, its signature included (unsigned now, as asked).
     assert run_cli(export_cli, export).exit_code == 0
     assert not (bundle / SIGNATURE).exists()
+
+
+def test_the_changed_file_is_named_whichever_quotes_model_signing_uses():
+    # model-signing's reason is the repr of a list: a digest holding a double quote makes Python escape
+    # the single quotes around the file name (seen with a real bundle).
+    from nin_edge.runtime.signing import _why
+
+    plain = "Signature mismatch: [\"Hash mismatch for 'model.ort': Expected 'Digest(digest_value=b\\'j\\')'\"]"
+    escaped = "Signature mismatch: ['Hash mismatch for \\'model.ort\\': Expected \\'Digest(digest_value=b\"j\")\\'']"
+    for reason in (plain, escaped):
+        assert _why(reason) == "fails its signature: 'model.ort' changed after signing", reason
