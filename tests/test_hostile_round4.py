@@ -34,6 +34,7 @@ from nin_edge.runtime.signing import SignatureError
 
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_hostile_round3 import fake_bundle
+from tests.test_runtime_only import RUNTIME_PYTHON, needs_runtime_venv
 
 # ================================================================================================
 # Server and supply-chain cases (issue 30, parts 2, 3, 5 and 6): nin-serve --web, nin-serve's HTTP
@@ -488,3 +489,21 @@ def test_the_changed_file_is_named_whichever_quotes_model_signing_uses():
     escaped = "Signature mismatch: ['Hash mismatch for \\'model.ort\\': Expected \\'Digest(digest_value=b\"j\")\\'']"
     for reason in (plain, escaped):
         assert _why(reason) == "fails its signature: 'model.ort' changed after signing", reason
+
+
+@needs_runtime_venv
+def test_the_runtime_alone_refuses_to_verify_in_one_line_with_the_pip_command(signed, keys, tmp_path):
+    """The runtime install (`nin-edge[cpu]`, no `sign` extra): asking for a check names the extra to install."""
+    assert RUNTIME_PYTHON is not None
+    image = tmp_path / "image.npy"
+    np.save(image, np.zeros((1, 1, 224, 224), np.float32))
+    scripts = Path(RUNTIME_PYTHON).parent
+    for command in (
+        [scripts / "nin-infer", signed, image, "--verify-key", keys["public"]],
+        [scripts / "nin-sign", "verify", signed, "--key", keys["public"]],
+    ):
+        done = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == (
+            "error: signed bundles need OpenSSF's model-signing library: pip install 'nin-edge[sign]'\n"
+        ), done.stderr
