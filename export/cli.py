@@ -184,6 +184,7 @@ def main(fmt: str, **options: Any) -> None:
         folder=bundle.out,
         precisions=bundle.options.precisions,
         int8_targets=bundle.options.int8_targets,
+        sign_key=bundle.options.sign_key,
     )
     if web is None:
         click.echo(written.render(fmt))

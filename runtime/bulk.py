@@ -63,6 +63,7 @@ class InferConfig:
     provider: str = "auto"
     fallback: bool = False
     precision: str | None = None
+    verify_key: str | None = None
     top_k: int = 1
     max_batch: int = 32
     workers: int | None = None
@@ -255,6 +256,7 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
         fallback=config.fallback,
         max_batch=config.max_batch,
         precision=config.precision,
+        verify_key=config.verify_key,
         # onnxruntime's threads spin about 60 ms after each run, taking the cores the decode threads need.
         spinning=False,
     )

@@ -21,6 +21,8 @@ from .core.files import FolderRules, sha256_file
 from .int8 import cpu_class, saturates
 
 MANIFEST = "manifest.json"
+#: A signed bundle's signature (see ``signing.py``): it signs the manifest, so the manifest cannot list it.
+SIGNATURE = "model.sig"
 FORMAT = "nin-edge-bundle"
 #: The manifest layout this version writes and the newest it reads.
 FORMAT_VERSION = 1
@@ -127,7 +129,7 @@ def _check_schema(manifest: dict[str, Any], path: Path) -> None:
         )
 
     for name, entry in manifest["files"].items():
-        if Path(name).name != name or name in (MANIFEST, ".", ".."):
+        if Path(name).name != name or name in (MANIFEST, SIGNATURE, ".", ".."):
             raise bad(f"the files entry {name!r}", "a plain file name", name)
         if not isinstance(entry, dict):
             raise bad(f'files["{name}"]', 'an object {"sha256": ..., "bytes": ...}', entry)
@@ -155,7 +157,7 @@ def bundle_files(folder: Path) -> dict[str, str]:
 
 
 #: A bundle folder may be replaced only when it holds nothing but what its manifest lists.
-BUNDLE_FOLDER = FolderRules(record=MANIFEST, listed=bundle_files, what="bundle")
+BUNDLE_FOLDER = FolderRules(record=MANIFEST, listed=bundle_files, what="bundle", derived=(SIGNATURE,))
 
 
 def open_bundle(folder: str | os.PathLike) -> Bundle:

@@ -22,6 +22,7 @@ from .openvino import OPENVINO
 from .preprocess import check_image_array, gather_raw_images, is_path_like, preprocess_image
 from .providers import ProviderKind, ProviderSpec, parse_provider
 from .session import AUTO_VERIFY_BYTES, ModelSource, RuntimeConfig, load_session
+from .signing import verify_bundle
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ class Classifier:
         provider = provider if isinstance(provider, str) else tuple(provider)
         self.config = RuntimeConfig(provider=provider, **options)  # type: ignore[arg-type]
         self.config.validate()
+        if self.config.verify_key is not None:  # the signature first: it covers the manifest that the rest trusts
+            verify_bundle(model if isinstance(model, (str, os.PathLike)) else "<model bytes>", self.config.verify_key)
         self._source = ModelSource(resolve_model(model, self.config.precision))
         self.source = self._source.name
         loaded = load_session(self._source, self.config)

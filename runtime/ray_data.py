@@ -163,7 +163,8 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
     config.validate()
     check_inputs(config.inputs)
     paths = image_paths(config)
-    local, notes = load_classifier(config.model, "cpu", precision=config.precision)  # labels; a check it loads
+    # The labels, and a check that it loads (and is as signed, with --verify-key) before the cluster gets its bytes.
+    local, notes = load_classifier(config.model, "cpu", precision=config.precision, verify_key=config.verify_key)
     if config.top_k > len(local.labels):
         raise ConfigError(f"--top-k must be from 1 to {len(local.labels)} for this model, got {config.top_k}")
     fmt = config.row_format() if config.output else None

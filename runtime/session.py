@@ -65,6 +65,8 @@ class RuntimeConfig:
     0.9 s to a 2.8 s load, measured), ``True`` always, ``False`` never. ``precision`` picks the
     model of a bundle folder (``fp32``, ``int8``, ``fp16``; default ``fp32``). ``openvino`` holds
     the OpenVINO provider's device, precision hint, streams, threads and compiled-model cache.
+    ``verify_key`` (a PEM public key file) loads a bundle folder only when its signature is that key's
+    and every file is as signed (see :mod:`nin_edge.runtime.signing`; needs the ``sign`` extra).
     """
 
     provider: str | tuple[ProviderSpec, ...] = "auto"
@@ -82,6 +84,7 @@ class RuntimeConfig:
     verify_weights: bool | str = "auto"
     precision: str | None = None
     openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)
+    verify_key: str | None = None
 
     def validate(self) -> None:
         """Refuse bad values before a session is built."""
@@ -102,6 +105,8 @@ class RuntimeConfig:
         self.openvino.validate()
         if self.verify_weights not in (True, False, "auto"):
             raise ConfigError(f"verify_weights must be True, False or 'auto', got {self.verify_weights!r}")
+        if self.verify_key is not None and not isinstance(self.verify_key, (str, os.PathLike)):
+            raise ConfigError(f"verify_key must be the path of a PEM public key, got {type(self.verify_key).__name__}")
 
     @property
     def gpu(self) -> GpuOptions:

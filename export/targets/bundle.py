@@ -33,7 +33,7 @@ from nin_edge.models.checkpoint import read_checkpoint
 from nin_edge.models.data import DATASET
 from nin_edge.models.registry import WEIGHTS_DIR
 from nin_edge.runtime import Classifier
-from nin_edge.runtime.bundle import BUNDLE_FOLDER, FORMAT, FORMAT_VERSION, MANIFEST, open_bundle
+from nin_edge.runtime.bundle import BUNDLE_FOLDER, FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, open_bundle
 from nin_edge.runtime.cli.common import CommaList
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.cpu import cpu_model
@@ -44,6 +44,7 @@ from nin_edge.runtime.core.metadata import Preprocessing, toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.providers import PROVIDERS
 from nin_edge.runtime.session import plain_session
+from nin_edge.runtime.signing import check_signing_key, sign_bundle
 
 from ..bundle_card import USABILITY, model_card_text
 from ..calibration import load_images
@@ -248,12 +249,18 @@ def bundle_models(
 
 
 def write_bundle(
-    *, config: ExportConfig, folder: str | os.PathLike, precisions: tuple[str, ...], int8_targets: tuple[str, ...] = ()
+    *,
+    config: ExportConfig,
+    folder: str | os.PathLike,
+    precisions: tuple[str, ...],
+    int8_targets: tuple[str, ...] = (),
+    sign_key: str | None = None,
 ) -> BundleSummary:
     """Export ``config``'s model at each of ``precisions`` (FP32 always) into the bundle ``folder``;
-    with several ``int8_targets`` one INT8 model per machine class (``model.int8.x86-avx2.onnx``...)."""
+    with several ``int8_targets`` one INT8 model per machine class (``model.int8.x86-avx2.onnx``...);
+    with ``sign_key`` (a PEM private key) the bundle is signed (``model.sig``, see ``runtime/signing.py``)."""
     bundle, target = TARGET, Path(folder)
-    options = bundle.options_type(precisions=precisions, int8_targets=int8_targets)
+    options = bundle.options_type(precisions=precisions, int8_targets=int8_targets, sign_key=sign_key)
     bundle.check(options, target)
     # Each model's options are checked as its export will run them: writing beside the bundle.
     probe = target.resolve().parent / f".{target.name}.check.onnx"
@@ -264,11 +271,15 @@ def write_bundle(
 
 
 def build_bundle(
-    model: VerifiedModel, precisions: tuple[str, ...], target: Path, int8_targets: tuple[str, ...] = ()
+    model: VerifiedModel,
+    precisions: tuple[str, ...],
+    target: Path,
+    int8_targets: tuple[str, ...] = (),
+    sign_key: str | None = None,
 ) -> BundleSummary:
     """Write the bundle of the verified FP32 ``model`` and its other ``precisions`` (one INT8 model
     per class of ``int8_targets`` where several are given) to ``target``: built in a staging folder
-    beside it, checked by the bundle reader, then swapped in."""
+    beside it, checked by the bundle reader, signed with ``sign_key`` if given, then swapped in."""
     start = time.perf_counter()
     config = model.config
     models = bundle_models(config, precisions, int8_targets)
@@ -301,7 +312,11 @@ def build_bundle(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         open_bundle(tmp)  # the reader accepts what was written
+        if sign_key:
+            sign_bundle(tmp, sign_key)  # in the staging folder, so the bundle appears signed or not at all
     files = {name: entry["bytes"] for name, entry in manifest["files"].items()}
+    if sign_key:
+        files[SIGNATURE] = (target / SIGNATURE).stat().st_size
     return BundleSummary(
         folder=str(target),
         files=files,
@@ -411,10 +426,12 @@ def machine_description() -> str:
 @dataclass(frozen=True)
 class BundleOptions:
     """The precisions the bundle holds (FP32 always; INT8 needs calibration data in the export options),
-    and the machine classes of its INT8 models (several: one model per class)."""
+    the machine classes of its INT8 models (several: one model per class), and the private key that
+    signs it (``sign_key``, PEM; none: unsigned)."""
 
     precisions: tuple[str, ...] = ("fp32",)
     int8_targets: tuple[str, ...] = ()
+    sign_key: str | None = None
 
 
 class BundleTarget:
@@ -444,6 +461,13 @@ class BundleTarget:
             help="With --bundle: one INT8 model per machine class (e.g. x86-avx2,x86-vnni), model.int8.CLASS.onnx; "
             "Classifier(DIR, precision='int8') takes the one for its CPU.",
         ),
+        click.Option(
+            ["--sign-key"],
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="With --bundle: sign the bundle with this elliptic-curve private key (PEM) using OpenSSF "
+            "model-signing, offline (writes model.sig; needs nin-edge[sign]).",
+        ),
     )
 
     def check(self, options: BundleOptions, out: Path) -> None:
@@ -451,9 +475,11 @@ class BundleTarget:
         for t in options.int8_targets:
             resolve_target(t)
         check_replaceable_folder(out, BUNDLE_FOLDER)  # before any work; a link to a bundle is followed
+        if options.sign_key:
+            check_signing_key(options.sign_key)
 
     def write(self, model: VerifiedModel, options: BundleOptions, out: Path) -> BundleSummary:
-        return build_bundle(model, options.precisions, out, options.int8_targets)
+        return build_bundle(model, options.precisions, out, options.int8_targets, options.sign_key)
 
     def from_cli(self, config: ExportConfig, values: dict[str, Any]) -> ExportConfig:
         # nin-export writes a --bundle in place of the one file (see ``export/cli.py``), not beside it.
@@ -461,10 +487,16 @@ class BundleTarget:
         if folder is None:
             if int8_targets:
                 raise ConfigError("--int8-targets is for --bundle; for one file give --int8-target")
+            if values["sign_key"]:
+                raise ConfigError(
+                    "--sign-key signs a bundle folder: give --bundle DIR (nin-sign signs an existing one)"
+                )
             return config
         if int8_targets and "int8" not in precisions:
             raise ConfigError("--int8-targets needs int8 in --bundle-precisions")
-        options = BundleOptions(precisions=tuple(precisions), int8_targets=tuple(int8_targets or ()))
+        options = BundleOptions(
+            precisions=tuple(precisions), int8_targets=tuple(int8_targets or ()), sign_key=values["sign_key"]
+        )
         return replace(config, deploy=(*config.deploy, Deploy(self.name, folder, options)))
 
 

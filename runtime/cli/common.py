@@ -131,6 +131,17 @@ def fallback_option() -> Callable:
     )
 
 
+def verify_key_option() -> Callable:
+    """``--verify-key``: load a bundle folder only when it is signed with this key and unchanged."""
+    return click.option(
+        "--verify-key",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="A PEM public key: refuse the bundle folder unless its model.sig is this key's and no file changed "
+        "since signing (needs nin-edge[sign]).",
+    )
+
+
 def input_size_option(*, default: int | None, help: str = "Square input side in pixels.") -> Callable:
     """``--input-size`` (``--image-size`` still accepted for one release)."""
 

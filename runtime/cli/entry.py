@@ -1,4 +1,4 @@
-"""Console scripts of the runtime: ``nin-infer`` and ``nin-serve`` (see :mod:`nin_edge.runtime.core.launch`)."""
+"""Console scripts of the runtime: nin-infer, nin-serve, nin-sign (see :mod:`nin_edge.runtime.core.launch`)."""
 
 from nin_edge.runtime.core.launch import launch
 
@@ -11,3 +11,8 @@ def infer() -> None:
 def serve() -> None:
     """``nin-serve``."""
     launch("nin_edge.runtime.cli.serve")
+
+
+def sign() -> None:
+    """``nin-sign``."""
+    launch("nin_edge.runtime.cli.sign")

@@ -12,7 +12,7 @@ import click
 from ..bulk import InferConfig, InferReport, count_inputs, run_infer
 from ..core.choices import OutputFormat, Precision, RowFormat
 from ..core.errors import InputError
-from .common import choice, fallback_option, one_line_errors, provider_option, renamed_option
+from .common import choice, fallback_option, one_line_errors, provider_option, renamed_option, verify_key_option
 
 #: What ``--format`` accepts: a report on the terminal (table, json) or rows (csv, jsonl, parquet).
 FORMATS = (str(OutputFormat.TABLE), str(OutputFormat.JSON), *RowFormat.values())
@@ -90,6 +90,7 @@ def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k:
 @provider_option()
 @fallback_option()
 @click.option("--precision", type=choice(Precision), default=None, help="Which model of a bundle folder to run.")
+@verify_key_option()
 @click.option(
     "--top-k", type=click.IntRange(min=1), default=None, help="Classes per image [default: 5 in a report, 1 in rows]."
 )

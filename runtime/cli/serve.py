@@ -10,7 +10,7 @@ import click
 from ..core.errors import ConfigError
 from ..serving.triton import ServeConfig, serve
 from ..serving.web import WebServeConfig, serve_web
-from .common import Terminated, one_line_errors, provider_option
+from .common import Terminated, one_line_errors, provider_option, verify_key_option
 
 _S = ServeConfig()
 
@@ -37,6 +37,14 @@ _S = ServeConfig()
     help="How long Triton waits to fill a batch.",
 )
 @provider_option(default=_S.provider)
+@verify_key_option()
+@click.option(
+    "--client-timeout-s",
+    type=int,
+    default=_S.client_timeout_s,
+    show_default=True,
+    help="Close an HTTP client that sends nothing (request, header or body bytes) for this many seconds.",
+)
 @click.option(
     "--batch-log", type=click.Path(dir_okay=False), default=None, help="Append each executed batch size to this file."
 )
@@ -50,7 +58,11 @@ def main(web: str | None, **options: Any) -> None:
     if web is not None:
         if options["model"]:
             raise ConfigError("give MODEL (Triton) or --web DIR (a web folder), not both")
-        config = WebServeConfig(web=web, host=options["host"], http_port=options["http_port"])
+        if options["verify_key"]:
+            raise ConfigError("--verify-key checks a bundle MODEL served by Triton; --web serves a folder as it is")
+        config = WebServeConfig(
+            web=web, host=options["host"], http_port=options["http_port"], client_timeout_s=options["client_timeout_s"]
+        )
         with contextlib.suppress(KeyboardInterrupt, Terminated):  # a stop asked for is a clean exit, as for Triton
             serve_web(config, ready=say)
         say("stopped")

@@ -162,11 +162,13 @@ def _check_parent(target: Path, what: str) -> None:
 @dataclass(frozen=True)
 class FolderRules:
     """How to tell a folder the tool wrote: ``record`` is the file in it that lists what was written
-    (a bundle's ``manifest.json``) and ``listed(folder)`` reads that list as file name -> sha256."""
+    (a bundle's ``manifest.json``) and ``listed(folder)`` reads that list as file name -> sha256;
+    ``derived`` names files written from the others after the record (a signature), which go with them."""
 
     record: str
     listed: Callable[[Path], Mapping[str, str]]
     what: str
+    derived: tuple[str, ...] = ()
 
 
 def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Path:
@@ -174,7 +176,7 @@ def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Pat
 
     Allowed: a path that does not exist, an empty folder, or a folder whose every entry is ``record``
     (the file where the tool lists what it wrote, a bundle's ``manifest.json``) or a regular file
-    that ``listed(folder)`` names with the sha256 the file still has. Anything else (a file the
+    that ``listed(folder)`` names with the sha256 the file still has, or one of ``derived``. Anything else (a file the
     record does not list, one changed since it was written, a subfolder, no record at all) is
     refused with its name, so nothing a user put or edited there is ever deleted. A symbolic link
     is followed: the folder it points at is replaced and the link stays.
@@ -193,7 +195,7 @@ def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Pat
             raise ConfigError(f"{refuse} exists, is not empty and holds no {record}: not replacing it; {keep}")
         files = rules.listed(target) if entries else {}
         for entry in entries:
-            if entry.name == record:
+            if entry.name == record or (entry.name in rules.derived and entry.is_file() and not entry.is_symlink()):
                 continue
             if entry.name not in files:
                 raise ConfigError(

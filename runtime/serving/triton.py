@@ -33,6 +33,7 @@ from ..classifier import Classifier, check_top_k, top_predictions
 from ..core.errors import ConfigError, InputError, NinEdgeError
 from ..providers import parse_providers
 from . import check_model_name
+from .connections import CLIENT_TIMEOUT_S, check_client_timeout
 from .front import Front, Limits, free_loopback_port
 from .model_config import model_config_pb2, write_model_config
 
@@ -59,6 +60,8 @@ class ServeConfig:
     queue_delay_us: int = 2000
     provider: str = "auto"
     batch_log: str | None = None
+    client_timeout_s: int = CLIENT_TIMEOUT_S
+    verify_key: str | None = None
 
     def validate(self) -> None:
         parse_providers(self.provider)
@@ -71,6 +74,7 @@ class ServeConfig:
             raise ConfigError("max batch must be positive and queue delay >= 0")
         if self.name is not None:
             check_model_name(self.name, "--name")
+        check_client_timeout(self.client_timeout_s)
 
 
 def answer_each(clf: Classifier, inputs: list[np.ndarray]) -> list[np.ndarray | NinEdgeError]:
@@ -117,7 +121,12 @@ class TritonPythonModel:
         # protobuf leaves an empty string out of the JSON Triton hands over, hence the default.
         params = {k: v.get("string_value", "") for k, v in json.loads(args["model_config"])["parameters"].items()}
         self._pb = pb
-        self.clf = Classifier(params["model"], params["provider"], max_batch=int(params["max_batch"]))
+        self.clf = Classifier(
+            params["model"],
+            params["provider"],
+            max_batch=int(params["max_batch"]),
+            verify_key=params.get("verify_key") or None,  # what Triton runs is checked too, not only nin-serve's copy
+        )
         self.batch_log = Path(params["batch_log"]) if params.get("batch_log") else None
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -150,6 +159,7 @@ def write_serving_repo(config: ServeConfig, clf: Classifier, repository: Path) -
         "provider": config.provider,
         "max_batch": str(config.max_batch),
         "batch_log": str(Path(config.batch_log).resolve()) if config.batch_log else "",
+        "verify_key": str(Path(config.verify_key).resolve()) if config.verify_key else "",
     }
     pb, _ = model_config_pb2()
     cfg = pb.ModelConfig(name=name, backend="python", max_batch_size=config.max_batch)
@@ -189,7 +199,7 @@ def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> No
     Triton, TritonConfig = _pytriton()
     # Loaded here once to refuse a bad model, provider or name before Triton starts; the server's
     # stub process loads its own copy.
-    clf = Classifier(config.model, config.provider, max_batch=config.max_batch)
+    clf = Classifier(config.model, config.provider, max_batch=config.max_batch, verify_key=config.verify_key)
     providers = ", ".join(clf.providers)
     # Triton's Python-backend stub is a separate program that must find this interpreter's libpython.
     libdir = sysconfig.get_config_var("LIBDIR") or ""
@@ -224,7 +234,9 @@ def serve(config: ServeConfig, ready: Callable[[str], None] | None = None) -> No
             exit_timeout_secs=5,
             model_repository=Path(tmp),
         )
-        front = Front(config.host, config.http_port, backend_port, limits)  # a busy port fails here, first
+        front = Front(
+            config.host, config.http_port, backend_port, limits, config.client_timeout_s
+        )  # a busy port fails here, first
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         triton = Triton(config=triton_config)
