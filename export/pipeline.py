@@ -34,8 +34,10 @@ from .precision import (
     choose_recipe,
     convert_fp16,
     gate_advice,
+    gate_arithmetic,
     load_images,
     quantize_int8,
+    unfused_logits,
 )
 from .steps import (
     GraphCheck,
@@ -381,12 +383,15 @@ class PrecisionReport(Report):
     accuracy_drop_points: float | None = None
     #: INT8 only: the machine class and recipe, and the nodes kept FP32 with their share of the MACs.
     recipe: str = ""
+    #: INT8 only: the arithmetic the agreement was measured in (this CPU's kernels, or unfused Q/DQ for another's).
+    gate_arithmetic: str = ""
 
     def to_table(self) -> str:
         lat = self.latency_ms
         pairs = [
             ("precision", self.precision),
             *([("recipe", self.recipe)] if self.recipe else []),
+            *([("gate arithmetic", self.gate_arithmetic)] if self.gate_arithmetic else []),
             ("calibration", self.calibration or "-"),
             ("compared on", f"{self.images} images ({self.eval_images})"),
             ("top-1 agreement", f"{self.top1_agreement:.4f}"),
@@ -426,13 +431,16 @@ def compare_precision(
     calibration: str,
     provider: str,
     recipe: str = "",
+    int8: Int8Recipe | None = None,
 ) -> PrecisionReport:
     """Agreement, logit error, accuracy, size and latency of the ``reduced`` model against ``fp32``
-    (both serialised ONNX models)."""
+    (both serialised ONNX models). An INT8 model (``int8``: its recipe) is compared in its target's
+    arithmetic (:func:`~nin_edge.export.precision.gate_arithmetic`)."""
     fp32_clf = Classifier(fp32, provider)
     reduced_clf = Classifier(reduced, provider)
     a = fp32_clf.logits(images.images)
-    b = reduced_clf.logits(images.images)
+    unfused, arithmetic = gate_arithmetic(int8, reduced_clf.providers[0]) if int8 else (False, "")
+    b = unfused_logits(reduced, images.images) if unfused else reduced_clf.logits(images.images)
     err = np.abs(a.astype(np.float64) - b.astype(np.float64))
     acc = (lambda logits: float(np.mean(logits.argmax(1) == images.labels))) if images.labels is not None else None
     latency: dict[str, dict[str, float]] = {"fp32": {}, precision: {}}
@@ -456,6 +464,7 @@ def compare_precision(
         provider=reduced_clf.providers[0],
         latency_ms=latency,
         recipe=recipe,
+        gate_arithmetic=arithmetic,
     )
 
 
@@ -530,6 +539,7 @@ def _reduce(
         calibration=calibration,
         provider=config.provider,
         recipe=recipe_line,
+        int8=recipe,
     )
     _gate(config, report, recipe)
     return report, reduced_bytes, graph
@@ -542,6 +552,7 @@ def _gate(config: ExportConfig, report: PrecisionReport, recipe: Int8Recipe | No
     if gate is not None and report.top1_agreement < gate:
         failed.append(
             f"agrees with FP32 on {report.top1_agreement:.2%} of {report.images} images, below --min-agreement {gate:g}"
+            + (f" (measured with {report.gate_arithmetic})" if report.gate_arithmetic else "")
         )
     if config.max_accuracy_drop is not None:
         drop = report.accuracy_drop_points
