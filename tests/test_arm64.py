@@ -127,3 +127,22 @@ def test_the_runtime_wheel_answers_on_arm64_as_on_x86(root, tmp_path):
         f"largest logit difference {fp32_diff:.2e}; INT8 (arm64 target) top-1 equal on all, largest logit "
         f"difference {float(np.abs(a8 - b8).max()):.2e}, agreement with FP32 on arm64 {agreement:.2%}"
     )
+
+
+def test_a_machine_without_binfmt_misc_is_told_why(tmp_path):
+    """In a private mount namespace, an empty binfmt_misc (and a `mount` that fails, as in a container)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("mount", "update-binfmts"):
+        (fake / tool).write_text("#!/bin/sh\nexit 32\n")
+        (fake / tool).chmod(0o755)
+    hide = f"mount -t tmpfs tmpfs /proc/sys/fs/binfmt_misc && PATH={fake}:$PATH exec {SCRIPT} build"
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        "error: binfmt_misc has no enabled qemu-aarch64 entry, so this machine cannot run aarch64 programs: "
+        "binfmt_misc is not mounted at /proc/sys/fs/binfmt_misc and could not be (a container without binfmt_misc? "
+        "run on a host or VM where 'mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc' works)\n"
+    )
