@@ -32,6 +32,7 @@ from nin_edge.runtime.core.report import Report
 from nin_edge.runtime.int8 import Int8Target, cpu_class, saturates
 from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, preprocess_image, read_image
 from nin_edge.runtime.providers import ProviderKind, parse_provider
+from nin_edge.runtime.session import plain_session
 from onnxruntime.quantization import CalibrationDataReader
 
 from .inspect import layer_table
@@ -465,11 +466,6 @@ def quantize_int8(
     return result
 
 
-#: onnxruntime's session option that leaves Q/DQ nodes unfused: each quantized operator runs as float math on the
-#: dequantized values and requantizes its output, with no CPU's integer kernels (and so no AVX2 saturation).
-UNFUSED_QDQ = "session.disable_quant_qdq"
-
-
 def gate_arithmetic(recipe: Int8Recipe, provider: str, cpu: str | None = None) -> tuple[bool, str]:
     """Which arithmetic the INT8 agreement gate measures a model made with ``recipe`` in, on ``provider``:
     ``(unfused, line)``; ``cpu`` is this machine's class (default: detected).
@@ -477,8 +473,8 @@ def gate_arithmetic(recipe: Int8Recipe, provider: str, cpu: str | None = None) -
     For this CPU's own class or a GPU provider, the session's own kernels are the target's (for TensorRT,
     which picks each layer's precision itself, no CPU's are). For another CPU class they are not (an AVX2
     host saturates where arm64's dot products do not), so the gate runs the model with its Q/DQ nodes
-    unfused (:data:`UNFUSED_QDQ`): the quantized values with exact products, as a CPU whose integer sums
-    do not saturate computes them.
+    unfused (``plain_session(unfused_qdq=True)``): the quantized values with exact products, as a CPU
+    whose integer sums do not saturate computes them.
     """
     cpu = cpu or cpu_class()
     if parse_provider(provider).kind is not ProviderKind.CPU:
@@ -497,13 +493,9 @@ def gate_arithmetic(recipe: Int8Recipe, provider: str, cpu: str | None = None) -
 
 
 def unfused_logits(model: bytes, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The logits of the QDQ ``model`` (serialised) for model-ready ``images``, with its Q/DQ nodes
-    unfused (:data:`UNFUSED_QDQ`) on onnxruntime's CPU provider, in batches of ``batch``."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.add_session_config_entry(UNFUSED_QDQ, "1")
-    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    """The logits of the QDQ ``model`` (serialised) for model-ready ``images`` on onnxruntime's CPU
+    provider with its Q/DQ nodes unfused (float math on the quantized values), in batches of ``batch``."""
+    session = plain_session(model, unfused_qdq=True)
     name = session.get_inputs()[0].name
     parts = [session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)]
     return np.concatenate(parts).astype(np.float32)

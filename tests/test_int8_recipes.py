@@ -25,6 +25,7 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime import int8 as runtime_int8
 from nin_edge.runtime.bundle import Bundle
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.session import plain_session
 
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -234,6 +235,8 @@ def test_the_gate_measures_a_foreign_target_with_unfused_qdq(tiny_nin_path, tmp_
     calls.clear()
     report = gate("", "aarch64")  # on arm64 itself, its own kernels
     assert calls == [] and report.gate_arithmetic == "this arm64 CPU's own INT8 kernels (the target's)"
+    options = plain_session(int8, unfused_qdq=True).get_session_options()
+    assert options.get_session_config_entry("session.disable_quant_qdq") == "1"
     # Unfused, the model is the same model: its logits stay within a few quantization steps of the fused ones.
     fused = Classifier(int8, "cpu").logits(images)
     assert np.abs(precision.unfused_logits(int8, images) - fused).max() < 0.1 * np.abs(fused).max()
