@@ -353,6 +353,9 @@ def test_agreement_gate_error_says_what_to_try():
     ):
         assert hint in text, hint
     pipeline_module._gate(config, _report(0.99), RECIPES["x86-avx2"])  # at the gate: passes
+    unfused = replace(_report(0.988), gate_arithmetic="Q/DQ unfused (float math on the quantized values), ...")
+    with pytest.raises(CheckFailedError, match=r"below --min-agreement 0.99 \(measured with Q/DQ unfused \(float math"):
+        pipeline_module._gate(config, unfused, RECIPES["arm64"])  # the failure says which arithmetic judged it
 
 
 def test_accuracy_drop_gate():
