@@ -118,6 +118,7 @@ $ROOT/debootstrap/debootstrap.log); the next build starts again from stage 1"; }
         # shellcheck disable=SC2086 # SPECS is a list of pip specs
         python3 -m pip download --quiet --dest "$CACHE/wheels" "${platforms[@]}" --implementation cp \
             --python-version "$PY_VERSION" --only-binary=:all: $SPECS
+        echo "[arm64] wheels: $(cd "$CACHE/wheels" && echo *.whl)" # an onnxruntime 1.16 here means a tag is missing
         touch "$CACHE/wheels.done"
     fi
     if [ ! -f "$CACHE/venv.done" ]; then
