@@ -183,12 +183,17 @@ run() {
     in_root "$@"
 }
 
-case "${1:-build}" in
-build) build ;;
-run)
-    shift
-    run "$@"
-    ;;
-where) echo "$CACHE" ;;
-*) usage ;;
-esac
+main() {
+    case "${1:-build}" in
+    build) build ;;
+    run)
+        shift
+        run "$@"
+        ;;
+    where) echo "$CACHE" ;;
+    *) usage ;;
+    esac
+}
+
+# One line, read whole before it runs: a script edited while a command runs in the root cannot misread its tail.
+main "$@"; exit $?
