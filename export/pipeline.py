@@ -21,7 +21,7 @@ from nin_edge.runtime.core.metadata import ModelMetadata
 
 from .calibration import CalibrationSet, load_images
 from .config import ExportConfig
-from .precision import Int8Recipe, convert_fp16, gate_advice, quantize_int8
+from .precision import Int8Recipe, convert_fp16, gate_advice, gate_arithmetic, quantize_int8, unfused_logits
 from .steps import (
     GraphCheck,
     check_graph,
@@ -69,13 +69,16 @@ def compare_precision(
     calibration: str,
     provider: str,
     recipe: str = "",
+    int8: Int8Recipe | None = None,
 ) -> PrecisionReport:
     """Agreement, logit error, accuracy, size and latency of the ``reduced`` model against ``fp32``
-    (both serialised ONNX models)."""
+    (both serialised ONNX models). An INT8 model (``int8``: its recipe) is compared in its target's
+    arithmetic (:func:`~nin_edge.export.precision.gate_arithmetic`)."""
     fp32_clf = Classifier(fp32, provider)
     reduced_clf = Classifier(reduced, provider)
     a = fp32_clf.logits(images.images)
-    b = reduced_clf.logits(images.images)
+    unfused, arithmetic = gate_arithmetic(int8, reduced_clf.providers[0]) if int8 else (False, "")
+    b = unfused_logits(reduced, images.images) if unfused else reduced_clf.logits(images.images)
     err = np.abs(a.astype(np.float64) - b.astype(np.float64))
     acc = (lambda logits: float(np.mean(logits.argmax(1) == images.labels))) if images.labels is not None else None
     latency: dict[str, dict[str, float]] = {"fp32": {}, precision: {}}
@@ -99,6 +102,7 @@ def compare_precision(
         provider=reduced_clf.providers[0],
         latency_ms=latency,
         recipe=recipe,
+        gate_arithmetic=arithmetic,
     )
 
 
@@ -173,6 +177,7 @@ def _reduce(
         calibration=calibration,
         provider=config.provider,
         recipe=recipe_line,
+        int8=recipe,
     )
     _gate(config, report, recipe)
     return report, reduced_bytes, graph
@@ -185,6 +190,7 @@ def _gate(config: ExportConfig, report: PrecisionReport, recipe: Int8Recipe | No
     if gate is not None and report.top1_agreement < gate:
         failed.append(
             f"agrees with FP32 on {report.top1_agreement:.2%} of {report.images} images, below --min-agreement {gate:g}"
+            + (f" (measured with {report.gate_arithmetic})" if report.gate_arithmetic else "")
         )
     if config.max_accuracy_drop is not None:
         drop = report.accuracy_drop_points

@@ -25,7 +25,9 @@ from nin_edge.runtime.core.choices import Choice
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report
-from nin_edge.runtime.int8 import Int8Target, cpu_class
+from nin_edge.runtime.int8 import Int8Target, cpu_class, saturates
+from nin_edge.runtime.providers import ProviderKind, parse_provider
+from nin_edge.runtime.session import plain_session
 from onnxruntime.quantization import CalibrationDataReader
 
 from .calibration import CalibrationSet
@@ -301,6 +303,41 @@ def quantize_int8(
     )
     _relabel(Path(output), f"{method} on {calibration.source}", result.metadata_fields(recipe))
     return result
+
+
+def gate_arithmetic(recipe: Int8Recipe, provider: str, cpu: str | None = None) -> tuple[bool, str]:
+    """Which arithmetic the INT8 agreement gate measures a model made with ``recipe`` in, on ``provider``:
+    ``(unfused, line)``; ``cpu`` is this machine's class (default: detected).
+
+    For this CPU's own class or a GPU provider, the session's own kernels are the target's (for TensorRT,
+    which picks each layer's precision itself, no CPU's are). For another CPU class they are not (an AVX2
+    host saturates where arm64's dot products do not), so the gate runs the model with its Q/DQ nodes
+    unfused (``plain_session(unfused_qdq=True)``): the quantized values with exact products, as a CPU
+    whose integer sums do not saturate computes them.
+    """
+    cpu = cpu or cpu_class()
+    if parse_provider(provider).kind is not ProviderKind.CPU:
+        return False, f"{provider}'s INT8 kernels"
+    if recipe.target == cpu:
+        return False, f"this {cpu} CPU's own INT8 kernels (the target's)"
+    if recipe.target == Int8Target.TENSORRT.value:  # no CPU stands in better: TensorRT picks each layer's precision
+        return False, f"this {cpu} CPU's INT8 kernels (TensorRT runs the model its own way)"
+    line = (
+        f"Q/DQ unfused (float math on the quantized values), standing in for {recipe.target}'s integer kernels: "
+        f"this {cpu} CPU's own INT8 kernels are not the target's"
+    )
+    if saturates(recipe.types, recipe.reduce_range, recipe.target):
+        line += f"; {recipe.target}'s 16-bit saturation with these full 8-bit weights is not reproduced"
+    return True, line
+
+
+def unfused_logits(model: bytes, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The logits of the QDQ ``model`` (serialised) for model-ready ``images`` on onnxruntime's CPU
+    provider with its Q/DQ nodes unfused (float math on the quantized values), in batches of ``batch``."""
+    session = plain_session(model, unfused_qdq=True)
+    name = session.get_inputs()[0].name
+    parts = [session.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)]
+    return np.concatenate(parts).astype(np.float32)
 
 
 def gate_advice(

@@ -109,12 +109,15 @@ class PrecisionReport(Report):
     accuracy_drop_points: float | None = None
     #: INT8 only: the machine class and recipe, and the nodes kept FP32 with their share of the MACs.
     recipe: str = ""
+    #: INT8 only: the arithmetic the agreement was measured in (this CPU's kernels, or unfused Q/DQ for another's).
+    gate_arithmetic: str = ""
 
     def to_table(self) -> str:
         lat = self.latency_ms
         pairs = [
             ("precision", self.precision),
             *([("recipe", self.recipe)] if self.recipe else []),
+            *([("gate arithmetic", self.gate_arithmetic)] if self.gate_arithmetic else []),
             ("calibration", self.calibration or "-"),
             ("compared on", f"{self.images} images ({self.eval_images})"),
             ("top-1 agreement", f"{self.top1_agreement:.4f}"),

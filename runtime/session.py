@@ -328,12 +328,15 @@ def plain_session(
     options: dict | None = None,
     optimize: bool = True,
     cpu_fallback: bool = True,
+    unfused_qdq: bool = False,
 ) -> ort.InferenceSession:
     """A bare onnxruntime session for the toolkit's own checks (parity, ONNX against ORT format,
-    a metadata probe, node placement): one provider, no planning, verification or caches.
+    a metadata probe, node placement, the INT8 gate): one provider, no planning, verification or caches.
 
     ``optimize=False`` turns graph optimisation off (a probe that only reads the inputs);
-    ``cpu_fallback=False`` makes onnxruntime refuse a graph the provider cannot take whole. A
+    ``cpu_fallback=False`` makes onnxruntime refuse a graph the provider cannot take whole;
+    ``unfused_qdq=True`` leaves a QDQ model's Q/DQ nodes unfused, so each quantized operator runs as
+    float math on the dequantized values, without this CPU's integer kernels (and their AVX2 saturation). A
     model onnxruntime cannot load is a :class:`ModelFileError` naming its first line.
     """
     name = parse_provider(provider).name
@@ -342,6 +345,8 @@ def plain_session(
         so.graph_optimization_level = GRAPH_OPTIMIZATION["disable"]
     if not cpu_fallback:
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    if unfused_qdq:
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
     data = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(data, sess_options=so, providers=[(name, dict(options or {}))])

@@ -20,6 +20,7 @@ from nin_edge.runtime import Classifier
 from nin_edge.runtime import int8 as runtime_int8
 from nin_edge.runtime.bundle import Bundle
 from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
+from nin_edge.runtime.session import plain_session
 
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -190,6 +191,66 @@ def test_runtime_is_quiet_where_the_model_fits(tiny_int8, monkeypatch):
     assert clf.int8_fit == "tuned for x86-vnni; this CPU is x86-vnni (as tuned)"
 
 
+@pytest.mark.slow
+def test_the_gate_measures_a_foreign_target_with_unfused_qdq(tiny_nin_path, tmp_path, monkeypatch):
+    """An AVX2 host cannot run arm64's integer kernels, nor should its own saturating ones judge an arm64
+    model: the gate runs the QDQ model unfused (float math on the quantized values) and says so."""
+    images = np.random.default_rng(1).random((8, 1, 224, 224), dtype=np.float32)
+    out = tmp_path / "tiny.int8.arm64.onnx"
+    quantize_int8(
+        fp32_path=tiny_nin_path, output=out, calibration=CalibrationSet(images, None, "noise"), recipe=RECIPES["arm64"]
+    )
+    fp32, int8 = tiny_nin_path.read_bytes(), out.read_bytes()
+    calls = []
+    monkeypatch.setattr(
+        pipeline_module, "unfused_logits", lambda model, x: calls.append(len(x)) or precision.unfused_logits(model, x)
+    )
+
+    def gate(cpu_flags: str, machine: str) -> pipeline_module.PrecisionReport:
+        monkeypatch.setattr(runtime_int8, "cpu_flags", lambda: frozenset(cpu_flags.split()))
+        monkeypatch.setattr(runtime_int8.platform, "machine", lambda: machine)
+        return pipeline_module.compare_precision(
+            fp32=fp32,
+            reduced=int8,
+            precision="int8",
+            images=CalibrationSet(images, None, "noise"),
+            calibration="",
+            provider="cpu",
+            int8=RECIPES["arm64"],
+        )
+
+    with pytest.warns(RuntimeWarning, match="full 8-bit weights"):  # this AVX2 host's own kernels saturate
+        report = gate(AVX2, "x86_64")
+    assert calls == [8]
+    assert report.gate_arithmetic == (
+        "Q/DQ unfused (float math on the quantized values), standing in for arm64's integer kernels: "
+        "this x86-avx2 CPU's own INT8 kernels are not the target's"
+    )
+    assert "\ngate arithmetic  Q/DQ unfused (float math" in report.to_table()
+    calls.clear()
+    report = gate("", "aarch64")  # on arm64 itself, its own kernels
+    assert calls == [] and report.gate_arithmetic == "this arm64 CPU's own INT8 kernels (the target's)"
+    options = plain_session(int8, unfused_qdq=True).get_session_options()
+    assert options.get_session_config_entry("session.disable_quant_qdq") == "1"
+    # Unfused, the model is the same model: its logits stay within a few quantization steps of the fused ones.
+    fused = Classifier(int8, "cpu").logits(images)
+    assert np.abs(precision.unfused_logits(int8, images) - fused).max() < 0.1 * np.abs(fused).max()
+
+
+def test_gate_arithmetic_rule():
+    assert precision.gate_arithmetic(RECIPES["x86-vnni"], "CPUExecutionProvider", "x86-vnni")[0] is False
+    assert precision.gate_arithmetic(RECIPES["tensorrt"], "CPUExecutionProvider", "x86-avx2")[0] is False
+    assert precision.gate_arithmetic(RECIPES["arm64"], "CUDAExecutionProvider", "x86-avx2") == (
+        False,
+        "CUDAExecutionProvider's INT8 kernels",
+    )
+    assert precision.gate_arithmetic(RECIPES["x86-avx2"], "CPUExecutionProvider", "arm64")[0] is True
+    full = replace(RECIPES["x86-avx2"], reduce_range=False)  # a foreign target that saturates: said, not hidden
+    assert precision.gate_arithmetic(full, "CPUExecutionProvider", "x86-vnni")[1].endswith(
+        "; x86-avx2's 16-bit saturation with these full 8-bit weights is not reproduced"
+    )
+
+
 def test_saturation_rule():
     assert runtime_int8.saturates("u8s8", False, "x86-avx2")
     assert runtime_int8.saturates("s8s8", False, "x86-avx2")
@@ -287,6 +348,9 @@ def test_agreement_gate_error_says_what_to_try():
     ):
         assert hint in text, hint
     pipeline_module._gate(config, _report(0.99), RECIPES["x86-avx2"])  # at the gate: passes
+    unfused = replace(_report(0.988), gate_arithmetic="Q/DQ unfused (float math on the quantized values), ...")
+    with pytest.raises(CheckFailedError, match=r"below --min-agreement 0.99 \(measured with Q/DQ unfused \(float math"):
+        pipeline_module._gate(config, unfused, RECIPES["arm64"])  # the failure says which arithmetic judged it
 
 
 def test_accuracy_drop_gate():

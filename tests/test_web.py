@@ -392,24 +392,28 @@ def same_answers(page: Any, paths: list[Path], expected: np.ndarray, backend: st
     return worst
 
 
-@pytest.mark.slow
-@pytest.mark.e2e
-def test_the_page_answers_as_the_python_runtime_in_chromium(real_web, browser, tmp_path):
-    bundle, web = real_web
-    paths = write_pngs(fashion(), tmp_path / "png")
-    # And photos: a colour JPEG the model has to shrink (1600x1200), and a colour PNG with odd sides.
+def page_inputs(folder: Path) -> list[Path]:
+    """What the browsers classify: photos first, then the Fashion-MNIST test images (a garment last)."""
     from PIL import Image
 
+    paths = write_pngs(fashion(), folder / "png")
+    # A colour JPEG the model has to shrink (1600x1200), and a colour PNG with odd sides.
     photo = np.kron(fashion(2)[1], np.ones((50, 60), np.uint8))[:1200, :1600, None] * np.array([1.0, 0.8, 0.6])
-    Image.fromarray(photo.astype(np.uint8)).save(tmp_path / "photo.jpg", quality=90)
-    Image.fromarray(colour_cases()[0]).save(tmp_path / "colour.png")
+    Image.fromarray(photo.astype(np.uint8)).save(folder / "photo.jpg", quality=90)
+    Image.fromarray(colour_cases()[0]).save(folder / "colour.png")
     # A phone photo stored sideways with EXIF orientation 6: both sides turn it upright first.
     sideways = Image.fromarray(np.kron(fashion(3)[2], np.ones((3, 4), np.uint8)))
     exif = sideways.getexif()
     exif[0x0112] = 6
-    sideways.save(tmp_path / "sideways.jpg", exif=exif, quality=95)
-    extra = [tmp_path / "photo.jpg", tmp_path / "colour.png", tmp_path / "sideways.jpg"]
-    paths = [*extra, *paths]  # a garment answers last (the screenshot)
+    sideways.save(folder / "sideways.jpg", exif=exif, quality=95)
+    return [folder / "photo.jpg", folder / "colour.png", folder / "sideways.jpg", *paths]
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_page_answers_as_the_python_runtime_in_chromium(real_web, browser, tmp_path):
+    bundle, web = real_web
+    paths = page_inputs(tmp_path)
     expected = Classifier(bundle, "cpu", precision="fp32").probabilities(paths)  # Python reads the same files
     with serving(web) as url:
         page = open_page(browser, url + "?threads=2")  # served isolated, the page gets the threads it asks for
@@ -435,6 +439,44 @@ def test_the_page_answers_as_the_python_runtime_in_chromium(real_web, browser, t
         print(f"chromium int8: {len(paths)} images, same top-1, largest probability difference {worst:.2e}")
         assert "int8, 2 WebAssembly threads" in page.locator("#latency").inner_text()
         page.close()
+
+
+def firefox(url: str, paths: list[Path]) -> dict[str, Any]:
+    """The page at ``url`` in headless Firefox ESR (tests/edge/firefox.mjs: puppeteer-core over WebDriver
+    BiDi), given ``paths`` through its file input: the page's state, its texts and its answers."""
+    executable = os.environ.get("NIN_EDGE_FIREFOX", "/usr/bin/firefox-esr")
+    if not Path(executable).is_file() or not (WEB_SOURCES / "node_modules" / "puppeteer-core").is_dir():
+        pytest.fail(
+            f"the Firefox test needs Firefox ESR at {executable} (apt-get install firefox-esr) and puppeteer-core "
+            "(PUPPETEER_SKIP_DOWNLOAD=1 ONNXRUNTIME_NODE_INSTALL=skip npm ci in web/); bash .ci/run does both"
+        )
+    driver = Path(__file__).parent / "edge" / "firefox.mjs"
+    done = subprocess.run([node(), driver, url, *map(str, paths)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_page_answers_as_the_python_runtime_in_firefox(real_web, tmp_path):
+    bundle, web = real_web
+    paths = page_inputs(tmp_path)
+    with serving(web) as url:
+        for precision in ("fp32", "int8"):
+            expected = Classifier(bundle, "cpu", precision=precision).probabilities(paths)
+            page = firefox(f"{url}?precision={precision}&threads=2", paths)
+            assert page["browser"].startswith("firefox/") and page["errors"] == [], page
+            assert page["state"] == "ready" and page["status"].startswith(f"Ready: {precision} model loaded"), page
+            assert "asked for in the address (threads=2); the page is cross-origin isolated" in page["threads"]
+            answers = page["results"]
+            assert [a.get("backend") for a in answers] == ["wasm"] * len(paths), answers
+            assert [a["top1"] for a in answers] == expected.argmax(1).tolist()
+            worst = float(np.abs(np.array([a["probs"] for a in answers]) - expected).max())
+            assert worst <= ATOL[precision], worst
+            print(
+                f"{page['browser']} {precision}: {len(paths)} images, same top-1, "
+                f"largest probability difference {worst:.2e}"
+            )
 
 
 @pytest.mark.slow
