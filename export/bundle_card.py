@@ -129,7 +129,7 @@ Python (nin-edge checks every file of the bundle against `manifest.json` first):
 from nin_edge.runtime import Classifier
 
 clf = Classifier("BUNDLE_DIR", precision="fp32")  # or "int8" / "fp16" where the bundle has them
-clf.classify(["shoe.png"], top_k=3)
+clf.classify(["shoe.png"], top_k={min(3, len(m["labels"]))})
 ```
 
 {C_CARD_EXAMPLE}

@@ -62,8 +62,6 @@ def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k:
         output = "-"
     if output is not None and fmt in (OutputFormat.TABLE, OutputFormat.JSON):
         raise click.UsageError(f"--output writes rows as csv, jsonl or parquet; --format {fmt} prints a report")
-    if top_k is None:  # the terminal report shows the runners-up; rows keep the best class unless asked
-        top_k = 5 if output is None else 1
     return InferConfig(inputs=inputs, output=output, fmt=fmt if output else None, top_k=top_k, **options)
 
 
@@ -91,7 +89,10 @@ def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k:
 @fallback_option()
 @click.option("--precision", type=choice(Precision), default=None, help="Which model of a bundle folder to run.")
 @click.option(
-    "--top-k", type=click.IntRange(min=1), default=None, help="Classes per image [default: 5 in a report, 1 in rows]."
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Classes per image [default: min(5, classes) in a report, 1 in rows].",
 )
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Largest batch per run.")
 @renamed_option("--batch-size", "--max-batch", "max_batch", type=click.IntRange(min=1))

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classifier import Classifier, check_top_k, top_predictions
+from ..classifier import Classifier, check_top_k, default_top_k, top_predictions
 from ..core.errors import ConfigError, InputError, NinEdgeError
 from ..providers import parse_providers
 from . import check_model_name
@@ -372,7 +372,8 @@ class TritonClassifier:
         result = self.client.infer(self.model_name, [inp], outputs=[self._http.InferRequestedOutput(meta.output_name)])
         return result.as_numpy(meta.output_name)
 
-    def classify(self, batch: object, top_k: int = 1):
-        """Top-k predictions per image, computed by the server."""
+    def classify(self, batch: object, top_k: int | None = None):
+        """Top-k predictions per image (default: ``min(5, classes)``), computed by the server."""
+        top_k = default_top_k(len(self.labels)) if top_k is None else top_k
         check_top_k(top_k, len(self.labels))
         return top_predictions(self.logits(batch), self.labels, top_k)
