@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nin_edge.benchmarks.web import chromium, feed, serving, wait_loaded, write_pngs
+from nin_edge.export.cli import inspect_main
 from nin_edge.export.cli import main as export_cli
 from nin_edge.export.web_sources import WEB_SOURCES
+from nin_edge.models import count_params, create_model
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.cli.infer import main as infer_cli
 from nin_edge.runtime.core.errors import ConfigError
@@ -30,11 +32,53 @@ def two_class(tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
     bundle, web = root / "bundle", root / "web"
     args = ["--random-init", "--num-classes", "2", "--input-size", "70", "--check-batch-sizes", "1"]
-    result = run_cli(export_cli, [*args, "--bundle", bundle, "--web", web])
+    args += ["--bundle-precisions", "int8", "--calibration-data", "synthetic", "--calibration-size", "16"]
+    result = run_cli(export_cli, [*args, "--min-agreement", "0", "--bundle", bundle, "--web", web])
     assert result.exit_code == 0, result.stderr
     rng = np.random.default_rng(0)
     pngs = write_pngs(rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), root / "png")
+    EXPORT_OUTPUT.append(result.stdout)
     return bundle, web, pngs
+
+
+#: The fixture's nin-export output (its summary), kept for the tests of what it says.
+EXPORT_OUTPUT: list[str] = []
+
+
+def test_latency_rows_leave_remote_providers_out(two_class):
+    bundle = two_class[0]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    measured = {prov for entry in manifest["models"].values() for prov in entry["latency_ms"]}
+    assert measured == {"CPUExecutionProvider"}  # onnxruntime's wheel also lists AzureExecutionProvider
+    assert "Azure" not in EXPORT_OUTPUT[0] and "Azure" not in (bundle / "MODEL_CARD.md").read_text()
+
+
+def test_one_parameter_count_for_one_model(two_class):
+    bundle, web, _ = two_class
+    card = (bundle / "MODEL_CARD.md").read_text()
+    counts = set(re.findall(r"([\d,]{7,}) parameters", card))
+    assert len(counts) == 1, counts  # the summary line has no count of its own
+    params = int(counts.pop().replace(",", ""))
+    assert json.loads((web / "nin-edge.json").read_text())["card"]["params"] == params
+    assert params == count_params(create_model("nin", num_classes=2, input_size=70))  # the float model's own
+    fp32 = run_cli(inspect_main, [bundle / "model.onnx"]).stdout
+    int8 = run_cli(inspect_main, [bundle / "model.int8.onnx"]).stdout
+    assert re.search(rf"^parameters +{params:,}$", fp32, re.M), fp32[:600]
+    assert re.search(
+        rf"^parameters +{params:,} \(and [\d,]+ INT8 scales and zero points, which the float model", int8, re.M
+    )
+
+
+def test_the_export_summary_says_mobile_usability_in_one_line(two_class):
+    bundle = two_class[0]
+    out = EXPORT_OUTPUT[0]
+    assert "partitions with a total of" not in out
+    lines = [line for line in out.splitlines() if line.startswith("mobile usability")]
+    assert lines == [
+        "mobile usability          model.mobile.onnx: NNAPI yes, CoreML NeuralNetwork yes, CoreML MLProgram yes "
+        "(details: mobile_usability.txt)"
+    ]
+    assert "partitions with a total of" in (bundle / "mobile_usability.txt").read_text()  # the checker's own lines
 
 
 def test_nin_infer_defaults_fit_a_two_class_model(two_class, tmp_path):

@@ -12,7 +12,7 @@ import click
 from ..bulk import InferConfig, InferReport, count_inputs, run_infer
 from ..core.choices import OutputFormat, Precision, RowFormat
 from ..core.errors import InputError
-from .common import choice, fallback_option, one_line_errors, provider_option, renamed_option
+from .common import choice, fallback_option, one_line_errors, provider_option, renamed_option, rerun_command
 
 #: What ``--format`` accepts: a report on the terminal (table, json) or rows (csv, jsonl, parquet).
 FORMATS = (str(OutputFormat.TABLE), str(OutputFormat.JSON), *RowFormat.values())
@@ -132,17 +132,24 @@ def main(
     if engine != "ray" and (address is not None or actors is not None):
         raise click.UsageError("--address and --actors are for --engine ray")
     config = _config(inputs, fmt, output, top_k, model=model, **options)
-    if engine == "ray":
-        from ..ray_data import run_ray
+    try:
+        if engine == "ray":
+            from ..ray_data import run_ray
 
-        report = run_ray(config, address=address, actors=actors or 1)
-    else:
-        progress = ProgressLine(config) if sys.stderr.isatty() and config.output != "-" else None
-        try:
-            report = run_infer(config, progress)
-        finally:
-            if progress:
-                progress.close()
+            report = run_ray(config, address=address, actors=actors or 1)
+        else:
+            progress = ProgressLine(config) if sys.stderr.isatty() and config.output != "-" else None
+            try:
+                report = run_infer(config, progress)
+            finally:
+                if progress:
+                    progress.close()
+    except KeyboardInterrupt:
+        if config.output is None or config.output == "-":
+            raise
+        raise KeyboardInterrupt(
+            f"the rows so far are in {config.output}; go on with: {rerun_command('--resume', drop=('--overwrite',))}"
+        ) from None
     _finish(report, fmt or OutputFormat.TABLE, allow_errors)
 
 
