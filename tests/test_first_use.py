@@ -67,7 +67,7 @@ def test_web_says_where_it_writes_the_onnx_model(tmp_path, monkeypatch):
     assert first.exit_code == 0, first.stderr
     assert (
         first.stderr
-        == "note: --web also writes the ONNX model it is made from to nin.onnx; --output chooses the path\n"
+        == "note: --web also wrote the ONNX model it was made from to nin.onnx; --output chooses the path\n"
     )
     again = run_cli(export_cli, args)
     assert again.exit_code == 0, again.stderr
