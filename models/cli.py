@@ -210,17 +210,19 @@ def train_main(fmt: str, channels: str | None, **options: Any) -> None:
             on_scan=bar.scan,
         )
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(_resume_hint(options["output"], started)) from None
+        raise KeyboardInterrupt(_resume_hint(options["output"], options["resume"], started)) from None
     finally:
         bar.close()
     if result.rank == 0:
         click.echo(result.render(fmt))
 
 
-def _resume_hint(output: str, started: float) -> str:
+def _resume_hint(output: str, resumed: str | None, started: float) -> str:
     """What an interrupted run left: the command that resumes it from its checkpoint, if it wrote one."""
     checkpoint = Path(output)
     if not checkpoint.is_file() or checkpoint.stat().st_mtime < started:
+        if resumed:
+            return f"no epoch finished in this run; the same command goes on from '{resumed}' again"
         return f"no epoch finished, so there is no checkpoint to resume from ('{output}' was not written)"
     return f"'{output}' holds the last finished epoch; go on with: {rerun_command('--resume', output)}"
 

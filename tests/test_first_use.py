@@ -37,14 +37,17 @@ def test_ctrl_c_in_nin_infer_says_the_command_that_resumes(monkeypatch, tmp_path
 
 def test_ctrl_c_in_nin_train_says_the_command_that_resumes(monkeypatch, tmp_path):
     checkpoint = tmp_path / "ckpt.pt"
-    args = ["--data", "fashion", "--epochs", "9", "--output", str(checkpoint), "--resume", "old.pt"]
-    monkeypatch.setattr(sys, "argv", ["nin-train", *args])
+    args = ["--data", "fashion", "--epochs", "9", "--output", str(checkpoint)]
     monkeypatch.setattr("nin_edge.models.cli.train", _interrupt)
     result = run_cli(train_main, args)
     assert result.exit_code == 130
     assert result.stderr == (
         f"interrupted; no epoch finished, so there is no checkpoint to resume from ('{checkpoint}' was not written)\n"
     )
+    args += ["--resume", "old.pt"]
+    result = run_cli(train_main, args)
+    assert result.stderr == "interrupted; no epoch finished in this run; the same command goes on from 'old.pt' again\n"
+    monkeypatch.setattr(sys, "argv", ["nin-train", *args])
 
     def one_epoch_then_interrupt(*_args, **_kwargs):
         checkpoint.write_bytes(b"an epoch")
