@@ -30,6 +30,20 @@ def usability_table(lines: list[str]) -> list[str]:
     return [f"| `{model}` | {ep} | {v['as is']} | {v['fixed']} |" for (model, ep), v in rows.items()]
 
 
+def usability_summary(lines: list[str], model: str) -> str:
+    """One line for ``model``: which mobile providers would take it whole as it is, from the checker's
+    verdict lines (the rest stay in the bundle's :data:`USABILITY` file and the card's table)."""
+    verdicts = [
+        (found[1], found[3].lower())
+        for line in lines
+        if line.startswith(f"{model}: ")
+        if (found := _VERDICT.search(line)) and found[2] == "as is"
+    ]
+    if not verdicts:
+        return f"{model}: the checker gave no verdict; see {USABILITY}"
+    return f"{model}: " + ", ".join(f"{ep} {verdict}" for ep, verdict in verdicts) + f" (details: {USABILITY})"
+
+
 def _in_short(pre: dict[str, Any]) -> str:
     """ " (for this model: pixel / 255)" when that is all the preprocessing does, else nothing."""
     plain = abs(pre["scale"] - 1 / 255) < 1e-12 and not any(pre["mean"]) and all(v == 1 for v in pre["std"])
@@ -129,7 +143,7 @@ Python (nin-edge checks every file of the bundle against `manifest.json` first):
 from nin_edge.runtime import Classifier
 
 clf = Classifier("BUNDLE_DIR", precision="fp32")  # or "int8" / "fp16" where the bundle has them
-clf.classify(["shoe.png"], top_k=3)
+clf.classify(["shoe.png"], top_k={min(3, len(m["labels"]))})
 ```
 
 {C_CARD_EXAMPLE}

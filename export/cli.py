@@ -163,7 +163,15 @@ def main(fmt: str, **options: Any) -> None:
         config = target.from_cli(config, own[name])
     bundle = next((d for d in config.deploy if d.target == "bundle"), None)
     if bundle is None:
+        replacing = " (replacing the file there)" if config.output_path.exists() else ""
         click.echo(run_export(config).render(fmt))
+        if any(d.target == "web" for d in config.deploy):
+            # The web folder is made from a verified ONNX file, which the export writes too: say where.
+            click.echo(
+                f"note: --web also wrote the ONNX model it was made from to {config.output_path}{replacing}; "
+                "--output chooses the path",
+                err=True,
+            )
         return
     # The one cross-target rule: a --bundle is written in place of the one ONNX file (write_bundle,
     # whose report is the output), and a --web beside it is made from that bundle.

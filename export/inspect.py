@@ -54,16 +54,24 @@ class ModelInspection(Report):
     outputs: tuple[str, ...]
     metadata: dict[str, str]
     ops: dict[str, int]
+    #: The model's weights and biases, as many as its float model has (the card's count).
     params: int
     macs: int
     weights_check: str
     placement: dict[str, str]
     layers: tuple[Layer, ...] = field(default=())
+    #: A quantized model's scales and zero points: values it holds beyond its weights, not counted in ``params``.
+    quantization_values: int = 0
     #: INT8 only: the machine class the model was tuned for against this CPU's, with any warning.
     int8_target: str = ""
 
     def rows(self) -> list[dict]:
         return [dict(layer.__dict__) for layer in self.layers]
+
+    def _quantization_note(self) -> str:
+        if not self.quantization_values:
+            return ""
+        return f" (and {self.quantization_values:,} INT8 scales and zero points, which the float model has not)"
 
     def to_table(self) -> str:
         shown_meta = {k: (v if len(v) <= 90 else v[:87] + "...") for k, v in self.metadata.items()}
@@ -76,7 +84,7 @@ class ModelInspection(Report):
                 ("producer", self.producer),
                 ("inputs", "; ".join(self.inputs)),
                 ("outputs", "; ".join(self.outputs)),
-                ("parameters", f"{self.params:,}"),
+                ("parameters", f"{self.params:,}" + self._quantization_note()),
                 ("MACs per image", f"{self.macs:,}"),
                 ("weights", self.weights_check),
                 *([("int8 target", self.int8_target)] if self.int8_target else []),
@@ -237,6 +245,13 @@ def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str]
         # The OpenVINO plugin is listed by onnxruntime only once registered, and only with a device.
         providers = [p for p in ort.get_available_providers() if parse_provider(p).kind is not ProviderKind.REMOTE]
         providers += usable_plugins(ort)
+    # int64 initializers are shapes and indices (a Reshape's target), not weights; a QDQ model's scales and
+    # zero points (inputs 1 and 2 of its (De)QuantizeLinear nodes) are counted apart, so that one model has
+    # one parameter count in every precision.
+    qdq = {name for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for name in n.input[1:3]}
+    tensors = [t for t in g.initializer if t.data_type != onnx.TensorProto.INT64]
+    weights = [t for t in tensors if t.name not in qdq]
+    quantization = [t for t in tensors if t.name in qdq]
     return ModelInspection(
         path=str(path),
         size_bytes=len(data),
@@ -247,8 +262,8 @@ def inspect_model(path: str | Path, *, layers: bool = True, providers: list[str]
         outputs=tuple(_describe(v) for v in g.output),
         metadata=metadata,
         ops=dict(Counter(_text(n.op_type) for n in g.node)),
-        # int64 initializers are shapes and indices (a Reshape's target), not weights.
-        params=sum(math.prod(t.dims) for t in g.initializer if t.data_type != onnx.TensorProto.INT64),
+        params=sum(math.prod(t.dims) for t in weights),
+        quantization_values=sum(math.prod(t.dims) for t in quantization),
         macs=sum(layer.macs for layer in table),
         weights_check=_weights_check(data, metadata, path),
         placement=_placement(path, providers),

@@ -39,6 +39,7 @@ class ModelCard:
     """
 
     name: str
+    #: What the model is. No parameter count: that depends on its classes and channels, and is measured.
     summary: str
     min_input_size: int
     fixed_input_size: bool

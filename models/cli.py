@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +16,7 @@ from nin_edge.runtime.cli.common import (
     one_line_errors,
     provider_option,
     renamed_option,
+    rerun_command,
 )
 from nin_edge.runtime.core.choices import OutputFormat
 
@@ -197,6 +200,7 @@ def train_main(fmt: str, channels: str | None, **options: Any) -> None:
     The best checkpoint by held-out accuracy is kept beside --output as NAME.best.pt.
     """
     bar = _ProgressBar()
+    started = time.time()
     try:
         result = train(
             TrainConfig(channels=int(channels) if channels else None, **options),
@@ -205,10 +209,22 @@ def train_main(fmt: str, channels: str | None, **options: Any) -> None:
             on_note=lambda text: click.echo(text, err=True),
             on_scan=bar.scan,
         )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_resume_hint(options["output"], options["resume"], started)) from None
     finally:
         bar.close()
     if result.rank == 0:
         click.echo(result.render(fmt))
+
+
+def _resume_hint(output: str, resumed: str | None, started: float) -> str:
+    """What an interrupted run left: the command that resumes it from its checkpoint, if it wrote one."""
+    checkpoint = Path(output)
+    if not checkpoint.is_file() or checkpoint.stat().st_mtime < started:
+        if resumed:
+            return f"no epoch finished in this run; the same command goes on from '{resumed}' again"
+        return f"no epoch finished, so there is no checkpoint to resume from ('{output}' was not written)"
+    return f"'{output}' holds the last finished epoch; go on with: {rerun_command('--resume', output)}"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

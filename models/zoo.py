@@ -138,7 +138,7 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: in
 @register_model(
     ModelCard(
         name="nin",
-        summary="Network in Network (D2L): 4 NiN blocks, global average pool; 1,992,166 parameters",
+        summary="Network in Network (D2L): 4 NiN blocks, global average pool",
         min_input_size=67,
         fixed_input_size=False,
         weights_file="nin_fashion_mnist.pt",
@@ -176,7 +176,7 @@ def nin(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, in
 @register_model(
     ModelCard(
         name="alexnet",
-        summary="AlexNet as D2L adapts it to Fashion-MNIST; 46,764,746 parameters",
+        summary="AlexNet as D2L adapts it to Fashion-MNIST",
         min_input_size=65,
         fixed_input_size=True,
     )
@@ -261,7 +261,7 @@ def _vgg(name: str, ratio: int, in_channels: int, num_classes: int, dropout: flo
 @register_model(
     ModelCard(
         name="vgg11",
-        summary="VGG-11 (D2L); 128,806,154 parameters",
+        summary="VGG-11 (D2L)",
         min_input_size=32,
         fixed_input_size=True,
     )
@@ -274,7 +274,7 @@ def vgg11(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, 
 @register_model(
     ModelCard(
         name="vgg11_slim",
-        summary="VGG-11 with a quarter of the widths, as D2L trains it; 43,093,322 parameters",
+        summary="VGG-11 with a quarter of the widths, as D2L trains it",
         min_input_size=32,
         fixed_input_size=True,
     )

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .classifier import Classifier, Prediction, top_predictions
+from .classifier import Classifier, Prediction, default_top_k, top_predictions
 from .core.choices import RowFormat
 from .core.errors import ConfigError, InputError, NinEdgeError
 from .core.files import check_writable
@@ -64,7 +64,8 @@ class InferConfig:
     fallback: bool = False
     precision: str | None = None
     verify_key: str | None = None
-    top_k: int = 1
+    #: None: ``min(5, classes)`` in a report (no ``output``), the best class alone in rows.
+    top_k: int | None = None
     max_batch: int = 32
     workers: int | None = None
     resume: bool = False
@@ -77,7 +78,7 @@ class InferConfig:
         parse_providers(self.provider)
         if not self.inputs and self.from_list is None:
             raise ConfigError("no inputs: give image files, folders, glob patterns or .npy/IDX files, or --from-list")
-        if self.max_batch < 1 or self.top_k < 1:
+        if self.max_batch < 1 or (self.top_k is not None and self.top_k < 1):
             raise ConfigError(f"max_batch and top_k must be at least 1, got {self.max_batch} and {self.top_k}")
         if self.workers is not None and not 1 <= self.workers <= 64:
             raise ConfigError(f"workers must be from 1 to 64, got {self.workers}")
@@ -97,6 +98,16 @@ class InferConfig:
                 f"output '{self.output}' exists; pass --resume to skip the inputs it already has and append, "
                 "or --overwrite to start it again"
             )
+
+    def top_k_for(self, classes: int) -> int:
+        """The top-k for a model of ``classes`` classes: as given (refused beyond them), else the default."""
+        if self.top_k is None:
+            return default_top_k(classes) if self.output is None else 1
+        if self.top_k > classes:
+            raise ConfigError(
+                f"--top-k must be from 1 to {classes} (this model has {classes} classes), got {self.top_k}"
+            )
+        return self.top_k
 
     def row_format(self) -> str:
         """The output file's format: ``fmt`` when given, else from the output's extension."""
@@ -260,12 +271,11 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
         # onnxruntime's threads spin about 60 ms after each run, taking the cores the decode threads need.
         spinning=False,
     )
-    if config.top_k > len(clf.labels):
-        raise ConfigError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {config.top_k}")
+    top_k = config.top_k_for(len(clf.labels))
     runner, providers = _runner(config, clf)
     fmt = config.row_format() if config.output else None
-    skip = done_inputs(Path(config.output), fmt or "", config.top_k) if config.resume and config.output else set()
-    writer = open_rows(config, config.top_k) if config.output else None
+    skip = done_inputs(Path(config.output), fmt or "", top_k) if config.resume and config.output else set()
+    writer = open_rows(config, top_k) if config.output else None
     kept: list[ImageResult] = []
     workers = config.workers or default_workers()
     decode = Decoder.of(clf)
@@ -295,7 +305,7 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
                 item, future = pending.popleft()
                 window.append((item, prepared_or_error(item, future.result)))
             if len(window) == config.max_batch or (exhausted and not pending):
-                results = classify_window(runner, clf, window, config.top_k)
+                results = classify_window(runner, clf, window, top_k)
                 window = []
                 images, errors, first_error = record(results, writer, kept, images, errors, first_error)
                 if progress:

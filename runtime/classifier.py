@@ -93,6 +93,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+#: How many classes a report or ``classify`` gives when the caller does not say: at most this many.
+DEFAULT_TOP_K = 5
+
+
+def default_top_k(classes: int) -> int:
+    """The top-k used when none is given: ``min(DEFAULT_TOP_K, classes)``, so that a 2-class model works."""
+    return min(DEFAULT_TOP_K, classes)
+
+
 def check_top_k(top_k: object, classes: int) -> None:
     """Refuse a ``top_k`` outside 1..classes."""
     if not is_whole_number(top_k, minimum=1, maximum=classes):
@@ -335,8 +344,10 @@ class Classifier:
         """Softmax probabilities, shape (N, classes); each row sums to 1."""
         return softmax(self.logits(batch))
 
-    def classify(self, batch: object, top_k: int = 1) -> list[list[Prediction]]:
-        """The ``top_k`` most probable classes of each image, best first, one list per image."""
+    def classify(self, batch: object, top_k: int | None = None) -> list[list[Prediction]]:
+        """The ``top_k`` most probable classes of each image, best first, one list per image
+        (default: ``min(5, classes)``)."""
+        top_k = default_top_k(len(self.labels)) if top_k is None else top_k
         check_top_k(top_k, len(self.labels))
         return top_predictions(self.logits(batch), self.labels, top_k)
 

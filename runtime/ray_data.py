@@ -165,10 +165,9 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
     paths = image_paths(config)
     # The labels, and a check that it loads (and is as signed, with --verify-key) before the cluster gets its bytes.
     local, notes = load_classifier(config.model, "cpu", precision=config.precision, verify_key=config.verify_key)
-    if config.top_k > len(local.labels):
-        raise ConfigError(f"--top-k must be from 1 to {len(local.labels)} for this model, got {config.top_k}")
+    top_k = config.top_k_for(len(local.labels))
     fmt = config.row_format() if config.output else None
-    skip = done_inputs(Path(config.output), fmt or "", config.top_k) if config.resume and config.output else set()
+    skip = done_inputs(Path(config.output), fmt or "", top_k) if config.resume and config.output else set()
     todo = [p for p in paths if p not in skip]
     started_here = not ray.is_initialized()
     if started_here:
@@ -176,7 +175,7 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
     # The rows and the summary line are the output; Ray Data's own progress lines would bury them.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    writer = open_rows(config, config.top_k) if config.output else None
+    writer = open_rows(config, top_k) if config.output else None
     kept: list[ImageResult] = []
     images = errors = 0
     first_error: str | None = None
@@ -191,7 +190,7 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
                 fn_constructor_kwargs={
                     "model": model_bytes(config.model, config.precision),
                     "provider": config.provider,
-                    "top_k": config.top_k,
+                    "top_k": top_k,
                     "max_batch": config.max_batch,
                 },
                 batch_size=config.max_batch,
@@ -199,7 +198,7 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
                 num_cpus=1,
             )
             for batch in ds.iter_batches(batch_size=config.max_batch, batch_format="numpy"):
-                results = _results(batch, local.labels, config.top_k)
+                results = _results(batch, local.labels, top_k)
                 images, errors, first_error = record(results, writer, kept, images, errors, first_error)
     finally:
         if writer is not None:

@@ -133,7 +133,8 @@ def test_every_model_has_a_card_that_matches_the_built_model(name):
         model.num_classes,
     )
     assert len(card.labels) == card.num_classes and card.labels_for(3) == ("class_0", "class_1", "class_2")
-    assert f"{count_params(model):,}" in card.summary
+    # One parameter count, measured on the model exported (classes and channels change it): none here.
+    assert "parameters" not in card.summary
     if card.weights_file:
         assert pretrained_path(name).name == card.weights_file and card.weights_fit()
         assert not card.weights_fit(in_channels=3) and card.export_size(True) == card.weights_input_size

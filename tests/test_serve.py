@@ -242,6 +242,27 @@ def test_nin_infer_through_triton_matches_in_process(server, tmp_path):
     )
 
 
+def test_nin_infer_with_defaults_sends_batches_the_server_takes(server, tmp_path):
+    """nin-infer's --max-batch (32) is more than the server's (16): it reads the server's and splits."""
+    from nin_edge.runtime.cli.infer import main as infer_cli
+    from nin_edge.runtime.serving.triton import TritonClassifier
+
+    x = np.random.default_rng(2).random((40, 1, SIZE, SIZE), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    before = len(server["log"].read_text().split()) if server["log"].exists() else 0
+    remote = run_cli(
+        infer_cli, [server["model"], tmp_path / "x.npy", "--format", "json", "--triton-url", server["url"]]
+    )
+    assert remote.exit_code == 0, remote.stderr
+    assert len(json.loads(remote.stdout)["results"]) == 40
+    sizes = [int(n) for n in server["log"].read_text().split()[before:]]
+    assert sum(sizes) == 40 and max(sizes) <= 16, sizes
+    clf = Classifier(server["model"], "cpu")
+    triton = TritonClassifier(server["url"], "nin", clf)
+    assert triton.max_batch == 16
+    np.testing.assert_allclose(triton.logits(x[:17]), clf.logits(x[:17]), atol=1e-5)
+
+
 def _ask_raw(address: str, x: np.ndarray):
     """One request on its own HTTP client: ``("ok", logits)`` or ``(status, message)``."""
     import tritonclient.http as httpclient

@@ -5,10 +5,10 @@ import * as ort from 'onnxruntime-node';
 import { pathToFileURL } from 'node:url';
 import { openFolder } from './nin-edge.mjs';
 
-/** Top-3 classes of `image` ({ data: Uint8Array, width, height }, 1, 3 or 4 bytes per pixel). */
+/** The top 3 classes (fewer where the model has fewer) of `image` ({ data: Uint8Array, width, height }, 1, 3 or 4 bytes per pixel). */
 export async function topClasses(folder, image, precision = 'fp32') {
   const classifier = await openFolder(ort, pathToFileURL(folder), { precision });
-  const { top, ms } = await classifier.classify(image, 3);
+  const { top, ms } = await classifier.classify(image, Math.min(3, classifier.labels.length));
   console.log(top.map((t) => `${t.label} ${(100 * t.probability).toFixed(1)}%`).join(', '), `(${ms.toFixed(1)} ms)`);
   return top; // [{ index, label, probability }, ...], best first
 }

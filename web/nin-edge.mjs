@@ -264,6 +264,12 @@ export function preprocess(image, descriptor, where = 'image') {
   return out;
 }
 
+/** How many classes `classify` gives when not told: at most DEFAULT_TOP_K, as the Python runtime. */
+export const DEFAULT_TOP_K = 5;
+export function defaultTopK(classes) {
+  return Math.min(DEFAULT_TOP_K, classes);
+}
+
 /** Refuse a topK outside 1..classes, as the Python runtime does. */
 export function checkTopK(topK, classes) {
   if (!Number.isInteger(topK) || topK < 1 || topK > classes) {
@@ -329,9 +335,10 @@ export class Classifier {
   /**
    * The top-k classes of one image ({ data, width, height }, 1, 3 or 4 bytes per pixel; an
    * ImageData works): { top: [{ index, label, probability }], probabilities, ms, inferenceMs }: ms is
-   * the time from pixels to probabilities and inferenceMs the model's run alone.
+   * the time from pixels to probabilities and inferenceMs the model's run alone. topK defaults to
+   * min(5, classes).
    */
-  async classify(image, topK = 5, where = 'image') {
+  async classify(image, topK = defaultTopK(this.labels.length), where = 'image') {
     checkTopK(topK, this.labels.length);
     const start = performance.now();
     const tensor = preprocess(image, this.descriptor, where);

@@ -42,11 +42,11 @@ from nin_edge.runtime.core.errors import CheckFailedError, ConfigError
 from nin_edge.runtime.core.files import atomic_folder, check_replaceable_folder, sha256_file
 from nin_edge.runtime.core.metadata import Preprocessing, toolkit_version
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
-from nin_edge.runtime.providers import PROVIDERS
+from nin_edge.runtime.providers import PROVIDERS, ProviderKind
 from nin_edge.runtime.session import plain_session
 from nin_edge.runtime.signing import check_signing_key, sign_bundle
 
-from ..bundle_card import USABILITY, model_card_text
+from ..bundle_card import USABILITY, model_card_text, usability_summary
 from ..calibration import load_images
 from ..config import Deploy, ExportConfig
 from ..pipeline import verify_at_precision, verify_export
@@ -57,7 +57,6 @@ from ..verified import ExportSummary, VerifiedModel
 FILE_OF = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 MOBILE = "model.mobile.onnx"
 CARD = "MODEL_CARD.md"
-#: onnxruntime's mobile usability checker's verdict lines, as it printed them (the card has a table).
 REQUIRED_OPERATORS = "required_operators.config"
 LATENCY_BATCHES = (1, 8)
 #: Largest logit difference allowed between an ORT-format model and the ONNX model it came from.
@@ -92,7 +91,8 @@ class BundleSummary(Report):
             )
             pairs.append((p, (f"accuracy {acc:.4f}; " if acc is not None else "") + lat))
         pairs += [(f"{name} vs ONNX", f"max abs logit diff {err:.2g}") for name, err in self.ort_max_abs_err.items()]
-        return format_pairs(pairs) + "\n\n" + format_table(self.rows()) + "\n\n" + "\n".join(self.mobile_usability)
+        pairs.append(("mobile usability", usability_summary(list(self.mobile_usability), MOBILE)))
+        return format_pairs(pairs) + "\n\n" + format_table(self.rows())
 
 
 def _quiet() -> contextlib.ExitStack:
@@ -167,9 +167,12 @@ def _usability(path: Path) -> list[str]:
 
 
 def _latency(path: Path) -> dict[str, dict[str, float]]:
-    """p50 ms at each of :data:`LATENCY_BATCHES` on every execution provider of this machine that runs it."""
+    """p50 ms at each of :data:`LATENCY_BATCHES` on every execution provider of this machine that runs it
+    (a remote one, such as Azure's, runs nothing here: its figure would be the CPU's under another name)."""
     result: dict[str, dict[str, float]] = {}
     for entry in reversed(PROVIDERS):  # the CPU first
+        if entry.kind is ProviderKind.REMOTE:
+            continue
         try:
             clf = Classifier(path, entry.name)
         except Exception:  # noqa: BLE001  a provider this machine lacks is simply not measured

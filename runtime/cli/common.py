@@ -6,10 +6,12 @@ Imported only by the command-line modules, never by the runtime library itself.
 from __future__ import annotations
 
 import functools
+import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,7 +31,8 @@ def _raise_terminated(_signum: int, _frame: object) -> None:
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn toolkit and OS errors into ``error: ...`` on stderr and exit status 1, without a traceback.
 
-    SIGINT exits with 130 and SIGTERM with 143, after the command's clean-up has run.
+    SIGINT exits with 130 and SIGTERM with 143, after the command's clean-up has run; a command that
+    can go on later re-raises Ctrl-C as ``KeyboardInterrupt(how)``, and the line says how.
     """
 
     @functools.wraps(fn)
@@ -44,8 +47,8 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             message = f"{exc.strerror or exc}" + (f": '{exc.filename}'" if exc.filename else "")
         except MemoryError:
             message = "out of memory; use smaller inputs or batches"
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            click.echo(f"interrupted; {exc}" if str(exc) else "interrupted", err=True)
             sys.exit(130)
         except Terminated:
             click.echo("terminated", err=True)
@@ -173,3 +176,16 @@ def renamed_option(old: str, new: str, param: str, *, type: Any = None, flag: bo
         return click.option(old, hidden_param, type=type, default=None, hidden=True)(wrapper)
 
     return decorate
+
+
+def rerun_command(option: str, value: str | None = None, drop: tuple[str, ...] = ()) -> str:
+    """This process's command line with ``option`` (and its ``value``) set and the flags ``drop`` left out:
+    the command that goes on from where this one stopped."""
+    args: list[str] = []
+    rest = iter(sys.argv[1:])
+    for arg in rest:
+        if arg == option and value is not None:
+            next(rest, None)  # the old value goes with its option
+        elif arg != option and arg not in drop and not arg.startswith(f"{option}="):
+            args.append(arg)
+    return shlex.join([Path(sys.argv[0]).name, *args, option, *([value] if value is not None else [])])

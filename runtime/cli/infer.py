@@ -12,7 +12,15 @@ import click
 from ..bulk import InferConfig, InferReport, count_inputs, run_infer
 from ..core.choices import OutputFormat, Precision, RowFormat
 from ..core.errors import InputError
-from .common import choice, fallback_option, one_line_errors, provider_option, renamed_option, verify_key_option
+from .common import (
+    choice,
+    fallback_option,
+    one_line_errors,
+    provider_option,
+    renamed_option,
+    rerun_command,
+    verify_key_option,
+)
 
 #: What ``--format`` accepts: a report on the terminal (table, json) or rows (csv, jsonl, parquet).
 FORMATS = (str(OutputFormat.TABLE), str(OutputFormat.JSON), *RowFormat.values())
@@ -62,8 +70,6 @@ def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k:
         output = "-"
     if output is not None and fmt in (OutputFormat.TABLE, OutputFormat.JSON):
         raise click.UsageError(f"--output writes rows as csv, jsonl or parquet; --format {fmt} prints a report")
-    if top_k is None:  # the terminal report shows the runners-up; rows keep the best class unless asked
-        top_k = 5 if output is None else 1
     return InferConfig(inputs=inputs, output=output, fmt=fmt if output else None, top_k=top_k, **options)
 
 
@@ -92,7 +98,10 @@ def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k:
 @click.option("--precision", type=choice(Precision), default=None, help="Which model of a bundle folder to run.")
 @verify_key_option()
 @click.option(
-    "--top-k", type=click.IntRange(min=1), default=None, help="Classes per image [default: 5 in a report, 1 in rows]."
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Classes per image [default: min(5, classes) in a report, 1 in rows].",
 )
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Largest batch per run.")
 @renamed_option("--batch-size", "--max-batch", "max_batch", type=click.IntRange(min=1))
@@ -132,17 +141,24 @@ def main(
     if engine != "ray" and (address is not None or actors is not None):
         raise click.UsageError("--address and --actors are for --engine ray")
     config = _config(inputs, fmt, output, top_k, model=model, **options)
-    if engine == "ray":
-        from ..ray_data import run_ray
+    try:
+        if engine == "ray":
+            from ..ray_data import run_ray
 
-        report = run_ray(config, address=address, actors=actors or 1)
-    else:
-        progress = ProgressLine(config) if sys.stderr.isatty() and config.output != "-" else None
-        try:
-            report = run_infer(config, progress)
-        finally:
-            if progress:
-                progress.close()
+            report = run_ray(config, address=address, actors=actors or 1)
+        else:
+            progress = ProgressLine(config) if sys.stderr.isatty() and config.output != "-" else None
+            try:
+                report = run_infer(config, progress)
+            finally:
+                if progress:
+                    progress.close()
+    except KeyboardInterrupt:
+        if config.output is None or config.output == "-":
+            raise
+        raise KeyboardInterrupt(
+            f"the rows so far are in {config.output}; go on with: {rerun_command('--resume', drop=('--overwrite',))}"
+        ) from None
     _finish(report, fmt or OutputFormat.TABLE, allow_errors)
 
 

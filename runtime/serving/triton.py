@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classifier import Classifier, check_top_k, top_predictions
+from ..classifier import Classifier, check_top_k, default_top_k, top_predictions
 from ..core.errors import ConfigError, InputError, NinEdgeError
 from ..providers import parse_providers
 from . import check_model_name
@@ -348,6 +348,15 @@ def _server_address(url: str) -> tuple[str, bool]:
     return parts.netloc + parts.path.rstrip("/"), parts.scheme == "https"
 
 
+def server_max_batch(client: Any, model_name: str, url: str) -> int | None:
+    """The model's ``max_batch_size`` on the server; None where the model does not batch (0)."""
+    try:
+        config = client.get_model_config(model_name)
+    except Exception as exc:  # tritonclient raises its own and connection errors alike
+        raise NinEdgeError(f"cannot read the config of model {model_name!r} from Triton at {url}: {exc}") from None
+    return int(config.get("max_batch_size", 0)) or None
+
+
 class TritonClassifier:
     """Classify through a Triton server with the same calls as :class:`Classifier`.
 
@@ -374,17 +383,26 @@ class TritonClassifier:
             ) from None
         if not ready:
             raise NinEdgeError(f"Triton at {url} has no ready model named {model_name!r}")
+        #: The largest batch the server takes (its model config's max_batch_size; nin-serve --max-batch):
+        #: a larger one is a 400 from Triton, so :meth:`logits` sends batches of at most this many.
+        self.max_batch = server_max_batch(self.client, model_name, url)
 
     def logits(self, batch: object) -> np.ndarray:
-        """Logits computed by the server, for any input the local :meth:`Classifier.prepare` accepts."""
+        """Logits computed by the server, for any input the local :meth:`Classifier.prepare` accepts;
+        a batch larger than the server's max batch goes in several requests."""
         x = self.local.prepare(batch)
+        step = self.max_batch or len(x)
+        return np.concatenate([self._infer(x[i : i + step]) for i in range(0, len(x), step)])
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         meta = self.local.metadata
         inp = self._http.InferInput(meta.input_name, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         result = self.client.infer(self.model_name, [inp], outputs=[self._http.InferRequestedOutput(meta.output_name)])
         return result.as_numpy(meta.output_name)
 
-    def classify(self, batch: object, top_k: int = 1):
-        """Top-k predictions per image, computed by the server."""
+    def classify(self, batch: object, top_k: int | None = None):
+        """Top-k predictions per image (default: ``min(5, classes)``), computed by the server."""
+        top_k = default_top_k(len(self.labels)) if top_k is None else top_k
         check_top_k(top_k, len(self.labels))
         return top_predictions(self.logits(batch), self.labels, top_k)
