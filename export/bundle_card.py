@@ -50,9 +50,11 @@ def _in_short(pre: dict[str, Any]) -> str:
     return " (for this model: pixel / 255)" if plain else ""
 
 
-#: The card's C example: nin-edge's C library (runtime/c, docs/c-api.md) opens the bundle folder itself,
-#: checking the manifest's sha256 as Classifier does, and preprocesses as the Python runtime does.
-C_CARD_EXAMPLE = """C (nin-edge's C library: `runtime/c/build.sh` in the nin-edge repository, see its docs/c-api.md;
+def c_card_example(top_k: int) -> str:
+    """The card's C example for a model whose card examples ask for ``top_k`` classes: nin-edge's C library
+    (runtime/c, docs/c-api.md) opens the bundle folder itself, checking the manifest's sha256 as Classifier
+    does, and preprocesses as the Python runtime does."""
+    return f"""C (nin-edge's C library: `runtime/c/build.sh` in the nin-edge repository, see its docs/c-api.md;
 it checks every file against `manifest.json` too, and resizes and normalises as the Python runtime does):
 
 ```c
@@ -60,10 +62,10 @@ it checks every file against `manifest.json` too, and resizes and normalises as 
 
 nin_model *model;
 nin_error err;
-if (nin_open("BUNDLE_DIR", NULL, &model, &err) != NIN_OK) { fprintf(stderr, "%s\\n", err.message); return 1; }
-nin_image image = {pixels, width, height, 1, 0};  /* 8-bit grey (1), RGB (3) or RGBA (4), any size */
-nin_prediction top[3];
-if (nin_classify(model, &image, 1, 3, top, &err) == NIN_OK) printf("%s %f\\n", top[0].label, top[0].probability);
+if (nin_open("BUNDLE_DIR", NULL, &model, &err) != NIN_OK) {{ fprintf(stderr, "%s\\n", err.message); return 1; }}
+nin_image image = {{pixels, width, height, 1, 0}};  /* 8-bit grey (1), RGB (3) or RGBA (4), any size */
+nin_prediction top[{top_k}];
+if (nin_classify(model, &image, 1, {top_k}, top, &err) == NIN_OK) printf("%s %f\\n", top[0].label, top[0].probability);
 nin_close(model);
 ```"""
 
@@ -146,7 +148,7 @@ clf = Classifier("BUNDLE_DIR", precision="fp32")  # or "int8" / "fp16" where the
 clf.classify(["shoe.png"], top_k={min(3, len(m["labels"]))})
 ```
 
-{C_CARD_EXAMPLE}
+{c_card_example(min(3, len(m["labels"])))}
 
 C++ (onnxruntime's C++ API): create `Ort::Env`, `Ort::SessionOptions` and
 `Ort::Session session(env, "model.onnx", options)`; preprocess the image as above into a

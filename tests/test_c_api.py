@@ -269,11 +269,14 @@ def test_the_aarch64_cross_build(built):
         assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183, name  # EM_AARCH64
 
 
-def test_the_model_cards_c_example_builds_and_runs(built, tmp_path):
-    from nin_edge.export.bundle_card import C_CARD_EXAMPLE
+@pytest.mark.parametrize("classes", [10, 2])
+def test_the_model_cards_c_example_builds_and_runs(built, tmp_path, classes):
+    """The card's C example, as the card of a 10-class and of a 2-class model writes it (top-k min(3, C))."""
+    from nin_edge.export.bundle_card import c_card_example
 
-    body = C_CARD_EXAMPLE.split("```c\n")[1].split("```")[0].replace('#include "nin_edge.h"\n', "")
-    bundle = _bundle(tmp_path / "bundle", DATA / "nin_tiny.onnx")
+    model = DATA / "nin_tiny.onnx" if classes == 10 else _two_class_rgb(tmp_path / "two.onnx")
+    body = c_card_example(min(3, classes)).split("```c\n")[1].split("```")[0].replace('#include "nin_edge.h"\n', "")
+    bundle = _bundle(tmp_path / "bundle", model)
     source = tmp_path / "card.c"
     source.write_text(
         '#include <stdint.h>\n#include <stdio.h>\n#include "nin_edge.h"\n'
@@ -287,6 +290,6 @@ def test_the_model_cards_c_example_builds_and_runs(built, tmp_path):
     done = subprocess.run([str(program)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     label, probability = done.stdout.rsplit(" ", 1)
-    props = {p.key: p.value for p in onnx.load(str(DATA / "nin_tiny.onnx")).metadata_props}
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
     assert label in json.loads(props["labels"])
-    assert 0.1 <= float(probability) <= 1
+    assert 1 / classes <= float(probability) <= 1
