@@ -46,7 +46,7 @@ class _FileDataset(Dataset):
         path = self.samples.paths[i]
         st = os.stat(path)
         key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{self.channels}|{self.size}|{self.pre}"
-        digest = hashlib.sha256(key.encode()).hexdigest()
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
         return self.cache / digest[:2] / f"{digest}.npy"
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:

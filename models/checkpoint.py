@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from nin_edge.runtime.core.errors import ModelFileError
 from nin_edge.runtime.core.files import sha256_file
-from nin_edge.runtime.core.metadata import Preprocessing
+from nin_edge.runtime.core.metadata import Preprocessing, check_labels
 from torch import nn
 
 _PREFIXES = ("module.", "net.")
@@ -146,7 +146,7 @@ class TrainedCard:
             for key in ("mean", "std"):
                 pre[key] = tuple(float(x) for x in pre[key])
             return cls(
-                labels=tuple(str(x) for x in data["labels"]),
+                labels=check_labels(data["labels"], "its card's labels"),
                 in_channels=int(data["in_channels"]),
                 input_size=int(data["input_size"]),
                 preprocessing=Preprocessing(**pre),
