@@ -92,6 +92,10 @@ class Normalize(Choice):
     DATA = "data"
 
 
+#: What --init-from takes, said when it is given an ONNX model.
+INIT_WANTS = "--init-from takes a PyTorch checkpoint (.pt: nin-train's, or a state_dict) or 'pretrained'"
+
+
 class TrainingDivergedError(NinEdgeError):
     """The loss became NaN or infinite; nothing was saved for that epoch."""
 
@@ -339,7 +343,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     init_path = None
     if config.init_from:
         init_path = str(pretrained_path(config.model)) if config.init_from == "pretrained" else config.init_from
-        init = read_checkpoint(init_path)
+        init = read_checkpoint(init_path, wants=INIT_WANTS)
     card = resumed_card or _card(config, data, init)
     model = create_model(
         config.model, in_channels=card.in_channels, num_classes=len(card.labels), input_size=config.input_size

@@ -138,7 +138,7 @@ def best_path(output: str) -> str:
 
 def read_training_checkpoint(path: str) -> dict:
     """A checkpoint to resume from, with the state a resume needs (else a clear error)."""
-    data = read_checkpoint(path)
+    data = read_checkpoint(path, wants="--resume takes the .pt checkpoint that nin-train wrote for the run")
     needed = ("state_dict", "optimizer", "epoch", "rng")
     missing = [k for k in needed if k not in data]
     if missing:

@@ -154,6 +154,11 @@ def _resolve_output(path: Path, what: str, expected: str) -> Path:
 def _check_parent(target: Path, what: str) -> None:
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
+        # "Create it first" would be wrong advice where a file is in the way (``model.onnx/x.pt``).
+        blocker = next((p for p in (parent, *parent.parents) if kind_of(p) != "missing"), None)
+        if blocker is not None and not blocker.is_dir():
+            where = f"'{parent}'" if blocker == parent else f"'{parent}' cannot be made: '{blocker}'"
+            raise ConfigError(f"{what} folder {where} is {kind_of(blocker)}, not a folder; give a path inside a folder")
         raise ConfigError(f"{what} folder '{parent}' does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} folder '{parent}' is not writable")
