@@ -42,8 +42,10 @@ from .train_checkpoint import (
     CHECKPOINT_FORMAT,
     EpochStats,
     best_path,
+    check_outputs,
     check_recipe,
     check_resumable,
+    curves_path,
     init_from,
     init_note,
     progress,
@@ -138,6 +140,7 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     plot: bool = True
+    overwrite: bool = False
 
     def validate(self) -> None:
         """Check every option before any data is read."""
@@ -180,6 +183,8 @@ class TrainConfig:
         if self.amp and _resolve_device_type(self.device) == "cpu":
             check_cpu_bf16()
         check_writable(self.output, "checkpoint")
+        if not self.overwrite:
+            check_outputs(self.output, plot=self.plot)
 
 
 # The CPU flags whose instructions compute in bfloat16; without them PyTorch emulates bf16 and mixed
@@ -522,7 +527,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     plot: str | None = None
     plot_notes: tuple[str, ...] = ()
     if config.plot and ddp.main:
-        plot, plot_notes = plot_curves(history, Path(config.output).with_suffix(".png"), held_out=data.held_out)
+        plot, plot_notes = plot_curves(history, curves_path(config.output), held_out=data.held_out)
     return TrainResult(
         output=config.output,
         recipe=dataclasses.asdict(config),
