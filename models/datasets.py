@@ -144,9 +144,10 @@ class LabelledData:
             )
         else:
             detail = "same names in another order (class indices would be mixed up)"
+        lists = f"its classes: {shorten(list(classes))}; the data's: {shorten(list(self.classes))}"
         raise ConfigError(
-            f"{what} was trained on {len(classes)} classes, '{self.source}' has {len(self.classes)}: {detail}; "
-            "use the data it was trained on, or train a model on this data"
+            f"{what} was trained on {len(classes)} classes, '{self.source}' has {len(self.classes)}: {detail} "
+            f"({lists}); use the data it was trained on, or train a model on this data"
         )
 
 
