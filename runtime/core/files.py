@@ -185,7 +185,15 @@ def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Pat
     is followed: the folder it points at is replaced and the link stays.
     """
     path, record, what = Path(path), rules.record, rules.what
-    target = _resolve_output(path, what, "a folder path")
+    # Absolute: "." has no name to build a sibling from, and its parent is itself.
+    target = Path(os.path.abspath(_resolve_output(path, what, "a folder path")))
+    cwd = Path.cwd()
+    if target == cwd or target in cwd.parents:
+        raise ConfigError(
+            f"{what} folder '{path}' is the current folder or holds it: nin-edge builds the folder beside it and "
+            f"renames it into place, which would move the folder you are working in; give a new folder, e.g. "
+            f"'{Path(path) / what}'"
+        )
     if os.path.lexists(target):
         mode = os.stat(target).st_mode
         if not stat.S_ISDIR(mode):
