@@ -247,7 +247,7 @@ def _scan_folder(root: Path) -> tuple[list[_File], list[str]]:
 def _check_class_names(names: Sequence[str], where: Path) -> None:
     """Refuse class names that cannot be labels (a newline splits labels.txt; see check_labels)."""
     try:
-        check_labels(list(names), f"'{printable(str(where))}'")
+        check_labels(list(names), f"the classes of '{printable(str(where))}'")
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
 

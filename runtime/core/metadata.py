@@ -144,17 +144,19 @@ def check_labels(value: object, what: str) -> tuple[str, ...]:
         raise TypeError(f"{what} must be a list of strings (one per class), got {shown}")
     for name in value:
         if not name.strip():
-            raise ValueError(f"{what} holds an empty class name ({name!r}); each class needs a name")
+            raise ValueError(f"{what}: a class name is empty ({name!r}); each class needs a name")
         bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
         if bad is not None:
             kind = "a byte that is not UTF-8" if unicodedata.category(bad) == "Cs" else f"the control character {bad!r}"
             raise ValueError(
-                f"{what} holds the class name {ascii(name)}, which contains {kind}; rename the class "
+                f"{what}: the class name {ascii(name)} contains {kind}; rename the class "
                 "(letters, digits, spaces and punctuation)"
             )
     repeated = sorted(name for name, n in Counter(value).items() if n > 1)
     if repeated:
-        raise ValueError(f"{what} name the class(es) {', '.join(map(repr, repeated))} twice or more; names must differ")
+        raise ValueError(
+            f"{what}: the class(es) {', '.join(map(repr, repeated))} appear twice or more; names must differ"
+        )
     return tuple(value)
 
 
