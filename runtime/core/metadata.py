@@ -128,6 +128,10 @@ class ModelMetadata:
 
 
 def _labels(value: object) -> tuple[str, ...]:
+    # A JSON string is iterable too: "abcdefghij" must not become ten one-letter labels.
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise TypeError(f"labels must be a JSON list of strings, got {shown}")
     return check_labels(value, "labels")
 
 
