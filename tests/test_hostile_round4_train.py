@@ -39,20 +39,10 @@ def classes(root: Path, names: list[str] | tuple[str, ...], per_class: int = 4) 
 
 
 def checkpoint(path: Path, labels: object, num_classes: int = 2) -> Path:
-    """A nin-train-shaped checkpoint (untrained) whose card says ``labels``."""
+    """An (untrained) checkpoint whose card says ``labels``: what nin-export reads of a nin-train one."""
     model = create_model("nin", in_channels=1, num_classes=num_classes, input_size=SIZE)
     card = TrainedCard(labels=("a", "b"), in_channels=1, input_size=SIZE, preprocessing=Preprocessing()).to_dict()
-    card["labels"] = labels
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    payload = {
-        "state_dict": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": 1,
-        "history": [],
-        "rng": torch.get_rng_state(),
-        "card": card,
-    }
-    torch.save(payload, path)
+    torch.save({"state_dict": model.state_dict(), "card": {**card, "labels": labels}}, path)
     return path
 
 
