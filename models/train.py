@@ -323,6 +323,11 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     if resume_state is not None:
         check_recipe(config, resume_state)
     resumed_card = checkpoint_card(resume_state, config.resume) if resume_state is not None else None
+    init = None
+    init_path = None
+    if config.init_from:  # read before the data is scanned: a wrong file is refused at once
+        init_path = str(pretrained_path(config.model)) if config.init_from == "pretrained" else config.init_from
+        init = read_checkpoint(init_path, wants=INIT_WANTS)
     recorded = resume_state.get("data") if resume_state is not None else None
     split_options = recorded if isinstance(recorded, dict) and "val_fraction" in recorded else {}
     data = open_data(
@@ -344,11 +349,6 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
                 f"the {samples.name} split in '{config.data}' holds no images; nothing to train or test on"
             )
     torch.manual_seed(config.seed)
-    init = None
-    init_path = None
-    if config.init_from:
-        init_path = str(pretrained_path(config.model)) if config.init_from == "pretrained" else config.init_from
-        init = read_checkpoint(init_path, wants=INIT_WANTS)
     card = resumed_card or _card(config, data, init)
     model = create_model(
         config.model, in_channels=card.in_channels, num_classes=len(card.labels), input_size=config.input_size
