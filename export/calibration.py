@@ -12,7 +12,7 @@ import numpy as np
 from nin_edge.models.data import load_split
 from nin_edge.models.datasets import MANIFEST_SUFFIXES, open_data
 from nin_edge.runtime.core.errors import ConfigError, InputError
-from nin_edge.runtime.core.files import load_npy
+from nin_edge.runtime.core.files import kind_of, load_npy
 from nin_edge.runtime.core.metadata import Preprocessing
 from nin_edge.runtime.core.numbers import is_whole_number
 from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, preprocess_image, read_image
@@ -40,6 +40,7 @@ def load_images(
     pre: Preprocessing | None = None,
     skip: int = 0,
     split_record: Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> CalibrationSet:
     """Images for calibration or evaluation, preprocessed exactly as the runtime does.
 
@@ -49,7 +50,9 @@ def load_images(
     which must lie in the range the preprocessing produces). ``skip`` leaves out the first images,
     so an evaluation can use images the calibration did not see. ``split_record`` is the split a
     nin-train checkpoint recorded (``val_fraction``, ``seed``): a folder without val/ or test/ is split
-    the same way, so a model is judged on the images its training held out.
+    the same way, so a model is judged on the images its training held out. ``classes`` (a trained
+    model's labels) must be labelled data's class names: labels are class indices, so other names, or
+    the same in another order, would score against the wrong classes.
     """
     pre = pre or Preprocessing()
     if not is_whole_number(limit, minimum=1):
@@ -83,7 +86,9 @@ def load_images(
             + _held_out(skip),
         )
     if path.suffix.lower() in MANIFEST_SUFFIXES or path.is_dir() and any(p.is_dir() for p in path.iterdir()):
-        return _labelled(path, split=split, limit=limit, skip=skip, prep=prep, split_record=split_record or {})
+        return _labelled(
+            path, split=split, limit=limit, skip=skip, prep=prep, split_record=split_record or {}, classes=classes
+        )
     npys = [path] if path.suffix == ".npy" else sorted(path.glob("*.npy")) if path.is_dir() else []
     if npys:
         low, high = _preprocessed_range(pre)
@@ -107,14 +112,19 @@ def load_images(
         _enough(images, skip, source)
         note = f"{len(images)} images from .npy files" + _held_out(skip)
         return CalibrationSet(images, None, f"{len(images)} images from .npy in '{source}'" + _held_out(skip), note)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
+    named = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
+    # A FIFO named like an image would block the read for ever; it and other special files are skipped.
+    files = [p for p in named if kind_of(p) == "a regular file"]
+    skipped = (
+        f" ({len(named) - len(files)} entries that are not regular files skipped)" if len(files) < len(named) else ""
+    )
     if not files:
-        raise ConfigError(f"calibration data '{source}' holds no IDX files, images or .npy arrays")
+        raise ConfigError(f"calibration data '{source}' holds no IDX files, images or .npy arrays{skipped}")
     chosen = files[skip : skip + limit]
     _enough(chosen, skip, source)
     images = prep([read_image(f) for f in chosen])
     note = f"{len(images)} unlabelled image files" + _held_out(skip)
-    return CalibrationSet(images, None, f"{len(images)} image files from '{source}'" + _held_out(skip), note)
+    return CalibrationSet(images, None, f"{len(images)} image files from '{source}'" + _held_out(skip) + skipped, note)
 
 
 def _labelled(
@@ -125,11 +135,14 @@ def _labelled(
     skip: int,
     prep: Callable[[list[np.ndarray]], np.ndarray],
     split_record: Mapping[str, Any],
+    classes: Sequence[str] | None,
 ) -> CalibrationSet:
     """Images of a training ``--data`` (class folders or manifest) through the one loader: the train
     split to calibrate, the test split (else the validation split) to judge; a sample across all
     classes in one fixed shuffled order (so ``skip`` leaves out exactly the images calibrated on)."""
     data = open_data(path, val_fraction=split_record.get("val_fraction", 0.1), seed=split_record.get("seed", 0))
+    if classes is not None:
+        data.check_classes(classes, "the model")
     name = "train" if split == "train" else data.eval_split
     samples = data.split(name)
     pick = np.random.default_rng(0).permutation(len(samples))[skip : skip + limit]

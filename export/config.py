@@ -4,6 +4,7 @@ one more deploy target of an export. The pipeline and every target read them fro
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -221,6 +222,14 @@ class ExportConfig:
                 )
         for target, options, out in self.deploy_targets():
             target.check(options, out)
+        onnx_file = self.output_path.absolute()
+        for extra in self.deploy:  # folders replaced whole: the ONNX file in one would make it not theirs
+            if Path(os.path.abspath(extra.out)) in onnx_file.parents:
+                raise ConfigError(
+                    f"the ONNX file '{self.output_path}' would be written inside the {extra.target} folder "
+                    f"'{extra.out}', which nin-export then could not replace; give the {extra.target} folder "
+                    "another path"
+                )
 
     def deploy_targets(self) -> list[tuple[Target, TargetOptions, Path]]:
         """The targets this export writes, with their options and destinations: the ONNX file, and

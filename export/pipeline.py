@@ -168,6 +168,8 @@ def _reduce(
         # Agreement on the calibration images themselves would hide a bad calibration.
         skip=config.calibration_size if held_out else 0,
         split_record=split_record,
+        # A trained checkpoint's class names must be the data's; other models' labels are placeholders.
+        classes=metadata.labels if config.trained_card() is not None else None,
     )
     report = compare_precision(
         fp32=fp32_bytes,

@@ -29,7 +29,9 @@ class _FileDataset(Dataset):
 
     With ``cache`` each model-ready tensor is kept as a ``.npy`` file there, named by a digest of the
     file's path, size and modification time and of the preprocessing, so a changed image or another
-    input size is decoded afresh; later epochs read the tensor instead of decoding and resizing.
+    input size is decoded afresh; later epochs read the tensor instead of decoding and resizing. An
+    entry that is not such a tensor (truncated, overwritten) is a cache miss: decoded afresh,
+    rewritten, and flagged in the item so that the caller can say so.
     """
 
     def __init__(
@@ -46,14 +48,26 @@ class _FileDataset(Dataset):
         path = self.samples.paths[i]
         st = os.stat(path)
         key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{self.channels}|{self.size}|{self.pre}"
-        digest = hashlib.sha256(key.encode()).hexdigest()
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
         return self.cache / digest[:2] / f"{digest}.npy"
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+    def _load_cached(self, cached: Path) -> np.ndarray | None:
+        """The tensor a cache entry holds, or None when it is not the one this dataset would write."""
+        try:
+            x = np.load(cached, allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # numpy's errors for truncated or foreign files
+            return None
+        return x if x.dtype == np.float32 and x.shape == (self.channels, self.size, self.size) else None
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, bool]:
+        damaged = False
         try:
             cached = self._cached(i)
             if cached is not None and cached.is_file():
-                return torch.from_numpy(np.load(cached)), int(self.samples.labels[i]), i
+                x = self._load_cached(cached)
+                if x is not None:
+                    return torch.from_numpy(x), int(self.samples.labels[i]), i, False
+                damaged = True
             x = preprocess_image(
                 self.samples.raw(i), channels=self.channels, size=self.size, pre=self.pre, where=self.samples.paths[i]
             )
@@ -62,10 +76,10 @@ class _FileDataset(Dataset):
                 with atomic_output(cached) as tmp:  # workers may race; each rename is whole
                     with open(tmp, "wb") as f:
                         np.save(f, x)
-            return torch.from_numpy(x), int(self.samples.labels[i]), i
+            return torch.from_numpy(x), int(self.samples.labels[i]), i, damaged
         except InputError:
             # Refused or skipped by the caller, which knows the file's name from the index.
-            return torch.zeros(self.channels, self.size, self.size), -1, i
+            return torch.zeros(self.channels, self.size, self.size), -1, i, damaged
 
 
 class Batches:
@@ -89,6 +103,8 @@ class Batches:
     ) -> None:
         self.samples, self.channels, self.size, self.pre, self.strict = samples, channels, size, pre, strict
         self.failed: list[str] = []
+        #: Images whose --cache-dir entry was damaged and was written afresh.
+        self.recached: list[str] = []
         if samples.images is not None:
             dataset: Dataset = torch.utils.data.TensorDataset(
                 torch.from_numpy(samples.images), torch.from_numpy(samples.labels)
@@ -118,7 +134,8 @@ class Batches:
                     x = x.expand(-1, self.channels, -1, -1).contiguous()
                 yield x, labels
                 continue
-            x, labels, index = batch
+            x, labels, index, damaged = batch
+            self.recached += [self.samples.paths[int(i)] for i in index[damaged]]
             ok = labels >= 0
             if not bool(ok.all()):
                 names = [self.samples.paths[int(i)] for i in index[~ok]]
@@ -130,10 +147,18 @@ class Batches:
                 yield x, labels
 
     def failure_note(self) -> str | None:
-        """One line naming the files that failed to decode, or None."""
-        if not self.failed:
-            return None
-        return f"skipped {len(self.failed)} image(s) that failed to decode: {shorten(self.failed)}"
+        """One line naming the files that failed to decode and those whose damaged cache entry was
+        rewritten (each said once), or None."""
+        parts = []
+        if self.failed:
+            parts.append(f"skipped {len(self.failed)} image(s) that failed to decode: {shorten(self.failed)}")
+        if self.recached:
+            parts.append(
+                f"--cache-dir held {len(self.recached)} damaged entr(ies) (truncated or overwritten), decoded "
+                f"afresh and rewritten: {shorten(self.recached)}"
+            )
+            self.recached = []
+        return "; ".join(parts) or None
 
 
 def channel_stats(samples: Samples, channels: int, size: int, pre: Preprocessing, seed: int = 0) -> Preprocessing:

@@ -15,16 +15,21 @@ from pathlib import Path
 import torch
 from nin_edge.runtime.core.errors import ModelFileError
 from nin_edge.runtime.core.files import sha256_file
-from nin_edge.runtime.core.metadata import Preprocessing
+from nin_edge.runtime.core.metadata import Preprocessing, check_labels
 from torch import nn
 
 _PREFIXES = ("module.", "net.")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
+#: What a command that reads weights wants, said when it was given something else.
+WANTS_WEIGHTS = "give a PyTorch checkpoint (.pt): one nin-train wrote, or a state_dict"
+
+
+def read_checkpoint(path: str | os.PathLike, wants: str = WANTS_WEIGHTS) -> dict:
     """Read ``path`` with ``torch.load(weights_only=True)``; any failure is a :class:`ModelFileError`.
 
     ``weights_only=True`` means a pickle that would run code is refused rather than executed.
+    ``wants`` ends the error for a file that is an ONNX model (what the option takes instead).
     """
     path = Path(path)
     if not path.is_file():
@@ -32,6 +37,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many unrelated types for bad files
+        if _is_onnx(path):
+            raise ModelFileError(
+                f"'{path}' is an ONNX model (what nin-export writes), not a PyTorch checkpoint; {wants}"
+            ) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "it holds pickled Python objects other than tensors, which are refused so that no code runs"
@@ -41,6 +50,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"weights file '{path}' holds a {type(data).__name__}, expected a state_dict (a dict of tensors)"
         )
     return dict(data)
+
+
+def _is_onnx(path: Path) -> bool:
+    """Whether ``path`` parses as an ONNX model with a graph (asked only of files torch cannot read)."""
+    import onnx
+
+    try:
+        return len(onnx.load_model(str(path), load_external_data=False).graph.node) > 0
+    except Exception:  # protobuf's DecodeError and friends: not ONNX
+        return False
 
 
 def extract_state_dict(data: Mapping, source: str) -> dict[str, torch.Tensor]:
@@ -146,7 +165,7 @@ class TrainedCard:
             for key in ("mean", "std"):
                 pre[key] = tuple(float(x) for x in pre[key])
             return cls(
-                labels=tuple(str(x) for x in data["labels"]),
+                labels=check_labels(data["labels"], "its card's labels"),
                 in_channels=int(data["in_channels"]),
                 input_size=int(data["input_size"]),
                 preprocessing=Preprocessing(**pre),

@@ -192,6 +192,12 @@ def _epoch_line(s: EpochStats) -> None:
 @click.option(
     "--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint."
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=_T.overwrite,
+    help="Replace an existing --output (and its .best.pt and .png) that is not nin-train's.",
+)
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
 def train_main(fmt: str, channels: str | None, **options: Any) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from nin_edge.runtime.core.errors import ConfigError
 
 from .plotting import pyplot, save_png
-from .train_checkpoint import EpochStats
+from .train_checkpoint import CURVES_TITLE, EpochStats
 
 
 def plot_curves(history: list[EpochStats], path: Path, held_out: str = "test") -> tuple[str | None, tuple[str, ...]]:
@@ -26,4 +26,4 @@ def plot_curves(history: list[EpochStats], path: Path, held_out: str = "test") -
     ax2.set_xlabel("epoch")
     ax2.legend()
     fig.tight_layout()
-    return save_png(fig, path), ()
+    return save_png(fig, path, CURVES_TITLE), ()

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 from nin_edge.runtime.core.errors import ConfigError, InputError
+from nin_edge.runtime.core.files import kind_of
+from nin_edge.runtime.core.metadata import check_labels
 from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, check_image_size, read_image
 
 from .cards import FASHION_MNIST_CLASSES
@@ -48,7 +50,18 @@ Progress = Callable[[int, int], None]
 def shorten(names: Sequence[str]) -> str:
     """The first :data:`SHOWN` of ``names``, comma-separated, with how many more there are."""
     more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-    return ", ".join(names[:SHOWN]) + more
+    return ", ".join(printable(n) for n in names[:SHOWN]) + more
+
+
+def printable(name: str) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 (which Python keeps as lone
+    surrogates) shown as ``\\xNN`` rather than failing the terminal's encoder."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _key(text: str) -> bytes:
+    """``text`` (a path, perhaps with bytes that are not UTF-8) as bytes to hash."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,13 @@ class LabelledData:
     def split(self, name: str) -> Samples:
         """The split ``name``; a clear error if this data has none."""
         if name not in self.splits:
+            if name in ("val", "test") and "val_fraction" in self.split_record and "val" not in self.splits:
+                # Nothing was held out: every class has a single image (see _stratified_val).
+                raise ConfigError(
+                    f"'{self.source}' has no images to hold out for validation: each of its {len(self.classes)} "
+                    "classes has a single training image, and a class needs at least 2 (one to train on, one "
+                    "to score on); add images, or give train/ and val/ folders"
+                )
             raise ConfigError(
                 f"'{self.source}' has no {name} split; it has {', '.join(self.splits)} (choose one of those)"
             )
@@ -124,9 +144,10 @@ class LabelledData:
             )
         else:
             detail = "same names in another order (class indices would be mixed up)"
+        lists = f"its classes: {shorten(list(classes))}; the data's: {shorten(list(self.classes))}"
         raise ConfigError(
-            f"{what} was trained on {len(classes)} classes, '{self.source}' has {len(self.classes)}: {detail}; "
-            "use the data it was trained on, or train a model on this data"
+            f"{what} was trained on {len(classes)} classes, '{self.source}' has {len(self.classes)}: {detail} "
+            f"({lists}); use the data it was trained on, or train a model on this data"
         )
 
 
@@ -139,7 +160,8 @@ class _File:
 
 def _natural_order(labels: set[str]) -> tuple[str, ...]:
     """Sorted class names; numerically when every one is a whole number (so 10 follows 9)."""
-    if labels and all(s.isdigit() for s in labels):
+    # isdecimal, not isdigit: '²' is a digit that int() refuses.
+    if labels and all(s.isdecimal() for s in labels):
         return tuple(sorted(labels, key=int))
     return tuple(sorted(labels))
 
@@ -209,6 +231,7 @@ def _scan_folder(root: Path) -> tuple[list[_File], list[str]]:
             )
         if folder != root:
             ignored += [str(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+        _check_class_names(classes, folder)
         for name in classes:
             images, others = _walk_class(folder / name, seen_dirs)
             ignored += others
@@ -219,6 +242,14 @@ def _scan_folder(root: Path) -> tuple[list[_File], list[str]]:
                 )
             files += [_File(p, name, split) for p in images]
     return files, ignored
+
+
+def _check_class_names(names: Sequence[str], where: Path) -> None:
+    """Refuse class names that cannot be labels (a newline splits labels.txt; see check_labels)."""
+    try:
+        check_labels(list(names), f"the classes of '{printable(str(where))}'")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _read_manifest(path: Path) -> list[_File]:
@@ -251,8 +282,13 @@ def _read_manifest(path: Path) -> list[_File]:
             rows.append(row)
     files = []
     for n, row in enumerate(rows, 1):
-        label, rel, split = str(row.get("label") or "").strip(), str(row.get("path") or "").strip(), row.get("split")
+        label, rel, split = _cell(row.get("label")), _cell(row.get("path")), row.get("split")
         split = str(split).strip() if split not in (None, "") else "train"
+        if label is None or rel is None:
+            raise ConfigError(
+                f"manifest '{path}' entry {n}: path and label must be text (a label may be a whole number), got "
+                f"path {row.get('path')!r} and label {row.get('label')!r}"
+            )
         if not rel or not label:
             raise ConfigError(f"manifest '{path}' entry {n} has an empty path or label: {row}")
         if split not in SPLITS:
@@ -260,13 +296,22 @@ def _read_manifest(path: Path) -> list[_File]:
         files.append(_File(str(base / rel), label, split))
     if not files:
         raise ConfigError(f"manifest '{path}' lists no images")
-    missing = [f.path for f in files if not os.path.isfile(f.path)]
+    missing = [f.path for f in files if kind_of(f.path) == "missing"]
     if missing:
         raise ConfigError(
             f"manifest '{path}' names {len(missing)} file(s) that do not exist (paths are relative to the "
             f"manifest's folder): {shorten(missing)}"
         )
+    _check_class_names(sorted({f.label for f in files}), path)
     return files
+
+
+def _cell(value: object) -> str | None:
+    """A manifest's path or label as text: a JSON string or whole number (0 is a label; false is
+    not), None for anything else. CSV cells are strings already."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None if value is not None else ""
+    return str(value).strip()
 
 
 @dataclass(frozen=True)
@@ -280,6 +325,9 @@ def _check_header(path: str) -> _Header:
     """Open one image's header (and verify what Pillow can without decoding); never raises."""
     from PIL import Image
 
+    kind = kind_of(path)
+    if kind != "a regular file":  # opening a FIFO would wait for a writer for ever
+        return _Header(False, reason=f"{kind}, not a regular file")
     try:
         with Image.open(path) as im:
             check_image_size(im.size[0], im.size[1], f"image '{path}'")
@@ -346,7 +394,7 @@ def _stratified_val(files: list[_File], fraction: float, seed: int, root: Path) 
     for paths in by_class.values():
         if len(paths) < 2:
             continue
-        ranked = sorted(paths, key=lambda p: hashlib.sha1(f"{seed}:{os.path.relpath(p, root)}".encode()).hexdigest())
+        ranked = sorted(paths, key=lambda p: hashlib.sha1(_key(f"{seed}:{os.path.relpath(p, root)}")).hexdigest())
         n = min(len(paths) - 1, max(1, round(fraction * len(paths))))
         held.update(ranked[:n])
     return held
@@ -354,7 +402,7 @@ def _stratified_val(files: list[_File], fraction: float, seed: int, root: Path) 
 
 def _digest(paths: Sequence[str], root: Path) -> str:
     rel = sorted(os.path.relpath(p, root) for p in paths)
-    return hashlib.sha256("\n".join(rel).encode()).hexdigest()
+    return hashlib.sha256(_key("\n".join(rel))).hexdigest()
 
 
 def open_data(

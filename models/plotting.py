@@ -22,9 +22,9 @@ def pyplot():
     return plt
 
 
-def save_png(fig, path: str | Path) -> str:
-    """Write ``fig`` atomically as a PNG at ``path`` and close it."""
+def save_png(fig, path: str | Path, title: str | None = None) -> str:
+    """Write ``fig`` atomically as a PNG at ``path`` (with ``title`` in its metadata) and close it."""
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Title": title} if title else None)
     pyplot().close(fig)
     return str(path)

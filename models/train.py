@@ -42,8 +42,10 @@ from .train_checkpoint import (
     CHECKPOINT_FORMAT,
     EpochStats,
     best_path,
+    check_outputs,
     check_recipe,
     check_resumable,
+    curves_path,
     init_from,
     init_note,
     progress,
@@ -92,6 +94,10 @@ class Normalize(Choice):
     DATA = "data"
 
 
+#: What --init-from takes, said when it is given an ONNX model.
+INIT_WANTS = "--init-from takes a PyTorch checkpoint (.pt: nin-train's, or a state_dict) or 'pretrained'"
+
+
 class TrainingDivergedError(NinEdgeError):
     """The loss became NaN or infinite; nothing was saved for that epoch."""
 
@@ -134,6 +140,7 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     plot: bool = True
+    overwrite: bool = False
 
     def validate(self) -> None:
         """Check every option before any data is read."""
@@ -176,6 +183,8 @@ class TrainConfig:
         if self.amp and _resolve_device_type(self.device) == "cpu":
             check_cpu_bf16()
         check_writable(self.output, "checkpoint")
+        if not self.overwrite:
+            check_outputs(self.output, plot=self.plot)
 
 
 # The CPU flags whose instructions compute in bfloat16; without them PyTorch emulates bf16 and mixed
@@ -314,6 +323,11 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     if resume_state is not None:
         check_recipe(config, resume_state)
     resumed_card = checkpoint_card(resume_state, config.resume) if resume_state is not None else None
+    init = None
+    init_path = None
+    if config.init_from:  # read before the data is scanned: a wrong file is refused at once
+        init_path = str(pretrained_path(config.model)) if config.init_from == "pretrained" else config.init_from
+        init = read_checkpoint(init_path, wants=INIT_WANTS)
     recorded = resume_state.get("data") if resume_state is not None else None
     split_options = recorded if isinstance(recorded, dict) and "val_fraction" in recorded else {}
     data = open_data(
@@ -335,11 +349,6 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
                 f"the {samples.name} split in '{config.data}' holds no images; nothing to train or test on"
             )
     torch.manual_seed(config.seed)
-    init = None
-    init_path = None
-    if config.init_from:
-        init_path = str(pretrained_path(config.model)) if config.init_from == "pretrained" else config.init_from
-        init = read_checkpoint(init_path)
     card = resumed_card or _card(config, data, init)
     model = create_model(
         config.model, in_channels=card.in_channels, num_classes=len(card.labels), input_size=config.input_size
@@ -518,7 +527,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     plot: str | None = None
     plot_notes: tuple[str, ...] = ()
     if config.plot and ddp.main:
-        plot, plot_notes = plot_curves(history, Path(config.output).with_suffix(".png"), held_out=data.held_out)
+        plot, plot_notes = plot_curves(history, curves_path(config.output), held_out=data.held_out)
     return TrainResult(
         output=config.output,
         recipe=dataclasses.asdict(config),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError
-from nin_edge.runtime.core.files import atomic_output
+from nin_edge.runtime.core.files import atomic_output, kind_of
 from torch import nn
 
 from .checkpoint import TrainedCard, extract_state_dict, read_checkpoint
@@ -130,6 +130,50 @@ def init_note(kept: list[str], new: list[str], path: str) -> str:
     return text
 
 
+#: The title nin-train's curves PNG carries, so that a run can tell its own PNG from a user's.
+CURVES_TITLE = "nin-train curves"
+
+
+def curves_path(output: str) -> Path:
+    """Where the curves PNG goes: ``name.png`` beside ``name.pt``."""
+    return Path(output).with_suffix(".png")
+
+
+def check_outputs(output: str, *, plot: bool) -> None:
+    """Refuse before any work to replace a file nin-train did not write: ``output`` and its
+    ``.best.pt`` must be nin-train checkpoints (or absent), the curves PNG nin-train's."""
+    own = [
+        (output, _is_checkpoint, "a nin-train checkpoint"),
+        (best_path(output), _is_checkpoint, "a nin-train checkpoint"),
+    ]
+    if plot:
+        own.append((str(curves_path(output)), _is_curves, "nin-train's curves PNG"))
+    for path, is_own, kind in own:
+        if kind_of(path) == "a regular file" and not is_own(path):
+            raise ConfigError(
+                f"'{path}' exists and is not {kind}: this run would replace it; give another --output, or "
+                "--overwrite to replace it"
+            )
+
+
+def _is_checkpoint(path: str) -> bool:
+    try:
+        data = read_checkpoint(path)
+    except ModelFileError:
+        return False
+    return all(k in data for k in ("state_dict", "optimizer", "epoch"))
+
+
+def _is_curves(path: str) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get("Title") == CURVES_TITLE
+    except Exception:  # Pillow raises many types for files that are not images: not ours
+        return False
+
+
 def best_path(output: str) -> str:
     """Where the best checkpoint by held-out accuracy goes: ``name.best.pt`` beside ``name.pt``."""
     path = Path(output)
@@ -138,7 +182,7 @@ def best_path(output: str) -> str:
 
 def read_training_checkpoint(path: str) -> dict:
     """A checkpoint to resume from, with the state a resume needs (else a clear error)."""
-    data = read_checkpoint(path)
+    data = read_checkpoint(path, wants="--resume takes the .pt checkpoint that nin-train wrote for the run")
     needed = ("state_dict", "optimizer", "epoch", "rng")
     missing = [k for k in needed if k not in data]
     if missing:

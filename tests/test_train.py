@@ -106,7 +106,10 @@ def test_resume_of_a_finished_run_asks_for_more_epochs(tiny_fashion, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_fashion, tmp_path):
     out = tmp_path / "good.pt"
     out.write_bytes(b"last good checkpoint")
-    config = TrainConfig(data=str(tiny_fashion), epochs=1, output=str(out), **{**FAST, "optimizer": "sgd", "lr": 1e12})
+    # --overwrite: the marker is not a nin-train checkpoint, which nin-train otherwise refuses to replace.
+    config = TrainConfig(
+        data=str(tiny_fashion), epochs=1, output=str(out), overwrite=True, **{**FAST, "optimizer": "sgd", "lr": 1e12}
+    )
     with pytest.raises(
         TrainingDivergedError, match=r"the loss became (nan|inf) at epoch 1, step \d+; nothing was saved"
     ):
@@ -128,6 +131,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_fashion, tmp_pat
             "--output",
             out,
             "--no-plot",
+            "--overwrite",
         ],
     )
     assert_one_line_error(result, "Lower --lr (now 1e+12)", progress=True)

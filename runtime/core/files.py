@@ -154,6 +154,11 @@ def _resolve_output(path: Path, what: str, expected: str) -> Path:
 def _check_parent(target: Path, what: str) -> None:
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
+        # "Create it first" would be wrong advice where a file is in the way (``model.onnx/x.pt``).
+        blocker = next((p for p in (parent, *parent.parents) if kind_of(p) != "missing"), None)
+        if blocker is not None and not blocker.is_dir():
+            where = f"'{parent}'" if blocker == parent else f"'{parent}' cannot be made: '{blocker}'"
+            raise ConfigError(f"{what} folder {where} is {kind_of(blocker)}, not a folder; give a path inside a folder")
         raise ConfigError(f"{what} folder '{parent}' does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} folder '{parent}' is not writable")
@@ -182,7 +187,15 @@ def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Pat
     is followed: the folder it points at is replaced and the link stays.
     """
     path, record, what = Path(path), rules.record, rules.what
-    target = _resolve_output(path, what, "a folder path")
+    # Absolute: "." has no name to build a sibling from, and its parent is itself.
+    target = Path(os.path.abspath(_resolve_output(path, what, "a folder path")))
+    cwd = Path.cwd()
+    if target == cwd or target in cwd.parents:
+        raise ConfigError(
+            f"{what} folder '{path}' is the current folder or holds it: nin-edge builds the folder beside it and "
+            f"renames it into place, which would move the folder you are working in; give a new folder, e.g. "
+            f"'{Path(path) / what}'"
+        )
     if os.path.lexists(target):
         mode = os.stat(target).st_mode
         if not stat.S_ISDIR(mode):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -130,6 +132,35 @@ def _labels(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise TypeError(f"labels must be a JSON list of strings, got {shown}")
+    return check_labels(value, "labels")
+
+
+def check_labels(value: object, what: str) -> tuple[str, ...]:
+    """``value`` as class names: a list of distinct, non-empty, one-line strings, else a ``TypeError``
+    or ``ValueError`` naming ``what`` and the first bad entry.
+
+    A string is iterable too: "xy" must not become the labels x and y. A newline or other control
+    character would split a line of labels.txt (Triton) or of a table in two; a lone surrogate is a
+    name that was not valid UTF-8 and cannot be written to JSON or a terminal.
+    """
+    if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise TypeError(f"{what} must be a list of strings (one per class), got {shown}")
+    for name in value:
+        if not name.strip():
+            raise ValueError(f"{what}: a class name is empty ({name!r}); each class needs a name")
+        bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
+        if bad is not None:
+            kind = "a byte that is not UTF-8" if unicodedata.category(bad) == "Cs" else f"the control character {bad!r}"
+            raise ValueError(
+                f"{what}: the class name {ascii(name)} contains {kind}; rename the class "
+                "(letters, digits, spaces and punctuation)"
+            )
+    repeated = sorted(name for name, n in Counter(value).items() if n > 1)
+    if repeated:
+        raise ValueError(
+            f"{what}: the class(es) {', '.join(map(repr, repeated))} appear twice or more; names must differ"
+        )
     return tuple(value)
 
 
