@@ -159,7 +159,7 @@ def test_csv_equals_nin_infer_on_the_shipped_nin(built, shipped_nin, tmp_path):
         py = _infer(str(shipped_nin), *paths, top_k=top_k)
         assert c.returncode == 0 and py.returncode == 0, c.stderr + py.stderr
         _assert_same_csv(c.stdout, py.stdout)
-        assert c.stdout.splitlines()[0] == py.stdout.splitlines()[0]
+        assert c.stdout.splitlines()[0] + ",model_sha256" == py.stdout.splitlines()[0]
     assert '"' + str(tmp_path / "odd,size.png") + '"' in c.stdout  # quoted as csv.writer quotes
     # JPEG: stb_image's decoder is not libjpeg's, so pixels may differ by a level; a clear image keeps its class.
     Image.fromarray(grey).save(tmp_path / "shoe.jpg", quality=95)
