@@ -50,6 +50,7 @@ class InferConfig:
     file with one input per line (``-`` for standard input). With ``output`` the rows go to that file
     (``fmt`` from its extension unless given); without it they are collected for ``report``.
     ``workers`` decode threads (default: as many as cores, at most 4) work ahead of the model.
+    ``top_k`` None is the terminal report's default: 5, or every class of a model with fewer.
     """
 
     model: str
@@ -60,7 +61,7 @@ class InferConfig:
     provider: str = "auto"
     fallback: bool = False
     precision: str | None = None
-    top_k: int = 1
+    top_k: int | None = 1
     max_batch: int = 32
     workers: int | None = None
     resume: bool = False
@@ -73,7 +74,7 @@ class InferConfig:
         parse_providers(self.provider)
         if not self.inputs and self.from_list is None:
             raise ConfigError("no inputs: give image files, folders, glob patterns or .npy/IDX files, or --from-list")
-        if self.max_batch < 1 or self.top_k < 1:
+        if self.max_batch < 1 or (self.top_k is not None and self.top_k < 1):
             raise ConfigError(f"max_batch and top_k must be at least 1, got {self.max_batch} and {self.top_k}")
         if self.workers is not None and not 1 <= self.workers <= 64:
             raise ConfigError(f"workers must be from 1 to 64, got {self.workers}")
@@ -110,6 +111,15 @@ class InferConfig:
                 )
                 if walked or _same_file(target, path):
                     raise ConfigError(_output_is_input(self.output, "input", path))
+
+    def top_k_for(self, classes: int) -> int:
+        """Classes per image for a model of ``classes`` classes: ``top_k``, checked against them (``None``: 5,
+        or every class of a model with fewer)."""
+        if self.top_k is None:
+            return min(5, classes)
+        if self.top_k > classes:
+            raise ConfigError(f"--top-k must be from 1 to {classes} for this model, got {self.top_k}")
+        return self.top_k
 
     def row_format(self) -> str:
         """The output file's format: ``fmt`` when given, else from the output's extension."""
@@ -293,15 +303,12 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
         # onnxruntime's threads spin about 60 ms after each run, taking the cores the decode threads need.
         spinning=False,
     )
-    if config.top_k > len(clf.labels):
-        raise ConfigError(f"--top-k must be from 1 to {len(clf.labels)} for this model, got {config.top_k}")
+    top_k = config.top_k_for(len(clf.labels))
     runner, providers = _runner(config, clf)
     fmt = config.row_format() if config.output else None
     digest = model_sha256(clf)
-    skip = (
-        done_inputs(Path(config.output), fmt or "", config.top_k, digest) if config.resume and config.output else set()
-    )
-    writer = open_rows(config, config.top_k, digest) if config.output else None
+    skip = done_inputs(Path(config.output), fmt or "", top_k, digest) if config.resume and config.output else set()
+    writer = open_rows(config, top_k, digest) if config.output else None
     kept: list[ImageResult] = []
     workers = config.workers or default_workers()
     decode = Decoder.of(clf)
@@ -331,7 +338,7 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
                 item, future = pending.popleft()
                 window.append((item, prepared_or_error(item, future.result)))
             if len(window) == config.max_batch or (exhausted and not pending):
-                results = classify_window(runner, clf, window, config.top_k)
+                results = classify_window(runner, clf, window, top_k)
                 window = []
                 images, errors, first_error = record(results, writer, kept, images, errors, first_error)
                 if progress:

@@ -174,13 +174,10 @@ def run_ray(
     check_inputs(config.inputs)
     paths = image_paths(config)
     local, notes = load_classifier(config.model, "cpu", precision=config.precision)  # labels; a check it loads
-    if config.top_k > len(local.labels):
-        raise ConfigError(f"--top-k must be from 1 to {len(local.labels)} for this model, got {config.top_k}")
+    top_k = config.top_k_for(len(local.labels))
     fmt = config.row_format() if config.output else None
     digest = model_sha256(local)
-    skip = (
-        done_inputs(Path(config.output), fmt or "", config.top_k, digest) if config.resume and config.output else set()
-    )
+    skip = done_inputs(Path(config.output), fmt or "", top_k, digest) if config.resume and config.output else set()
     todo = [p for p in paths if printable_name(p) not in skip]
     started_here = not ray.is_initialized()
     if started_here:
@@ -193,7 +190,7 @@ def run_ray(
     # The rows and the summary line are the output; Ray Data's own progress lines would bury them.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    writer = open_rows(config, config.top_k, digest) if config.output else None
+    writer = open_rows(config, top_k, digest) if config.output else None
     kept: list[ImageResult] = []
     images = errors = 0
     first_error: str | None = None
@@ -208,7 +205,7 @@ def run_ray(
                 fn_constructor_kwargs={
                     "model": model_bytes(config.model, config.precision),
                     "provider": config.provider,
-                    "top_k": config.top_k,
+                    "top_k": top_k,
                     "max_batch": config.max_batch,
                 },
                 batch_size=config.max_batch,
@@ -216,7 +213,7 @@ def run_ray(
                 num_cpus=1,
             )
             for batch in ds.iter_batches(batch_size=config.max_batch, batch_format="numpy"):
-                results = _results(batch, local.labels, config.top_k)
+                results = _results(batch, local.labels, top_k)
                 images, errors, first_error = record(results, writer, kept, images, errors, first_error)
     finally:
         if writer is not None:

@@ -62,8 +62,8 @@ def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k:
         output = "-"
     if output is not None and fmt in (OutputFormat.TABLE, OutputFormat.JSON):
         raise click.UsageError(f"--output writes rows as csv, jsonl or parquet; --format {fmt} prints a report")
-    if top_k is None:  # the terminal report shows the runners-up; rows keep the best class unless asked
-        top_k = 5 if output is None else 1
+    if top_k is None and output is not None:  # rows keep the best class unless asked; a report shows runners-up
+        top_k = 1
     return InferConfig(inputs=inputs, output=output, fmt=fmt if output else None, top_k=top_k, **options)
 
 
