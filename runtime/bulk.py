@@ -34,7 +34,7 @@ from .core.errors import ConfigError, InputError, NinEdgeError
 from .core.files import check_writable
 from .core.report import Report, format_table
 from .decoding import Decoder, default_workers
-from .inputs import IMAGE_EXTENSIONS, Item, check_inputs, expand_inputs
+from .inputs import IMAGE_EXTENSIONS, Item, check_inputs, expand_inputs, listed_paths
 from .providers import parse_providers
 from .rows import RowWriter, done_inputs, model_sha256, open_rows, printable_name, row_of
 
@@ -104,6 +104,10 @@ class InferConfig:
         for what, path in named:
             if _same_file(target, path) or (os.path.isdir(path) and _inside(target, path)):
                 raise ConfigError(_output_is_input(self.output, what, path))
+        if self.from_list not in (None, "-"):  # a listed image: names compared first, so a long list costs no stats
+            for path in listed_paths(self.from_list):
+                if os.path.basename(path) == target.name and _same_file(target, path):
+                    raise ConfigError(_output_is_input(self.output, "listed input", path))
         for arg in self.inputs:
             for path in [arg] if os.path.exists(arg) else glob.iglob(arg, recursive=True):
                 walked = (

@@ -122,7 +122,7 @@ def check_inputs(inputs: Iterable[str]) -> None:
         raise InputError(f"input '{arg}' does not exist; expected an image file, a folder, a glob pattern or .npy")
 
 
-def _listed(from_list: str) -> Iterator[str]:
+def listed_paths(from_list: str) -> Iterator[str]:
     """Paths from a list file (or stdin for ``-``): one per line; blank lines and ``#`` comments skipped.
 
     The list must be UTF-8 text: a line that is not is an error naming it (a binary file or a list
@@ -166,7 +166,7 @@ def expand_inputs(inputs: Iterable[str], from_list: str | None = None) -> Iterat
                 else:
                     yield from _one(match)
     if from_list is not None:
-        for path in _listed(from_list):
+        for path in listed_paths(from_list):
             if os.path.isdir(path):
                 yield from _walk(path, seen)
             else:

@@ -78,6 +78,7 @@ def test_an_output_that_is_one_of_the_inputs_is_refused_before_it_is_touched(m2,
         ([imgs, "-o", image, "--format", "csv"], f"output '{image}' is inside this run's input folder '{imgs}'"),
         ([str(imgs / "*.png"), "-o", image, "--format", "csv"], "is also this run's input"),
         ([image, "-o", m2, "--format", "csv"], f"output '{m2}' is also this run's model '{m2}'"),
+        (["--from-list", listed, "-o", image, "--format", "csv"], f"is also this run's listed input '{image}'"),
     ]
     for args, message in cases:
         for flag in ("--overwrite", "--resume"):
