@@ -15,6 +15,8 @@ interrupted (Ctrl-C, SIGTERM); after ``kill -9`` the previous file is left as it
 
 from __future__ import annotations
 
+import glob
+import os
 import time
 import warnings
 from collections import deque
@@ -32,14 +34,9 @@ from .core.errors import ConfigError, InputError, NinEdgeError
 from .core.files import check_writable
 from .core.report import Report, format_table
 from .decoding import Decoder, default_workers
-from .inputs import Item, check_inputs, expand_inputs
+from .inputs import IMAGE_EXTENSIONS, Item, check_inputs, expand_inputs, listed_paths
 from .providers import parse_providers
-from .rows import (
-    RowWriter,
-    done_inputs,
-    open_rows,
-    row_of,
-)
+from .rows import RowWriter, done_inputs, model_sha256, open_rows, printable_name, row_of
 
 #: File name endings that pick a row format when ``--format`` is not given.
 SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -53,6 +50,7 @@ class InferConfig:
     file with one input per line (``-`` for standard input). With ``output`` the rows go to that file
     (``fmt`` from its extension unless given); without it they are collected for ``report``.
     ``workers`` decode threads (default: as many as cores, at most 4) work ahead of the model.
+    ``top_k`` None is the terminal report's default: 5, or every class of a model with fewer.
     """
 
     model: str
@@ -92,12 +90,33 @@ class InferConfig:
             raise ConfigError("give --resume (continue the output) or --overwrite (start it again), not both")
         self.row_format()
         target = check_writable(self.output)
+        if target.is_file():
+            self._check_not_an_input(target)
         exists = target.is_file() and target.stat().st_size > 0
         if exists and not (self.resume or self.overwrite):
             raise ConfigError(
                 f"output '{self.output}' exists; pass --resume to skip the inputs it already has and append, "
                 "or --overwrite to start it again"
             )
+
+    def _check_not_an_input(self, target: Path) -> None:
+        """Refuse an existing output that this run also reads: writing rows to it would destroy it
+        (or, for a list read while rows are appended to it, never end)."""
+        named = [("model", self.model)] + ([("list file", self.from_list)] if self.from_list not in (None, "-") else [])
+        for what, path in named:
+            if _same_file(target, path) or (os.path.isdir(path) and _inside(target, path)):
+                raise ConfigError(_output_is_input(self.output, what, path))
+        if self.from_list not in (None, "-"):  # a listed image: names compared first, so a long list costs no stats
+            for path in listed_paths(self.from_list):
+                if os.path.basename(path) == target.name and _same_file(target, path):
+                    raise ConfigError(_output_is_input(self.output, "listed input", path))
+        for arg in self.inputs:
+            for path in [arg] if os.path.exists(arg) else glob.iglob(arg, recursive=True):
+                walked = (
+                    os.path.isdir(path) and _inside(target, path) and target.name.lower().endswith(IMAGE_EXTENSIONS)
+                )
+                if walked or _same_file(target, path):
+                    raise ConfigError(_output_is_input(self.output, "input", path))
 
     def top_k_for(self, classes: int) -> int:
         """The top-k for a model of ``classes`` classes: as given (refused beyond them), else the default."""
@@ -124,6 +143,25 @@ class InferConfig:
         return SUFFIX_FORMAT[suffix]
 
 
+def _same_file(a: Path, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(target: Path, folder: str) -> bool:
+    return Path(os.path.realpath(target)).is_relative_to(os.path.realpath(folder))
+
+
+def _output_is_input(output: str | None, what: str, path: str) -> str:
+    where = f"is inside this run's {what} folder" if os.path.isdir(path) else f"is also this run's {what}"
+    return (
+        f"output '{output}' {where} '{path}': writing rows there would destroy what the run reads; "
+        "choose another output file"
+    )
+
+
 @dataclass(frozen=True)
 class ImageResult:
     """One image's top-k predictions, or why it could not be classified."""
@@ -139,6 +177,8 @@ class InferReport(Report):
 
     model: str
     providers: tuple[str, ...]
+    #: The model's identity in the rows' ``model_sha256`` column.
+    model_sha256: str
     images: int
     errors: int
     skipped: int
@@ -163,7 +203,7 @@ class InferReport(Report):
         )
 
     def rows(self) -> list[dict]:
-        return [row_of(r, _top_k(self.results)) for r in self.results]
+        return [row_of(r, _top_k(self.results), self.model_sha256) for r in self.results]
 
     def to_table(self) -> str:
         if not self.results:
@@ -274,8 +314,9 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
     top_k = config.top_k_for(len(clf.labels))
     runner, providers = _runner(config, clf)
     fmt = config.row_format() if config.output else None
-    skip = done_inputs(Path(config.output), fmt or "", top_k) if config.resume and config.output else set()
-    writer = open_rows(config, top_k) if config.output else None
+    digest = model_sha256(clf)
+    skip = done_inputs(Path(config.output), fmt or "", top_k, digest) if config.resume and config.output else set()
+    writer = open_rows(config, top_k, digest) if config.output else None
     kept: list[ImageResult] = []
     workers = config.workers or default_workers()
     decode = Decoder.of(clf)
@@ -297,7 +338,7 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
                 item = next(items, None)
                 if item is None:
                     exhausted = True
-                elif item.name in skip:
+                elif printable_name(item.name) in skip:
                     skipped += 1
                 else:
                     pending.append((item, pool.submit(decode, item)))
@@ -318,6 +359,7 @@ def run_infer(config: InferConfig, progress: Progress | None = None) -> InferRep
     return InferReport(
         model=clf.metadata.model,
         providers=providers,
+        model_sha256=digest,
         images=images,
         errors=errors,
         skipped=skipped,

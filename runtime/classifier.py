@@ -163,6 +163,12 @@ class Classifier:
         self.labels: tuple[str, ...] = self.metadata.labels
         self.input_shape = (self.metadata.in_channels, self.metadata.input_size, self.metadata.input_size)
 
+    @property
+    def sha256(self) -> str:
+        """sha256 of the model (external weight files included): the model's identity, as ``nin-infer``
+        rows record it."""
+        return self._source.sha256
+
     # -- construction -------------------------------------------------------------------------
 
     def _read_metadata(self, labels: Sequence[str] | None) -> ModelMetadata:

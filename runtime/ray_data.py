@@ -21,6 +21,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -41,7 +43,7 @@ from .classifier import Classifier, Prediction
 from .core.errors import ConfigError, InputError
 from .decoding import Decoder
 from .inputs import Item, check_inputs, expand_inputs
-from .rows import done_inputs, open_rows, row_columns, row_of
+from .rows import done_inputs, model_sha256, open_rows, printable_name, row_columns, row_of
 
 RAY_EXTRA = "pip install 'nin-edge[ray]'"
 
@@ -78,7 +80,7 @@ class RayClassifier:
         for start in range(0, len(window), self.classifier.config.max_batch):
             chunk = window[start : start + self.classifier.config.max_batch]
             results.extend(classify_window(self.classifier, self.classifier, chunk, self.top_k))
-        return columns(results, self.top_k)
+        return columns(results, self.top_k, model_sha256(self.classifier))
 
 
 def _items(batch: dict[str, Any]) -> list[Item]:
@@ -98,9 +100,10 @@ def _items(batch: dict[str, Any]) -> list[Item]:
     raise InputError(f"a batch needs a 'bytes', 'path' or 'image' column; it has {', '.join(batch) or 'none'}")
 
 
-def columns(results: list[ImageResult], top_k: int) -> dict[str, Any]:
-    """Results as the column dict Ray Data takes back: the rows of ``nin-infer``'s output."""
-    rows = [row_of(r, top_k) for r in results]
+def columns(results: list[ImageResult], top_k: int, model: str) -> dict[str, Any]:
+    """Results as the column dict Ray Data takes back: the rows of ``nin-infer``'s output, ``model``
+    (:func:`~nin_edge.runtime.rows.model_sha256`) in each."""
+    rows = [row_of(r, top_k, model) for r in results]
     out: dict[str, Any] = {}
     for name in row_columns(top_k):
         values = [row[name] for row in rows]
@@ -145,14 +148,21 @@ def image_paths(config: InferConfig) -> list[str]:
     return paths
 
 
-def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1) -> InferReport:
+def run_ray(
+    config: InferConfig, *, address: str | None = None, actors: int = 1, connect_timeout: float = 10.0
+) -> InferReport:
     """``nin-infer --engine ray``: the inputs read by Ray Data, classified by ``actors`` model replicas.
 
-    ``address`` is a running cluster (``auto``, ``ray://head:10001``); without it a local Ray starts.
+    ``address`` is a running cluster (``auto``, ``HOST:PORT`` of its head, ``ray://HOST:10001``);
+    without it a local Ray starts. A ``HOST:PORT`` that does not answer within ``connect_timeout``
+    seconds is an error (Ray itself would retry for minutes).
     The model travels to the actors as bytes; the images are read by the workers, so on a real
     cluster they must be on storage every node sees (a shared file system, or ``s3://`` paths with
     the recipe in this module's docstring).
     """
+    check_address(address)
+    if not 0 < connect_timeout <= 3600:
+        raise ConfigError(f"connect_timeout must be more than 0 and at most 3600 seconds, got {connect_timeout}")
     try:
         import ray
         import ray.data
@@ -167,15 +177,21 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
     local, notes = load_classifier(config.model, "cpu", precision=config.precision, verify_key=config.verify_key)
     top_k = config.top_k_for(len(local.labels))
     fmt = config.row_format() if config.output else None
-    skip = done_inputs(Path(config.output), fmt or "", top_k) if config.resume and config.output else set()
-    todo = [p for p in paths if p not in skip]
+    digest = model_sha256(local)
+    skip = done_inputs(Path(config.output), fmt or "", top_k, digest) if config.resume and config.output else set()
+    todo = [p for p in paths if printable_name(p) not in skip]
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        _reachable(address, connect_timeout)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        except (ValueError, RuntimeError, ConnectionError, TimeoutError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot connect to the Ray cluster '{address}': {reason}") from None
     # The rows and the summary line are the output; Ray Data's own progress lines would bury them.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    writer = open_rows(config, top_k) if config.output else None
+    writer = open_rows(config, top_k, digest) if config.output else None
     kept: list[ImageResult] = []
     images = errors = 0
     first_error: str | None = None
@@ -208,6 +224,7 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
     seconds = time.perf_counter() - start
     return InferReport(
         model=local.metadata.model,
+        model_sha256=digest,
         providers=(f"ray, {actors} {'actor' if actors == 1 else 'actors'}, {config.provider}",),
         images=images,
         errors=errors,
@@ -221,6 +238,40 @@ def run_ray(config: InferConfig, *, address: str | None = None, actors: int = 1)
         warnings=notes,
         results=tuple(kept),
     )
+
+
+#: What ``--address`` takes: ``auto``, ``HOST:PORT`` (the head's GCS port, 6379 by default) or
+#: ``ray://HOST:PORT`` (Ray Client, 10001 by default).
+_ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+
+
+def check_address(address: str | None) -> None:
+    """Refuse, before Ray starts, an ``address`` Ray cannot connect to (a dashboard URL, a bare host)."""
+    if address is None or address == "auto":
+        return
+    match = _ADDRESS.match(address)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        hint = " (that is the dashboard's or the job server's)" if address.startswith(("http://", "https://")) else ""
+        raise ConfigError(
+            f"--address '{address}' is not a Ray cluster address{hint}; give auto, HOST:PORT of the head "
+            "(port 6379 by default) or ray://HOST:PORT for Ray Client (port 10001 by default)"
+        )
+
+
+def _reachable(address: str | None, timeout: float) -> None:
+    """Refuse within ``timeout`` seconds a ``HOST:PORT`` nothing answers on: Ray retries for minutes."""
+    match = _ADDRESS.match(address or "")
+    if match is None:  # no address (a local Ray starts) or auto (Ray finds the cluster or says none runs)
+        return
+    host = match["host"].strip("[]")
+    try:
+        socket.create_connection((host, int(match["port"])), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ConfigError(
+            f"cannot reach the Ray cluster '{address}' within {timeout:g} s ({reason}); check that its head "
+            "runs and the port is open, or raise --connect-timeout"
+        ) from None
 
 
 def model_bytes(model: str, precision: str | None = None) -> bytes:

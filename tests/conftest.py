@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from nin_edge.runtime.core.metadata import ModelMetadata, Preprocessing
 from onnx import TensorProto, helper
 
 
@@ -142,3 +143,22 @@ def flip_weights(src, dst):
     data[start : start + n] = bytes(b ^ 0xFF for b in data[start : start + n])
     dst.write_bytes(bytes(data))
     return dst
+
+
+def two_class_model(path: Path) -> Path:
+    """A 2-class RGB model with nin-edge metadata and a per-channel mean and std: (N,3,16,16) -> 2 logits."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1.5, -1.0, 0.5, 2.0, -2.0, 0.25])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+    ]
+    graph = helper.make_graph(nodes, "two", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    pre = Preprocessing(color="rgb", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    meta = ModelMetadata(model="two", input_size=16, in_channels=3, labels=("cat", "dog"), opset=17, preprocessing=pre)
+    helper.set_model_props(model, meta.to_props())
+    onnx.save(model, str(path))
+    return path

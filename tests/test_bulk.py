@@ -76,7 +76,7 @@ def test_a_folder_is_walked_recursively_in_a_stable_order(tiny_nin_path, folder,
     assert result.exit_code == 0, result.stderr
     rows = read_rows(out)
     assert [r["input"] for r in rows] == [str(root / n) for n in names]  # notes.txt skipped, names sorted per level
-    assert list(rows[0]) == ["input", "label", "index", "probability", "error"]
+    assert list(rows[0]) == ["input", "label", "index", "probability", "error", "model_sha256"]
     assert_rows_match_classifier(rows, clf, [root / n for n in names])
     summary = result.stderr.strip().splitlines()[-1]
     assert summary.startswith("5 images, 0 errors, ") and summary.endswith(f"images/s -> {out}")
@@ -202,7 +202,8 @@ def test_formats_from_the_extension_or_format(tiny_nin_path, folder, tmp_path):
         assert run_cli(infer_cli, args).exit_code == 0
         assert check(tmp_path / name)
     stdout = run_cli(infer_cli, [tiny_nin_path, root / "z.png", "--format", "csv", "--top-k", 3]).stdout
-    assert stdout.splitlines()[0] == "input,label,index,probability,label_2,probability_2,label_3,probability_3,error"
+    header = "input,label,index,probability,label_2,probability_2,label_3,probability_3,error,model_sha256"
+    assert stdout.splitlines()[0] == header
 
 
 def test_the_library_call_keeps_results_without_an_output(tiny_nin_path, folder, clf):
@@ -280,4 +281,4 @@ def test_sigterm_leaves_a_readable_parquet_file_with_the_rows_so_far(tiny_nin_pa
 def test_ray_options_without_the_ray_engine_are_refused(tiny_nin_path, folder):
     root, _ = folder
     result = run_cli(infer_cli, [tiny_nin_path, root, "--actors", 2])
-    assert result.exit_code == 2 and "--address and --actors are for --engine ray" in result.stderr
+    assert result.exit_code == 2 and "--address, --actors and --connect-timeout are for --engine ray" in result.stderr

@@ -19,11 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from nin_edge.runtime.core.metadata import ModelMetadata, Preprocessing
-from onnx import TensorProto, helper
 from PIL import Image
 
-from tests.conftest import foreign_model
+from tests.conftest import foreign_model, two_class_model
 
 pytestmark = pytest.mark.slow
 
@@ -67,10 +65,17 @@ def _rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
 
+def _infer_rows(text: str) -> list[list[str]]:
+    """nin-infer's CSV without its last column, model_sha256, which nin-classify does not write."""
+    rows = _rows(text)
+    assert rows[0][-1] == "model_sha256"
+    return [row[:-1] for row in rows]
+
+
 def _assert_same_csv(c_text: str, py_text: str) -> None:
     """Same header, inputs, labels, indices and errors; probabilities within 1e-5. (Pixels at the model's
     input size give the same tensor bit for bit; a resize rounds in another order than numpy's BLAS.)"""
-    c_rows, py_rows = _rows(c_text), _rows(py_text)
+    c_rows, py_rows = _rows(c_text), _infer_rows(py_text)
     assert c_rows[0] == py_rows[0]
     assert len(c_rows) == len(py_rows)
     for c, p in zip(c_rows[1:], py_rows[1:], strict=True):
@@ -91,25 +96,6 @@ def _fashion_pngs(folder: Path, count: int) -> list[str]:
         paths.append(str(folder / f"{i:03d}.png"))
         Image.fromarray(img).save(paths[-1])
     return paths
-
-
-def _two_class_rgb(path: Path) -> Path:
-    """A 2-class RGB model with nin-edge metadata and a per-channel mean and std: (N,3,16,16) -> 2 logits."""
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])
-    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])
-    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1.5, -1.0, 0.5, 2.0, -2.0, 0.25])
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-    ]
-    graph = helper.make_graph(nodes, "two", [x], [y], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    pre = Preprocessing(color="rgb", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
-    meta = ModelMetadata(model="two", input_size=16, in_channels=3, labels=("cat", "dog"), opset=17, preprocessing=pre)
-    helper.set_model_props(model, meta.to_props())
-    onnx.save(model, str(path))
-    return path
 
 
 def _bundle(folder: Path, model: Path) -> Path:
@@ -173,7 +159,7 @@ def test_csv_equals_nin_infer_on_the_shipped_nin(built, shipped_nin, tmp_path):
         py = _infer(str(shipped_nin), *paths, top_k=top_k)
         assert c.returncode == 0 and py.returncode == 0, c.stderr + py.stderr
         _assert_same_csv(c.stdout, py.stdout)
-        assert c.stdout.splitlines()[0] == py.stdout.splitlines()[0]
+        assert c.stdout.splitlines()[0] + ",model_sha256" == py.stdout.splitlines()[0]
     assert '"' + str(tmp_path / "odd,size.png") + '"' in c.stdout  # quoted as csv.writer quotes
     # JPEG: stb_image's decoder is not libjpeg's, so pixels may differ by a level; a clear image keeps its class.
     Image.fromarray(grey).save(tmp_path / "shoe.jpg", quality=95)
@@ -187,7 +173,7 @@ def test_csv_equals_nin_infer_on_the_shipped_nin(built, shipped_nin, tmp_path):
 
 
 def test_csv_equals_nin_infer_on_a_two_class_rgb_model_and_a_bundle(built, tmp_path):
-    model = _two_class_rgb(tmp_path / "two.onnx")
+    model = two_class_model(tmp_path / "two.onnx")
     rng = np.random.default_rng(3)
     paths = []
     for i, (w, h, c) in enumerate([(16, 16, 3), (40, 23, 3), (9, 30, 1), (16, 16, 4)]):
@@ -199,7 +185,7 @@ def test_csv_equals_nin_infer_on_a_two_class_rgb_model_and_a_bundle(built, tmp_p
     assert c.returncode == 0, c.stderr
     _assert_same_csv(c.stdout, py.stdout)
     at_size = [row for row in _rows(c.stdout) if row[0] in (paths[0], paths[3])]
-    assert at_size == [row for row in _rows(py.stdout) if row[0] in (paths[0], paths[3])]  # 16x16: same bytes
+    assert at_size == [row for row in _infer_rows(py.stdout) if row[0] in (paths[0], paths[3])]  # 16x16: same bytes
 
     bundle = _bundle(tmp_path / "bundle", DATA / "nin_tiny.onnx")
     c = _classify(built, str(bundle), *paths)
@@ -274,7 +260,7 @@ def test_the_model_cards_c_example_builds_and_runs(built, tmp_path, classes):
     """The card's C example, as the card of a 10-class and of a 2-class model writes it (top-k min(3, C))."""
     from nin_edge.export.bundle_card import c_card_example
 
-    model = DATA / "nin_tiny.onnx" if classes == 10 else _two_class_rgb(tmp_path / "two.onnx")
+    model = DATA / "nin_tiny.onnx" if classes == 10 else two_class_model(tmp_path / "two.onnx")
     body = c_card_example(min(3, classes)).split("```c\n")[1].split("```")[0].replace('#include "nin_edge.h"\n', "")
     bundle = _bundle(tmp_path / "bundle", model)
     source = tmp_path / "card.c"

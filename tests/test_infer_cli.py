@@ -58,7 +58,7 @@ def test_table_and_csv(tiny_nin_path, inputs):
     assert "shoe.png" in table.stdout and "tensor.npy" in table.stdout
     csv = run_cli(infer_cli, [tiny_nin_path, folder / "shoe.png", "--top-k", 2, "--format", "csv"]).stdout.splitlines()
     # One row per image, the same rows --output writes: the best class, the runner-up, the error.
-    assert csv[0] == "input,label,index,probability,label_2,probability_2,error" and len(csv) == 2
+    assert csv[0] == "input,label,index,probability,label_2,probability_2,error,model_sha256" and len(csv) == 2
 
 
 def test_png_and_float_npy_of_the_same_image_agree(tiny_nin_path, inputs):

@@ -228,7 +228,7 @@ def run_node_tests(env_extra: dict[str, str]) -> str:
 
 def test_node_unit_tests_pass():
     out = run_node_tests({"NIN_EDGE_PARITY": ""})
-    assert "# fail 0" in out and "# pass 6" in out, out[-1500:]
+    assert "# fail 0" in out and "# pass 8" in out, out[-1500:]
 
 
 # -- the real model: Node and Chromium against the Python runtime --------------------------------

@@ -251,6 +251,9 @@ function resize(img, height, width, channels, size) {
  * nin_edge.runtime.preprocess.preprocess_image computes it.
  */
 export function preprocess(image, descriptor, where = 'image') {
+  if (image === null || typeof image !== 'object') {
+    throw new NinEdgeError(`${where}: expected an image { data, width, height } (an ImageData works), got ${image === null ? 'null' : typeof image}`);
+  }
   const { channels, size } = descriptor.input;
   const pre = descriptor.preprocessing;
   checkImageSize(image.width, image.height, descriptor.limits, where);
@@ -310,6 +313,10 @@ async function sha256Hex(bytes) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+function classesDiffer(file, classes, labels) {
+  return `${DESCRIPTOR} does not fit its model: ${file} gives ${classes} class scores, ${DESCRIPTOR} lists ${labels} label${labels === 1 ? '' : 's'}; export the folder again (or give "labels" one name per class)`;
+}
+
 /** A loaded model: `classify(image, topK)` answers one image; `run(tensor)` gives its logits. */
 export class Classifier {
   constructor(ort, session, descriptor, precision, file, backend) {
@@ -328,6 +335,7 @@ export class Classifier {
     const feeds = { [name]: new this.ort.Tensor('float32', tensor, [1, channels, size, size]) };
     const result = await this.session.run(feeds);
     const logits = result[this.descriptor.output.name].data;
+    if (logits.length !== this.labels.length) throw new NinEdgeError(classesDiffer(this.file, logits.length, this.labels.length));
     if (!logits.every(Number.isFinite)) throw new NinEdgeError('the model returned non-finite logits for this image');
     return logits;
   }
@@ -361,7 +369,12 @@ export class Classifier {
  * as it always does); without it, `ort` chooses.
  */
 export async function openFolder(ort, base, { precision = 'fp32', backend = undefined, sessionOptions = {} } = {}) {
-  const baseUrl = new URL(base.toString().endsWith('/') ? base.toString() : `${base}/`);
+  let baseUrl;
+  try {
+    baseUrl = new URL(String(base).endsWith('/') ? String(base) : `${base}/`);
+  } catch {
+    throw new NinEdgeError(`the folder must be given as a URL, got "${base}": in a page an http(s) URL, in Node a file: URL (url.pathToFileURL(folder))`);
+  }
   const descriptorUrl = new URL(DESCRIPTOR, baseUrl);
   let descriptor;
   try {
@@ -403,6 +416,11 @@ export async function openFolder(ort, base, { precision = 'fp32', backend = unde
   const { input, output } = descriptor;
   if (!session.inputNames.includes(input.name) || !session.outputNames.includes(output.name)) {
     throw new NinEdgeError(`${entry.file} has inputs ${session.inputNames} and outputs ${session.outputNames}; ${DESCRIPTOR} says ${input.name} and ${output.name}`);
+  }
+  // The class count, from the output's shape where the model states it (otherwise the first run checks it).
+  const classes = (session.outputMetadata || []).find((m) => m.name === output.name)?.shape?.at(-1);
+  if (Number.isInteger(classes) && classes !== descriptor.labels.length) {
+    throw new NinEdgeError(classesDiffer(entry.file, classes, descriptor.labels.length));
   }
   return new Classifier(ort, session, descriptor, precision, entry.file, backend);
 }

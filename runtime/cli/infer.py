@@ -120,6 +120,12 @@ def _config(inputs: tuple[str, ...], fmt: str | None, output: str | None, top_k:
 )
 @click.option("--address", default=None, help="--engine ray: the cluster (auto, ray://host:10001) [default: local].")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="--engine ray: replicas [default: 1].")
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    default=None,
+    help="--engine ray: seconds to wait for the cluster at --address [default: 10].",
+)
 @one_line_errors
 def main(
     model: str,
@@ -131,6 +137,7 @@ def main(
     engine: str,
     address: str | None,
     actors: int | None,
+    connect_timeout: float | None,
     **options: Any,
 ) -> None:
     """Classify image files, folders (recursively), glob patterns, .npy stacks and IDX files with MODEL.
@@ -138,14 +145,15 @@ def main(
     Rows stream to --output as the run goes; a bad image is a row with its error, and the exit
     status is 1 if any failed (unless --allow-errors).
     """
-    if engine != "ray" and (address is not None or actors is not None):
-        raise click.UsageError("--address and --actors are for --engine ray")
+    if engine != "ray" and (address is not None or actors is not None or connect_timeout is not None):
+        raise click.UsageError("--address, --actors and --connect-timeout are for --engine ray")
     config = _config(inputs, fmt, output, top_k, model=model, **options)
     try:
         if engine == "ray":
             from ..ray_data import run_ray
 
-            report = run_ray(config, address=address, actors=actors or 1)
+            timeout = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
+            report = run_ray(config, address=address, actors=actors or 1, **timeout)
         else:
             progress = ProgressLine(config) if sys.stderr.isatty() and config.output != "-" else None
             try:

@@ -273,9 +273,11 @@ def load_npy(path: str | os.PathLike, what: str = "array file") -> np.ndarray:
         raise InputError(f"{what} '{path}' does not exist")
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, OverflowError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "mmap length is greater than file size" in reason:  # numpy checked the header against the size
+        if isinstance(exc, OverflowError):  # numpy maps a negative size claimed by the header
+            reason = "its header claims an impossible shape (a negative dimension?); the file is corrupt"
+        elif "mmap length is greater than file size" in reason:  # numpy checked the header against the size
             reason = f"its header claims more data than the file's {path.stat().st_size:,} bytes (truncated or corrupt)"
         raise InputError(f"cannot read {what} '{path}': {reason}") from None
     if mapped.size == 0:

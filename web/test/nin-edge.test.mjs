@@ -4,6 +4,7 @@
 // answers for the same pixels; tests/test_web.py writes both and names the file in NIN_EDGE_PARITY.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -161,4 +162,52 @@ test('a damaged model file is named before onnxruntime sees it', { skip: parity 
   if (!ref.damaged) return;
   await assert.rejects(openFolder(ort, pathToFileURL(ref.damaged)), (err) => err instanceof NinEdgeError && /does not match the size and sha256 in nin-edge.json: it was altered or truncated/.test(err.message));
   await assert.rejects(openFolder(ort, pathToFileURL(path.join(ref.folder, 'no-such-folder'))), /cannot read .*nin-edge.json: ENOENT/);
+});
+
+// Hardening round 4 (issue 30): the descriptor is checked against its model at open time, and bad
+// arguments are one NinEdgeError, never a TypeError from inside the module.
+
+// A 2-class model (N,1,4,4) -> (N,2): GlobalAveragePool, Flatten, MatMul by [1, -1]; ONNX IR 8, opset 17.
+const TWO_CLASS_ONNX = Buffer.from(
+  'CAg6rwEKIgoFaW5wdXQSBnBvb2xlZCIRR2xvYmFsQXZlcmFnZVBvb2wKFwoGcG9vbGVkEgRmbGF0IgdGbGF0dGVuChkKBGZsYXQKAXcSBmxvZ2l0cyIGTWF0TXVsEgN0d28qEwgBCAIQASIIAACAPwAAgL9CAXdaIAoFaW5wdXQSFwoVCAESEQoDEgFOCgIIAQoCCAQKAggEYhkKBmxvZ2l0cxIPCg0IARIJCgMSAU4KAggCQgQKABAR',
+  'base64',
+);
+
+async function twoClassFolder(labels) {
+  const folder = await mkdtemp(path.join(os.tmpdir(), 'nin-edge-'));
+  const sha256 = createHash('sha256').update(TWO_CLASS_ONNX).digest('hex');
+  await writeFile(path.join(folder, 'model.onnx'), TWO_CLASS_ONNX);
+  const models = { fp32: { file: 'model.onnx', bytes: TWO_CLASS_ONNX.length, sha256 } };
+  await writeFile(path.join(folder, 'nin-edge.json'), JSON.stringify(descriptor({ labels, models })));
+  return folder;
+}
+
+test('a descriptor whose labels do not fit the model is blamed when the folder opens', async () => {
+  const folder = await twoClassFolder(['only']);
+  try {
+    await assert.rejects(openFolder(ort, pathToFileURL(folder)), {
+      name: 'NinEdgeError',
+      message: 'nin-edge.json does not fit its model: model.onnx gives 2 class scores, nin-edge.json lists 1 label; export the folder again (or give "labels" one name per class)',
+    });
+  } finally {
+    await rm(folder, { recursive: true });
+  }
+});
+
+test('classify without an image and a folder given as a plain path are one NinEdgeError each', async () => {
+  await assert.rejects(openFolder(ort, '/plain/path'), {
+    name: 'NinEdgeError',
+    message: 'the folder must be given as a URL, got "/plain/path": in a page an http(s) URL, in Node a file: URL (url.pathToFileURL(folder))',
+  });
+  const folder = await twoClassFolder(['a', 'b']);
+  try {
+    const classifier = await openFolder(ort, pathToFileURL(folder));
+    await assert.rejects(classifier.classify(undefined), { name: 'NinEdgeError', message: 'image: expected an image { data, width, height } (an ImageData works), got undefined' });
+    await assert.rejects(classifier.classify(null), { name: 'NinEdgeError', message: 'image: expected an image { data, width, height } (an ImageData works), got null' });
+    // The default topK is 5, or every class of a model with fewer.
+    const { top } = await classifier.classify({ data: new Uint8Array(16).fill(200), width: 4, height: 4 });
+    assert.deepEqual(top.map((t) => t.label), ['a', 'b']);
+  } finally {
+    await rm(folder, { recursive: true });
+  }
 });

@@ -145,7 +145,8 @@ int main(int argc, char **argv) {
     }
     size_t k = (size_t)top_k;
 
-    /* The header: input,label,index,probability[,label_2,probability_2...],error (bulk.py: row_columns). */
+    /* The header: input,label,index,probability[,label_2,probability_2...],error: rows.py's row_columns less
+       model_sha256 (which nin-infer's --resume needs, not this tool). */
     fputs("input,label,index,probability", stdout);
     for (size_t j = 2; j <= k; j++) printf(",label_%zu,probability_%zu", j, j);
     fputs(",error\n", stdout);
