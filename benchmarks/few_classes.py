@@ -181,12 +181,12 @@ def summarize(rows: Iterable[dict]) -> str:
     ("dead": stopped by the dead-head check or constant logits, "NaN": the loss diverged)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["classes"], row["recipe"], row.get("code", ""), row["variant"]), []).append(row)
+        groups.setdefault((row["classes"], row["recipe"], row.get("code") or row["variant"]), []).append(row)
     lines = [
-        "| classes | recipe | code | seeds: held-out accuracy | mean | min | every class predicted |",
+        "| classes | recipe | code (variant) | seeds: held-out accuracy | mean | min | every class predicted |",
         "|---|---|---|---|---|---|---|",
     ]
-    for (classes, recipe, code, variant), runs in sorted(groups.items()):
+    for (classes, recipe, code), runs in sorted(groups.items()):
         runs.sort(key=lambda r: r["seed"])
         accs = [_accuracy(r) for r in runs]
         numbers = [a if a is not None else 1 / classes for a in accs]  # a stopped run is at chance
@@ -194,7 +194,7 @@ def summarize(rows: Iterable[dict]) -> str:
         cells = ", ".join(f"{r['seed']}: {text}" for r, text in zip(runs, shown, strict=True))
         every = sum(1 for r in runs if r.get("classes_predicted") == classes)
         lines.append(
-            f"| {classes} | {recipe} | {code or variant} | {cells} | {np.mean(numbers):.3f} | {min(numbers):.3f} "
+            f"| {classes} | {recipe} | {code} | {cells} | {np.mean(numbers):.3f} | {min(numbers):.3f} "
             f"| {every}/{len(runs)} |"
         )
     return "\n".join(lines)
