@@ -195,8 +195,9 @@ def _epoch_line(s: EpochStats) -> None:
 @click.option(
     "--init-from",
     default=None,
-    help="Fine-tune from these weights ('pretrained': the shipped Fashion-MNIST NiN); other classes or 3 channels "
-    "re-initialise the last block and adapt the first convolution.",
+    help="Fine-tune from these weights ('pretrained': the shipped Fashion-MNIST NiN); other classes or another head "
+    "re-initialise the last block, 3 channels adapt the first convolution; --optimizer/--lr/--schedule auto then "
+    "mean AdamW at 5e-4, cosine.",
 )
 @click.option(
     "--head",
