@@ -88,7 +88,11 @@ def model_card_text(m: dict[str, Any]) -> str:
         train_lines = [f"Data: {training['data']}. Trained with `{training['command']}`:"] + [
             f"- {st['name']}: "
             + ", ".join(f"{k} {v}" for k, v in st["recipe"].items() if v is not None)
-            + (f"; test accuracy at the end {st['final_test_acc']:.4f}" if st["final_test_acc"] is not None else "")
+            + (
+                f"; accuracy at the end on the {st.get('final_acc_on', 'held-out split')} {st['final_test_acc']:.4f}"
+                if st["final_test_acc"] is not None
+                else ""
+            )
             for st in training["stages"]
         ]
     else:
@@ -103,7 +107,7 @@ def model_card_text(m: dict[str, Any]) -> str:
 ## Training
 
 {chr(10).join(train_lines)}
-
+{"".join(chr(10) + "**Warning**: " + w for w in m.get("warnings", []))}
 ## Models in this bundle
 
 Accuracy: top-1 on {m["evaluation"] or "no evaluation data (export with --eval-data to measure it)"}.

@@ -137,6 +137,12 @@ class _ExportCommand(click.Command):
 )
 @click.option("--eval-size", type=int, default=_DEFAULTS.eval_size, show_default=True)
 @click.option(
+    "--allow-chance",
+    is_flag=True,
+    help="Let --bundle and --web package a model whose held-out (or --eval-data) accuracy is not clearly above "
+    "chance, or that answers one class for nearly every image (refused otherwise).",
+)
+@click.option(
     "--min-agreement",
     type=float,
     default=None,

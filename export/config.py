@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from nin_edge.models import model_card
+from nin_edge.models.chance import ChanceCheck, refuse_near_chance
 from nin_edge.models.checkpoint import TrainedCard, checkpoint_card, read_checkpoint
 from nin_edge.models.limits import check_input_budget, check_input_size, check_seed
 from nin_edge.runtime.core.choices import Precision
@@ -76,6 +77,8 @@ class ExportConfig:
     min_agreement: float | None = None
     max_accuracy_drop: float | None = None
     provider: str = "cpu"
+    #: Let --bundle and --web package a model whose training ended near chance (see :meth:`check_chance`).
+    allow_chance: bool = False
     triton_repo: str | None = None
     triton: TritonOptions = field(default_factory=TritonOptions)
     deploy: tuple[Deploy, ...] = ()
@@ -102,6 +105,16 @@ class ExportConfig:
             return {}
         record = read_checkpoint(self.weights).get("data")
         return record if isinstance(record, dict) else {}
+
+    def check_chance(self, what: str) -> str | None:
+        """Refuse (:class:`ChanceLevelError`) to package a nin-train checkpoint whose held-out accuracy
+        at the end of training was not clearly above chance, unless ``allow_chance``; returns the note
+        to record when it was let through. Checkpoints without the record (older ones, bare weights,
+        the shipped weights) pass."""
+        if not self.weights:
+            return None
+        check = ChanceCheck.from_dict(read_checkpoint(self.weights).get("chance"))
+        return refuse_near_chance(check, what, self.allow_chance)
 
     def card(self) -> TrainedCard:
         """What the exported model's metadata says: the trained checkpoint's card, else the registered

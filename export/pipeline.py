@@ -42,8 +42,13 @@ def build_model(config: ExportConfig) -> tuple[ZooModel, str]:
     # without reseeding the caller's global generator.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
+        trained = config.trained_card()  # its head layout (model options), if it records one
         model = create_model(
-            config.model, in_channels=config.in_channels, num_classes=config.num_classes, input_size=config.size
+            config.model,
+            in_channels=config.in_channels,
+            num_classes=config.num_classes,
+            input_size=config.size,
+            **(trained.model_options if trained else {}),
         )
     if config.weights:
         loaded = load_weights(model, config.weights)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from nin_edge.runtime.core.errors import ModelFileError
@@ -139,21 +140,28 @@ class TrainedCard:
     """What a trained checkpoint says about its model's data: class names, channels, input size and
     preprocessing. nin-train writes it under ``card``; nin-export copies it into the ONNX metadata,
     which the runtime, the bundle and Triton's labels read. Nothing downstream re-derives it.
+
+    ``model_options`` are the ``create_model`` keywords the weights need beyond channels, classes and
+    size (NiN's ``head`` layout); checkpoints written before it have none and build the book's model.
     """
 
     labels: tuple[str, ...]
     in_channels: int
     input_size: int
     preprocessing: Preprocessing
+    model_options: dict[str, Any] = field(default_factory=dict)  # Any: they are create_model's **kwargs
 
     def to_dict(self) -> dict:
         """Plain lists, strings and numbers (what ``torch.load(weights_only=True)`` reads back)."""
-        return {
+        card = {
             "labels": list(self.labels),
             "in_channels": self.in_channels,
             "input_size": self.input_size,
             "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.preprocessing).items()},
         }
+        if self.model_options:  # absent for the book's layout, so such cards read as they always did
+            card["model_options"] = dict(self.model_options)
+        return card
 
     @classmethod
     def from_dict(cls, data: object, source: str) -> TrainedCard:
@@ -164,11 +172,15 @@ class TrainedCard:
             pre = dict(data["preprocessing"])
             for key in ("mean", "std"):
                 pre[key] = tuple(float(x) for x in pre[key])
+            options = data.get("model_options", {})
+            if not isinstance(options, Mapping):
+                raise TypeError(f"model_options: expected a dict, got {type(options).__name__}")
             return cls(
                 labels=check_labels(data["labels"], "its card's labels"),
                 in_channels=int(data["in_channels"]),
                 input_size=int(data["input_size"]),
                 preprocessing=Preprocessing(**pre),
+                model_options={str(k): str(v) for k, v in options.items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"checkpoint '{source}' has an unreadable card: {exc}") from None

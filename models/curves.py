@@ -22,7 +22,7 @@ def plot_curves(history: list[EpochStats], path: Path, held_out: str = "test") -
     ax1.set_xlabel("epoch")
     ax1.legend()
     ax2.plot(epochs, [h.train_acc for h in history], "o-", label="train acc")
-    ax2.plot(epochs, [h.test_acc for h in history], "s-", label=f"{held_out} acc")
+    ax2.plot(epochs, [h.held_out_acc for h in history], "s-", label=f"{held_out} acc")
     ax2.set_xlabel("epoch")
     ax2.legend()
     fig.tight_layout()

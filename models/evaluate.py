@@ -19,6 +19,7 @@ from nin_edge.runtime.providers import parse_providers
 from torch import nn
 
 from .batches import Batches
+from .chance import chance_check
 from .checkpoint import TrainedCard, checkpoint_card, load_weights, read_checkpoint
 from .datasets import Progress, Samples, check_same_split, open_data
 from .plotting import pyplot, save_png
@@ -176,15 +177,23 @@ def evaluate_model(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true class of every image ``batches`` yields (model-ready tensors)."""
-    preds, truth = [], []
+    logits, truth = predict_logits(model, batches, device)
+    return logits.argmax(1).numpy(), truth
+
+
+def predict_logits(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The scores (images x classes, on the CPU) and true class of every image ``batches`` yields."""
+    scores, truth = [], []
     model.eval()
     with torch.no_grad():
         for x, labels in batches:
-            preds.append(model(x.to(device)).argmax(1).cpu().numpy())
+            scores.append(model(x.to(device)).float().cpu())
             truth.append(labels.numpy())
-    if not preds:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(preds), np.concatenate(truth)
+    if not scores:
+        return torch.zeros(0, 0), np.zeros(0, np.int64)
+    return torch.cat(scores), np.concatenate(truth)
 
 
 @dataclass(frozen=True)
@@ -256,7 +265,11 @@ def run_eval(config: EvalConfig, on_scan: Progress | None = None) -> EvalResult:
     if ckpt is not None:
         card = ckpt.card
         net = create_model(
-            ckpt.name, in_channels=card.in_channels, num_classes=len(card.labels), input_size=card.input_size
+            ckpt.name,
+            in_channels=card.in_channels,
+            num_classes=len(card.labels),
+            input_size=card.input_size,
+            **card.model_options,
         )
         load_weights(net, config.weights or "")
         batches = Batches(
@@ -272,10 +285,12 @@ def run_eval(config: EvalConfig, on_scan: Progress | None = None) -> EvalResult:
         notes += filter(None, [batches.failure_note()])
         preds.append(p)
         results.append(scores(config.weights or "", p, truth, classes, card.input_size))
+        notes += _chance_note(config.weights or "", p, truth, classes, split)
     if clf is not None:
         p, truth, failed = predict_onnx(clf, samples, config.max_batch, strict=config.strict)
         preds.append(p)
         results.append(scores(clf.source, p, truth, classes, clf.input_shape[1]))
+        notes += _chance_note(clf.source, p, truth, classes, split)
         if failed and ckpt is None:
             notes.append(f"skipped {len(failed)} image(s) that failed to decode: {', '.join(failed[:5])}")
     agreement = float(np.mean(preds[0] == preds[1])) if len(preds) == 2 and len(preds[0]) == len(preds[1]) else None
@@ -290,6 +305,12 @@ def run_eval(config: EvalConfig, on_scan: Progress | None = None) -> EvalResult:
         split=split,
         notes=tuple(notes),
     )
+
+
+def _chance_note(source: str, preds: np.ndarray, truth: np.ndarray, classes: tuple[str, ...], split: str) -> list[str]:
+    """The chance-level warning for one model's predictions, if it has one."""
+    line = chance_check(preds, truth, classes, f"{split} split").line()
+    return [f"warning: '{source}': {line}; this model is no better than guessing here"] if line else []
 
 
 def predict_onnx(

@@ -28,7 +28,7 @@ class EpochStats:
     epoch: int
     train_loss: float
     train_acc: float
-    test_acc: float
+    held_out_acc: float
     examples_per_s: float
     seconds: float
     lr: float
@@ -97,7 +97,7 @@ def init_from(model: nn.Module, source: dict, path: str) -> tuple[list[str], lis
         elif key == first and given.shape[1] == 1 and given.shape[0] == tensor.shape[0]:
             loaded[key] = given.repeat(1, tensor.shape[1], 1, 1) / tensor.shape[1]
             kept.append(f"{key} (grey kernel repeated over {tensor.shape[1]} channels, scaled by 1/{tensor.shape[1]})")
-        elif key.split(".")[0] == _last_block(own):
+        elif key.split(".")[0] == last_block(own):
             new.append(key)
         else:
             raise ConfigError(
@@ -113,7 +113,7 @@ def config_name(model: nn.Module) -> str:
     return str(getattr(model, "model_name", type(model).__name__))
 
 
-def _last_block(state: dict) -> str:
+def last_block(state: dict) -> str:
     """The top-level index of the last layer with weights (NiN: its last block, 7)."""
     return max((k.split(".")[0] for k in state if k.endswith("weight")), key=int)
 
@@ -211,6 +211,8 @@ def progress(state: dict, path: str) -> tuple[int, list[EpochStats]]:
     fields = {f.name: f.type for f in dataclasses.fields(EpochStats)}
     history = []
     for k, entry in enumerate(entries):
+        if isinstance(entry, dict) and "test_acc" in entry and "held_out_acc" not in entry:
+            entry = {("held_out_acc" if key == "test_acc" else key): v for key, v in entry.items()}  # before 2026-12
         ok = isinstance(entry, dict) and set(entry) == set(fields)
         ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry.values())
         if not ok:

@@ -135,6 +135,38 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: in
     )
 
 
+#: NiN's last block: the book's (its hidden 1x1 layers C units wide, a ReLU after each of the three
+#: layers) or ``wide``: hidden layers at least :data:`HEAD_MIN_WIDTH` units wide and raw logits (no
+#: ReLU after the last layer), which learns 2 or 3 classes where the book's dies (docs/few-classes.md).
+NIN_HEADS = ("book", "wide")
+HEAD_MIN_WIDTH = 16
+
+
+def nin_head(in_channels: int, num_classes: int, head: str = "book") -> nn.Sequential:
+    """NiN's last block for ``num_classes``; both layouts keep the book's state_dict keys (``7.0`` ... ``7.4``)."""
+    if head not in NIN_HEADS:
+        raise ConfigError(f"nin: head must be one of {', '.join(NIN_HEADS)}, got {head!r}")
+    if head == "book":
+        return nin_block(in_channels, num_classes, kernel_size=3, strides=1, padding=1)
+    hidden = max(num_classes, HEAD_MIN_WIDTH)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden, kernel_size=3, stride=1, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(hidden, hidden, kernel_size=1),
+        nn.ReLU(),
+        nn.Conv2d(hidden, num_classes, kernel_size=1),
+    )
+
+
+def init_head(block: nn.Module) -> None:
+    """He-normal weights and zero biases: every ReLU of a new head starts alive for about half the inputs
+    (PyTorch's default biases, U(+-1/sqrt(fan_in)), are +-0.71 for a 2-input layer and can start it dead)."""
+    for layer in block.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)  # type: ignore[arg-type]  # every layer here has a bias
+
+
 @register_model(
     ModelCard(
         name="nin",
@@ -145,10 +177,13 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: in
         weights_input_size=112,
     )
 )
-def nin(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224) -> ZooModel:
+def nin(
+    in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224, head: str = "book"
+) -> ZooModel:
     """Network in Network as in D2L, chapter "Network in Network (NiN)".
 
-    ``input_size`` is the size the model is meant for (NiN itself accepts any size from 67 up).
+    ``input_size`` is the size the model is meant for (NiN itself accepts any size from 67 up);
+    ``head`` the layout of the last block (:data:`NIN_HEADS`; the book's by default).
     """
     _positive("in_channels", in_channels, "nin")
     _positive("num_classes", num_classes, "nin")
@@ -161,7 +196,7 @@ def nin(in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, in
         nin_block(256, 384, kernel_size=3, strides=1, padding=1),
         nn.MaxPool2d(3, stride=2),
         nn.Dropout(dropout),
-        nin_block(384, num_classes, kernel_size=3, strides=1, padding=1),
+        nin_head(384, num_classes, head),
         nn.AdaptiveAvgPool2d((1, 1)),
         nn.Flatten(),
         name="nin",

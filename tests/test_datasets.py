@@ -338,6 +338,7 @@ def test_folder_to_bundle_to_infer_with_the_folders_class_names(tmp_path):
         [
             *("--weights", ckpt, "--bundle", bundle, "--check-batch-sizes", "1,2", "--bundle-precisions", "fp32,int8"),
             *("--calibration-data", data, "--eval-data", data, "--min-agreement", 0),
+            "--allow-chance",  # two epochs on 12 images need not beat chance; this test is about the plumbing
         ],
     )
     assert exported.exit_code == 0, exported.stderr

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from nin_edge.models import model_card
+from nin_edge.models.chance import ChanceCheck, chance_check, refuse_near_chance
 from nin_edge.models.checkpoint import read_checkpoint
 from nin_edge.models.data import DATASET
 from nin_edge.models.registry import WEIGHTS_DIR
@@ -193,6 +194,7 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
                     "name": st.get("name"),
                     "recipe": _recipe_facts(st.get("recipe", {})),
                     "final_test_acc": (st.get("history") or [{}])[-1].get("test_acc"),
+                    "final_acc_on": "Fashion-MNIST test split",
                 }
                 for st in data.get("stages", [])
             ]
@@ -202,11 +204,13 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
     saved = read_checkpoint(config.weights) if config.weights else {}
     if isinstance(saved.get("recipe"), dict) and isinstance(saved.get("data"), dict):  # a nin-train checkpoint
         history = saved.get("history") or [{}]
+        chance = ChanceCheck.from_dict(saved.get("chance"))  # names the split (older checkpoints do not)
         stage = {
             "name": f"nin-train, {len(history)} epoch(s)"
             + (f", from {saved['recipe']['init_from']}" if saved["recipe"].get("init_from") else ""),
             "recipe": _recipe_facts(saved["recipe"]),
-            "final_test_acc": history[-1].get("test_acc"),
+            "final_test_acc": history[-1].get("held_out_acc", history[-1].get("test_acc")),  # the old name
+            "final_acc_on": chance.measured_on if chance else "held-out split",
         }
         # The data's folder or manifest name, never the training machine's path (as for DATASET).
         source = saved["data"].get("source")
@@ -265,6 +269,7 @@ def write_bundle(
     bundle, target = TARGET, Path(folder)
     options = bundle.options_type(precisions=precisions, int8_targets=int8_targets, sign_key=sign_key)
     bundle.check(options, target)
+    config.check_chance("--bundle/--web")  # before any export work; build_bundle checks again for library callers
     # Each model's options are checked as its export will run them: writing beside the bundle.
     probe = target.resolve().parent / f".{target.name}.check.onnx"
     for _, cfg in bundle_models(config, precisions, int8_targets).values():
@@ -285,6 +290,7 @@ def build_bundle(
     beside it, checked by the bundle reader, signed with ``sign_key`` if given, then swapped in."""
     start = time.perf_counter()
     config = model.config
+    allowed = config.check_chance("--bundle/--web")
     models = bundle_models(config, precisions, int8_targets)
     wanted = tuple(models)
     file_of = {key: name for key, (name, _) in models.items()}
@@ -302,12 +308,16 @@ def build_bundle(
         onnx_names = [file_of[p] for p in wanted] + [MOBILE]
         ort_errors = _to_ort(tmp, onnx_names)
         usability = _usability(tmp / file_of["fp32"]) + _usability(tmp / MOBILE)
-        accuracy, eval_note = _accuracy(config, {p: tmp / file_of[p] for p in wanted})
+        accuracy, eval_note, eval_check = _accuracy(config, {p: tmp / file_of[p] for p in wanted})
+        # Raised inside the staging folder: a refused bundle is never swapped in. --random-init asks for
+        # an untrained model (tests, speed): only given weights are judged.
+        eval_allowed = refuse_near_chance(eval_check if config.weights else None, "--bundle/--web", config.allow_chance)
         latency = {p: _latency(tmp / file_of[p]) for p in wanted}
         fp32 = summaries["fp32"]
         manifest = _manifest(
             config, fp32, model.metadata.preprocessing, models, accuracy, eval_note, latency, usability, ort_errors
         )
+        manifest["warnings"] = [w for w in (allowed, eval_allowed) if w]
         (tmp / CARD).write_text(model_card_text(manifest))
         (tmp / USABILITY).write_text("\n".join(usability) + "\n")
         manifest["files"] = {
@@ -332,11 +342,13 @@ def build_bundle(
     )
 
 
-def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> tuple[dict[str, float | None], str | None]:
-    """Each model's top-1 accuracy on ``--eval-data`` (None without labels), and which images those were
-    (in words for the card: the data, not the exporting machine's path)."""
+def _accuracy(
+    config: ExportConfig, paths: dict[str, Path]
+) -> tuple[dict[str, float | None], str | None, ChanceCheck | None]:
+    """Each model's top-1 accuracy on ``--eval-data`` (None without labels), which images those were
+    (in words for the card: the data, not the exporting machine's path) and FP32's check against chance."""
     if not config.eval_data:
-        return {p: None for p in paths}, None
+        return {p: None for p in paths}, None, None
     cfg = config.resolved()
     images = load_images(
         config.eval_data,
@@ -349,12 +361,15 @@ def _accuracy(config: ExportConfig, paths: dict[str, Path]) -> tuple[dict[str, f
         split_record=cfg.split_record(),
     )
     if images.labels is None:
-        return {p: None for p in paths}, images.card_note
+        return {p: None for p in paths}, images.card_note, None
     result: dict[str, float | None] = {}
+    check = None
     for p, path in paths.items():
         logits = Classifier(path, "cpu", max_batch=256).logits(images.images)
         result[p] = float(np.mean(logits.argmax(1) == images.labels))
-    return result, images.card_note
+        if p == "fp32":
+            check = chance_check(logits.argmax(1), images.labels, cfg.card().labels, "--eval-data")
+    return result, images.card_note, check
 
 
 def _manifest(

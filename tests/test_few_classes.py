@@ -1,0 +1,204 @@
+"""Few classes (issue 29): NiN's wide head, the dead-head check, the chance-level gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from nin_edge.export.cli import main as export_cli
+from nin_edge.models.chance import ChanceCheck, chance_check
+from nin_edge.models.checkpoint import TrainedCard, checkpoint_card
+from nin_edge.models.cli import eval_main, train_main
+from nin_edge.models.health import DeadHeadError, check_alive
+from nin_edge.models.registry import create_model
+from nin_edge.runtime.core.metadata import Preprocessing
+from PIL import Image
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.test_datasets import CLASSES, FAST, make_folder
+
+
+def test_wide_head_keeps_the_books_keys_and_gives_raw_logits():
+    book, wide = create_model("nin", num_classes=2), create_model("nin", num_classes=2, head="wide")
+    assert list(wide.state_dict()) == list(book.state_dict())
+    assert wide.state_dict()["7.0.weight"].shape == (16, 384, 3, 3)
+    assert wide.state_dict()["7.4.weight"].shape == (2, 16, 1, 1)
+    assert book.state_dict()["7.0.weight"].shape == (2, 384, 3, 3)
+    assert not isinstance(wide[7][-1], torch.nn.ReLU) and isinstance(book[7][-1], torch.nn.ReLU)
+    assert create_model("nin", num_classes=40, head="wide").state_dict()["7.2.weight"].shape == (40, 40, 1, 1)
+
+
+def test_unknown_head_is_refused():
+    from nin_edge.runtime.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="head must be one of book, wide, got 'tall'"):
+        create_model("nin", head="tall")
+
+
+def test_card_records_the_head_and_old_cards_read_as_the_books():
+    card = TrainedCard(("a", "b"), 3, 112, Preprocessing(), model_options={"head": "wide"})
+    saved = card.to_dict()
+    assert saved["model_options"] == {"head": "wide"}
+    assert checkpoint_card({"card": saved}, "x.pt") == card
+    old = TrainedCard(("a", "b"), 3, 112, Preprocessing()).to_dict()
+    assert "model_options" not in old and checkpoint_card({"card": old}, "x.pt").model_options == {}
+
+
+def test_chance_check_names_the_numbers():
+    truth = np.array([0] * 10 + [1] * 10)
+    check = chance_check(np.zeros(20, np.int64), truth, ("cat", "dog"), "held-out split (val)")
+    assert check.near_chance and check.collapsed and not check.passed
+    assert check.line() == (
+        "held-out split (val) accuracy 0.5000 on 20 images is not clearly above chance 0.5000 (it needs more than "
+        "0.7236: 2 binomial standard deviations for 20 images); class 'cat' takes 100% of the predictions on the "
+        "held-out split (val) but is 50% of its images"
+    )
+    good = chance_check(truth.copy(), truth, ("cat", "dog"), "test split")
+    assert good.passed and good.line() == ""
+    assert ChanceCheck.from_dict(check.to_dict()) == check and ChanceCheck.from_dict(None) is None
+
+
+def test_chance_is_the_largest_class_share_and_the_margin_shrinks_with_more_images():
+    truth = np.array([0] * 80 + [1] * 20)
+    always_first = chance_check(np.zeros(100, np.int64), truth, ("a", "b"), "test split")
+    assert always_first.chance == 0.8 and always_first.near_chance and not always_first.collapsed
+    three = np.repeat(np.arange(3), 100)
+    preds = np.where(np.arange(300) % 5 == 0, (three + 1) % 3, three)  # 80 % right
+    assert chance_check(preds, three, ("a", "b", "c"), "test split").passed
+
+
+def test_dead_head_is_named_and_a_dead_class_noted():
+    with pytest.raises(DeadHeadError, match="at step 0, the model gives the same scores to all 4 images"):
+        check_alive(torch.tensor([[0.0, 0.3]] * 4), ("a", "b"), "at step 0", "try --head wide")
+    note = check_alive(torch.tensor([[0.0, 0.3], [0.0, 0.5]]), ("a", "b"), "after epoch 1", "try x")
+    assert note is not None and "1 of 2 classes get the same score for every image" in note and "(a)" in note
+    assert check_alive(torch.tensor([[0.1, 0.3], [0.0, 0.5]]), ("a", "b"), "after epoch 1", "x") is None
+
+
+def _constant_checkpoint(path, classes, head="book"):
+    """A nin-train-style checkpoint whose model answers the first class for every image."""
+    model = create_model("nin", in_channels=3, num_classes=len(classes), input_size=67, head=head)
+    with torch.no_grad():
+        model[7][4].weight.zero_()
+        model[7][4].bias.copy_(torch.arange(len(classes), 0, -1, dtype=torch.float32))
+    card = TrainedCard(tuple(classes), 3, 67, Preprocessing(color="rgb", mean=(0.5,) * 3, std=(0.5,) * 3))
+    if head != "book":
+        card = TrainedCard(card.labels, 3, 67, card.preprocessing, model_options={"head": head})
+    torch.save({"model": "nin", "state_dict": model.state_dict(), "card": card.to_dict()}, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["book", "wide"])
+def test_eval_says_when_a_model_is_at_chance(tmp_path, head):
+    data = make_folder(tmp_path / "parts", per_class=6, layout="split")
+    ckpt = _constant_checkpoint(tmp_path / "const.pt", CLASSES, head)
+    table = run_cli(eval_main, ["--data", data, "--weights", ckpt])
+    assert table.exit_code == 0, table.stderr
+    assert (
+        "warning: '" + str(ckpt) + "': val split accuracy 0.3333 on 6 images is not clearly above chance 0.3333"
+    ) in table.stdout
+    assert "class 'bolt' takes 100% of the predictions" in table.stdout
+    as_json = run_cli(eval_main, ["--data", data, "--weights", ckpt, "--format", "json"])
+    assert "not clearly above chance 0.3333" in as_json.stderr
+
+
+def _near_chance_checkpoint(tmp_path):
+    """A checkpoint whose training ended at chance: the record nin-train writes beside the weights."""
+    path = _constant_checkpoint(tmp_path / "chance.pt", ("cat", "dog"))
+    saved = torch.load(path, weights_only=True)
+    truth = np.array([0] * 10 + [1] * 10)
+    saved["chance"] = chance_check(np.zeros(20, np.int64), truth, ("cat", "dog"), "held-out split (val)").to_dict()
+    torch.save(saved, path)
+    return path
+
+
+@pytest.mark.slow
+def test_bundle_and_web_refuse_a_model_at_chance(tmp_path):
+    ckpt = _near_chance_checkpoint(tmp_path)
+    web_alone = ["--web", tmp_path / "w"]
+    for target in (["--bundle", tmp_path / "b"], ["--bundle", tmp_path / "b", "--web", tmp_path / "w"], web_alone):
+        error = assert_one_line_error(
+            run_cli(export_cli, ["--weights", ckpt, "--check-batch-sizes", 1, *target]),
+            "--bundle/--web refused: held-out split (val) accuracy 0.5000 on 20 images is not clearly above "
+            "chance 0.5000 (it needs more than 0.7236",
+            "pass --allow-chance to package it anyway",
+        )
+        assert "class 'cat' takes 100% of the predictions" in error
+    assert not (tmp_path / "b").exists() and not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_allow_chance_packages_it_and_the_card_says_so(tmp_path):
+    ckpt = _near_chance_checkpoint(tmp_path)
+    args = ["--weights", ckpt, "--check-batch-sizes", 1, "--bundle-precisions", "fp32", "--bundle", tmp_path / "b"]
+    result = run_cli(export_cli, [*args, "--allow-chance"])
+    assert result.exit_code == 0, result.stderr
+    card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    assert "**Warning**: --allow-chance: packaged although held-out split (val) accuracy 0.5000" in card
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["warnings"][0].startswith("--allow-chance: packaged although")
+
+
+@pytest.mark.slow
+def test_a_dead_head_stops_the_run_at_step_0(tmp_path):
+    data = make_folder(tmp_path / "parts", per_class=4, layout="split")
+    dead = create_model("nin", in_channels=3, num_classes=3, input_size=67)
+    with torch.no_grad():
+        for i in (0, 2, 4):
+            dead[7][i].bias.fill_(-100.0)  # every ReLU of the last block outputs zero for every image
+    torch.save(dead.state_dict(), tmp_path / "dead.pt")
+    out = tmp_path / "run.pt"
+    result = run_cli(
+        train_main,
+        ["--data", data, "--init-from", tmp_path / "dead.pt", "--head", "book", "--output", out, *FAST],
+    )
+    assert_one_line_error(
+        result,
+        "at step 0 (before training), the model gives the same scores to all 6 images",
+        "try --head wide (the default for image folders), a lower --lr, or another --seed",
+        progress=True,
+    )
+    assert not out.exists()  # stopped before the first step: nothing was trained or saved
+
+
+def _colour_folder(root, classes: int, train: int = 16, held: int = 6):
+    """Noisy flat colours, one per class, with ``held`` images per class in val/."""
+    colours = ((200, 40, 40), (40, 200, 40), (40, 40, 200))
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        for split, count in (("train", train), ("val", held)):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = np.clip(np.array(colours[c]) + rng.integers(-40, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("classes", [2, 3])
+def test_two_and_three_classes_learn_with_the_defaults(tmp_path, classes):
+    """The issue's path: a small folder, --init-from pretrained and nothing else (but a small input)."""
+    data = _colour_folder(tmp_path / "d", classes)
+    args = ["--data", data, "--init-from", "pretrained", "--input-size", 67, "--epochs", 8, "--workers", 0]
+    result = run_cli(train_main, [*args, "--no-plot", "--output", tmp_path / "c.pt", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr and "warning" not in result.stdout
+    report = json.loads(result.stdout)
+    assert report["recipe"]["optimizer"] == "adamw" and report["recipe"]["lr"] == 0.0005
+    assert report["recipe"]["batch_size"] == 16 and report["recipe"]["head"] == "auto"
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert saved["card"]["model_options"] == {"head": "wide"}
+    assert ChanceCheck.from_dict(saved["chance"]).passed
+
+
+def test_a_history_written_before_the_rename_still_resumes():
+    from nin_edge.models.train_checkpoint import progress
+
+    old = {"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "test_acc": 0.75, "examples_per_s": 10.0}
+    old.update(seconds=1.0, lr=0.1, input_size=67)
+    epoch, history = progress({"epoch": 1, "history": [old]}, "old.pt")
+    assert epoch == 1 and history[0].held_out_acc == 0.75
