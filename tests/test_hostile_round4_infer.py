@@ -186,7 +186,7 @@ def test_the_report_shows_5_classes_or_every_class_of_a_model_with_fewer(m2, img
     assert result.exit_code == 0, result.stderr
     assert [len(r["top"]) for r in json.loads(result.stdout)["results"]] == [2]
     too_many = run_cli(infer_cli, [m2, imgs / "0.png", "--top-k", 3])
-    assert_one_line_error(too_many, "--top-k must be from 1 to 2 for this model, got 3")
+    assert_one_line_error(too_many, "--top-k must be from 1 to 2 (this model has 2 classes), got 3")
 
 
 def test_rows_without_a_model_column_are_not_resumed(m2, imgs, tmp_path):
