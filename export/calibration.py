@@ -149,10 +149,12 @@ def _labelled(
     _enough(pick, skip, str(path))
     images = prep([samples.raw(int(i)) for i in pick])
     what = "class folders" if data.kind == "folder" else data.kind
+    # What the loader skipped (unreadable files, FIFOs and other non-files) is said where the images are named.
+    skipped = f" ({'; '.join(data.notes)})" if data.notes else ""
     return CalibrationSet(
         images,
         samples.labels[pick],
-        f"{len(pick)} images sampled across classes from the {name} split of '{path}'" + _held_out(skip),
+        f"{len(pick)} images sampled across classes from the {name} split of '{path}'" + _held_out(skip) + skipped,
         f"{len(pick)} images sampled across classes from the {name} split of the evaluation data ({what})"
         + _held_out(skip),
     )

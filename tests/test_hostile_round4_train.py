@@ -110,11 +110,16 @@ def test_a_fifo_in_a_class_folder_is_skipped_by_train_eval_and_calibration(tmp_p
     script = (
         "from nin_edge.export.calibration import load_images as f\n"
         "print(f('flat', size=67, channels=1, limit=8).source)\n"
-        "print(len(f('d2', size=67, channels=1, limit=100).images))\n"  # the 6 training images of 8
+        "d2 = f('d2', size=67, channels=1, limit=100)\n"
+        "print(len(d2.images))\n"  # the 6 training images of 8
+        "print(d2.source)\n"
     )
     done = _run_bounded([sys.executable, "-c", script], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["1 image files from 'flat' (1 entries that are not regular files skipped)", "6"]
+    flat_line, count, folders_line = done.stdout.splitlines()
+    assert flat_line == "1 image files from 'flat' (1 entries that are not regular files skipped)"
+    assert count == "6"
+    assert "d2/blobs/zz.png (a FIFO, not a regular file)" in folders_line, folders_line
 
 
 # -- 4. wrong answers and misleading errors ------------------------------------------------------------------
