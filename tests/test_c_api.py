@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from nin_edge.runtime import Classifier
 from PIL import Image
 
 from tests.conftest import foreign_model, two_class_model
@@ -65,18 +66,11 @@ def _rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
 
 
-def _infer_rows(text: str) -> list[list[str]]:
-    """nin-infer's CSV without its last column, model_sha256, which nin-classify does not write."""
-    rows = _rows(text)
-    assert rows[0][-1] == "model_sha256"
-    return [row[:-1] for row in rows]
-
-
 def _assert_same_csv(c_text: str, py_text: str) -> None:
-    """Same header, inputs, labels, indices and errors; probabilities within 1e-5. (Pixels at the model's
-    input size give the same tensor bit for bit; a resize rounds in another order than numpy's BLAS.)"""
-    c_rows, py_rows = _rows(c_text), _infer_rows(py_text)
-    assert c_rows[0] == py_rows[0]
+    """Same header, inputs, labels, indices, errors and model_sha256; probabilities within 1e-5. (Pixels at the
+    model's input size give the same tensor bit for bit; a resize rounds in another order than numpy's BLAS.)"""
+    c_rows, py_rows = _rows(c_text), _rows(py_text)
+    assert c_rows[0] == py_rows[0] and c_rows[0][-1] == "model_sha256"
     assert len(c_rows) == len(py_rows)
     for c, p in zip(c_rows[1:], py_rows[1:], strict=True):
         for name, c_value, py_value in zip(c_rows[0], c, p, strict=True):
@@ -159,7 +153,7 @@ def test_csv_equals_nin_infer_on_the_shipped_nin(built, shipped_nin, tmp_path):
         py = _infer(str(shipped_nin), *paths, top_k=top_k)
         assert c.returncode == 0 and py.returncode == 0, c.stderr + py.stderr
         _assert_same_csv(c.stdout, py.stdout)
-        assert c.stdout.splitlines()[0] + ",model_sha256" == py.stdout.splitlines()[0]
+        assert {row[-1] for row in _rows(c.stdout)[1:]} == {Classifier(shipped_nin).sha256[:16]}
     assert '"' + str(tmp_path / "odd,size.png") + '"' in c.stdout  # quoted as csv.writer quotes
     # JPEG: stb_image's decoder is not libjpeg's, so pixels may differ by a level; a clear image keeps its class.
     Image.fromarray(grey).save(tmp_path / "shoe.jpg", quality=95)
@@ -185,7 +179,7 @@ def test_csv_equals_nin_infer_on_a_two_class_rgb_model_and_a_bundle(built, tmp_p
     assert c.returncode == 0, c.stderr
     _assert_same_csv(c.stdout, py.stdout)
     at_size = [row for row in _rows(c.stdout) if row[0] in (paths[0], paths[3])]
-    assert at_size == [row for row in _infer_rows(py.stdout) if row[0] in (paths[0], paths[3])]  # 16x16: same bytes
+    assert at_size == [row for row in _rows(py.stdout) if row[0] in (paths[0], paths[3])]  # 16x16: same bytes
 
     bundle = _bundle(tmp_path / "bundle", DATA / "nin_tiny.onnx")
     c = _classify(built, str(bundle), *paths)
@@ -201,6 +195,24 @@ def test_csv_equals_nin_infer_on_a_two_class_rgb_model_and_a_bundle(built, tmp_p
     )
 
 
+def test_model_sha256_covers_external_data_as_the_python_runtime_does(built, tmp_path):
+    """A model with its weights in an external file: the model_sha256 column is Classifier.sha256's, not the
+    .onnx file's sha256 (which would not change when the weights do)."""
+    model = onnx.load(str(DATA / "nin_tiny.onnx"))
+    external = tmp_path / "external.onnx"
+    onnx.save(model, str(external), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    png = _fashion_pngs(tmp_path / "png", 2)
+    c, py = _classify(built, str(external), *png), _infer(str(external), *png)
+    assert c.returncode == 0 and py.returncode == 0, c.stderr + py.stderr
+    _assert_same_csv(c.stdout, py.stdout)
+    digest = _rows(c.stdout)[1][-1]
+    assert digest == Classifier(external).sha256[:16] != hashlib.sha256(external.read_bytes()).hexdigest()[:16]
+    weights = bytearray((tmp_path / "weights.bin").read_bytes())
+    weights[-1] ^= 1
+    (tmp_path / "weights.bin").write_bytes(bytes(weights))
+    assert _rows(_classify(built, str(external), *png).stdout)[1][-1] not in (digest, "")
+
+
 def test_bad_inputs_give_one_error_line_and_exit_1(built, tmp_path):
     good = _fashion_pngs(tmp_path / "png", 1)[0]
     not_image = tmp_path / "notes.png"
@@ -212,8 +224,14 @@ def test_bad_inputs_give_one_error_line_and_exit_1(built, tmp_path):
     rows = _rows(c.stdout)
     missing = tmp_path / "missing.png"
     unknown = f"cannot read image '{not_image}': Image not of any known type, or corrupt"
-    assert rows[2] == [str(not_image), "", "", "", unknown]
-    assert rows[3] == [str(missing), "", "", "", f"image file '{missing}' does not exist"]
+    digest = hashlib.sha256((DATA / "nin_tiny.onnx").read_bytes()).hexdigest()[:16]
+    assert rows[2] == [str(not_image), "", "", "", unknown, digest]
+    assert rows[3] == [str(missing), "", "", "", f"image file '{missing}' does not exist", digest]
+    # nin-infer's error row has the same shape: empty fields, the error, the model (the reason is Pillow's, not
+    # stb_image's). A missing file nin-infer refuses before it starts, so it is left out here.
+    py_rows = _rows(_infer(model, good, str(not_image)).stdout)
+    assert [row[:4] + row[5:] for row in py_rows] == [row[:4] + row[5:] for row in rows[:3]]
+    assert py_rows[2][4].startswith(f"cannot read image '{not_image}': ")
     assert c.stderr.count("\n") == 1 and c.stderr.startswith("error: 2 of 3 images failed (first: cannot read image")
 
     foreign = foreign_model(tmp_path / "foreign.onnx")

@@ -5,7 +5,7 @@
 Writes ``count`` test images as 28x28 PNGs and again at the model's input size, then
 
 * runs ``nin-infer MODEL PNG... -o - --format csv --top-k 1`` and ``build/c/nin-classify MODEL PNG...``
-  on the 28x28 PNGs (both resize) and compares the CSVs (nin-infer's less its model_sha256 column):
+  on the 28x28 PNGs (both resize) and compares the CSVs (model_sha256 column included):
   header, top-1, rows identical byte for byte;
 * compares logits of ``Classifier.logits`` with the C library's ``nin_logits`` (through ctypes, in a
   child process so that the two onnxruntime copies never share one) on both sets of PNGs.
@@ -96,8 +96,7 @@ def compare(model: str, images: np.ndarray, work: Path, binary: Path) -> dict:
     c_csv = subprocess.run([str(binary), model, *paths_small], capture_output=True, text=True, check=True).stdout
     (work / "nin-infer.csv").write_text(py_csv)
     (work / "nin-classify.csv").write_text(c_csv)
-    # nin-infer's last column, model_sha256 (which model wrote the row, for --resume), nin-classify does not write.
-    py_rows = [row[:-1] for row in csv.reader(io.StringIO(py_csv))]
+    py_rows = list(csv.reader(io.StringIO(py_csv)))
     c_rows = list(csv.reader(io.StringIO(c_csv)))
     if [r[0] for r in py_rows] != [r[0] for r in c_rows]:
         raise SystemExit("error: the two CSVs list different inputs")

@@ -110,6 +110,13 @@ NIN_EDGE_API void nin_close(nin_model *model);
 /* The model's metadata; valid until nin_close. */
 NIN_EDGE_API const nin_info *nin_model_info(const nin_model *model);
 
+/* The model's identity: the lowercase hex sha256 of the .onnx file that was loaded (for a bundle, the
+ * chosen model's file), computed once by nin_open exactly as the Python runtime's Classifier.sha256 (for
+ * weights in external data files, the sha256 of the file's digest joined to the graph digest, which
+ * covers those files). nin-infer's model_sha256 column holds its first 16 characters. 64 characters;
+ * valid until nin_close; NULL for a NULL model. */
+NIN_EDGE_API const char *nin_model_sha256(const nin_model *model);
+
 /* Classify `count` images: out[i * top_k + j] is image i's j-th most probable class (best first, ties
  * to the lower index). top_k from 1 to the number of classes; `out` holds count * top_k entries. */
 NIN_EDGE_API nin_status nin_classify(const nin_model *model, const nin_image *images, size_t count, size_t top_k,

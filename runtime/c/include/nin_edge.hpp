@@ -67,6 +67,8 @@ class Model {
     Model &operator=(const Model &) = delete;
 
     const nin_info &info() const { return *nin_model_info(checked()); }
+    // The model's sha256 (64 hex characters), as Classifier.sha256; see nin_model_sha256.
+    std::string_view sha256() const { return nin_model_sha256(checked()); }
     int input_size() const { return info().input_size; }
     int channels() const { return info().channels; }
     std::vector<std::string_view> labels() const {

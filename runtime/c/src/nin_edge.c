@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <onnxruntime_c_api.h>
 
@@ -48,6 +49,7 @@ struct nin_model {
     /* storage behind info's pointers */
     char *model_name, *precision, *path, *color, *resize;
     char **labels;
+    char sha256[65]; /* the model's identity, as Classifier.sha256 (nin_model_sha256) */
     float mean[3], std[3];
 };
 
@@ -303,6 +305,258 @@ static nin_status open_bundle(const char *folder, const char *precision, char **
 done:
     json_free(&manifest);
     free(path);
+    return code;
+}
+
+/* -- the model's sha256 (runtime/session.py: ModelSource.sha256, runtime/core/digest.py) -------------- */
+
+/* What nin-infer's model_sha256 column and Classifier.sha256 hold: the sha256 of the model file; for a model
+ * whose weights lie in external files, sha256(hex(file) + hex(graph digest)), the graph digest hashing each
+ * external initializer as the TensorProto it would be with its bytes in raw_data. The protobuf walk below is
+ * digest.py's, field for field, so the two agree byte for byte. */
+
+#define PB_GRAPH 7
+#define PB_INITIALIZER 5
+#define PB_RAW_DATA 9
+#define PB_EXTERNAL_DATA 13
+#define PB_DATA_LOCATION 14
+
+typedef struct pb_field {
+    uint64_t number, wire;
+    size_t start, value, end;
+} pb_field;
+
+static int pb_varint(const unsigned char *d, size_t n, size_t *pos, uint64_t *out) {
+    uint64_t value = 0;
+    for (int shift = 0; shift <= 63; shift += 7) {
+        if (*pos >= n) return -1;
+        unsigned char byte = d[(*pos)++];
+        value |= (uint64_t)(byte & 0x7F) << shift;
+        if (byte < 0x80) {
+            *out = value;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The next top-level field of the message d[0..n) at *pos: 1, 0 at the end, -1 when malformed. */
+static int pb_next(const unsigned char *d, size_t n, size_t *pos, pb_field *f) {
+    if (*pos >= n) return 0;
+    uint64_t key, x;
+    f->start = *pos;
+    if (pb_varint(d, n, pos, &key) != 0) return -1;
+    f->number = key >> 3, f->wire = key & 7, f->value = *pos;
+    if (f->wire == 0) {
+        if (pb_varint(d, n, pos, &x) != 0) return -1;
+    } else if (f->wire == 1 || f->wire == 5) {
+        *pos += f->wire == 1 ? 8 : 4;
+    } else if (f->wire == 2) {
+        if (pb_varint(d, n, pos, &x) != 0 || x > n - *pos) return -1;
+        f->value = *pos;
+        *pos += (size_t)x;
+    } else {
+        return -1;
+    }
+    if (*pos > n) return -1;
+    f->end = *pos;
+    return 1;
+}
+
+/* Whether the TensorProto t[0..n) keeps its bytes in an external file (data_location EXTERNAL). */
+static int pb_is_external(const unsigned char *t, size_t n) {
+    size_t pos = 0;
+    pb_field f;
+    uint64_t location;
+    while (pb_next(t, n, &pos, &f) == 1) {
+        if (f.number != PB_DATA_LOCATION || f.wire != 0) continue;
+        pos = f.value;
+        return pb_varint(t, n, &pos, &location) == 0 && location == 1; /* the first entry decides */
+    }
+    return 0;
+}
+
+static size_t pb_encode_varint(uint64_t value, unsigned char out[10]) {
+    size_t i = 0;
+    do {
+        out[i] = value & 0x7F;
+        value >>= 7;
+        if (value) out[i] |= 0x80;
+        i++;
+    } while (value);
+    return i;
+}
+
+/* A whole number as Python's int() reads an external_data value (digits only; -1 when not one). */
+static long long pb_number(const unsigned char *s, size_t n) {
+    long long v = 0;
+    if (n == 0 || n > 18) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* Hash one external initializer (the TensorProto t[0..n)) into ctx; 0, or -1 with `why` filled. */
+static int feed_external(sha256_ctx *ctx, const unsigned char *t, size_t n, const char *folder, char *why,
+                         size_t why_size) {
+    char location[4096] = "";
+    long long offset = 0, length = -1;
+    size_t pos = 0, before = 0, after = 0;
+    pb_field f;
+    int r;
+    while ((r = pb_next(t, n, &pos, &f)) == 1) {
+        if (f.number == PB_EXTERNAL_DATA && f.wire == 2) {
+            const unsigned char *e = t + f.value;
+            size_t en = f.end - f.value, epos = 0;
+            pb_field g;
+            const unsigned char *key = NULL, *val = NULL;
+            size_t key_n = 0, val_n = 0;
+            while (pb_next(e, en, &epos, &g) == 1) {
+                if (g.number == 1) key = e + g.value, key_n = g.end - g.value;
+                if (g.number == 2) val = e + g.value, val_n = g.end - g.value;
+            }
+            if (key_n == 8 && memcmp(key, "location", 8) == 0 && val_n < sizeof location) {
+                memcpy(location, val, val_n);
+                location[val_n] = '\0';
+            } else if (key_n == 6 && memcmp(key, "offset", 6) == 0 && val_n) {
+                offset = pb_number(val, val_n);
+                if (offset < 0) return snprintf(why, why_size, "an external data offset is not a number"), -1;
+            } else if (key_n == 6 && memcmp(key, "length", 6) == 0 && val_n) {
+                length = pb_number(val, val_n);
+                if (length < 0) return snprintf(why, why_size, "an external data length is not a number"), -1;
+            }
+        } else if (f.number != PB_DATA_LOCATION && f.number != PB_RAW_DATA) {
+            *(f.number < PB_RAW_DATA ? &before : &after) += f.end - f.start;
+        }
+    }
+    if (r < 0) return snprintf(why, why_size, "a tensor is malformed"), -1;
+    if (location[0] == '\0' || location[0] == '/' || strcmp(location, "..") == 0 || strncmp(location, "../", 3) == 0 ||
+        strstr(location, "/../") != NULL || (strlen(location) >= 3 && strcmp(location + strlen(location) - 3, "/..") == 0))
+        return snprintf(why, why_size, "external data location '%s' is not a path inside the model's folder", location),
+               -1;
+    char *path = join_path(folder, location);
+    long long size = 0;
+    if (path == NULL) return snprintf(why, why_size, "out of memory"), -1;
+    if (!is_file(path, &size)) {
+        snprintf(why, why_size, "its external data file '%s' does not exist", path);
+        free(path);
+        return -1;
+    }
+    if (length < 0) length = size - offset;
+    if (length < 0 || offset + length > size) {
+        snprintf(why, why_size, "its external data file '%s' has %lld bytes; a tensor claims bytes %lld to %lld", path,
+                 size, offset, offset + length);
+        free(path);
+        return -1;
+    }
+    /* The tensor's key and length, its fields before raw_data, raw_data from the file, the fields after. */
+    unsigned char head[32], raw_key[16];
+    size_t raw_n = pb_encode_varint(PB_RAW_DATA << 3 | 2, raw_key);
+    raw_n += pb_encode_varint((uint64_t)length, raw_key + raw_n);
+    size_t head_n = pb_encode_varint(PB_INITIALIZER << 3 | 2, head);
+    head_n += pb_encode_varint(before + raw_n + (uint64_t)length + after, head + head_n);
+    sha256_update(ctx, head, head_n);
+    for (int pass = 0; pass < 2; pass++) {
+        pos = 0;
+        while (pb_next(t, n, &pos, &f) == 1)
+            if (!(f.number == PB_EXTERNAL_DATA && f.wire == 2) && f.number != PB_DATA_LOCATION &&
+                f.number != PB_RAW_DATA && (f.number < PB_RAW_DATA) == (pass == 0))
+                sha256_update(ctx, t + f.start, f.end - f.start);
+        if (pass == 1) break;
+        sha256_update(ctx, raw_key, raw_n);
+        FILE *file = fopen(path, "rb");
+        int good = file != NULL && fseeko(file, (off_t)offset, SEEK_SET) == 0;
+        unsigned char buf[65536];
+        for (long long left = length; good && left > 0;) {
+            size_t got = fread(buf, 1, left < (long long)sizeof buf ? (size_t)left : sizeof buf, file);
+            if (got == 0) good = 0;
+            sha256_update(ctx, buf, got);
+            left -= (long long)got;
+        }
+        if (file != NULL) fclose(file);
+        if (!good) {
+            snprintf(why, why_size, "its external data file '%s' ended early or cannot be read", path);
+            free(path);
+            return -1;
+        }
+    }
+    free(path);
+    return 0;
+}
+
+/* The graph digest of the model d[0..n) into hex; *external set when any initializer is external.
+ * 0, or -1 with `why` filled. Only needed (and only an error) when the model has external data. */
+static int graph_digest(const unsigned char *d, size_t n, const char *folder, char hex[65], int *external, char *why,
+                        size_t why_size) {
+    sha256_ctx ctx;
+    size_t pos = 0;
+    pb_field top, f;
+    int r, graphs = 0;
+    *external = 0;
+    sha256_init(&ctx);
+    while ((r = pb_next(d, n, &pos, &top)) == 1) {
+        if (top.number != PB_GRAPH || top.wire != 2) continue;
+        graphs++;
+        const unsigned char *g = d + top.value;
+        size_t gn = top.end - top.value, gpos = 0;
+        while ((r = pb_next(g, gn, &gpos, &f)) == 1) {
+            if (f.number == PB_INITIALIZER && f.wire == 2 && pb_is_external(g + f.value, f.end - f.value)) {
+                *external = 1;
+                if (feed_external(&ctx, g + f.value, f.end - f.value, folder, why, why_size) != 0) return -1;
+            } else {
+                sha256_update(&ctx, g + f.start, f.end - f.start);
+            }
+        }
+        if (r < 0) break;
+    }
+    if (r < 0 || graphs == 0) return snprintf(why, why_size, "its protobuf is malformed or holds no graph"), -1;
+    sha256_final(&ctx, hex);
+    return 0;
+}
+
+static nin_status model_sha256(nin_model *m, nin_error *err) {
+    long long size = 0;
+    FILE *f = fopen(m->path, "rb");
+    unsigned char *data = NULL;
+    int good = f != NULL && is_file(m->path, &size) && (data = malloc(size ? (size_t)size : 1)) != NULL &&
+               fread(data, 1, (size_t)size, f) == (size_t)size;
+    if (f != NULL) fclose(f);
+    if (!good) {
+        free(data);
+        return data == NULL && f != NULL ? set_error(err, NIN_ERR_MEMORY, "out of memory reading model '%s'", m->path)
+                                         : set_error(err, NIN_ERR_IO, "cannot read model file '%s'", m->path);
+    }
+    sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, data, (size_t)size);
+    sha256_final(&ctx, m->sha256);
+    /* The folder external data lies in: the model file's (Path(path).parent). */
+    char *folder = copy_string(m->path);
+    char *slash = folder ? strrchr(folder, '/') : NULL;
+    char graph[65], why[600] = "";
+    int external = 0;
+    nin_status code = NIN_OK;
+    if (folder == NULL) code = set_error(err, NIN_ERR_MEMORY, "out of memory");
+    else if (slash == folder) folder[1] = '\0';
+    else if (slash != NULL) *slash = '\0';
+    else strcpy(folder, ".");
+    /* As uses_external_data: a file the walk cannot read has no external data, and is hashed as it is. */
+    int walked = code == NIN_OK ? graph_digest(data, (size_t)size, folder, graph, &external, why, sizeof why) : 0;
+    if (code == NIN_OK && external) {
+        if (walked != 0) {
+            code = set_error(err, NIN_ERR_MODEL, "model '%s' is not a readable ONNX file: %s", m->path, why);
+        } else {
+            char joined[129];
+            snprintf(joined, sizeof joined, "%s%s", m->sha256, graph);
+            sha256_init(&ctx);
+            sha256_update(&ctx, joined, 128);
+            sha256_final(&ctx, m->sha256);
+        }
+    }
+    free(folder);
+    free(data);
     return code;
 }
 
@@ -566,6 +820,7 @@ nin_status nin_open(const char *path, const nin_options *options, nin_model **ou
                          "loading model", m->path);
     if (code == NIN_OK) code = read_metadata(m, err);
     if (code == NIN_OK) code = read_contract(m, err);
+    if (code == NIN_OK) code = model_sha256(m, err);
     if (code != NIN_OK) {
         nin_close(m);
         return code;
@@ -601,6 +856,8 @@ void nin_close(nin_model *m) {
 }
 
 const nin_info *nin_model_info(const nin_model *model) { return model ? &model->info : NULL; }
+
+const char *nin_model_sha256(const nin_model *model) { return model ? model->sha256 : NULL; }
 
 /* -- preprocessing (runtime/preprocess.py) ------------------------------------------------------------ */
 

@@ -33,29 +33,51 @@ static void block(uint32_t h[8], const unsigned char *p) {
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
 }
 
-int sha256_file(FILE *file, char hex[65], unsigned long long *size) {
-    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    unsigned char buf[65536 + 128];
-    unsigned long long total = 0;
-    size_t n;
-    while ((n = fread(buf, 1, 65536, file)) == 65536) {
-        for (size_t i = 0; i < n; i += 64) block(h, buf + i);
-        total += n;
+void sha256_init(sha256_ctx *ctx) {
+    static const uint32_t initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(ctx->h, initial, sizeof initial);
+    ctx->used = 0;
+    ctx->total = 0;
+}
+
+void sha256_update(sha256_ctx *ctx, const void *data, size_t size) {
+    const unsigned char *p = data;
+    ctx->total += size;
+    if (ctx->used) {
+        size_t take = 64 - ctx->used < size ? 64 - ctx->used : size;
+        memcpy(ctx->block + ctx->used, p, take);
+        ctx->used += take, p += take, size -= take;
+        if (ctx->used < 64) return;
+        block(ctx->h, ctx->block);
+        ctx->used = 0;
     }
-    if (ferror(file)) return -1;
-    total += n;
-    size_t whole = n / 64 * 64;
-    for (size_t i = 0; i < whole; i += 64) block(h, buf + i);
+    for (; size >= 64; p += 64, size -= 64) block(ctx->h, p);
+    memcpy(ctx->block, p, size);
+    ctx->used = size;
+}
+
+void sha256_final(sha256_ctx *ctx, char hex[65]) {
     /* The tail: the last partial block, 0x80, zeros, then the length in bits (big-endian). */
-    size_t rest = n - whole;
-    memmove(buf, buf + whole, rest);
-    buf[rest++] = 0x80;
+    unsigned char tail[128] = {0};
+    size_t rest = ctx->used;
+    memcpy(tail, ctx->block, rest);
+    tail[rest++] = 0x80;
     size_t padded = rest <= 56 ? 64 : 128;
-    memset(buf + rest, 0, padded - rest);
-    unsigned long long bits = total * 8;
-    for (int i = 0; i < 8; i++) buf[padded - 1 - i] = (unsigned char)(bits >> (8 * i));
-    for (size_t i = 0; i < padded; i += 64) block(h, buf + i);
-    for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", h[i]);
-    *size = total;
+    unsigned long long bits = ctx->total * 8;
+    for (int i = 0; i < 8; i++) tail[padded - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (size_t i = 0; i < padded; i += 64) block(ctx->h, tail + i);
+    for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", ctx->h[i]);
+}
+
+int sha256_file(FILE *file, char hex[65], unsigned long long *size) {
+    sha256_ctx ctx;
+    unsigned char buf[65536];
+    size_t n;
+    sha256_init(&ctx);
+    while ((n = fread(buf, 1, sizeof buf, file)) > 0) sha256_update(&ctx, buf, n);
+    if (ferror(file)) return -1;
+    *size = ctx.total;
+    sha256_final(&ctx, hex);
     return 0;
 }

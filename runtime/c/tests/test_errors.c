@@ -62,6 +62,10 @@ int main(int argc, char **argv) {
     expect(nin_open(argv[1], NULL, &model, &err), NIN_OK, &err, "", "open the model");
     if (model == NULL) return 1;
     const nin_info *info = nin_model_info(model);
+    checks += 2;
+    if (nin_model_sha256(NULL) != NULL) failures++, printf("FAIL nin_model_sha256(NULL) is not NULL\n");
+    if (strlen(nin_model_sha256(model)) != 64 || strspn(nin_model_sha256(model), "0123456789abcdef") != 64)
+        failures++, printf("FAIL nin_model_sha256 is not 64 hex digits: %s\n", nin_model_sha256(model));
     size_t classes = info->label_count, side = (size_t)info->input_size;
     uint8_t *pixels = calloc(side * side * 4 * 2, 1);
     for (size_t i = 0; i < side * side * 4 * 2; i++) pixels[i] = (uint8_t)(i * 7 % 251);

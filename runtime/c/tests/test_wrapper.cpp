@@ -31,6 +31,7 @@ int main(int argc, char **argv) {
     }
     nin::Model model{std::string_view(argv[1])};
     CHECK(model.labels().size() == model.info().label_count);
+    CHECK(model.sha256().size() == 64 && model.sha256() == nin_model_sha256(model.handle()));
     CHECK(model.channels() == 1 || model.channels() == 3);
     std::vector<std::uint8_t> pixels(40 * 30 * 3);
     for (std::size_t i = 0; i < pixels.size(); i++) pixels[i] = static_cast<std::uint8_t>(i * 13 % 256);

@@ -5,8 +5,8 @@
  *
  * MODEL is an .onnx file written by nin-export or a bundle folder. Prints the CSV that
  * `nin-infer MODEL IMAGE... -o - --format csv --top-k K` prints (same columns, same number format,
- * paths as given), so the two can be diffed. An image that cannot be read gets a row with its error,
- * like nin-infer; the exit status is then 1 and one `error: ...` line on stderr says how many failed.
+ * paths as given, the model_sha256 column too), so the two can be diffed. An image that cannot be
+ * read gets a row with its error, like nin-infer; the exit status is then 1 and one `error: ...` line on stderr says how many failed.
  * Images are decoded with stb_image (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PNM); see docs/c-api.md for
  * what differs from the Python runtime's Pillow reader.
  */
@@ -145,11 +145,13 @@ int main(int argc, char **argv) {
     }
     size_t k = (size_t)top_k;
 
-    /* The header: input,label,index,probability[,label_2,probability_2...],error: rows.py's row_columns less
-       model_sha256 (which nin-infer's --resume needs, not this tool). */
+    /* The header: input,label,index,probability[,label_2,probability_2...],error,model_sha256: rows.py's
+       row_columns. model_sha256 is rows.py's model_sha256(): the first 16 hex digits of the model's sha256. */
     fputs("input,label,index,probability", stdout);
     for (size_t j = 2; j <= k; j++) printf(",label_%zu,probability_%zu", j, j);
-    fputs(",error\n", stdout);
+    fputs(",error,model_sha256\n", stdout);
+    char model_id[17];
+    snprintf(model_id, sizeof model_id, "%.16s", nin_model_sha256(model));
 
     char **paths = argv + arg + 1;
     size_t total = (size_t)(argc - arg - 1), failed = 0;
@@ -190,7 +192,8 @@ int main(int argc, char **argv) {
             put_field(items[i].path, 0);
             if (items[i].pixels == NULL) {
                 for (size_t j = 0; j < 2 * k + 1; j++) putchar(',');
-                put_field(items[i].error, 1);
+                put_field(items[i].error, 0);
+                put_field(model_id, 1);
                 if (failed++ == 0) snprintf(first_error, sizeof first_error, "%s", items[i].error);
                 continue;
             }
@@ -202,7 +205,8 @@ int main(int argc, char **argv) {
                 format_double(p->probability, number, sizeof number);
                 put_field(number, 0);
             }
-            putchar('\n');
+            putchar(',');  /* no error */
+            put_field(model_id, 1);
             g++;
             stbi_image_free(items[i].pixels);
         }
