@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .classifier import Classifier, Prediction, default_top_k, top_predictions
+from .classifier import Classifier, Prediction, check_top_k, default_top_k, top_predictions
 from .core.choices import RowFormat
 from .core.errors import ConfigError, InputError, NinEdgeError
 from .core.files import check_writable
@@ -122,10 +122,7 @@ class InferConfig:
         """The top-k for a model of ``classes`` classes: as given (refused beyond them), else the default."""
         if self.top_k is None:
             return default_top_k(classes) if self.output is None else 1
-        if self.top_k > classes:
-            raise ConfigError(
-                f"--top-k must be from 1 to {classes} (this model has {classes} classes), got {self.top_k}"
-            )
+        check_top_k(self.top_k, classes, "--top-k")
         return self.top_k
 
     def row_format(self) -> str:

@@ -102,10 +102,12 @@ def default_top_k(classes: int) -> int:
     return min(DEFAULT_TOP_K, classes)
 
 
-def check_top_k(top_k: object, classes: int) -> None:
-    """Refuse a ``top_k`` outside 1..classes."""
+def check_top_k(top_k: object, classes: int, name: str = "top_k") -> None:
+    """Refuse a ``top_k`` outside 1..classes; ``name`` is what the caller calls it (``--top-k`` in a command)."""
     if not is_whole_number(top_k, minimum=1, maximum=classes):
-        raise ConfigError(f"top_k must be a whole number from 1 to {classes}, got {top_k!r}")
+        raise ConfigError(
+            f"{name} must be a whole number from 1 to {classes} (this model has {classes} classes), got {top_k!r}"
+        )
 
 
 def top_predictions(logits: np.ndarray, labels: Sequence[str], top_k: int) -> list[list[Prediction]]:

@@ -39,7 +39,7 @@ from .bulk import (
     prepared_or_error,
     record,
 )
-from .classifier import Classifier, Prediction
+from .classifier import Classifier, Prediction, check_top_k
 from .core.errors import ConfigError, InputError
 from .decoding import Decoder
 from .inputs import Item, check_inputs, expand_inputs
@@ -68,8 +68,7 @@ class RayClassifier:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             self.classifier = Classifier(model, provider, precision=precision, max_batch=max_batch, **options)
-        if not 1 <= top_k <= len(self.classifier.labels):
-            raise ConfigError(f"top_k must be from 1 to {len(self.classifier.labels)} for this model, got {top_k}")
+        check_top_k(top_k, len(self.classifier.labels))
         self.top_k = top_k
         self.decode = Decoder.of(self.classifier)
 

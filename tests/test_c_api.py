@@ -247,7 +247,8 @@ def test_bad_inputs_give_one_error_line_and_exit_1(built, tmp_path):
     c = _classify(built, str(tmp_path / "nope.onnx"), good)
     assert c.stderr == f"error: model file '{tmp_path / 'nope.onnx'}' does not exist or is not a file\n"
     c = _classify(built, "--top-k", "11", model, good)
-    assert (c.returncode, c.stderr) == (1, "error: top_k must be a whole number from 1 to 10, got 11\n")
+    too_many = "error: --top-k must be a whole number from 1 to 10 (this model has 10 classes), got 11\n"
+    assert (c.returncode, c.stderr) == (1, too_many)
 
 
 def test_agreement_with_the_python_runtime_on_fashion_mnist(built, shipped_nin, tmp_path):

@@ -89,9 +89,9 @@ def test_nin_infer_defaults_fit_a_two_class_model(two_class, tmp_path):
     rows = run_cli(infer_cli, [bundle, *pngs, "-o", tmp_path / "rows.csv"])
     assert rows.exit_code == 0, rows.stderr
     # Rows keep the best class unless asked: one column set, whatever the model's classes.
-    assert (tmp_path / "rows.csv").read_text().splitlines()[0] == "input,label,index,probability,error"
+    assert (tmp_path / "rows.csv").read_text().splitlines()[0] == "input,label,index,probability,error,model_sha256"
     too_many = run_cli(infer_cli, [bundle, *pngs, "--top-k", "3"])
-    assert_one_line_error(too_many, "--top-k must be from 1 to 2 (this model has 2 classes), got 3")
+    assert_one_line_error(too_many, "--top-k must be a whole number from 1 to 2 (this model has 2 classes), got 3")
 
 
 def test_classifier_defaults_fit_a_two_class_model(two_class):
@@ -99,7 +99,7 @@ def test_classifier_defaults_fit_a_two_class_model(two_class):
     clf = Classifier(bundle, "cpu")
     assert [len(top) for top in clf.classify(pngs)] == [2, 2, 2]
     assert [len(top) for top in clf.classify(pngs, top_k=1)] == [1, 1, 1]
-    with pytest.raises(ConfigError, match="top_k must be a whole number from 1 to 2, got 3"):
+    with pytest.raises(ConfigError, match=r"top_k must be a whole number from 1 to 2 \(this model has 2 classes\)"):
         clf.classify(pngs, top_k=3)
 
 

@@ -181,14 +181,6 @@ def test_rows_record_their_model_and_resume_refuses_another(m2, imgs, tiny_nin_p
     assert resumed.exit_code == 0 and resumed.stderr.startswith("1 images, 0 errors, 2 skipped"), resumed.stderr
 
 
-def test_the_report_shows_5_classes_or_every_class_of_a_model_with_fewer(m2, imgs):
-    result = run_cli(infer_cli, [m2, imgs / "0.png", "--format", "json"])  # refused "--top-k ... 1 to 2, got 5"
-    assert result.exit_code == 0, result.stderr
-    assert [len(r["top"]) for r in json.loads(result.stdout)["results"]] == [2]
-    too_many = run_cli(infer_cli, [m2, imgs / "0.png", "--top-k", 3])
-    assert_one_line_error(too_many, "--top-k must be from 1 to 2 (this model has 2 classes), got 3")
-
-
 def test_rows_without_a_model_column_are_not_resumed(m2, imgs, tmp_path):
     out = tmp_path / "old.csv"
     out.write_text(f"input,label,index,probability,error\n{imgs / '0.png'},cat,0,0.6,\n")

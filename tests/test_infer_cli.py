@@ -104,7 +104,7 @@ def test_bad_inputs_are_one_line_errors(tiny_nin_path, inputs, tmp_path):
             "holds float64 (2, 3, 224, 224); expected uint8 images (H,W), (H,W,C), (N,H,W) or (N,H,W,C)",
         ),
         ([tiny_nin_path, notes], "cannot read image"),
-        ([tiny_nin_path, folder / "shoe.png", "--top-k", 11], "--top-k must be from 1 to 10"),
+        ([tiny_nin_path, folder / "shoe.png", "--top-k", 11], "--top-k must be a whole number from 1 to 10 ("),
         ([notes, folder / "shoe.png"], "onnxruntime cannot load model"),
     ]
     for args, fragment in cases:

@@ -139,7 +139,8 @@ int main(int argc, char **argv) {
     }
     const nin_info *info = nin_model_info(model);
     if (top_k < 1 || (size_t)top_k > info->label_count) {
-        fprintf(stderr, "error: top_k must be a whole number from 1 to %zu, got %ld\n", info->label_count, top_k);
+        fprintf(stderr, "error: --top-k must be a whole number from 1 to %zu (this model has %zu classes), got %ld\n",
+                info->label_count, info->label_count, top_k);
         nin_close(model);
         return 1;
     }
