@@ -42,6 +42,9 @@ class Deploy:
     options: Any = None
 
 
+#: The deploy targets that package a model for users, and so refuse one whose training ended near chance.
+PACKAGING_TARGETS = ("bundle", "web")
+
 #: The agreement gate where no other is given: 99% of top-1 predictions as FP32's.
 DEFAULT_MIN_AGREEMENT = 0.99
 
@@ -113,7 +116,7 @@ class ExportConfig:
         the shipped weights) pass."""
         if not self.weights:
             return None
-        check = ChanceCheck.from_dict(read_checkpoint(self.weights).get("chance"))
+        check = ChanceCheck.from_dict(read_checkpoint(self.weights).get("chance"), f"checkpoint '{self.weights}'")
         return refuse_near_chance(check, what, self.allow_chance)
 
     def card(self) -> TrainedCard:
@@ -235,6 +238,8 @@ class ExportConfig:
                 )
         for target, options, out in self.deploy_targets():
             target.check(options, out)
+        if any(extra.target in PACKAGING_TARGETS for extra in self.deploy):
+            self.check_chance("--bundle/--web")  # before the export's work, not after it
         onnx_file = self.output_path.absolute()
         for extra in self.deploy:  # folders replaced whole: the ONNX file in one would make it not theirs
             if Path(os.path.abspath(extra.out)) in onnx_file.parents:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from nin_edge.runtime.core.errors import NinEdgeError
+from nin_edge.runtime.core.errors import ModelFileError, NinEdgeError
 
 #: How many binomial standard deviations above chance accuracy must be (one-sided, about 97.7 %).
 MARGIN_SIGMAS = 2.0
@@ -81,14 +81,25 @@ class ChanceCheck:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: object) -> ChanceCheck | None:
-        """A recorded check, or None for a checkpoint written before the gate (or a malformed record)."""
-        if not isinstance(data, Mapping):
+    def from_dict(cls, data: object, where: str = "the checkpoint") -> ChanceCheck | None:
+        """A recorded check, or None for a checkpoint written before the gate. A record that is there but
+        malformed is refused (a :class:`ModelFileError` naming ``where``): the gate must not pass silently."""
+        if data is None:
             return None
-        try:
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-        except (KeyError, TypeError):
-            return None
+        fields = cls.__dataclass_fields__
+        texts = ("measured_on", "top_class")
+
+        def fits(name: str, value: object) -> bool:
+            if name in texts:
+                return isinstance(value, str)
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not isinstance(data, Mapping) or any(k not in data or not fits(k, data[k]) for k in fields):
+            raise ModelFileError(
+                f"{where} holds a malformed chance-level record ({data!r:.200}); expected "
+                f"{', '.join(fields)} as nin-train writes them (numbers and text); the file was changed after training"
+            )
+        return cls(**{k: data[k] for k in fields})
 
 
 def chance_check(preds: np.ndarray, truth: np.ndarray, labels: Sequence[str], measured_on: str) -> ChanceCheck:

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 from nin_edge.export.cli import main as export_cli
-from nin_edge.models.chance import ChanceCheck, chance_check
+from nin_edge.export.config import Deploy, ExportConfig
+from nin_edge.models.chance import ChanceCheck, ChanceLevelError, chance_check
 from nin_edge.models.checkpoint import TrainedCard, checkpoint_card
 from nin_edge.models.cli import eval_main, train_main
 from nin_edge.models.health import DeadHeadError, check_alive
 from nin_edge.models.registry import create_model
+from nin_edge.runtime.core.errors import ModelFileError
 from nin_edge.runtime.core.metadata import Preprocessing
 from PIL import Image
 
@@ -113,6 +115,26 @@ def _near_chance_checkpoint(tmp_path):
     saved["chance"] = chance_check(np.zeros(20, np.int64), truth, ("cat", "dog"), "held-out split (val)").to_dict()
     torch.save(saved, path)
     return path
+
+
+def test_the_chance_gate_refuses_before_any_export_work(tmp_path):
+    ckpt = _near_chance_checkpoint(tmp_path)
+    for target in ("bundle", "web"):
+        config = ExportConfig(weights=str(ckpt), deploy=(Deploy(target, str(tmp_path / target)),))
+        with pytest.raises(ChanceLevelError, match="is not clearly above chance 0.5000"):
+            config.validate()  # what nin-export runs first
+    ExportConfig(weights=str(ckpt), allow_chance=True, deploy=(Deploy("bundle", str(tmp_path / "b")),)).validate()
+
+
+def test_a_malformed_chance_record_is_refused_not_passed(tmp_path):
+    ckpt = _near_chance_checkpoint(tmp_path)
+    saved = torch.load(ckpt, weights_only=True)
+    saved["chance"]["accuracy"] = "high"
+    torch.save(saved, ckpt)
+    config = ExportConfig(weights=str(ckpt), deploy=(Deploy("bundle", str(tmp_path / "b")),))
+    with pytest.raises(ModelFileError, match=f"checkpoint '{ckpt}' holds a malformed chance-level record"):
+        config.validate()
+    assert ChanceCheck.from_dict(None) is None  # older checkpoints have no record: nothing to judge
 
 
 @pytest.mark.slow

@@ -204,7 +204,8 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
     saved = read_checkpoint(config.weights) if config.weights else {}
     if isinstance(saved.get("recipe"), dict) and isinstance(saved.get("data"), dict):  # a nin-train checkpoint
         history = saved.get("history") or [{}]
-        chance = ChanceCheck.from_dict(saved.get("chance"))  # names the split (older checkpoints do not)
+        # The record names the split it was measured on (older checkpoints have none).
+        chance = ChanceCheck.from_dict(saved.get("chance"), f"checkpoint '{config.weights}'")
         stage = {
             "name": f"nin-train, {len(history)} epoch(s)"
             + (f", from {saved['recipe']['init_from']}" if saved["recipe"].get("init_from") else ""),
