@@ -257,7 +257,9 @@ def _resume_hint(output: str, resumed: str | None, started: float) -> str:
         if resumed:
             return f"no epoch finished in this run; the same command goes on from '{resumed}' again"
         return f"no epoch finished, so there is no checkpoint to resume from ('{output}' was not written)"
-    return f"'{output}' holds the last finished epoch; go on with: {rerun_command('--resume', output)}"
+    # --resume refuses --init-from and --head (they only start a run): the command that resumes leaves them out.
+    again = rerun_command("--resume", output, drop_with_value=("--init-from", "--head"))
+    return f"'{output}' holds the last finished epoch; go on with: {again}"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

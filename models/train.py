@@ -237,6 +237,12 @@ class TrainConfig:
         Balance.check(self.balance, "balance")
         Normalize.check(self.normalize, "normalize")
         Head.check(self.head, "head")
+        if self.resume and (self.init_from or self.head != "auto"):
+            given = "--init-from" if self.init_from else "--head"
+            raise ConfigError(
+                f"--resume continues '{self.resume}' with the weights and head it saved; {given} only starts a new "
+                f"run: leave {given} out to resume, or leave --resume out to start again"
+            )
         if self.head in (Head.BOOK, Head.WIDE) and "head" not in model_options(self.model):
             raise ConfigError(f"--head {self.head} is for nin; {self.model} has one head layout (leave --head auto)")
         for name in ("workers", "patience"):

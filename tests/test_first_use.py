@@ -11,7 +11,7 @@ from nin_edge.export.cli import main as export_cli
 from nin_edge.models.cli import train_main
 from nin_edge.runtime.cli.infer import main as infer_cli
 
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).parent.parent
 
@@ -46,8 +46,10 @@ def test_ctrl_c_in_nin_train_says_the_command_that_resumes(monkeypatch, tmp_path
     )
     args += ["--resume", "old.pt"]
     result = run_cli(train_main, args)
+    assert result.exit_code == 130
     assert result.stderr == "interrupted; no epoch finished in this run; the same command goes on from 'old.pt' again\n"
-    monkeypatch.setattr(sys, "argv", ["nin-train", *args])
+    # The first run started from other weights: the command that resumes leaves them out (--resume refuses them).
+    monkeypatch.setattr(sys, "argv", ["nin-train", *args[:-2], "--init-from", "pretrained", "--head=wide"])
 
     def one_epoch_then_interrupt(*_args, **_kwargs):
         checkpoint.write_bytes(b"an epoch")
@@ -75,3 +77,13 @@ def test_web_says_where_it_writes_the_onnx_model(tmp_path, monkeypatch):
     again = run_cli(export_cli, args)
     assert again.exit_code == 0, again.stderr
     assert "to nin.onnx (replacing the file there); --output chooses the path" in again.stderr
+
+
+def test_resume_refuses_options_that_only_start_a_run(tmp_path):
+    for given in (["--init-from", "pretrained"], ["--head", "wide"]):
+        result = run_cli(train_main, ["--data", "fashion", "--resume", "run.pt", *given])
+        assert_one_line_error(
+            result,
+            f"--resume continues 'run.pt' with the weights and head it saved; {given[0]} only starts a new run: "
+            f"leave {given[0]} out to resume, or leave --resume out to start again",
+        )

@@ -178,14 +178,18 @@ def renamed_option(old: str, new: str, param: str, *, type: Any = None, flag: bo
     return decorate
 
 
-def rerun_command(option: str, value: str | None = None, drop: tuple[str, ...] = ()) -> str:
-    """This process's command line with ``option`` (and its ``value``) set and the flags ``drop`` left out:
-    the command that goes on from where this one stopped."""
+def rerun_command(
+    option: str, value: str | None = None, drop: tuple[str, ...] = (), drop_with_value: tuple[str, ...] = ()
+) -> str:
+    """This process's command line with ``option`` (and its ``value``) set, the flags ``drop`` left out and
+    the options ``drop_with_value`` left out with their values: the command that goes on from where this one
+    stopped."""
     args: list[str] = []
     rest = iter(sys.argv[1:])
+    valued = (*drop_with_value, *([option] if value is not None else []))
     for arg in rest:
-        if arg == option and value is not None:
+        if arg in valued:
             next(rest, None)  # the old value goes with its option
-        elif arg != option and arg not in drop and not arg.startswith(f"{option}="):
+        elif arg != option and arg not in drop and not arg.startswith(tuple(f"{o}=" for o in (option, *valued))):
             args.append(arg)
     return shlex.join([Path(sys.argv[0]).name, *args, option, *([value] if value is not None else [])])
