@@ -679,6 +679,19 @@ def test_nin_serve_web_serves_until_stopped(tiny_web):
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=20)[1]
     assert proc.returncode == 0 and rest.strip() == "stopped"
+    # Ctrl-C, as a terminal user has it (even when pytest runs as a background job with SIGINT ignored): 130.
+    proc = subprocess.Popen(
+        [nin_serve, "--web", tiny_web[0], "--http-port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert proc.stderr.readline().startswith(f"serving {tiny_web[0]} at http://127.0.0.1:")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 130
 
 
 @pytest.mark.slow

@@ -63,7 +63,8 @@ def main(web: str | None, **options: Any) -> None:
         config = WebServeConfig(
             web=web, host=options["host"], http_port=options["http_port"], client_timeout_s=options["client_timeout_s"]
         )
-        with contextlib.suppress(KeyboardInterrupt, Terminated):  # a stop asked for is a clean exit, as for Triton
+        # As for Triton: SIGTERM, a supervisor's stop, is a clean exit (0); Ctrl-C exits 130 like every command.
+        with contextlib.suppress(Terminated):
             serve_web(config, ready=say)
         say("stopped")
         return
