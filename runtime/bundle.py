@@ -23,6 +23,18 @@ from .int8 import cpu_class, saturates
 MANIFEST = "manifest.json"
 #: A signed bundle's signature (see ``signing.py``): it signs the manifest, so the manifest cannot list it.
 SIGNATURE = "model.sig"
+#: The media type of a signature file: a Sigstore bundle, as OpenSSF's model-signing writes it.
+SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle"
+
+
+def is_signature(path: Path) -> bool:
+    """Whether ``path`` holds a signature as ``nin-sign`` writes it (and not a user's own file of that name)."""
+    try:
+        return str(json.loads(path.read_text()).get("mediaType", "")).startswith(SIGSTORE_BUNDLE)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
 FORMAT = "nin-edge-bundle"
 #: The manifest layout this version writes and the newest it reads.
 FORMAT_VERSION = 1
@@ -157,7 +169,7 @@ def bundle_files(folder: Path) -> dict[str, str]:
 
 
 #: A bundle folder may be replaced only when it holds nothing but what its manifest lists.
-BUNDLE_FOLDER = FolderRules(record=MANIFEST, listed=bundle_files, what="bundle", derived=(SIGNATURE,))
+BUNDLE_FOLDER = FolderRules(record=MANIFEST, listed=bundle_files, what="bundle", derived={SIGNATURE: is_signature})
 
 
 def open_bundle(folder: str | os.PathLike) -> Bundle:

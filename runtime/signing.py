@@ -14,18 +14,16 @@ functions need a folder whose files match its manifest (:func:`~nin_edge.runtime
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from .bundle import SIGNATURE, open_bundle
+from .bundle import SIGNATURE, is_signature, open_bundle
 from .core.errors import ConfigError, ModelFileError
 
 SIGN_EXTRA = "pip install 'nin-edge[sign]'"
 #: The signature's media type: how a ``model.sig`` that nin-sign may replace is recognised.
-SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle"
 
 
 class SignatureError(ModelFileError):
@@ -85,7 +83,7 @@ def sign_bundle(folder: str | os.PathLike, key: str | os.PathLike, password: str
     ms, config = _signer(key, password)
     open_bundle(path)  # sign only a bundle whose files match its manifest
     signature = path / SIGNATURE
-    if signature.is_symlink() or (signature.exists() and not _is_signature(signature)):
+    if signature.is_symlink() or (signature.exists() and not is_signature(signature)):
         raise ConfigError(
             f"'{signature}' exists and is not a model-signing signature: not replacing it; move it away and sign again"
         )
@@ -99,13 +97,6 @@ def sign_bundle(folder: str | os.PathLike, key: str | os.PathLike, password: str
     finally:
         temporary.unlink(missing_ok=True)
     return signature
-
-
-def _is_signature(path: Path) -> bool:
-    try:
-        return str(json.loads(path.read_text()).get("mediaType", "")).startswith(SIGSTORE_BUNDLE)
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
 
 
 def verify_bundle(folder: str | os.PathLike, key: str | os.PathLike) -> None:

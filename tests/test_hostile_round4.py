@@ -321,6 +321,13 @@ def test_a_signed_bundle_verifies_and_loads(signed, keys):
     assert Classifier(signed, "cpu").labels == clf.labels
 
 
+def test_a_users_own_model_sig_keeps_the_bundle_folder_from_being_replaced(tmp_path):
+    bundle = fake_bundle(tmp_path / "b")
+    (bundle / SIGNATURE).write_text("my notes, not a signature\n")
+    with pytest.raises(ConfigError, match="holds 'model.sig', which its manifest.json does not list: not replacing"):
+        check_replaceable_folder(bundle, BUNDLE_FOLDER)
+
+
 @pytest.mark.parametrize(
     "tamper, named",
     [

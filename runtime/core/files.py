@@ -28,7 +28,7 @@ import stat
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -168,12 +168,13 @@ def _check_parent(target: Path, what: str) -> None:
 class FolderRules:
     """How to tell a folder the tool wrote: ``record`` is the file in it that lists what was written
     (a bundle's ``manifest.json``) and ``listed(folder)`` reads that list as file name -> sha256;
-    ``derived`` names files written from the others after the record (a signature), which go with them."""
+    ``derived`` names files written from the others after the record (a signature), which go with them, each
+    with the test that a file of that name is the tool's (a user's own file of that name is never replaced)."""
 
     record: str
     listed: Callable[[Path], Mapping[str, str]]
     what: str
-    derived: tuple[str, ...] = ()
+    derived: Mapping[str, Callable[[Path], bool]] = field(default_factory=dict)
 
 
 def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Path:
@@ -208,7 +209,8 @@ def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Pat
             raise ConfigError(f"{refuse} exists, is not empty and holds no {record}: not replacing it; {keep}")
         files = rules.listed(target) if entries else {}
         for entry in entries:
-            if entry.name == record or (entry.name in rules.derived and entry.is_file() and not entry.is_symlink()):
+            ours = rules.derived.get(entry.name)
+            if entry.name == record or (ours and entry.is_file() and not entry.is_symlink() and ours(entry)):
                 continue
             if entry.name not in files:
                 raise ConfigError(
