@@ -221,6 +221,11 @@ def test_bundle_and_web_into_the_current_folder_are_refused_before_any_work(tmp_
         result = run_cli(export_cli, ["--random-init", "--input-size", SIZE, option, "."])
         assert_one_line_error(result, "folder '.' is the current folder or holds it")
     assert list(tmp_path.iterdir()) == []
+    link = tmp_path.parent / f"{tmp_path.name}-parent-link"
+    link.symlink_to(tmp_path.parent)  # the same folder through a link in its path
+    result = run_cli(export_cli, ["--random-init", "--input-size", SIZE, "--bundle", str(link / tmp_path.name)])
+    assert_one_line_error(result, "is the current folder or holds it")
+    link.unlink()
     (tmp_path / "w").mkdir()
     result = run_cli(export_cli, ["--random-init", "--input-size", SIZE, "--output", "w/m.onnx", "--web", "w"])
     assert_one_line_error(result, "the ONNX file 'w/m.onnx' would be written inside the web folder 'w'")

@@ -190,8 +190,8 @@ def check_replaceable_folder(path: str | os.PathLike, rules: FolderRules) -> Pat
     path, record, what = Path(path), rules.record, rules.what
     # Absolute: "." has no name to build a sibling from, and its parent is itself.
     target = Path(os.path.abspath(_resolve_output(path, what, "a folder path")))
-    cwd = Path.cwd()
-    if target == cwd or target in cwd.parents:
+    cwd, real = Path(os.path.realpath(Path.cwd())), Path(os.path.realpath(target))  # a link to it is it too
+    if real == cwd or real in cwd.parents:
         raise ConfigError(
             f"{what} folder '{path}' is the current folder or holds it: nin-edge builds the folder beside it and "
             f"renames it into place, which would move the folder you are working in; give a new folder, e.g. "
