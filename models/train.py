@@ -561,7 +561,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if step == 0:
-                _check_step_zero(model, x, card.labels, on_note if ddp.main else (lambda _: None))
+                _check_step_zero(model, x, card, on_note if ddp.main else (lambda _: None))
                 net.train()
             optimizer.zero_grad(set_to_none=True)
             autocast = torch.autocast(device.type, dtype=amp_dtype(device)) if config.amp else contextlib.nullcontext()
@@ -629,7 +629,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
             if on_epoch:
                 on_epoch(stats)
         # After saving, so that the checkpoint of a dead run is there to inspect.
-        check_alive(logits, card.labels, f"after epoch {epoch + 1}", DEAD_HINT)
+        check_alive(logits, card.labels, f"after epoch {epoch + 1}", _dead_hint(card))
         if improved:
             best_acc, stale = stats.held_out_acc, 0
         else:
@@ -662,19 +662,26 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
 
 
 #: What to try when the last block is dead or the model ends near chance.
-DEAD_HINT = "try --head wide (the default for image folders), a lower --lr, or another --seed (see docs/few-classes.md)"
+def _dead_hint(card: TrainedCard) -> str:
+    """What to try when the head died: the wide head only where the run does not have it already."""
+    wide = card.model_options.get("head") == Head.WIDE
+    return f"try {'' if wide else '--head wide (the default for image folders), '}a lower --lr, or another --seed " + (
+        "(see docs/few-classes.md)"
+    )
+
+
 NEAR_CHANCE_HINT = (
     "more epochs, more images per class, --init-from pretrained or a lower --lr may help; "
     "nin-export refuses to bundle it without --allow-chance"
 )
 
 
-def _check_step_zero(model: nn.Module, x: torch.Tensor, labels: tuple[str, ...], on_note: Callable) -> None:
+def _check_step_zero(model: nn.Module, x: torch.Tensor, card: TrainedCard, on_note: Callable) -> None:
     """One forward pass on the first batch before any step: a dead last block stops the run here."""
     if bool((x == x[:1]).all()):
         return  # identical images must get identical scores: they say nothing about the head
     model.eval()  # no dropout: the scores a trained model would give (no random numbers are drawn)
     with torch.no_grad():
-        note = check_alive(model(x), labels, "at step 0 (before training)", DEAD_HINT)
+        note = check_alive(model(x), card.labels, "at step 0 (before training)", _dead_hint(card))
     if note:
         on_note(note)

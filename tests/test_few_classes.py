@@ -224,3 +224,12 @@ def test_a_history_written_before_the_rename_still_resumes():
     old.update(seconds=1.0, lr=0.1, input_size=67)
     epoch, history = progress({"epoch": 1, "history": [old]}, "old.pt")
     assert epoch == 1 and history[0].held_out_acc == 0.75
+
+
+def test_the_dead_head_hint_offers_the_wide_head_only_to_a_run_without_it():
+    from nin_edge.models.train import _dead_hint
+
+    book = TrainedCard(("a", "b"), 3, 112, Preprocessing())
+    wide = TrainedCard(("a", "b"), 3, 112, Preprocessing(), model_options={"head": "wide"})
+    assert _dead_hint(book).startswith("try --head wide (the default for image folders), a lower --lr")
+    assert _dead_hint(wide) == "try a lower --lr, or another --seed (see docs/few-classes.md)"
