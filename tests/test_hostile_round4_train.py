@@ -281,3 +281,16 @@ def test_crafted_card_labels_are_refused_by_the_card_parser():
     pre = {"color": "grayscale", "resize": "bilinear", "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
     with pytest.raises(ModelFileError, match="must be a list of strings"):
         TrainedCard.from_dict({"labels": "xy", "in_channels": 1, "input_size": 67, "preprocessing": pre}, "c.pt")
+
+
+def test_the_web_exports_staging_bundle_is_a_temporary_the_next_run_cleans(tmp_path):
+    from nin_edge.runtime.core.files import make_temporary_folder, remove_stale_temporaries
+
+    site = tmp_path / "site"
+    staging = make_temporary_folder(site)  # what the web target builds its bundle in
+    assert staging.parent == tmp_path and staging.name.startswith(".site.nin-edge-")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process that no longer runs, as a killed export's
+    left = staging.rename(tmp_path / staging.name.replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
+    (left / "bundle").mkdir()
+    assert remove_stale_temporaries(site) == [left] and not left.exists()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +35,13 @@ from nin_edge.runtime.bundle import open_bundle
 from nin_edge.runtime.cli.common import CommaList
 from nin_edge.runtime.core.choices import Precision
 from nin_edge.runtime.core.errors import ConfigError
-from nin_edge.runtime.core.files import FolderRules, atomic_folder, check_replaceable_folder, sha256_file
+from nin_edge.runtime.core.files import (
+    FolderRules,
+    atomic_folder,
+    check_replaceable_folder,
+    make_temporary_folder,
+    sha256_file,
+)
 from nin_edge.runtime.core.metadata import ModelMetadata
 from nin_edge.runtime.core.report import Report, format_pairs, format_table
 from nin_edge.runtime.int8 import Int8Target
@@ -416,7 +421,8 @@ class WebTarget:
         # Browsers run INT8 on WebAssembly, which has no VNNI: the INT8 model takes the recipe that
         # runs correctly on every CPU (7-bit weights), whatever this machine's class is.
         model = replace(model, config=replace(model.config, int8_target=Int8Target.X86_AVX2.value))
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.bundle-", dir=out.resolve().parent))
+        # Named as the web folder's temporaries are: a killed export's staging bundle is cleaned up by the next.
+        staging = make_temporary_folder(out.resolve())
         try:
             build_bundle(model, options.precisions, staging / "bundle")
             return write_web(options.web_config(str(staging / "bundle"), out))

@@ -93,6 +93,13 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def make_temporary_folder(target: Path) -> Path:
+    """A new, empty build folder beside ``target``, named as every temporary of it is
+    (``.NAME.nin-edge-PID-XXXX.tmp``), so that a killed run's is found by :func:`remove_stale_temporaries`."""
+    prefix = f".{target.name}.nin-edge-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.absolute().parent))
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Delete ``path``'s temporaries (files or build folders) left by processes that no longer run;
     returns what was removed.
@@ -237,7 +244,7 @@ def atomic_folder(path: str | os.PathLike, rules: FolderRules) -> Iterator[Path]
     (``.NAME.nin-edge-PID-XXXX.tmp``) are removed after a successful swap.
     """
     target = check_replaceable_folder(path, rules)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.nin-edge-{os.getpid()}-", suffix=".tmp", dir=target.parent))
+    tmp = make_temporary_folder(target)
     try:
         yield tmp
         umask = os.umask(0)  # mkdtemp makes the folder private (0700); give it a plain mkdir's mode
