@@ -519,14 +519,15 @@ static int graph_digest(const unsigned char *d, size_t n, const char *folder, ch
 static nin_status model_sha256(nin_model *m, nin_error *err) {
     long long size = 0;
     FILE *f = fopen(m->path, "rb");
-    unsigned char *data = NULL;
-    int good = f != NULL && is_file(m->path, &size) && (data = malloc(size ? (size_t)size : 1)) != NULL &&
-               fread(data, 1, (size_t)size, f) == (size_t)size;
+    int readable = f != NULL && is_file(m->path, &size);
+    unsigned char *data = readable ? malloc(size ? (size_t)size : 1) : NULL;
+    int good = data != NULL && fread(data, 1, (size_t)size, f) == (size_t)size;
     if (f != NULL) fclose(f);
     if (!good) {
+        int no_memory = readable && data == NULL; /* only a failed malloc is out of memory; the rest is I/O */
         free(data);
-        return data == NULL && f != NULL ? set_error(err, NIN_ERR_MEMORY, "out of memory reading model '%s'", m->path)
-                                         : set_error(err, NIN_ERR_IO, "cannot read model file '%s'", m->path);
+        return no_memory ? set_error(err, NIN_ERR_MEMORY, "out of memory reading model '%s'", m->path)
+                         : set_error(err, NIN_ERR_IO, "cannot read model file '%s'", m->path);
     }
     sha256_ctx ctx;
     sha256_init(&ctx);
