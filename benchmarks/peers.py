@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from nin_edge.runtime.core.errors import ConfigError, NinEdgeError
+from nin_edge.runtime.core.files import atomic_output
 
 if TYPE_CHECKING:
     import torch
@@ -126,7 +127,8 @@ def _executorch(model: PeerModel, batch: int, precision: str, threads: int) -> P
         net = convert_pt2e(prepared)
     program = to_edge_transform_and_lower(torch.export.export(net, example), partitioner=[XnnpackPartitioner()])
     path = model.work_dir / f"{model.name}-{precision}-b{batch}.pte"
-    path.write_bytes(program.to_executorch().buffer)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(program.to_executorch().buffer)
     method = Runtime.get().load_program(path).load_method("forward")
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -143,8 +145,8 @@ def _litert(model: PeerModel, batch: int, precision: str, threads: int) -> PeerR
 
     path = model.work_dir / f"{model.name}-{precision}-b{batch}.tflite"
     # The converter prints its progress on stdout, where nin-bench writes its JSON or CSV report.
-    with contextlib.redirect_stdout(sys.stderr):
-        litert_torch.convert(model.module().eval(), (torch.zeros(batch, *model.input_shape),)).export(str(path))
+    with contextlib.redirect_stdout(sys.stderr), atomic_output(path) as tmp:
+        litert_torch.convert(model.module().eval(), (torch.zeros(batch, *model.input_shape),)).export(str(tmp))
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]["index"]
