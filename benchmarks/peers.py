@@ -130,6 +130,11 @@ def _executorch(model: PeerModel, batch: int, precision: str, threads: int) -> P
     with atomic_output(path) as tmp:
         tmp.write_bytes(program.to_executorch().buffer)
     method = Runtime.get().load_program(path).load_method("forward")
+    from executorch.extension.pybindings import portable_lib
+
+    # XNNPACK's pool is process-wide and sized to the cores; resetting it is safe while nothing executes.
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
 
     def run(x: np.ndarray) -> np.ndarray:
         return method.execute([torch.from_numpy(x)])[0].numpy()
