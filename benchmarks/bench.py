@@ -156,7 +156,8 @@ class Row:
     gflops: float | None = None
     vs_nin: float | None = None
     speedup_vs_torch: float | None = None
-    #: Peer rows: the largest absolute logit difference from nin-edge's FP32 model on the same inputs.
+    #: With --peers: the largest absolute logit difference from nin-edge's FP32 model on the same inputs (peer rows
+    #: and the first provider's nin-edge rows they are measured beside).
     max_logit_diff: float | None = None
     io_binding: bool = False
     error: str | None = None
@@ -321,9 +322,15 @@ def run_bench(
                 precision = f"{precision}+tensorrt-fp16"
             for batch in config.batch_sizes:
                 say(f"{name} on {clf.providers[0]} ({precision}), batch {batch}")
-                rows.append(_bench_one(clf, name, precision, batch, config, profile, path, clock))
+                row = _bench_one(clf, name, precision, batch, config, profile, path, clock)
                 time.sleep(config.pause)  # let onnxruntime's spinning threads settle before the next run
-                if provider == config.provider[0] and profile is not None:
+                # Peers convert the registered model, so --model-path files get no peer rows.
+                peered = provider == config.provider[0] and bool(peers.peers)
+                if peered and profile is not None and row.error is None:
+                    # nin-edge's own row gets the column too, so an INT8 peer is judged beside nin-edge's INT8.
+                    row = replace(row, max_logit_diff=peers.diff(name, clf.logits, batch))
+                rows.append(row)
+                if peered and profile is not None:
                     rows.extend(peers.measure(name, precision, path, batch, profile, clock))
     modes = [m for m, on in (("eager", config.torch), ("compile", config.torch_compile)) if on]
     device = config.torch_device
@@ -356,6 +363,15 @@ class PeerRows:
             self._reference[key] = Classifier(fp32, "cpu", threads=self.threads).logits(x)
         return self._reference[key]
 
+    def diff(self, name: str, run: Callable[[np.ndarray], np.ndarray], batch: int) -> float:
+        """The largest absolute difference of ``run``'s logits from nin-edge FP32's on the timed input of ``batch``."""
+        x = _inputs((batch, *self.shape(name)))
+        return float(np.max(np.abs(np.asarray(run(x), dtype=np.float64) - self.reference(name, x))))
+
+    def shape(self, name: str) -> tuple[int, int, int]:
+        """One input image's shape (channels, size, size) for the registered model ``name``."""
+        return (model_card(name).in_channels, self.config.input_size, self.config.input_size)
+
     def measure(
         self, name: str, precision: str, path: Path, batch: int, profile: ModelProfile, clock: Clock
     ) -> list[Row]:
@@ -371,7 +387,7 @@ class PeerRows:
     def _one(self, peer, label, name, path, batch, profile, clock) -> Row:
         work = self.cache / "peers"
         work.mkdir(parents=True, exist_ok=True)
-        shape = (model_card(name).in_channels, self.config.input_size, self.config.input_size)
+        shape = self.shape(name)
         model = PeerModel(name, path, lambda: self._module(name), shape, work)
         base = Row(
             model=name,
@@ -391,7 +407,7 @@ class PeerRows:
         except Exception as exc:  # a peer's converter failing is a result to report, not a crash of the run
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return replace(base, error=f"{peer.name} could not build it: {type(exc).__name__}: {first}"[:300])
-        diff = float(np.max(np.abs(np.asarray(run(x), dtype=np.float64) - self.reference(name, x))))
+        diff = self.diff(name, run, batch)
         durations = measure(
             lambda: run(x),
             warmup=self.config.warmup,
