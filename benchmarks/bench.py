@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from nin_edge.export import ExportConfig, run_export
+from nin_edge.export.pipeline import build_model
 from nin_edge.export.timing import Clock, LatencyStats, measure, summarize
 from nin_edge.models import ModelProfile, create_model, list_models, model_card, profile_model
 from nin_edge.models.limits import check_input_budget
@@ -34,6 +35,7 @@ from nin_edge.runtime.providers import TENSORRT, ProviderKind, is_gpu, missing_p
 from nin_edge.runtime.session import plain_session
 
 from .machine import environment
+from .peers import PeerModel, PeerUnsupportedError, resolve_peers
 
 OPSET = 17
 TABLE_COLUMNS = (
@@ -52,6 +54,7 @@ TABLE_COLUMNS = (
     "gflops",
     "vs_nin",
     "speedup_vs_torch",
+    "max_logit_diff",
     "error",
 )
 
@@ -87,6 +90,8 @@ class BenchConfig:
     calibration_data: str = "synthetic"
     pause: float = 0.2
     cache_dir: str | None = None
+    #: Peer runtimes (benchmarks/peers.py) timed on the same inputs, interleaved with the first provider's rows.
+    peers: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Check every option before anything is exported or timed."""
@@ -117,6 +122,7 @@ class BenchConfig:
             # A plugin is not listed until registered; its row says why it cannot run.
             if wanted.name not in available and wanted.kind is not ProviderKind.PLUGIN and not self.fallback:
                 raise ConfigError(missing_provider_message(wanted.name, available) + "; or pass --fallback")
+        resolve_peers(self.peers)
 
     @property
     def torch_device(self) -> str:
@@ -150,6 +156,9 @@ class Row:
     gflops: float | None = None
     vs_nin: float | None = None
     speedup_vs_torch: float | None = None
+    #: With --peers: the largest absolute logit difference from nin-edge's FP32 model on the same inputs (peer rows
+    #: and the first provider's nin-edge rows they are measured beside).
+    max_logit_diff: float | None = None
     io_binding: bool = False
     error: str | None = None
 
@@ -172,6 +181,9 @@ class BenchReport(Report):
                 ("gpu", env["gpu"] or "none"),
                 ("versions", f"onnxruntime {env['onnxruntime']}, torch {env['torch']}, nin-edge {env['nin_edge']}"),
                 ("providers", ", ".join(env["providers_available"])),
+            ]
+            + ([("peers", ", ".join(f"{k} {v}" for k, v in env["peers"].items()))] if env.get("peers") else [])
+            + [
                 ("matmul peak", f"{env['matmul_peak_gflops']:.1f} GFLOP/s (torch sgemm 2048, measured in this run)"),
             ]
             + [(f"gpu {k}", v) for k, v in (env.get("gpu_details") or {}).items()]
@@ -284,6 +296,7 @@ def run_bench(
     engines = cache / "trt-engines"
     engines.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
+    peers = PeerRows(config, cache, threads, say)
     for provider in config.provider:
         for name, precision, path, profile in entries:
             try:
@@ -309,8 +322,16 @@ def run_bench(
                 precision = f"{precision}+tensorrt-fp16"
             for batch in config.batch_sizes:
                 say(f"{name} on {clf.providers[0]} ({precision}), batch {batch}")
-                rows.append(_bench_one(clf, name, precision, batch, config, profile, path, clock))
+                row = _bench_one(clf, name, precision, batch, config, profile, path, clock)
                 time.sleep(config.pause)  # let onnxruntime's spinning threads settle before the next run
+                # Peers convert the registered model, so --model-path files get no peer rows.
+                peered = provider == config.provider[0] and bool(peers.peers)
+                if peered and profile is not None and row.error is None:
+                    # nin-edge's own row gets the column too, so an INT8 peer is judged beside nin-edge's INT8.
+                    row = replace(row, max_logit_diff=peers.diff(name, clf.logits, batch))
+                rows.append(row)
+                if peered and profile is not None:
+                    rows.extend(peers.measure(name, precision, path, batch, profile, clock))
     modes = [m for m, on in (("eager", config.torch), ("compile", config.torch_compile)) if on]
     device = config.torch_device
     for mode in modes:
@@ -322,6 +343,87 @@ def run_bench(
                 rows.append(_bench_torch(name, batch, config, profile, threads, clock, mode=mode, device=device))
                 time.sleep(config.pause)
     return BenchReport(environment=env, results=tuple(_relate(rows)))
+
+
+class PeerRows:
+    """Rows of the ``--peers`` runtimes, measured right after nin-edge's row of the same model, precision and
+    batch (interleaved, so a busy machine slows both alike) on the same input, each with its largest logit
+    difference from nin-edge's FP32 model on that input."""
+
+    def __init__(self, config: BenchConfig, cache: Path, threads: int, say: Callable[[str], None]) -> None:
+        self.config, self.cache, self.threads, self.say = config, cache, threads, say
+        self.peers = resolve_peers(config.peers)
+        self._reference: dict[tuple[str, int], np.ndarray] = {}
+
+    def reference(self, name: str, x: np.ndarray) -> np.ndarray:
+        """nin-edge's FP32 logits of ``x`` on the CPU provider (exported into the cache if needed)."""
+        key = (name, len(x))
+        if key not in self._reference:
+            fp32 = cached_export(name, self.config.input_size, "fp32", self.cache, self.config.calibration_data)
+            self._reference[key] = Classifier(fp32, "cpu", threads=self.threads).logits(x)
+        return self._reference[key]
+
+    def diff(self, name: str, run: Callable[[np.ndarray], np.ndarray], batch: int) -> float:
+        """The largest absolute difference of ``run``'s logits from nin-edge FP32's on the timed input of ``batch``."""
+        x = _inputs((batch, *self.shape(name)))
+        return float(np.max(np.abs(np.asarray(run(x), dtype=np.float64) - self.reference(name, x))))
+
+    def shape(self, name: str) -> tuple[int, int, int]:
+        """One input image's shape (channels, size, size) for the registered model ``name``."""
+        return (model_card(name).in_channels, self.config.input_size, self.config.input_size)
+
+    def measure(
+        self, name: str, precision: str, path: Path, batch: int, profile: ModelProfile, clock: Clock
+    ) -> list[Row]:
+        """One row per peer and peer precision that starts from nin-edge's ``precision`` export."""
+        rows = []
+        for peer in self.peers:
+            for label in peer.row_precisions((precision,)):
+                self.say(f"{name} on peer {peer.name} ({label}), batch {batch}")
+                rows.append(self._one(peer, label, name, path, batch, profile, clock))
+                time.sleep(self.config.pause)
+        return rows
+
+    def _one(self, peer, label, name, path, batch, profile, clock) -> Row:
+        work = self.cache / "peers"
+        work.mkdir(parents=True, exist_ok=True)
+        shape = self.shape(name)
+        model = PeerModel(name, path, lambda: self._module(name), shape, work)
+        base = Row(
+            model=name,
+            backend=peer.name,
+            provider=peer.provider,
+            precision=label,
+            batch_size=batch,
+            params=profile.params,
+            macs=profile.macs,
+            file_bytes=None,
+        )
+        x = _inputs((batch, *shape))
+        try:
+            run = peer.build(model, batch, label, self.threads)
+        except PeerUnsupportedError as exc:
+            return replace(base, error=str(exc))
+        except Exception as exc:  # a peer's converter failing is a result to report, not a crash of the run
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return replace(base, error=f"{peer.name} could not build it: {type(exc).__name__}: {first}"[:300])
+        diff = self.diff(name, run, batch)
+        durations = measure(
+            lambda: run(x),
+            warmup=self.config.warmup,
+            min_runs=self.config.iterations,
+            min_seconds=self.config.duration,
+            clock=clock,
+        )
+        return replace(_row_from(summarize(durations), base=base, batch=batch, macs=profile.macs), max_logit_diff=diff)
+
+    def _module(self, name: str) -> torch.nn.Module:
+        """The PyTorch model with the weights nin-edge's export of ``name`` holds (built as :func:`cached_export`
+        builds it)."""
+        config = ExportConfig(
+            model=name, input_size=self.config.input_size, random_init=not model_card(name).weights_fit()
+        )
+        return build_model(config.resolved())[0]
 
 
 def foreign_labels(path: Path) -> list[str] | None:

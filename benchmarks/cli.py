@@ -73,6 +73,13 @@ _B = BenchConfig()
 @click.option("--tensorrt-fp16", is_flag=True, help="Let TensorRT build FP16 engines (rows say fp32+tensorrt-fp16).")
 @renamed_option("--trt-fp16", "--tensorrt-fp16", "tensorrt_fp16", flag=True)
 @click.option(
+    "--peers",
+    type=CommaList(str),
+    default=None,
+    help="Also time these peer runtimes on the same inputs: openvino, executorch, litert (each its own extra, "
+    "e.g. pip install 'nin-edge[peer-openvino]').",
+)
+@click.option(
     "--pause", type=float, default=_B.pause, show_default=True, help="Seconds of rest between configurations."
 )
 @click.option(
@@ -104,7 +111,7 @@ def main(
     for path in (output, plot):
         if path:
             check_writable(path)
-    config = BenchConfig(provider=provider, **options)
+    config = BenchConfig(provider=provider, **{**options, "peers": options["peers"] or ()})
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     if profile:
         profiled = run_profile(config, top=top, runs=config.iterations, progress=say)

@@ -7,12 +7,15 @@ import os
 import platform
 import sys
 import time
+from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 import torch
 from nin_edge.runtime.core.cpu import cpu_model
 from nin_edge.runtime.core.metadata import toolkit_version
+
+from .peers import PEERS
 
 if TYPE_CHECKING:
     from .bench import BenchConfig
@@ -115,4 +118,5 @@ def environment(config: BenchConfig) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "int8_calibration": config.calibration_data if "int8" in config.precision else None,
         "gpu_details": gpu_details() if config.torch_device == "cuda" else None,
+        "peers": {m: version(m) for name in config.peers for m in PEERS[name].modules},
     }
