@@ -28,7 +28,7 @@ from nin_edge.runtime.core.report import Report, format_table
 from torch import nn
 
 from .checkpoint import TrainedCard, checkpoint_card, extract_state_dict, load_state_checked, read_checkpoint
-from .registry import create_model
+from .registry import create_model, model_card, pretrained_path
 from .train import Head, TrainConfig, train
 from .train_checkpoint import CHECKPOINT_FORMAT, EpochStats, save
 from .zoo import NIN_WIDTHS, ZooModel
@@ -205,9 +205,23 @@ def prune_to(model: ZooModel, card: TrainedCard, widths: tuple[int, ...], import
             graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=weakest).prune()
 
 
+#: ``--weights`` for the NiN weights shipped with the package (trained on Fashion-MNIST).
+PRETRAINED = "pretrained"
+
+
 def _source(path: str) -> tuple[dict, TrainedCard]:
-    """The checkpoint to prune and its card; anything but a carded NiN checkpoint is refused."""
-    data = read_checkpoint(path, wants="--weights takes the .pt checkpoint nin-train wrote")
+    """The checkpoint to prune and its card; anything but a carded NiN checkpoint (or ``pretrained``:
+    the shipped weights, with the registered model's card at their input size) is refused."""
+    if path == PRETRAINED:
+        registered = model_card("nin")
+        card = TrainedCard(
+            labels=registered.labels_for(registered.num_classes),
+            in_channels=registered.in_channels,
+            input_size=registered.export_size(use_weights=True),
+            preprocessing=registered.preprocessing,
+        )
+        return {"state_dict": read_checkpoint(pretrained_path("nin")), "card": card.to_dict()}, card
+    data = read_checkpoint(path, wants="--weights takes the .pt checkpoint nin-train wrote, or pretrained")
     card = checkpoint_card(data, path)
     if card is None:
         raise ConfigError(
