@@ -301,7 +301,12 @@ def eval_main(fmt: str, **options: Any) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--weights", type=click.Path(), default="", help="The NiN checkpoint (nin-train's .pt) to prune, or pretrained (the shipped Fashion-MNIST weights).")
+@click.option(
+    "--weights",
+    type=click.Path(),
+    default="",
+    help="The NiN checkpoint (nin-train's .pt) to prune, or pretrained (the shipped Fashion-MNIST weights).",
+)
 @click.option("--data", default="", help="The images it was trained on, for the fine-tune epochs: " + DATA_HELP)
 @click.option(
     "--target-macs",

@@ -37,6 +37,18 @@ from .zoo import NIN_WIDTHS, ZooModel
 PRUNED_BLOCKS = (0, 2, 4)
 
 
+PRUNE_EXTRA = "pip install 'nin-edge[prune]'"
+
+
+def torch_pruning() -> Any:
+    """The torch-pruning library (imported when first needed: nin-train does not need it)."""
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise ConfigError(f"nin-prune needs the torch-pruning library: {PRUNE_EXTRA}") from None
+    return tp
+
+
 class Importance(Choice):
     """How a channel's importance is scored: the L2 or L1 norm of the weights it takes out (the whole
     dependency group: its filter and the input slices of the layers that read it)."""
@@ -68,6 +80,7 @@ class PruneConfig:
 
     def validate(self) -> None:
         """Check every option before any checkpoint or data is read."""
+        torch_pruning()
         if not self.weights and not self.resume:
             raise ConfigError("--weights is required: the NiN checkpoint (nin-train's .pt) to prune")
         if not (
@@ -161,7 +174,7 @@ def build(card: TrainedCard, widths: tuple[int, ...] | None = None) -> ZooModel:
 
 def count_macs(model: nn.Module, card: TrainedCard) -> tuple[int, int]:
     """MACs of one image at the card's input size, and parameters (torch-pruning's counter)."""
-    import torch_pruning as tp
+    tp = torch_pruning()
 
     example = torch.zeros(1, card.in_channels, card.input_size, card.input_size)
     macs, params = tp.utils.count_ops_and_params(model, example)
@@ -190,7 +203,7 @@ def plan_widths(card: TrainedCard, target_macs: float, steps: int) -> list[tuple
 def prune_to(model: ZooModel, card: TrainedCard, widths: tuple[int, ...], importance: str) -> None:
     """Remove the least important output channels of every convolution in the pruned blocks until each
     has ``widths`` channels; the layers that read them lose the same input channels (in place)."""
-    import torch_pruning as tp
+    tp = torch_pruning()
 
     example = torch.zeros(1, card.in_channels, card.input_size, card.input_size)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
