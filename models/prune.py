@@ -227,13 +227,13 @@ def _source(path: str) -> tuple[dict, TrainedCard]:
     the shipped weights, with the registered model's card at their input size) is refused."""
     if path == PRETRAINED:
         registered = model_card("nin")
-        card = TrainedCard(
+        shipped = TrainedCard(
             labels=registered.labels_for(registered.num_classes),
             in_channels=registered.in_channels,
             input_size=registered.export_size(use_weights=True),
             preprocessing=registered.preprocessing,
         )
-        return {"state_dict": read_checkpoint(pretrained_path("nin")), "card": card.to_dict()}, card
+        return {"state_dict": read_checkpoint(pretrained_path("nin")), "card": shipped.to_dict()}, shipped
     data = read_checkpoint(path, wants="--weights takes the .pt checkpoint nin-train wrote, or pretrained")
     card = checkpoint_card(data, path)
     if card is None:
