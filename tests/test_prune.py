@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -177,3 +178,18 @@ def test_resume_is_refused_for_another_run_or_a_foreign_file(carded, tmp_path):
     result = run_cli(prune_main, ["--weights", carded, "--output", foreign, "--epochs-per-step", "0"])
     assert_one_line_error(result, "exists and is not a nin-prune checkpoint")
     assert foreign.read_text() == "mine"
+
+
+def test_without_torch_pruning_the_command_names_the_extra(carded, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_pruning", None)  # what an import of a missing package raises
+    result = run_cli(prune_main, ["--weights", carded, "--output", tmp_path / "p.pt", "--epochs-per-step", "0"])
+    assert_one_line_error(result, "nin-prune needs the torch-pruning library: pip install 'nin-edge[prune]'")
+
+
+@pytest.mark.slow
+def test_the_shipped_weights_prune_with_the_registered_card(tmp_path):
+    out = tmp_path / "p.pt"
+    report = run_prune(PruneConfig(weights="pretrained", target_macs=0.5, steps=1, epochs_per_step=0, output=str(out)))
+    card = checkpoint_card(torch.load(out, weights_only=True), str(out))
+    assert card is not None and card.input_size == 112 and card.labels[0] == "T-shirt/top"
+    assert report.base_widths == (96, 256, 384) and card.model_options["widths"] == report.steps[0].widths
