@@ -193,3 +193,18 @@ def test_the_shipped_weights_prune_with_the_registered_card(tmp_path):
     card = checkpoint_card(torch.load(out, weights_only=True), str(out))
     assert card is not None and card.input_size == 112 and card.labels[0] == "T-shirt/top"
     assert report.base_widths == (96, 256, 384) and card.model_options["widths"] == report.steps[0].widths
+
+
+def test_model_options_in_the_metadata_must_be_an_object(tiny_nin_path, tmp_path):
+    import onnx
+    from nin_edge.runtime.core.errors import ModelFileError
+
+    model = onnx.load(str(tiny_nin_path))
+    onnx.helper.set_model_props(
+        model, {**{p.key: p.value for p in model.metadata_props}, "model_options": "[67, 179, 268]"}
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError, match="unreadable nin-edge metadata: model_options must be a JSON object"):
+        Classifier(str(path), "cpu")
+    assert Classifier(str(tiny_nin_path), "cpu").metadata.model_options == {}  # older files: none
