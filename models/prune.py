@@ -256,15 +256,15 @@ def _resumed(config: PruneConfig) -> tuple[dict, TrainedCard, dict]:
             f"'{path}' is not a nin-prune checkpoint (no prune record); --resume takes nin-prune's output"
         )
     for key in ("target_macs", "steps", "importance"):
-        if record[key] != getattr(config, key):
+        if record.get(key) != getattr(config, key):
             flag = "--" + key.replace("_", "-")
             raise ConfigError(
-                f"'{path}' was pruned with {flag} {record[key]}, not {getattr(config, key)}; resume with "
-                f"{flag} {record[key]}, or start a new run from it with --weights"
+                f"'{path}' was pruned with {flag} {record.get(key)}, not {getattr(config, key)}; resume with "
+                f"{flag} {record.get(key)}, or start a new run from it with --weights"
             )
-    if config.weights and config.weights != record["weights"]:
+    if config.weights and config.weights != record.get("weights"):
         raise ConfigError(
-            f"'{path}' was pruned from '{record['weights']}', not --weights '{config.weights}'; leave --weights out "
+            f"'{path}' was pruned from '{record.get('weights')}', not --weights '{config.weights}'; leave --weights out "
             "to resume, or start a new run"
         )
     return data, card, dict(record)
@@ -274,7 +274,8 @@ def _fine_tune(
     config: PruneConfig, model: ZooModel, card: TrainedCard, source: Mapping, on_epoch: Callable | None
 ) -> dict:
     """``epochs_per_step`` epochs of nin-train on the pruned model; returns the checkpoint it wrote."""
-    recipe = source.get("recipe") if isinstance(source.get("recipe"), Mapping) else {}
+    raw = source.get("recipe")
+    recipe: Mapping = raw if isinstance(raw, Mapping) else {}
     with tempfile.TemporaryDirectory(prefix="nin-prune-") as tmp:
         init = str(Path(tmp) / "pruned.pt")
         torch.save({"model": "nin", "state_dict": model.state_dict(), "card": card.to_dict()}, init)
@@ -290,7 +291,7 @@ def _fine_tune(
                 head=str(card.model_options.get("head", Head.BOOK)),
                 channels=card.in_channels,
                 # the source run's split, so that its held-out images stay held out
-                val_fraction=recipe.get("val_fraction", TrainConfig.val_fraction),  # type: ignore[union-attr]
+                val_fraction=recipe.get("val_fraction", TrainConfig.val_fraction),
                 seed=config.seed,
                 device=config.device,
                 workers=config.workers,
