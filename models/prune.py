@@ -264,8 +264,8 @@ def _resumed(config: PruneConfig) -> tuple[dict, TrainedCard, dict]:
             )
     if config.weights and config.weights != record.get("weights"):
         raise ConfigError(
-            f"'{path}' was pruned from '{record.get('weights')}', not --weights '{config.weights}'; leave --weights out "
-            "to resume, or start a new run"
+            f"'{path}' was pruned from '{record.get('weights')}', not --weights '{config.weights}'; "
+            "leave --weights out to resume, or start a new run"
         )
     return data, card, dict(record)
 
