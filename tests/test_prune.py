@@ -1,4 +1,5 @@
-"""nin-prune: structured pruning of a trained NiN, its card's widths through export, runtime and bundle, and resume."""
+"""nin-prune: structured pruning of a trained NiN, its card's widths through export, runtime, bundle and web
+folder, and resume."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from nin_edge.export import ExportConfig, run_export
 from nin_edge.export.cli import inspect_main
 from nin_edge.export.targets.bundle import write_bundle
+from nin_edge.export.targets.web import WebConfig, write_web
 from nin_edge.models import create_model
 from nin_edge.models.checkpoint import TrainedCard, checkpoint_card
 from nin_edge.models.cli import prune_main
@@ -104,6 +106,10 @@ def test_a_pruned_checkpoint_exports_runs_and_bundles_with_its_widths(carded, tm
         precisions=(),
     )
     assert Classifier(str(folder)).metadata.model_options == {"widths": widths}
+    site = write_web(WebConfig(source=str(onnx_path), folder=str(tmp_path / "site")))
+    assert site.models == {"fp32": "pruned.onnx"}
+    shipped = Classifier(str(tmp_path / "site" / "pruned.onnx"))
+    np.testing.assert_allclose(shipped.logits(x), expected, atol=1e-4)
 
 
 @pytest.mark.slow
