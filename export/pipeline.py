@@ -271,6 +271,7 @@ def verify_export(config: ExportConfig) -> VerifiedModel:
         preprocessing=card.preprocessing,
         weights=weights,
         opset=config.opset,
+        model_options={k: list(v) if isinstance(v, tuple) else v for k, v in card.model_options.items()},
     )
     exported = export_onnx(model=model, opset=config.opset, input_size=config.size)
     proto, nodes_final = exported.proto, exported.nodes

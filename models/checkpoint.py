@@ -142,7 +142,8 @@ class TrainedCard:
     which the runtime, the bundle and Triton's labels read. Nothing downstream re-derives it.
 
     ``model_options`` are the ``create_model`` keywords the weights need beyond channels, classes and
-    size (NiN's ``head`` layout); checkpoints written before it have none and build the book's model.
+    size (NiN's ``head`` layout, a pruned NiN's ``widths``); checkpoints written before it have none
+    and build the book's model.
     """
 
     labels: tuple[str, ...]
@@ -160,7 +161,7 @@ class TrainedCard:
             "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.preprocessing).items()},
         }
         if self.model_options:  # absent for the book's layout, so such cards read as they always did
-            card["model_options"] = dict(self.model_options)
+            card["model_options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.model_options.items()}
         return card
 
     @classmethod
@@ -180,10 +181,17 @@ class TrainedCard:
                 in_channels=int(data["in_channels"]),
                 input_size=int(data["input_size"]),
                 preprocessing=Preprocessing(**pre),
-                model_options={str(k): str(v) for k, v in options.items()},
+                model_options={str(k): _option(v) for k, v in options.items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"checkpoint '{source}' has an unreadable card: {exc}") from None
+
+
+def _option(value: object) -> str | tuple[int, ...]:
+    """A card's model option: a string (``head``) or a list of whole numbers (``widths``), read as a tuple."""
+    if isinstance(value, (list, tuple)):
+        return tuple(int(v) for v in value)
+    return str(value)
 
 
 def checkpoint_card(data: Mapping, source: str) -> TrainedCard | None:

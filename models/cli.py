@@ -1,4 +1,5 @@
-"""``nin-train`` and ``nin-eval``: thin click layers over :mod:`nin_edge.models.train` and ``evaluate``."""
+"""``nin-train``, ``nin-eval`` and ``nin-prune``: thin click layers over :mod:`nin_edge.models.train`,
+``evaluate`` and ``prune``."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from nin_edge.runtime.cli.common import (
 from nin_edge.runtime.core.choices import OutputFormat
 
 from .evaluate import EvalConfig, EvalSplit, run_eval
+from .prune import Importance, PruneConfig, run_prune
 from .registry import list_models
 from .train import Augment, Balance, Head, Normalize, Optimizer, Schedule, TrainConfig, train
 from .train_checkpoint import EpochStats
 
 _T = TrainConfig()
 _E = EvalConfig()
+_P = PruneConfig()
 
 
 class _ProgressBar:
@@ -297,3 +300,53 @@ def eval_main(fmt: str, **options: Any) -> None:
         for note in result.notes:
             if note.startswith("warning:"):
                 click.echo(note, err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--weights",
+    type=click.Path(),
+    default="",
+    help="The NiN checkpoint (nin-train's .pt) to prune, or pretrained (the shipped Fashion-MNIST weights).",
+)
+@click.option("--data", default="", help="The images it was trained on, for the fine-tune epochs: " + DATA_HELP)
+@click.option(
+    "--target-macs",
+    type=float,
+    default=_P.target_macs,
+    show_default=True,
+    help="MACs of the pruned model as a fraction of the given one's (0 to 1).",
+)
+@click.option("--steps", type=int, default=_P.steps, show_default=True, help="Prune + fine-tune rounds to get there.")
+@click.option(
+    "--epochs-per-step",
+    type=int,
+    default=_P.epochs_per_step,
+    show_default=True,
+    help="nin-train epochs after each step (0: prune only).",
+)
+@click.option(
+    "--importance",
+    type=choice(Importance),
+    default=_P.importance,
+    show_default=True,
+    help="Channel score: L2 or L1 norm of the weights the channel takes out.",
+)
+@click.option("--output", type=click.Path(), default=_P.output, show_default=True, help="The pruned checkpoint.")
+@click.option("--resume", type=click.Path(), default=None, help="Go on from the last step nin-prune wrote here.")
+@click.option("--batch-size", type=int, default=None, help="Fine-tune batch [default: nin-train's].")
+@click.option("--lr", type=float, default=None, help="Fine-tune learning rate [default: nin-train's with --init-from].")
+@click.option("--seed", type=int, default=_P.seed, show_default=True)
+@click.option("--device", default=_P.device, show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--workers", type=int, default=_P.workers, show_default=True, help="Processes decoding image files.")
+@click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")
+@click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")
+@click.option("--overwrite", is_flag=True, default=_P.overwrite, help="Replace an --output that is not nin-prune's.")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
+@one_line_errors
+def prune_main(fmt: str, **options: Any) -> None:
+    """Prune whole channels of a trained NiN to a MAC budget, fine-tuning after each step (docs/pruning.md).
+
+    --output is an ordinary checkpoint after every step: nin-export, nin-eval and nin-train --init-from take it.
+    """
+    click.echo(run_prune(PruneConfig(**options), on_epoch=_epoch_line).render(fmt))

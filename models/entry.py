@@ -1,4 +1,4 @@
-"""Console scripts ``nin-train`` and ``nin-eval`` (see :mod:`nin_edge.runtime.core.launch`)."""
+"""Console scripts ``nin-train``, ``nin-eval`` and ``nin-prune`` (see :mod:`nin_edge.runtime.core.launch`)."""
 
 from nin_edge.runtime.core.launch import launch
 
@@ -11,3 +11,8 @@ def train() -> None:
 def evaluate() -> None:
     """``nin-eval``."""
     launch("nin_edge.models.cli", "eval_main")
+
+
+def prune() -> None:
+    """``nin-prune``."""
+    launch("nin_edge.models.cli", "prune_main")

@@ -216,8 +216,14 @@ def _checkpoint(config: EvalConfig) -> _Checkpoint:
     name = config.model or stored or recipe.get("model") or "nin"
     registered = model_card(name)
     card = checkpoint_card(data, path)
-    # image_size: older checkpoints; a bare state_dict gets the card's (the book's) size.
-    size = config.input_size or recipe.get("input_size") or recipe.get("image_size") or registered.input_size
+    # image_size: older checkpoints; a card without a recipe (nin-prune --epochs-per-step 0) has its own
+    # size; a bare state_dict gets the registered model's (the book's).
+    size = (
+        config.input_size
+        or recipe.get("input_size")
+        or recipe.get("image_size")
+        or (card.input_size if card else registered.input_size)
+    )
     if card is None:
         card = TrainedCard(
             labels=registered.labels,

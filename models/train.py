@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -353,12 +354,15 @@ def _head(config: TrainConfig, data: LabelledData) -> dict[str, str]:
 def _card(config: TrainConfig, data: LabelledData, init: dict | None) -> TrainedCard:
     """The new model's card: the data's classes and channels, the registered model's preprocessing
     (or the fine-tuned checkpoint's) with its colour and per-channel mean/std for those channels,
-    and the head layout (model options) it is built with."""
+    and the head layout and (from a pruned ``init_from``) block widths it is built with."""
     channels = data.channels
     base = model_card(config.model).preprocessing
+    options: dict[str, Any] = dict(_head(config, data))
     if init is not None:
         trained = checkpoint_card(init, config.init_from or "")
         base = trained.preprocessing if trained is not None else base
+        if trained is not None and "widths" in trained.model_options:  # a pruned model fine-tunes at its widths
+            options["widths"] = trained.model_options["widths"]
     pre = dataclasses.replace(
         base,
         color="rgb" if channels == 3 else "grayscale",
@@ -372,7 +376,7 @@ def _card(config: TrainConfig, data: LabelledData, init: dict | None) -> Trained
         in_channels=channels,
         input_size=config.input_size,
         preprocessing=pre,
-        model_options=_head(config, data),
+        model_options=options,
     )
 
 

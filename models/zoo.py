@@ -167,6 +167,24 @@ def init_head(block: nn.Module) -> None:
             nn.init.zeros_(layer.bias)  # type: ignore[arg-type]  # every layer here has a bias
 
 
+#: The channel widths of NiN's first three blocks in the book; nin-prune records narrower ones in the card.
+NIN_WIDTHS = (96, 256, 384)
+
+
+def check_nin_widths(widths: object) -> tuple[int, ...]:
+    """``widths`` as a tuple of one positive whole number per NiN block before the head (a ConfigError if not)."""
+    if (
+        not isinstance(widths, (list, tuple))
+        or len(widths) != len(NIN_WIDTHS)
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+    ):
+        raise ConfigError(
+            f"nin: widths must be {len(NIN_WIDTHS)} positive whole numbers (one per block before the head, "
+            f"the book's are {list(NIN_WIDTHS)}), got {widths!r}"
+        )
+    return tuple(widths)
+
+
 @register_model(
     ModelCard(
         name="nin",
@@ -178,25 +196,33 @@ def init_head(block: nn.Module) -> None:
     )
 )
 def nin(
-    in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, *, input_size: int = 224, head: str = "book"
+    in_channels: int = 1,
+    num_classes: int = 10,
+    dropout: float = 0.5,
+    *,
+    input_size: int = 224,
+    head: str = "book",
+    widths: Sequence[int] = NIN_WIDTHS,
 ) -> ZooModel:
     """Network in Network as in D2L, chapter "Network in Network (NiN)".
 
     ``input_size`` is the size the model is meant for (NiN itself accepts any size from 67 up);
-    ``head`` the layout of the last block (:data:`NIN_HEADS`; the book's by default).
+    ``head`` the layout of the last block (:data:`NIN_HEADS`; the book's by default); ``widths`` the
+    channels of the three blocks before it (a pruned model's, docs/pruning.md; the state_dict keys stay).
     """
     _positive("in_channels", in_channels, "nin")
     _positive("num_classes", num_classes, "nin")
     _dropout(dropout, "nin")
+    w1, w2, w3 = check_nin_widths(widths)
     model = ZooModel(
-        nin_block(in_channels, 96, kernel_size=11, strides=4, padding=0),
+        nin_block(in_channels, w1, kernel_size=11, strides=4, padding=0),
         nn.MaxPool2d(3, stride=2),
-        nin_block(96, 256, kernel_size=5, strides=1, padding=2),
+        nin_block(w1, w2, kernel_size=5, strides=1, padding=2),
         nn.MaxPool2d(3, stride=2),
-        nin_block(256, 384, kernel_size=3, strides=1, padding=1),
+        nin_block(w2, w3, kernel_size=3, strides=1, padding=1),
         nn.MaxPool2d(3, stride=2),
         nn.Dropout(dropout),
-        nin_head(384, num_classes, head),
+        nin_head(w3, num_classes, head),
         nn.AdaptiveAvgPool2d((1, 1)),
         nn.Flatten(),
         name="nin",

@@ -73,6 +73,9 @@ class ModelMetadata:
     #: ``tensorrt``) and its recipe (types, reduce_range, FP32 layers); empty in older files.
     int8_target: str = ""
     int8_recipe: dict[str, Any] = field(default_factory=dict)
+    #: The ``create_model`` options of the trained checkpoint's card (NiN's ``head``, a pruned NiN's
+    #: per-block ``widths``), so that the file says which architecture it is; empty in older files.
+    model_options: dict[str, Any] = field(default_factory=dict)
     toolkit_version: str = field(default_factory=toolkit_version)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
@@ -111,6 +114,11 @@ class ModelMetadata:
                 if not isinstance(recipe, dict):
                     raise TypeError(f"int8_recipe must be a JSON object, got {type(recipe).__name__}")
                 given["int8_recipe"] = recipe
+            if "model_options" in props:
+                options = json.loads(props["model_options"])
+                if not isinstance(options, dict):
+                    raise TypeError(f"model_options must be a JSON object, got {type(options).__name__}")
+                given["model_options"] = options
             if "opset" in props:
                 given["opset"] = int(json.loads(props["opset"]))
             return cls(
