@@ -24,8 +24,9 @@ from nin_edge.runtime.core.choices import OutputFormat
 from .evaluate import EvalConfig, EvalSplit, run_eval
 from .prune import Importance, PruneConfig, run_prune
 from .registry import list_models
-from .train import Augment, Balance, Head, Normalize, Optimizer, Schedule, TrainConfig, train
+from .train import train
 from .train_checkpoint import EpochStats
+from .train_config import Augment, Balance, Head, Normalize, Optimizer, Schedule, TrainConfig
 
 _T = TrainConfig()
 _E = EvalConfig()

@@ -32,10 +32,11 @@ import numpy as np
 from nin_edge.runtime.core.errors import ConfigError, InputError
 from nin_edge.runtime.core.files import kind_of
 from nin_edge.runtime.core.metadata import check_labels
-from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, check_image_size, read_image
+from nin_edge.runtime.preprocess import IMAGE_SUFFIXES, read_image
 
 from .cards import FASHION_MNIST_CLASSES
 from .data import find_split_files, load_split
+from .image_checks import check_header, duplicates
 
 SPLITS = ("train", "val", "test")
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -314,72 +315,6 @@ def _cell(value: object) -> str | None:
     return str(value).strip()
 
 
-@dataclass(frozen=True)
-class _Header:
-    ok: bool
-    mode: str = ""
-    reason: str = ""
-
-
-def _check_header(path: str) -> _Header:
-    """Open one image's header (and verify what Pillow can without decoding); never raises."""
-    from PIL import Image
-
-    kind = kind_of(path)
-    if kind != "a regular file":  # opening a FIFO would wait for a writer for ever
-        return _Header(False, reason=f"{kind}, not a regular file")
-    try:
-        with Image.open(path) as im:
-            check_image_size(im.size[0], im.size[1], f"image '{path}'")
-            mode, fmt = im.mode, im.format
-            im.verify()  # PNG: every chunk's CRC; catches truncated and corrupted files cheaply
-        if fmt == "JPEG" and not _ends_like_jpeg(path):
-            # verify() does not read a JPEG's scan data. Without the end marker, decode at 1/8 scale
-            # (cheap, but it reads every byte): a truncated file fails here instead of mid-training.
-            with Image.open(path) as im:
-                im.draft(im.mode, (1, 1))
-                im.load()
-        return _Header(True, mode)
-    except Exception as exc:  # Pillow raises many types; each bad file is reported, not raised
-        return _Header(False, reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
-
-#: How far from a JPEG's end its end-of-image marker may sit (padding, small trailers).
-JPEG_TAIL_BYTES = 4096
-
-
-def _ends_like_jpeg(path: str) -> bool:
-    """Whether the end-of-image marker (FF D9) is in the file's last bytes, as in every whole JPEG."""
-    with open(path, "rb") as f:
-        f.seek(max(0, os.path.getsize(path) - JPEG_TAIL_BYTES))
-        return b"\xff\xd9" in f.read()
-
-
-def _duplicates(files: list[_File]) -> list[tuple[_File, _File]]:
-    """Pairs of entries in different classes that are the same file (link) or the same bytes."""
-    by_key: dict[object, _File] = {}
-    pairs = []
-    by_size: dict[int, list[_File]] = defaultdict(list)
-    for f in files:
-        st = os.stat(f.path)
-        key = (st.st_dev, st.st_ino)
-        if key in by_key and by_key[key].label != f.label:
-            pairs.append((by_key[key], f))
-            continue
-        by_key.setdefault(key, f)
-        by_size[st.st_size].append(f)
-    for group in by_size.values():
-        if len({f.label for f in group}) < 2:
-            continue  # hashing only where two classes have a file of one size
-        by_digest: dict[str, _File] = {}
-        for f in group:
-            digest = hashlib.sha256(Path(f.path).read_bytes()).hexdigest()
-            first = by_digest.setdefault(digest, f)
-            if first.label != f.label:
-                pairs.append((first, f))
-    return pairs
-
-
 def _stratified_val(files: list[_File], fraction: float, seed: int, root: Path) -> set[str]:
     """Paths held out for validation: per class, the ``fraction`` of files ranked first by a seeded hash.
 
@@ -461,7 +396,7 @@ def open_data(
     bad: list[str] = []
     good: list[_File] = []
     for i, f in enumerate(files):
-        header = _check_header(f.path)
+        header = check_header(f.path)
         if header.ok:
             modes[header.mode] += 1
             good.append(f)
@@ -473,7 +408,7 @@ def open_data(
         if strict:
             raise InputError(f"{len(bad)} of {len(files)} image(s) in '{root}' cannot be read: {shorten(bad)}")
         notes.append(f"skipped {len(bad)} unreadable image(s) (--strict refuses them): {shorten(bad)}")
-    dupes = _duplicates(good)
+    dupes = duplicates(good)
     if dupes:
         shown = [f"{a.path} ({a.label}) = {b.path} ({b.label})" for a, b in dupes]
         if strict:

@@ -29,8 +29,9 @@ from torch import nn
 
 from .checkpoint import TrainedCard, checkpoint_card, extract_state_dict, load_state_checked, read_checkpoint
 from .registry import create_model, model_card, pretrained_path
-from .train import Head, TrainConfig, train
+from .train import train
 from .train_checkpoint import CHECKPOINT_FORMAT, EpochStats, save
+from .train_config import Head, TrainConfig
 from .zoo import NIN_WIDTHS, ZooModel
 
 #: The NiN blocks nin-prune narrows (their indices in the model); the head (7) keeps its widths.

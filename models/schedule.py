@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
 
 def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:

@@ -18,7 +18,7 @@ from .checkpoint import TrainedCard, extract_state_dict, read_checkpoint
 from .datasets import LabelledData, check_same_split
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
 
 @dataclass(frozen=True)

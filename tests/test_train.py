@@ -334,9 +334,9 @@ def test_eval_takes_max_batch_and_the_old_batch_size_spelling_with_a_warning(tin
 
 
 def test_amp_on_a_cpu_without_bf16_is_refused_before_any_work(tiny_fashion, tmp_path, monkeypatch):
-    import nin_edge.models.train as train_module
+    import nin_edge.models.train_config as config_module
 
-    monkeypatch.setattr(train_module, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(config_module, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     result = run_cli(train_main, ["--data", tiny_fashion, "--device", "cpu", "--amp", "--output", tmp_path / "c.pt"])
     assert_one_line_error(result, "this CPU has none of avx512_bf16, amx_bf16: bf16 would be emulated")
     assert not (tmp_path / "c.pt").exists()
@@ -344,8 +344,9 @@ def test_amp_on_a_cpu_without_bf16_is_refused_before_any_work(tiny_fashion, tmp_
 
 def test_amp_on_a_bf16_cpu_trains_in_bfloat16_and_says_so(tiny_fashion, tmp_path, monkeypatch):
     import nin_edge.models.train as train_module
+    import nin_edge.models.train_config as config_module
 
-    monkeypatch.setattr(train_module, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(config_module, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     seen: list[torch.dtype] = []
     original = train_module.amp_dtype
 
