@@ -117,6 +117,9 @@ def make_folders(root: Path, classes: int, train: int, held: int, seed: int = 0)
 VARIANTS: dict[str, dict[str, object]] = {
     "before": {"head": "book", "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "schedule": "constant"},
     "after": {},
+    # The same with every layer at one lr (nin-train before --backbone-lr-scale's default of 0.1).
+    "one-lr": {"backbone_lr_scale": 1.0},
+    "scale-0.3": {"backbone_lr_scale": 0.3},
 }
 
 

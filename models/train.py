@@ -154,7 +154,9 @@ class TrainConfig:
     The defaults are D2L's: Xavier init, plain SGD at lr 0.1, 10 epochs, batch 128, 224x224 (with
     ``init_from``, AdamW at lr 5e-4 on a cosine schedule: :data:`AUTO_RECIPES`); with
     ``batch_size`` None a small folder gets a smaller batch (:func:`auto_batch_size`), and ``head``
-    auto gives NiN a wide last block except on the Fashion-MNIST IDX files.
+    auto gives NiN a wide last block except on the Fashion-MNIST IDX files. With ``init_from`` the
+    loaded layers before the last block learn at lr x ``backbone_lr_scale`` (0.1), the new last block
+    at lr (docs/few-classes.md).
     """
 
     data: str = ""
@@ -168,6 +170,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "auto"
     warmup_epochs: float = 0.0
+    backbone_lr_scale: float = 0.1
     flip: bool | None = None
     augment: str = "auto"
     balance: str = "none"
@@ -233,6 +236,12 @@ class TrainConfig:
         if not math.isfinite(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(
                 f"warmup epochs must be a finite number from 0 to --epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
+        scale = self.backbone_lr_scale
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 <= scale <= 1):
+            raise ConfigError(
+                f"backbone lr scale must be a number from 0 (backbone frozen) to 1 (one lr for every layer), "
+                f"got {scale!r}"
             )
         Augment.check(self.augment, "augment")
         Balance.check(self.balance, "balance")
@@ -487,7 +496,9 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit this keyword
-    optimizer = make_optimizer(config, model)
+    # A resumed fine-tune run keeps its two parameter groups (its recorded recipe has init_from).
+    fine_tune = bool(config.init_from or (isinstance(recipe, Mapping) and recipe.get("init_from")))
+    optimizer = make_optimizer(config, model, fine_tune=fine_tune)
     if resume_state is not None:
         restore_optimizer_and_rng(optimizer, model, resume_state, config.resume)
     net: nn.Module = model
@@ -559,7 +570,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
             step = epoch * steps + i
             lr = lr_at(config, step, steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             x = augment(x, kind, flip, generator)
             x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             if config.channels_last:
