@@ -273,9 +273,10 @@ def test_a_frozen_backbone_stays_put_and_resumes_with_its_two_groups(tmp_path):
     shipped = shipped.get("state_dict", shipped)
     assert torch.equal(saved["state_dict"]["2.0.weight"], shipped["2.0.weight"])
     assert [g["lr_scale"] for g in saved["optimizer"]["param_groups"]] == [0.0, 1.0]
-    again = run_cli(
-        train_main, ["--data", data, "--resume", out, "--epochs", 2, "--workers", 0, "--no-plot", "--output", out]
-    )
+    resume = ["--data", data, "--resume", out, "--input-size", 67, "--workers", 0, "--no-plot", "--output", out]
+    other = run_cli(train_main, [*resume, "--epochs", 2])  # the default scale, 0.1, is not the run's 0
+    assert_one_line_error(other, "was trained with --backbone-lr-scale 0.0, not 0.1")
+    again = run_cli(train_main, [*resume, "--epochs", 2, "--backbone-lr-scale", 0])
     assert again.exit_code == 0, again.stderr
     resumed = torch.load(out, weights_only=True)
     assert [g["lr"] for g in resumed["optimizer"]["param_groups"]][0] == 0.0
