@@ -154,9 +154,9 @@ class TrainConfig:
     The defaults are D2L's: Xavier init, plain SGD at lr 0.1, 10 epochs, batch 128, 224x224 (with
     ``init_from``, AdamW at lr 5e-4 on a cosine schedule: :data:`AUTO_RECIPES`); with
     ``batch_size`` None a small folder gets a smaller batch (:func:`auto_batch_size`), and ``head``
-    auto gives NiN a wide last block except on the Fashion-MNIST IDX files. With ``init_from`` the
-    loaded layers before the last block learn at lr x ``backbone_lr_scale`` (0.1), the new last block
-    at lr (docs/few-classes.md).
+    auto gives NiN a wide last block except on the Fashion-MNIST IDX files. With ``init_from`` and
+    ``backbone_lr_scale`` below 1 the loaded layers before the last block learn at lr x
+    ``backbone_lr_scale``, the new last block at lr (docs/few-classes.md).
     """
 
     data: str = ""
@@ -170,7 +170,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "auto"
     warmup_epochs: float = 0.0
-    backbone_lr_scale: float = 0.1
+    backbone_lr_scale: float = 1.0
     flip: bool | None = None
     augment: str = "auto"
     balance: str = "none"

@@ -235,21 +235,21 @@ def test_the_dead_head_hint_offers_the_wide_head_only_to_a_run_without_it():
     assert _dead_hint(wide) == "try a lower --lr, or another --seed (see docs/few-classes.md)"
 
 
-def test_fine_tuning_gives_the_loaded_layers_a_tenth_of_the_lr():
-    """With --init-from the backbone learns at lr x backbone_lr_scale (0.1) and the new head at lr;
-    from scratch every layer shares one lr (docs/few-classes.md: one lr missed 0.9 on 2 classes)."""
+def test_a_backbone_lr_scale_gives_the_loaded_layers_a_smaller_lr():
+    """With --init-from the backbone learns at lr x backbone_lr_scale and the new head at lr; from
+    scratch, or at the default scale 1, every layer shares one lr (docs/few-classes.md)."""
     from nin_edge.models.schedule import make_optimizer
     from nin_edge.models.train import TrainConfig
 
     model = create_model("nin", num_classes=2, input_size=67, head="wide")
-    config = TrainConfig(data="d", optimizer="adamw", lr=0.001)
+    config = TrainConfig(data="d", optimizer="adamw", lr=0.001, backbone_lr_scale=0.1)
     groups = make_optimizer(config, model, fine_tune=True).param_groups
     head = {id(p) for p in model[7].parameters()}
     assert [g["lr"] for g in groups] == pytest.approx([0.0001, 0.001])
     assert {id(p) for p in groups[1]["params"]} == head
     assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
     assert [g["lr_scale"] for g in make_optimizer(config, model).param_groups] == [1.0]
-    one = TrainConfig(data="d", optimizer="sgd", lr=0.1, backbone_lr_scale=1.0)
+    one = TrainConfig(data="d", optimizer="sgd", lr=0.1)  # the default: one lr for every layer
     assert len(make_optimizer(one, model, fine_tune=True).param_groups) == 1
 
 
@@ -274,8 +274,8 @@ def test_a_frozen_backbone_stays_put_and_resumes_with_its_two_groups(tmp_path):
     assert torch.equal(saved["state_dict"]["2.0.weight"], shipped["2.0.weight"])
     assert [g["lr_scale"] for g in saved["optimizer"]["param_groups"]] == [0.0, 1.0]
     resume = ["--data", data, "--resume", out, "--input-size", 67, "--workers", 0, "--no-plot", "--output", out]
-    other = run_cli(train_main, [*resume, "--epochs", 2])  # the default scale, 0.1, is not the run's 0
-    assert_one_line_error(other, "was trained with --backbone-lr-scale 0.0, not 0.1")
+    other = run_cli(train_main, [*resume, "--epochs", 2])  # the default scale, 1, is not the run's 0
+    assert_one_line_error(other, "was trained with --backbone-lr-scale 0.0, not 1.0")
     again = run_cli(train_main, [*resume, "--epochs", 2, "--backbone-lr-scale", 0])
     assert again.exit_code == 0, again.stderr
     resumed = torch.load(out, weights_only=True)
