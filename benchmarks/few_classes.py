@@ -117,6 +117,10 @@ def make_folders(root: Path, classes: int, train: int, held: int, seed: int = 0)
 VARIANTS: dict[str, dict[str, object]] = {
     "before": {"head": "book", "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "schedule": "constant"},
     "after": {},
+    # --backbone-lr-scale: the loaded layers at lr x this with --init-from; 1 (one lr) is nin-train's default.
+    "one-lr": {"backbone_lr_scale": 1.0},
+    "scale-0.1": {"backbone_lr_scale": 0.1},
+    "scale-0.3": {"backbone_lr_scale": 0.3},
 }
 
 

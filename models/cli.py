@@ -151,6 +151,13 @@ def _epoch_line(s: EpochStats) -> None:
 )
 @click.option("--warmup-epochs", type=float, default=_T.warmup_epochs, show_default=True)
 @click.option(
+    "--backbone-lr-scale",
+    type=float,
+    default=_T.backbone_lr_scale,
+    show_default=True,
+    help="With --init-from: the loaded layers before the last block learn at lr times this, the new last block at lr.",
+)
+@click.option(
     "--flip/--no-flip", default=None, help="Random horizontal flips [default: on for image files, off for IDX]."
 )
 @click.option(

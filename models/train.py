@@ -260,7 +260,9 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit this keyword
-    optimizer = make_optimizer(config, model)
+    # A resumed run keeps the parameter groups it saved (two for a fine-tune run with a backbone scale).
+    fine_tune = bool(config.init_from) if resume_state is None else _saved_groups(resume_state) == 2
+    optimizer = make_optimizer(config, model, fine_tune=fine_tune)
     if resume_state is not None:
         restore_optimizer_and_rng(optimizer, model, resume_state, config.resume)
     net: nn.Module = model
@@ -332,7 +334,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
             step = epoch * steps + i
             lr = lr_at(config, step, steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             x = augment(x, kind, flip, generator)
             x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             if config.channels_last:
@@ -436,6 +438,13 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
         classes=card.labels,
         held_out=data.held_out,
     )
+
+
+def _saved_groups(state: dict) -> int:
+    """How many parameter groups a training checkpoint's optimiser state has (0 if it has none)."""
+    saved = state.get("optimizer")
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    return len(groups) if isinstance(groups, list) else 0
 
 
 #: What to try when the last block is dead or the model ends near chance.

@@ -106,7 +106,9 @@ class TrainConfig:
     The defaults are D2L's: Xavier init, plain SGD at lr 0.1, 10 epochs, batch 128, 224x224 (with
     ``init_from``, AdamW at lr 5e-4 on a cosine schedule: :data:`AUTO_RECIPES`); with
     ``batch_size`` None a small folder gets a smaller batch (:func:`auto_batch_size`), and ``head``
-    auto gives NiN a wide last block except on the Fashion-MNIST IDX files.
+    auto gives NiN a wide last block except on the Fashion-MNIST IDX files. With ``init_from`` and
+    ``backbone_lr_scale`` below 1 the loaded layers before the last block learn at lr x
+    ``backbone_lr_scale``, the new last block at lr (docs/few-classes.md).
     """
 
     data: str = ""
@@ -120,6 +122,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "auto"
     warmup_epochs: float = 0.0
+    backbone_lr_scale: float = 1.0
     flip: bool | None = None
     augment: str = "auto"
     balance: str = "none"
@@ -185,6 +188,12 @@ class TrainConfig:
         if not math.isfinite(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(
                 f"warmup epochs must be a finite number from 0 to --epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
+        scale = self.backbone_lr_scale
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 <= scale <= 1):
+            raise ConfigError(
+                f"backbone lr scale must be a number from 0 (backbone frozen) to 1 (one lr for every layer), "
+                f"got {scale!r}"
             )
         Augment.check(self.augment, "augment")
         Balance.check(self.balance, "balance")

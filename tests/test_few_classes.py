@@ -13,7 +13,7 @@ from nin_edge.models.chance import ChanceCheck, ChanceLevelError, chance_check
 from nin_edge.models.checkpoint import TrainedCard, checkpoint_card
 from nin_edge.models.cli import eval_main, train_main
 from nin_edge.models.health import DeadHeadError, check_alive
-from nin_edge.models.registry import create_model
+from nin_edge.models.registry import create_model, pretrained_path
 from nin_edge.runtime.core.errors import ModelFileError
 from nin_edge.runtime.core.metadata import Preprocessing
 from PIL import Image
@@ -233,3 +233,51 @@ def test_the_dead_head_hint_offers_the_wide_head_only_to_a_run_without_it():
     wide = TrainedCard(("a", "b"), 3, 112, Preprocessing(), model_options={"head": "wide"})
     assert _dead_hint(book).startswith("try --head wide (the default for image folders), a lower --lr")
     assert _dead_hint(wide) == "try a lower --lr, or another --seed (see docs/few-classes.md)"
+
+
+def test_a_backbone_lr_scale_gives_the_loaded_layers_a_smaller_lr():
+    """With --init-from the backbone learns at lr x backbone_lr_scale and the new head at lr; from
+    scratch, or at the default scale 1, every layer shares one lr (docs/few-classes.md)."""
+    from nin_edge.models.schedule import make_optimizer
+    from nin_edge.models.train import TrainConfig
+
+    model = create_model("nin", num_classes=2, input_size=67, head="wide")
+    config = TrainConfig(data="d", optimizer="adamw", lr=0.001, backbone_lr_scale=0.1)
+    groups = make_optimizer(config, model, fine_tune=True).param_groups
+    head = {id(p) for p in model[7].parameters()}
+    assert [g["lr"] for g in groups] == pytest.approx([0.0001, 0.001])
+    assert {id(p) for p in groups[1]["params"]} == head
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+    assert [g["lr_scale"] for g in make_optimizer(config, model).param_groups] == [1.0]
+    one = TrainConfig(data="d", optimizer="sgd", lr=0.1)  # the default: one lr for every layer
+    assert len(make_optimizer(one, model, fine_tune=True).param_groups) == 1
+
+
+@pytest.mark.parametrize("scale", ["-0.5", "2", "nan"])
+def test_a_backbone_lr_scale_outside_0_to_1_is_refused(tmp_path, scale):
+    result = run_cli(train_main, ["--data", tmp_path, "--backbone-lr-scale", scale])
+    assert_one_line_error(result, "backbone lr scale must be a number from 0 (backbone frozen) to 1")
+    assert f"got {float(scale)!r}" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_stays_put_and_resumes_with_its_two_groups(tmp_path):
+    """--backbone-lr-scale 0 trains only the new head; --resume keeps the two groups and their scales."""
+    data = _colour_folder(tmp_path / "d", 2)
+    out = tmp_path / "c.pt"
+    args = ["--data", data, "--init-from", "pretrained", "--input-size", 67, "--workers", 0, "--no-plot"]
+    result = run_cli(train_main, [*args, "--epochs", 1, "--backbone-lr-scale", 0, "--output", out])
+    assert result.exit_code == 0, result.stderr
+    saved = torch.load(out, weights_only=True)
+    shipped = torch.load(pretrained_path("nin"), weights_only=True)
+    shipped = shipped.get("state_dict", shipped)
+    assert torch.equal(saved["state_dict"]["2.0.weight"], shipped["2.0.weight"])
+    assert [g["lr_scale"] for g in saved["optimizer"]["param_groups"]] == [0.0, 1.0]
+    resume = ["--data", data, "--resume", out, "--input-size", 67, "--workers", 0, "--no-plot", "--output", out]
+    other = run_cli(train_main, [*resume, "--epochs", 2])  # the default scale, 1, is not the run's 0
+    assert_one_line_error(other, "was trained with --backbone-lr-scale 0.0, not 1.0")
+    again = run_cli(train_main, [*resume, "--epochs", 2, "--backbone-lr-scale", 0])
+    assert again.exit_code == 0, again.stderr
+    resumed = torch.load(out, weights_only=True)
+    assert [g["lr"] for g in resumed["optimizer"]["param_groups"]][0] == 0.0
+    assert torch.equal(resumed["state_dict"]["2.0.weight"], shipped["2.0.weight"])
