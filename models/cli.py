@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,12 @@ def _epoch_line(s: EpochStats) -> None:
         f"held-out acc {s.held_out_acc:.4f}, {s.examples_per_s:.0f} examples/s ({s.seconds:.0f} s, lr {s.lr:.3g})",
         err=True,
     )
+
+
+def _limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--train-limit and --test-limit, as nin-train and nin-prune (which fine-tunes through it) both take them."""
+    fn = click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")(fn)
+    return click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")(fn)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -225,8 +232,7 @@ def _epoch_line(s: EpochStats) -> None:
     help="Mixed precision: float16 on CUDA, bfloat16 on CPUs with bf16 instructions (avx512_bf16, amx_bf16).",
 )
 @click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)
-@click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")
-@click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")
+@_limit_options
 @click.option(
     "--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint."
 )
@@ -347,8 +353,7 @@ def eval_main(fmt: str, **options: Any) -> None:
 @click.option("--seed", type=int, default=_P.seed, show_default=True)
 @click.option("--device", default=_P.device, show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--workers", type=int, default=_P.workers, show_default=True, help="Processes decoding image files.")
-@click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")
-@click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")
+@_limit_options
 @click.option("--overwrite", is_flag=True, default=_P.overwrite, help="Replace an --output that is not nin-prune's.")
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
