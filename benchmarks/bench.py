@@ -401,15 +401,16 @@ class PeerRows:
         )
         x = _inputs((batch, *shape))
         try:
-            run = peer.build(model, batch, label, self.threads)
+            built = peer.build(model, batch, label, self.threads)
         except PeerUnsupportedError as exc:
             return replace(base, error=str(exc))
         except Exception as exc:  # a peer's converter failing is a result to report, not a crash of the run
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return replace(base, error=f"{peer.name} could not build it: {type(exc).__name__}: {first}"[:300])
-        diff = self.diff(name, run, batch)
+        base = replace(base, file_bytes=built.artifact.stat().st_size)
+        diff = self.diff(name, built.run, batch)
         durations = measure(
-            lambda: run(x),
+            lambda: built.run(x),
             warmup=self.config.warmup,
             min_runs=self.config.iterations,
             min_seconds=self.config.duration,

@@ -3,8 +3,8 @@
 Each peer is one :class:`Peer` in :data:`PEERS`: its name (the ``--peers`` word), the pip extra that installs it,
 an availability probe, the row precisions it offers (each mapped to the nin-edge export precision it is compared
 with), and ``build(model, batch, precision, threads)``, which converts the model once and returns the function
-that is timed. None of them is in the runtime install; each has its own extra (``peer-openvino``,
-``peer-executorch``, ``peer-litert``).
+that is timed with the file the peer loads (its row's ``file_bytes``). None of them is in the runtime install;
+each has its own extra (``peer-openvino``, ``peer-executorch``, ``peer-litert``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ from nin_edge.runtime.core.files import atomic_output
 if TYPE_CHECKING:
     import torch
 
-#: What a peer's build returns: logits of a float32 NCHW batch, as a float32 array.
+#: Logits of a float32 NCHW batch, as a float32 array.
 PeerRun = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PeerBuilt:
+    """What a peer's build returns: the timed function and the file it runs (an edge app ships that file)."""
+
+    run: PeerRun
+    artifact: Path
 
 
 class PeerUnsupportedError(NinEdgeError):
@@ -59,7 +67,7 @@ class Peer:
     modules: tuple[str, ...]
     #: Row precision -> nin-edge export precision it starts from (and is measured beside).
     precisions: Mapping[str, str]
-    build: Callable[[PeerModel, int, str, int], PeerRun]
+    build: Callable[[PeerModel, int, str, int], PeerBuilt]
     #: What the ``provider`` column says (the peer's backend or delegate).
     provider: str
 
@@ -77,7 +85,7 @@ class Peer:
         return [p for p, source in self.precisions.items() if source in export_precisions]
 
 
-def _openvino(model: PeerModel, batch: int, precision: str, threads: int) -> PeerRun:
+def _openvino(model: PeerModel, batch: int, precision: str, threads: int) -> PeerBuilt:
     """OpenVINO native on nin-edge's own ONNX file (FP32, or the INT8 QDQ model), reshaped to ``batch``."""
     import openvino as ov
 
@@ -99,10 +107,11 @@ def _openvino(model: PeerModel, batch: int, precision: str, threads: int) -> Pee
         request.infer({0: x})
         return np.asarray(request.get_output_tensor(0).data)
 
-    return run
+    # OpenVINO reads nin-edge's own ONNX file: that file is what an app would ship.
+    return PeerBuilt(run, model.onnx)
 
 
-def _executorch(model: PeerModel, batch: int, precision: str, threads: int) -> PeerRun:
+def _executorch(model: PeerModel, batch: int, precision: str, threads: int) -> PeerBuilt:
     """ExecuTorch with its XNNPACK delegate: ``torch.export`` at ``batch`` -> ``.pte``; INT8 through the
     PT2E ``XNNPACKQuantizer`` (symmetric, per channel), calibrated at the exported batch size."""
     import torch
@@ -139,10 +148,10 @@ def _executorch(model: PeerModel, batch: int, precision: str, threads: int) -> P
     def run(x: np.ndarray) -> np.ndarray:
         return method.execute([torch.from_numpy(x)])[0].numpy()
 
-    return run
+    return PeerBuilt(run, path)
 
 
-def _litert(model: PeerModel, batch: int, precision: str, threads: int) -> PeerRun:
+def _litert(model: PeerModel, batch: int, precision: str, threads: int) -> PeerBuilt:
     """LiteRT (XNNPACK delegate, on by default): ``litert_torch.convert`` at ``batch`` -> ``.tflite``."""
     import litert_torch
     import torch
@@ -162,7 +171,7 @@ def _litert(model: PeerModel, batch: int, precision: str, threads: int) -> PeerR
         interpreter.invoke()
         return interpreter.get_tensor(sink)
 
-    return run
+    return PeerBuilt(run, path)
 
 
 PEERS: dict[str, Peer] = {

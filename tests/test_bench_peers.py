@@ -12,7 +12,7 @@ from nin_edge.benchmarks import bench as bench_module
 from nin_edge.benchmarks import peers as peers_module
 from nin_edge.benchmarks.bench import PeerRows
 from nin_edge.benchmarks.cli import main as bench_cli
-from nin_edge.benchmarks.peers import Peer, PeerUnsupportedError
+from nin_edge.benchmarks.peers import Peer, PeerBuilt, PeerUnsupportedError
 from nin_edge.models import create_model, profile_model
 from nin_edge.runtime.core.errors import ConfigError
 
@@ -28,7 +28,9 @@ def _offset_build(model, batch, precision, threads):
         raise PeerUnsupportedError("this CPU cannot do that")
     if precision == "broken":
         raise RuntimeError("converter exploded\nsecond line")
-    return lambda x: np.full((len(x), 10), OFFSET, dtype=np.float32)
+    artifact = model.work_dir / f"{model.name}-{precision}-b{batch}.fake"
+    artifact.write_bytes(b"x" * (1000 + batch))
+    return PeerBuilt(lambda x: np.full((len(x), 10), OFFSET, dtype=np.float32), artifact)
 
 
 FAKE = Peer("fake", "peer-fake", ("numpy",), {"fp32": "fp32", "refused": "fp32", "broken": "int8"}, _offset_build, "k")
@@ -55,6 +57,7 @@ def test_fake_peer_rows_carry_timing_precision_and_logit_difference(registry, mo
     ]
     assert fp32[0].p50_ms == pytest.approx(1.0) and fp32[0].max_logit_diff == pytest.approx(OFFSET)
     assert fp32[0].error is None and fp32[0].throughput == pytest.approx(3000)
+    assert fp32[0].file_bytes == 1003  # the size of the file the peer built and ran, as in nin-edge's rows
     assert fp32[1].error == "this CPU cannot do that" and fp32[1].p50_ms is None
     (broken,) = rows.measure("nin", "int8", tmp_path / "nin.onnx", 1, profile, clock)
     assert broken.error == "fake could not build it: RuntimeError: converter exploded"
