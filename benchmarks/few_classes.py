@@ -121,6 +121,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "one-lr": {"backbone_lr_scale": 1.0},
     "scale-0.1": {"backbone_lr_scale": 0.1},
     "scale-0.3": {"backbone_lr_scale": 0.3},
+    # --freeze-epochs: the new last block learns alone for the first N epochs (then every layer at one lr).
+    "freeze-1": {"freeze_epochs": 1},
+    "freeze-3": {"freeze_epochs": 3},
+    "freeze-3-scale-0.3": {"freeze_epochs": 3, "backbone_lr_scale": 0.3},
 }
 
 

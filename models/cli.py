@@ -165,6 +165,13 @@ def _limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="With --init-from: the loaded layers before the last block learn at lr times this, the new last block at lr.",
 )
 @click.option(
+    "--freeze-epochs",
+    type=int,
+    default=_T.freeze_epochs,
+    show_default=True,
+    help="With --init-from: for this many first epochs only the new last block learns (the loaded layers wait).",
+)
+@click.option(
     "--flip/--no-flip", default=None, help="Random horizontal flips [default: on for image files, off for IDX]."
 )
 @click.option(

@@ -29,19 +29,31 @@ def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 def make_optimizer(config: TrainConfig, model: nn.Module, *, fine_tune: bool = False) -> torch.optim.Optimizer:
     """The configured optimiser over ``model``'s parameters.
 
-    When ``fine_tune`` (weights loaded with --init-from) and ``backbone_lr_scale`` is not 1, there are two
-    parameter groups: the layers before the last block learn at lr x ``backbone_lr_scale``, the new last
-    block at lr. Each group's ``lr_scale`` is what the training loop multiplies the scheduled lr by.
+    When ``fine_tune`` (weights loaded with --init-from) and ``backbone_lr_scale`` is not 1 or
+    ``freeze_epochs`` is set, there are two parameter groups: the layers before the last block (``backbone``)
+    learn at lr x ``backbone_lr_scale``, the new last block at lr. :func:`group_lr` gives each group's lr.
     """
     head = last_block(model.state_dict())
     named = list(model.named_parameters())
-    split: list[tuple[list[nn.Parameter], float]] = [([p for _, p in named], 1.0)]
-    if fine_tune and config.backbone_lr_scale != 1:
+    split: list[tuple[list[nn.Parameter], float, bool]] = [([p for _, p in named], 1.0, False)]
+    if fine_tune and (config.backbone_lr_scale != 1 or config.freeze_epochs):
         split = [
-            ([p for n, p in named if n.split(".")[0] != head], config.backbone_lr_scale),
-            ([p for n, p in named if n.split(".")[0] == head], 1.0),
+            ([p for n, p in named if n.split(".")[0] != head], config.backbone_lr_scale, True),
+            ([p for n, p in named if n.split(".")[0] == head], 1.0, False),
         ]
-    groups = [{"params": params, "lr_scale": scale, "lr": config.learning_rate * scale} for params, scale in split]
+    groups = [
+        {"params": params, "lr_scale": scale, "backbone": backbone, "lr": config.learning_rate * scale}
+        for params, scale, backbone in split
+    ]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def group_lr(config: TrainConfig, group: dict, lr: float, epoch: int) -> float:
+    """A parameter group's lr at ``epoch``: the scheduled ``lr`` times its scale, and 0 for the loaded layers
+    during the first ``freeze_epochs`` (the new head learns alone first, so its first large gradients do not
+    reach and disturb the pretrained features)."""
+    if group.get("backbone") and epoch < config.freeze_epochs:
+        return 0.0
+    return lr * group.get("lr_scale", 1.0)

@@ -34,7 +34,7 @@ from .distributed import Dist, dist_from_env
 from .evaluate import predict_logits
 from .health import check_alive
 from .registry import create_model, model_card, model_options, pretrained_path
-from .schedule import lr_at, make_optimizer
+from .schedule import group_lr, lr_at, make_optimizer
 from .train_checkpoint import (
     CHECKPOINT_FORMAT,
     EpochStats,
@@ -334,7 +334,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
             step = epoch * steps + i
             lr = lr_at(config, step, steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
+                group["lr"] = group_lr(config, group, lr, epoch)
             x = augment(x, kind, flip, generator)
             x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             if config.channels_last:

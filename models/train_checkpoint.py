@@ -45,12 +45,13 @@ def save(path: str, payload: dict) -> None:
 
 
 def check_recipe(config: TrainConfig, saved: dict) -> None:
-    """Refuse to continue a run with another model, optimiser, input size, split fraction or backbone lr
-    scale (before any data is read): the saved state would not fit, or other images would be held out."""
+    """Refuse to continue a run with another model, optimiser, input size, split fraction, backbone lr
+    scale or freeze (before any data is read): the saved state would not fit, or other images would be held
+    out."""
     recipe = saved.get("recipe")
     if not isinstance(recipe, dict):
         return  # checkpoints without a recipe are checked key by key when their state loads
-    for key in ("model", "optimizer", "input_size", "val_fraction", "backbone_lr_scale"):
+    for key in ("model", "optimizer", "input_size", "val_fraction", "backbone_lr_scale", "freeze_epochs"):
         value = recipe.get(key, recipe.get("image_size")) if key == "input_size" else recipe.get(key)
         if value is not None and value != getattr(config, key):
             flag = "--" + key.replace("_", "-")

@@ -108,7 +108,8 @@ class TrainConfig:
     ``batch_size`` None a small folder gets a smaller batch (:func:`auto_batch_size`), and ``head``
     auto gives NiN a wide last block except on the Fashion-MNIST IDX files. With ``init_from`` and
     ``backbone_lr_scale`` below 1 the loaded layers before the last block learn at lr x
-    ``backbone_lr_scale``, the new last block at lr (docs/few-classes.md).
+    ``backbone_lr_scale``, the new last block at lr; with ``freeze_epochs`` the loaded layers do not
+    learn at all for that many first epochs (docs/few-classes.md).
     """
 
     data: str = ""
@@ -123,6 +124,7 @@ class TrainConfig:
     schedule: str = "auto"
     warmup_epochs: float = 0.0
     backbone_lr_scale: float = 1.0
+    freeze_epochs: int = 0
     flip: bool | None = None
     augment: str = "auto"
     balance: str = "none"
@@ -194,6 +196,16 @@ class TrainConfig:
             raise ConfigError(
                 f"backbone lr scale must be a number from 0 (backbone frozen) to 1 (one lr for every layer), "
                 f"got {scale!r}"
+            )
+        if not is_whole_number(self.freeze_epochs, minimum=0) or self.freeze_epochs >= self.epochs:
+            raise ConfigError(
+                f"freeze epochs must be a whole number from 0 to --epochs - 1 ({self.epochs - 1}): the loaded "
+                f"layers learn after them; got {self.freeze_epochs!r}"
+            )
+        if self.freeze_epochs and not (self.init_from or self.resume):
+            raise ConfigError(
+                "--freeze-epochs keeps the layers loaded with --init-from fixed while the new last block learns; "
+                "give --init-from, or leave --freeze-epochs at 0"
             )
         Augment.check(self.augment, "augment")
         Balance.check(self.balance, "balance")

@@ -281,3 +281,66 @@ def test_a_frozen_backbone_stays_put_and_resumes_with_its_two_groups(tmp_path):
     resumed = torch.load(out, weights_only=True)
     assert [g["lr"] for g in resumed["optimizer"]["param_groups"]][0] == 0.0
     assert torch.equal(resumed["state_dict"]["2.0.weight"], shipped["2.0.weight"])
+
+
+def test_freeze_epochs_hold_the_loaded_layers_then_release_them():
+    """--freeze-epochs N: the loaded layers' lr is 0 for the first N epochs, then lr x backbone_lr_scale;
+    the new last block learns at lr throughout (docs/few-classes.md)."""
+    from nin_edge.models.schedule import group_lr, make_optimizer
+    from nin_edge.models.train import TrainConfig
+
+    model = create_model("nin", num_classes=2, input_size=67, head="wide")
+    config = TrainConfig(data="d", optimizer="adamw", lr=0.001, init_from="x.pt", epochs=5, freeze_epochs=2)
+    backbone, head = make_optimizer(config, model, fine_tune=True).param_groups
+    assert {id(p) for p in head["params"]} == {id(p) for p in model[7].parameters()}
+    assert [group_lr(config, backbone, 0.001, e) for e in range(4)] == [0.0, 0.0, 0.001, 0.001]
+    assert [group_lr(config, head, 0.001, e) for e in range(4)] == [0.001] * 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--init-from", "pretrained", "--epochs", "3", "--freeze-epochs", "3"], "from 0 to --epochs - 1 (2)"),
+        (["--init-from", "pretrained", "--freeze-epochs", "-1"], "got -1"),
+        (["--freeze-epochs", "1"], "give --init-from, or leave --freeze-epochs at 0"),
+    ],
+)
+def test_freeze_epochs_outside_the_run_or_without_init_from_are_refused(tmp_path, args, message):
+    result = run_cli(train_main, ["--data", tmp_path, *args])
+    assert_one_line_error(result, message)
+
+
+@pytest.mark.slow
+def test_a_frozen_first_epoch_keeps_the_shipped_layers_and_resume_keeps_the_freeze(tmp_path, monkeypatch):
+    """After the one frozen epoch every loaded layer is as shipped while the head has learnt; the next
+    epoch moves them; a resumed run refuses another --freeze-epochs."""
+    from nin_edge.models import train as train_module
+
+    saved: list[dict] = []
+    real_save = train_module.save
+
+    def keep(path, payload):  # a copy: the payload holds the live model's tensors
+        saved.append(
+            {"epoch": payload["epoch"], "state_dict": {k: v.clone() for k, v in payload["state_dict"].items()}}
+        )
+        real_save(path, payload)
+
+    monkeypatch.setattr(train_module, "save", keep)
+    data = _colour_folder(tmp_path / "d", 2)
+    out = tmp_path / "c.pt"
+    args = ["--data", data, "--init-from", "pretrained", "--input-size", 67, "--workers", 0, "--no-plot"]
+    result = run_cli(train_main, [*args, "--epochs", 2, "--freeze-epochs", 1, "--output", out])
+    assert result.exit_code == 0, result.stderr
+    shipped = torch.load(pretrained_path("nin"), weights_only=True)
+    shipped = shipped.get("state_dict", shipped)
+    first, last = saved[0]["state_dict"], saved[-1]["state_dict"]
+    assert saved[0]["epoch"] == 1 and saved[-1]["epoch"] == 2
+    # 0.0 was adapted to 3 channels (the grey kernels repeated), 7.* is the new head: the rest is as shipped
+    assert all(torch.equal(first[k], shipped[k]) for k in shipped if k != "0.0.weight" and not k.startswith("7."))
+    assert torch.equal(first["0.0.weight"], shipped["0.0.weight"].repeat(1, 3, 1, 1) / 3)
+    assert not torch.equal(first["7.0.weight"], saved[-1]["state_dict"]["7.0.weight"])
+    assert not torch.equal(last["2.0.weight"], shipped["2.0.weight"])
+    assert last is not first and torch.load(out, weights_only=True)["recipe"]["freeze_epochs"] == 1
+    resume = ["--data", data, "--resume", out, "--input-size", 67, "--workers", 0, "--no-plot", "--output", out]
+    other = run_cli(train_main, [*resume, "--epochs", 3])
+    assert_one_line_error(other, "was trained with --freeze-epochs 1, not 0")
