@@ -7,6 +7,7 @@ DistributedDataParallel (``module.`` prefix) are accepted as well.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -35,8 +36,11 @@ def read_checkpoint(path: str | os.PathLike, wants: str = WANTS_WEIGHTS) -> dict
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"weights file '{path}' does not exist or is not a file")
+    stat = path.stat()
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        # One export asks the same file for its weights, card, split, chance record and training record: the
+        # last file read is remembered (a VGG checkpoint is 0.5 GB), keyed so that a rewritten file is read again.
+        data = _load(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     except Exception as exc:  # torch raises many unrelated types for bad files
         if _is_onnx(path):
             raise ModelFileError(
@@ -50,7 +54,23 @@ def read_checkpoint(path: str | os.PathLike, wants: str = WANTS_WEIGHTS) -> dict
         raise ModelFileError(
             f"weights file '{path}' holds a {type(data).__name__}, expected a state_dict (a dict of tensors)"
         )
-    return dict(data)
+    return _containers_copied(data)
+
+
+def _containers_copied(value: Any) -> Any:
+    """``value`` with every dict and list copied (tensors shared): a caller that edits what it was given
+    cannot change what the next caller of :func:`read_checkpoint` reads."""
+    if isinstance(value, Mapping):
+        return {k: _containers_copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_containers_copied(v) for v in value]
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def _load(path: str, mtime_ns: int, size: int) -> object:
+    """``torch.load`` of ``path`` as it is at (``mtime_ns``, ``size``); failures are not remembered."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _is_onnx(path: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import onnx
@@ -301,3 +302,24 @@ def test_flatten_becomes_reshape_with_the_same_outputs(tmp_path):
     after = ort.InferenceSession(result.proto.SerializeToString()).run(None, {"pixels": x})[0]
     np.testing.assert_array_equal(before, after)
     assert [n.op_type for n in source.graph.node].count("Flatten") == 1  # the input proto is untouched
+
+
+def test_one_export_reads_its_checkpoint_once_and_a_rewritten_file_again(tmp_path, monkeypatch):
+    """The weights, card, split and chance record of --weights come from one torch.load; a file written
+    since is read again, and what a caller edits does not reach the next reader."""
+    from nin_edge.models import checkpoint as checkpoint_module
+
+    loads: list[str] = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda path, **kw: (loads.append(str(path)), real_load(path, **kw))[1])
+    checkpoint_module._load.cache_clear()
+    weights = tmp_path / "w.pt"
+    torch.save({"state_dict": create_model("nin", input_size=67).state_dict(), "recipe": {"epochs": 1}}, weights)
+    run_export(ExportConfig(output=str(tmp_path / "m.onnx"), weights=str(weights), input_size=67))
+    assert loads == [str(weights.resolve())]
+    first = checkpoint_module.read_checkpoint(weights)
+    first["recipe"]["epochs"] = 99
+    assert checkpoint_module.read_checkpoint(weights)["recipe"] == {"epochs": 1} and len(loads) == 1
+    torch.save({"state_dict": {}, "recipe": {"epochs": 2}}, weights)
+    os.utime(weights, ns=(1, 1))  # another time stamp, whatever the clock's resolution
+    assert checkpoint_module.read_checkpoint(weights)["recipe"] == {"epochs": 2} and len(loads) == 2
