@@ -122,6 +122,17 @@ def _limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")(fn)
 
 
+def _speed_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--amp and --channels-last, nin-train's, for nin-train and nin-prune's fine-tune epochs."""
+    fn = click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)(fn)
+    return click.option(
+        "--amp/--no-amp",
+        default=_T.amp,
+        show_default=True,
+        help="Mixed precision: float16 on CUDA, bfloat16 on CPUs with bf16 instructions (avx512_bf16, amx_bf16).",
+    )(fn)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @data_options
 @click.option(
@@ -232,13 +243,7 @@ def _limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="NiN's last block: book (D2L's, hidden layers C units wide) or wide (hidden at least 16, raw logits: "
     "learns 2 or 3 classes); auto: book for the Fashion-MNIST IDX files, else wide.",
 )
-@click.option(
-    "--amp/--no-amp",
-    default=_T.amp,
-    show_default=True,
-    help="Mixed precision: float16 on CUDA, bfloat16 on CPUs with bf16 instructions (avx512_bf16, amx_bf16).",
-)
-@click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)
+@_speed_options
 @_limit_options
 @click.option(
     "--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint."
@@ -360,6 +365,7 @@ def eval_main(fmt: str, **options: Any) -> None:
 @click.option("--seed", type=int, default=_P.seed, show_default=True)
 @click.option("--device", default=_P.device, show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--workers", type=int, default=_P.workers, show_default=True, help="Processes decoding image files.")
+@_speed_options
 @_limit_options
 @click.option("--overwrite", is_flag=True, default=_P.overwrite, help="Replace an --output that is not nin-prune's.")
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)

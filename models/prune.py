@@ -75,6 +75,8 @@ class PruneConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 2
+    amp: bool = False
+    channels_last: bool = False
     train_limit: int | None = None
     test_limit: int | None = None
     overwrite: bool = False
@@ -296,6 +298,8 @@ def _fine_tune(
                 seed=config.seed,
                 device=config.device,
                 workers=config.workers,
+                amp=config.amp,
+                channels_last=config.channels_last,
                 train_limit=config.train_limit,
                 test_limit=config.test_limit,
                 init_from=init,

@@ -119,6 +119,7 @@ def test_resume_after_an_interrupted_step_gives_the_uninterrupted_result(tmp_pat
     src = tmp_path / "src.pt"
     train(TrainConfig(data=str(tiny_fashion), epochs=1, input_size=SIZE, output=str(src), plot=False, **FAST))
     common = dict(weights=str(src), data=str(tiny_fashion), target_macs=0.5, steps=2, epochs_per_step=1, **FAST)
+    common["channels_last"] = True
     straight = run_prune(PruneConfig(output=str(tmp_path / "a.pt"), **common))
 
     epochs = []
@@ -139,6 +140,7 @@ def test_resume_after_an_interrupted_step_gives_the_uninterrupted_result(tmp_pat
         assert torch.equal(value, b["state_dict"][key]), key
     assert b["card"] == a["card"] and b["card"]["model_options"]["widths"] == list(straight.steps[-1].widths)
     assert b["recipe"]["init_from"] == str(src) and "optimizer" not in b
+    assert b["recipe"]["channels_last"] is True  # the fine-tune epochs ran with nin-prune's --channels-last
     with pytest.raises(ConfigError, match="has done all 2 steps; nothing is left to resume"):
         run_prune(PruneConfig(output=str(tmp_path / "b.pt"), resume=str(tmp_path / "b.pt"), **common))
 
@@ -214,3 +216,20 @@ def test_model_options_in_the_metadata_must_be_an_object(tiny_nin_path, tmp_path
     with pytest.raises(ModelFileError, match="unreadable nin-edge metadata: model_options must be a JSON object"):
         Classifier(str(path), "cpu")
     assert Classifier(str(tiny_nin_path), "cpu").metadata.model_options == {}  # older files: none
+
+
+def test_the_speed_flags_reach_the_fine_tune(monkeypatch, carded, tmp_path):
+    """nin-prune --amp --channels-last are nin-train's flags of the same names, passed to its fine-tune."""
+    from nin_edge.models import cli as cli_module
+
+    seen = []
+    monkeypatch.setattr(cli_module, "run_prune", lambda config, on_epoch: seen.append(config) or _Said())
+    args = ["--weights", carded, "--data", tmp_path, "--output", tmp_path / "p.pt"]
+    assert run_cli(prune_main, [*args, "--amp", "--channels-last"]).exit_code == 0
+    assert run_cli(prune_main, args).exit_code == 0
+    assert [(c.amp, c.channels_last) for c in seen] == [(True, True), (False, False)]
+
+
+class _Said:
+    def render(self, fmt):
+        return ""
