@@ -125,6 +125,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "freeze-1": {"freeze_epochs": 1},
     "freeze-3": {"freeze_epochs": 3},
     "freeze-3-scale-0.3": {"freeze_epochs": 3, "backbone_lr_scale": 0.3},
+    "freeze-3-scale-0.5": {"freeze_epochs": 3, "backbone_lr_scale": 0.5},
+    "freeze-5": {"freeze_epochs": 5},
 }
 
 
