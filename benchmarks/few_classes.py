@@ -126,7 +126,6 @@ VARIANTS: dict[str, dict[str, object]] = {
     "freeze-3": {"freeze_epochs": 3},
     "freeze-3-scale-0.3": {"freeze_epochs": 3, "backbone_lr_scale": 0.3},
     "freeze-3-scale-0.5": {"freeze_epochs": 3, "backbone_lr_scale": 0.5},
-    "freeze-5": {"freeze_epochs": 5},
 }
 
 

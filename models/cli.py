@@ -172,15 +172,15 @@ def _speed_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "--backbone-lr-scale",
     type=float,
     default=_T.backbone_lr_scale,
-    help="With --init-from: the loaded layers before the last block learn at lr times this, the last block at lr "
-    "[default: 0.5 when the last block is new (other classes or head), else 1].",
+    show_default=True,
+    help="With --init-from: the loaded layers before the last block learn at lr times this, the new last block at lr.",
 )
 @click.option(
     "--freeze-epochs",
     type=int,
     default=_T.freeze_epochs,
-    help="With --init-from: for this many first epochs only the last block learns (the loaded layers wait) "
-    "[default: 3, at most a third of --epochs, when the last block is new; else 0].",
+    show_default=True,
+    help="With --init-from: for this many first epochs only the new last block learns (the loaded layers wait).",
 )
 @click.option(
     "--flip/--no-flip", default=None, help="Random horizontal flips [default: on for image files, off for IDX]."

@@ -34,7 +34,7 @@ from .distributed import Dist, dist_from_env
 from .evaluate import predict_logits
 from .health import check_alive
 from .registry import create_model, model_card, model_options, pretrained_path
-from .schedule import group_lr, layer_of, lr_at, make_optimizer, saved_fresh_layers
+from .schedule import group_lr, lr_at, make_optimizer
 from .train_checkpoint import (
     CHECKPOINT_FORMAT,
     EpochStats,
@@ -50,7 +50,7 @@ from .train_checkpoint import (
     restore_optimizer_and_rng,
     save,
 )
-from .train_config import AUTO_BATCH_MAX, Head, TrainConfig, auto_batch_size, fine_tune_defaults
+from .train_config import AUTO_BATCH_MAX, Head, TrainConfig, auto_batch_size
 from .zoo import init_head
 
 #: What --init-from takes, said when it is given an ONNX model.
@@ -242,23 +242,9 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     history: list[EpochStats] = []
     start_epoch = 0
     best_acc = -1.0
-    new_head = False
-    fresh: frozenset[str] = frozenset()
     if init is not None and init_path is not None and resume_state is None:
         kept, new = init_from(model, init, init_path)
         notes.append(init_note(kept, new, config.init_from or init_path))
-        head = last_block(model.state_dict())
-        new_head = any(name.split(".")[0] == head for name in new)
-        # An adapted layer (grey kernels spread over RGB) must learn its new input as the new head does.
-        fresh = frozenset(layer_of(name.split(" ")[0]) for name in kept if " (" in name)
-    if resume_state is None:
-        config = fine_tune_defaults(config, new_head)
-        if new_head and (config.freeze_epochs or config.backbone_lr_scale != 1):
-            alone = f"with the adapted layer {', '.join(sorted(fresh))} " if fresh else ""
-            notes.append(
-                f"new last block: it learns alone {alone}for {config.freeze_epochs} epoch(s), then the loaded "
-                f"layers learn at lr x {config.backbone_lr_scale:g} (--freeze-epochs, --backbone-lr-scale)"
-            )
     if resume_state is not None:
         check_resumable(config, resume_state, data, resumed_card)
         load_state_checked(model, extract_state_dict(resume_state, config.resume or ""), config.resume or "")
@@ -276,9 +262,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit this keyword
     # A resumed run keeps the parameter groups it saved (two for a fine-tune run with a backbone scale).
     fine_tune = bool(config.init_from) if resume_state is None else _saved_groups(resume_state) == 2
-    if resume_state is not None:
-        fresh = saved_fresh_layers(resume_state)
-    optimizer = make_optimizer(config, model, fine_tune=fine_tune, fresh=fresh)
+    optimizer = make_optimizer(config, model, fine_tune=fine_tune)
     if resume_state is not None:
         restore_optimizer_and_rng(optimizer, model, resume_state, config.resume)
     net: nn.Module = model

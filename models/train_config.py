@@ -86,26 +86,6 @@ class Head(Choice):
     WIDE = "wide"
 
 
-#: Fine-tuning a new last block with --init-from, when --freeze-epochs / --backbone-lr-scale are left out:
-#: the head learns alone for up to 3 epochs (at most a third of the run), then the loaded layers learn at
-#: half its lr. Measured on 2, 3, 5 and 10 classes (docs/few-classes.md).
-AUTO_FREEZE_EPOCHS = 3
-AUTO_BACKBONE_LR_SCALE = 0.5
-
-
-def fine_tune_defaults(config: TrainConfig, new_head: bool) -> TrainConfig:
-    """``config`` with ``freeze_epochs`` and ``backbone_lr_scale`` filled where left as None: with a new last
-    block (``init_from`` with other classes or another head) :data:`AUTO_FREEZE_EPOCHS` (at most a third of
-    the epochs) and :data:`AUTO_BACKBONE_LR_SCALE`; otherwise (from scratch, or the same classes) 0 and 1."""
-    freeze = min(AUTO_FREEZE_EPOCHS, config.epochs // 3) if new_head else 0
-    scale = AUTO_BACKBONE_LR_SCALE if new_head else 1.0
-    return dataclasses.replace(
-        config,
-        freeze_epochs=freeze if config.freeze_epochs is None else config.freeze_epochs,
-        backbone_lr_scale=scale if config.backbone_lr_scale is None else config.backbone_lr_scale,
-    )
-
-
 #: With --batch-size left out: the largest batch, and at least this many steps per epoch below it.
 AUTO_BATCH_MAX = 128
 AUTO_BATCH_STEPS = 8
@@ -129,8 +109,7 @@ class TrainConfig:
     auto gives NiN a wide last block except on the Fashion-MNIST IDX files. With ``init_from`` and
     ``backbone_lr_scale`` below 1 the loaded layers before the last block learn at lr x
     ``backbone_lr_scale``, the new last block at lr; with ``freeze_epochs`` the loaded layers do not
-    learn at all for that many first epochs. Left as None, both follow :func:`fine_tune_defaults` once
-    the run knows whether ``init_from`` gave it a new last block (docs/few-classes.md).
+    learn at all for that many first epochs (docs/few-classes.md).
     """
 
     data: str = ""
@@ -144,8 +123,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "auto"
     warmup_epochs: float = 0.0
-    backbone_lr_scale: float | None = None
-    freeze_epochs: int | None = None
+    backbone_lr_scale: float = 1.0
+    freeze_epochs: int = 0
     flip: bool | None = None
     augment: str = "auto"
     balance: str = "none"
@@ -178,10 +157,6 @@ class TrainConfig:
             if getattr(self, name) in (None, "auto"):
                 given = (recorded or {}).get(name)
                 filled[name] = given if given not in (None, "auto") else getattr(self._auto, name)
-        if recorded is not None:  # a resumed run goes on as it was started (runs before these options: 1 and 0)
-            for name, before in (("backbone_lr_scale", 1.0), ("freeze_epochs", 0)):
-                if getattr(self, name) is None:
-                    filled[name] = recorded.get(name, before)
         if self.batch_size is None and recorded and recorded.get("batch_size"):
             filled["batch_size"] = recorded["batch_size"]  # else chosen from the data (auto_batch_size)
         return dataclasses.replace(self, **filled)
@@ -217,14 +192,12 @@ class TrainConfig:
                 f"warmup epochs must be a finite number from 0 to --epochs ({self.epochs}), got {self.warmup_epochs}"
             )
         scale = self.backbone_lr_scale
-        if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 <= scale <= 1):
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 <= scale <= 1):
             raise ConfigError(
                 f"backbone lr scale must be a number from 0 (backbone frozen) to 1 (one lr for every layer), "
                 f"got {scale!r}"
             )
-        if self.freeze_epochs is not None and (
-            not is_whole_number(self.freeze_epochs, minimum=0) or self.freeze_epochs >= self.epochs
-        ):
+        if not is_whole_number(self.freeze_epochs, minimum=0) or self.freeze_epochs >= self.epochs:
             raise ConfigError(
                 f"freeze epochs must be a whole number from 0 to --epochs - 1 ({self.epochs - 1}): the loaded "
                 f"layers learn after them; got {self.freeze_epochs!r}"
