@@ -54,6 +54,17 @@ RECIPES = {
         "lr": 0.0005,
         "schedule": "cosine",
     },
+    # README since 2026-12-07: the same plus --freeze-epochs 3 --backbone-lr-scale 0.5
+    "readme-freeze": {
+        "init_from": "pretrained",
+        "input_size": 112,
+        "epochs": 15,
+        "optimizer": "adamw",
+        "lr": 0.0005,
+        "schedule": "cosine",
+        "freeze_epochs": 3,
+        "backbone_lr_scale": 0.5,
+    },
     # nin-train --data DIR --init-from pretrained --input-size 112 (SGD, lr 0.1, 10 epochs: the defaults)
     "defaults": {"init_from": "pretrained", "input_size": 112},
     # The README's recipe without --init-from.
@@ -182,7 +193,17 @@ def run_one(data: Path, classes: int, recipe: str, variant: str, seed: int, out:
         "dead_output_units": int((np.ptp(last, axis=0) < 1e-6).sum()) if last is not None else None,
         "batch_size": batch,
         "seconds": round(time.perf_counter() - t0, 1),
+        **({"weights": _shipped_weights()} if config.init_from == "pretrained" else {}),
     }
+
+
+def _shipped_weights() -> str:
+    """Which shipped weights 'pretrained' meant in this run (they changed on 2026-12-07)."""
+    from nin_edge.models.registry import pretrained_path
+    from nin_edge.runtime.core.files import sha256_file
+
+    path = pretrained_path("nin")
+    return f"{path.name} {sha256_file(path)[:12]}"
 
 
 def summarize(rows: Iterable[dict]) -> str:
@@ -190,7 +211,12 @@ def summarize(rows: Iterable[dict]) -> str:
     ("dead": stopped by the dead-head check or constant logits, "NaN": the loss diverged)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["classes"], row["recipe"], row.get("code") or row["variant"]), []).append(row)
+        code = row.get("code") or row["variant"]
+        if row.get("train_per_class") and "per class" not in code:
+            code += f"; {row['train_per_class']}+{row['held_per_class']} per class"
+        if row.get("weights"):
+            code += f"; weights {row['weights']}"
+        groups.setdefault((row["classes"], row["recipe"], code), []).append(row)
     lines = [
         "| classes | recipe | code (variant) | seeds: held-out accuracy | mean | min | every class predicted |",
         "|---|---|---|---|---|---|---|",
