@@ -108,7 +108,7 @@ def data_options(fn: Any) -> Any:
     return fn
 
 
-def _epoch_line(s: EpochStats) -> None:
+def epoch_line(s: EpochStats) -> None:
     click.echo(
         f"epoch {s.epoch}: train loss {s.train_loss:.4f}, train acc {s.train_acc:.4f}, "
         f"held-out acc {s.held_out_acc:.4f}, {s.examples_per_s:.0f} examples/s ({s.seconds:.0f} s, lr {s.lr:.3g})",
@@ -116,8 +116,9 @@ def _epoch_line(s: EpochStats) -> None:
     )
 
 
-def _limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--train-limit and --test-limit, as nin-train and nin-prune (which fine-tunes through it) both take them."""
+def limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--train-limit and --test-limit, as nin-train and the commands that fine-tune through it (nin-prune,
+    nin-qat) take them."""
     fn = click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")(fn)
     return click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")(fn)
 
@@ -232,7 +233,7 @@ def _limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="Mixed precision: float16 on CUDA, bfloat16 on CPUs with bf16 instructions (avx512_bf16, amx_bf16).",
 )
 @click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)
-@_limit_options
+@limit_options
 @click.option(
     "--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint."
 )
@@ -255,7 +256,7 @@ def train_main(fmt: str, channels: str | None, **options: Any) -> None:
         result = train(
             TrainConfig(channels=int(channels) if channels else None, **options),
             on_step=bar,
-            on_epoch=_epoch_line,
+            on_epoch=epoch_line,
             on_note=lambda text: click.echo(text, err=True),
             on_scan=bar.scan,
         )
@@ -353,7 +354,7 @@ def eval_main(fmt: str, **options: Any) -> None:
 @click.option("--seed", type=int, default=_P.seed, show_default=True)
 @click.option("--device", default=_P.device, show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--workers", type=int, default=_P.workers, show_default=True, help="Processes decoding image files.")
-@_limit_options
+@limit_options
 @click.option("--overwrite", is_flag=True, default=_P.overwrite, help="Replace an --output that is not nin-prune's.")
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
@@ -362,4 +363,4 @@ def prune_main(fmt: str, **options: Any) -> None:
 
     --output is an ordinary checkpoint after every step: nin-export, nin-eval and nin-train --init-from take it.
     """
-    click.echo(run_prune(PruneConfig(**options), on_epoch=_epoch_line).render(fmt))
+    click.echo(run_prune(PruneConfig(**options), on_epoch=epoch_line).render(fmt))

@@ -223,9 +223,10 @@ def prune_to(model: ZooModel, card: TrainedCard, widths: tuple[int, ...], import
 PRETRAINED = "pretrained"
 
 
-def _source(path: str) -> tuple[dict, TrainedCard]:
-    """The checkpoint to prune and its card; anything but a carded NiN checkpoint (or ``pretrained``:
-    the shipped weights, with the registered model's card at their input size) is refused."""
+def nin_source(path: str, command: str = "nin-prune", verb: str = "prunes") -> tuple[dict, TrainedCard]:
+    """The NiN checkpoint ``command`` (which ``verb`` it) starts from and its card; anything but a carded
+    NiN checkpoint (or ``pretrained``: the shipped weights, with the registered model's card at their
+    input size) is refused."""
     if path == PRETRAINED:
         registered = model_card("nin")
         shipped = TrainedCard(
@@ -239,18 +240,18 @@ def _source(path: str) -> tuple[dict, TrainedCard]:
     card = checkpoint_card(data, path)
     if card is None:
         raise ConfigError(
-            f"'{path}' has no card (class names, input size): nin-prune takes a checkpoint nin-train wrote for nin"
+            f"'{path}' has no card (class names, input size): {command} takes a checkpoint nin-train wrote for nin"
         )
     model = data.get("model", "nin")
     if model != "nin":
-        raise ConfigError(f"'{path}' is a {model} checkpoint; nin-prune prunes nin only")
+        raise ConfigError(f"'{path}' is a {model} checkpoint; {command} {verb} nin only")
     return data, card
 
 
 def _resumed(config: PruneConfig) -> tuple[dict, TrainedCard, dict]:
     """The checkpoint a resumed run goes on from, its card and its prune record (checked against ``config``)."""
     path = config.resume or ""
-    data, card = _source(path)
+    data, card = nin_source(path)
     record = data.get("prune")
     if not isinstance(record, Mapping):
         raise ConfigError(
@@ -328,7 +329,7 @@ def run_prune(config: PruneConfig, *, on_epoch: Callable[[EpochStats], None] | N
         source_card = TrainedCard.from_dict(record["source_card"], config.resume)
         config = dataclasses.replace(config, weights=str(record["weights"]))
     else:
-        data, source_card = _source(config.weights)
+        data, source_card = nin_source(config.weights)
         card = source_card
         record = {
             "weights": config.weights,
