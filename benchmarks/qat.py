@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from nin_edge.export.precision import choose_recipe
 from nin_edge.export.qat import DEFAULT_LR, QatConfig, run_qat
 from nin_edge.runtime.cli.common import CommaList
 from nin_edge.runtime.core.cpu import cpu_model
+from nin_edge.runtime.core.files import atomic_output
 
 #: The variants measured at each input size, in the order they run.
 VARIANTS = ("ptq", "finetune+ptq", "qat")
@@ -58,9 +60,8 @@ def _int8(weights: str | None, size: int, config: dict[str, Any], out: Path) -> 
     }
 
 
-def compare(config: dict[str, Any], size: int, scratch: Path) -> list[dict[str, Any]]:
-    """The three variants at ``size``: rows of what each INT8 model measured."""
-    rows = []
+def compare(config: dict[str, Any], size: int, scratch: Path) -> Iterator[dict[str, Any]]:
+    """The three variants at ``size``: what each INT8 model measured, one row per variant as it finishes."""
     source = None if config["weights"] == "pretrained" else config["weights"]
     for variant in VARIANTS:
         start = time.perf_counter()
@@ -91,8 +92,7 @@ def compare(config: dict[str, Any], size: int, scratch: Path) -> list[dict[str, 
             f"{size} {variant:13s} fp32 {row['fp32_accuracy']:.4f} int8 {row['int8_accuracy']:.4f} "
             f"agreement {row['agreement']:.4f} ({row['seconds']} s)"
         )
-        rows.append(row)
-    return rows
+        yield row
 
 
 @click.command()
@@ -113,18 +113,21 @@ def main(**config: Any) -> None:
     sizes = config.pop("input_sizes")
     out = Path(config.pop("out"))
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="nin-qat-bench-") as tmp:
-        rows = [row for size in sizes for row in compare(config, size, Path(tmp))]
     name = Path(config["weights"]).stem
-    path = out / f"{name}-{recipe.target}-{'-'.join(map(str, sizes))}.json"
+    path = out / f"{name}-{recipe.target}-{'-'.join(map(str, sizes))}-{config['train_limit']}.json"
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu_model(),
         "recipe": f"{recipe.target}: {recipe.describe()}",
         **config,
-        "rows": rows,
+        "rows": [],
     }
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    with tempfile.TemporaryDirectory(prefix="nin-qat-bench-") as tmp:
+        for size in sizes:
+            for row in compare(config, size, Path(tmp)):
+                result["rows"].append(row)
+                with atomic_output(path) as tmp_file:  # rewritten after each row: what is measured survives a stop
+                    tmp_file.write_text(json.dumps(result, indent=2) + "\n")
     click.echo(f"wrote {path}")
 
 

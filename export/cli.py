@@ -17,7 +17,7 @@ from .config import ExportConfig
 from .inspect import inspect_path
 from .pipeline import run_export
 from .precision import OLD_TARGETS, RECIPES, CalibrationMethod, Fp32Layers, Int8Target, Int8Types, ReduceRange
-from .qat import DEFAULT_LR, QatConfig, run_qat
+from .qat import QatConfig, run_qat
 from .steps import MAX_OPSET, MIN_OPSET
 from .targets import targets
 from .targets.bundle import write_bundle
@@ -255,7 +255,7 @@ _Q = QatConfig()
 @int8_recipe_options
 @click.option("--epochs", type=int, default=_Q.epochs, show_default=True, help="Fine-tune epochs.")
 @click.option(
-    "--lr", type=float, default=_Q.lr, show_default=True, help=f"Learning rate (AdamW, cosine; {DEFAULT_LR:g})."
+    "--lr", type=float, default=_Q.lr, show_default=True, help="Fine-tune learning rate (AdamW, cosine schedule)."
 )
 @click.option("--batch-size", type=int, default=None, help="Fine-tune batch [default: nin-train's].")
 @input_size_option(default=None, help="Input side to fine-tune (and export) at [default: the checkpoint's].")
