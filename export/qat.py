@@ -25,21 +25,17 @@ import numpy as np
 import onnx
 import torch
 from nin_edge.models.checkpoint import (
-    TrainedCard,
-    checkpoint_card,
     extract_state_dict,
     load_state_checked,
     read_checkpoint,
 )
 from nin_edge.models.fake_quant import FakeQuant, FakeQuantSpec, compute_layers
+from nin_edge.models.fine_tune import FineTune, fine_tune
 from nin_edge.models.prune import build, nin_source
-from nin_edge.models.train import train
 from nin_edge.models.train_checkpoint import EpochStats, save
-from nin_edge.models.train_config import Head, TrainConfig
 from nin_edge.models.zoo import ZooModel
 from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.files import check_writable, kind_of
-from nin_edge.runtime.core.metadata import Preprocessing
 from nin_edge.runtime.core.report import Report, format_table
 from nin_edge.runtime.int8 import Int8Target
 from torch import nn
@@ -85,27 +81,18 @@ class QatConfig:
             fp32_layers=self.int8_fp32_layers,
         )
 
-    def training(self, *, card: TrainedCard, init_from: str | None, output: str, val_fraction: float) -> TrainConfig:
-        """The nin-train run that fine-tunes ``card``'s model from ``init_from`` into ``output``."""
-        return TrainConfig(
+    def fine_tune_options(self) -> FineTune:
+        """The nin-train options of the fine-tune."""
+        return FineTune(
             data=self.data,
-            model="nin",
             epochs=self.epochs,
-            batch_size=self.batch_size,
             lr=self.lr,
-            input_size=self.input_size or card.input_size,
-            head=str(card.model_options.get("head", Head.BOOK)),
-            channels=card.in_channels,
-            val_fraction=val_fraction,  # the source run's split, so that its held-out images stay held out
+            batch_size=self.batch_size,
             seed=self.seed,
             device=self.device,
             workers=self.workers,
             train_limit=self.train_limit,
             test_limit=self.test_limit,
-            init_from=init_from,
-            output=output,
-            plot=False,
-            overwrite=True,  # a scratch file of this run
         )
 
     def validate(self) -> None:
@@ -125,11 +112,7 @@ class QatConfig:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number (e.g. {DEFAULT_LR:g}), got {self.lr!r}")
         self.recipe()
-        # nin-train's own checks of the fine-tune's options (epochs, batch, size, limits, device), on a
-        # stand-in card; the run writes into a scratch folder, and so does this check (it writes nothing).
-        stand_in = TrainedCard(("a", "b"), 1, self.input_size or 224, Preprocessing())
-        scratch = str(Path(tempfile.gettempdir()) / "nin-qat-check.pt")
-        self.training(card=stand_in, init_from=None, output=scratch, val_fraction=0.1).validate()
+        self.fine_tune_options().check(self.input_size or 224)
         check_writable(self.output, "QAT checkpoint")
         if not self.overwrite and kind_of(self.output) == "a regular file" and not _is_qat(self.output):
             raise ConfigError(
@@ -235,33 +218,19 @@ def run_qat(
     size = config.input_size or card.input_size
     card = dataclasses.replace(card, input_size=size)
     spec = fake_quant_plan(model, recipe, size)
-    raw = data.get("recipe")
-    source_recipe: Mapping = raw if isinstance(raw, Mapping) else {}
-    with tempfile.TemporaryDirectory(prefix="nin-qat-") as tmp:
-        init, out = str(Path(tmp) / "source.pt"), str(Path(tmp) / "tuned.pt")
-        torch.save({"model": "nin", "state_dict": model.state_dict(), "card": card.to_dict()}, init)
-        training = config.training(
-            card=card,
-            init_from=init,
-            output=out,
-            val_fraction=source_recipe.get("val_fraction", TrainConfig.val_fraction),
-        )
 
-        def attach(fresh: nn.Module) -> None:
-            FakeQuant(fresh, spec)
+    def attach(fresh: nn.Module) -> None:
+        FakeQuant(fresh, spec)
 
-        result = train(training, on_epoch=on_epoch, prepare=attach if fake_quant else None)
-        tuned = read_checkpoint(out)
-    tuned_card = checkpoint_card(tuned, out)
-    if tuned_card is None or tuned_card.labels != card.labels:
-        given = ", ".join(tuned_card.labels if tuned_card else ())
-        raise ConfigError(
-            f"--data '{config.data}' has other classes than the model: {given} against {', '.join(card.labels)}; "
-            "fine-tune on the images the model was trained on"
-        )
-    # A finished checkpoint, not a run to --resume with nin-train: its optimiser and RNG state go.
-    tuned = {k: v for k, v in tuned.items() if k not in ("optimizer", "rng")}
-    tuned["recipe"] = {**tuned["recipe"], "init_from": config.weights, "output": config.output}
+    tuned, result = fine_tune(
+        config.fine_tune_options(),
+        model,
+        card,
+        data,
+        recipe={"init_from": config.weights, "output": config.output},
+        on_epoch=on_epoch,
+        prepare=attach if fake_quant else None,
+    )
     save(config.output, {**tuned, QAT_KEY: qat_record(recipe, config)} if fake_quant else tuned)
     return QatReport(
         output=config.output,
