@@ -3,6 +3,7 @@ checkpoint ordinary, and nin-export taking the recipe the weights were fine-tune
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -208,3 +209,18 @@ def test_options_are_checked_before_any_work(tmp_path, tiny_fashion):
         broken = tmp_path / "broken.pt"
         torch.save({"state_dict": {}, QAT_KEY: {"target": "x86-vnni"}}, broken)
         ExportConfig(weights=str(broken), precision="int8").int8_recipe()
+
+
+@pytest.mark.slow
+def test_the_benchmark_measures_ptq_the_control_and_qat_on_the_same_images(trained, tiny_fashion, tmp_path):
+    from nin_edge.benchmarks.qat import main
+
+    src, _, _ = trained
+    args = ["--weights", src, "--data", tiny_fashion, "--input-sizes", SIZE, "--int8-target", "x86-vnni"]
+    limits = ["--train-limit", 96, "--lr", 1e-4, "--calibration-size", 16, "--eval-size", 24]
+    result = run_cli(main, [*args, *limits, "--out", tmp_path])
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((tmp_path / f"src-x86-vnni-{SIZE}-96.json").read_text())
+    assert [row["variant"] for row in saved["rows"]] == ["ptq", "finetune+ptq", "qat"]
+    assert {row["images"] for row in saved["rows"]} == {24}
+    assert "QAT weights" in saved["rows"][2]["recipe"] and "QAT" not in saved["rows"][1]["recipe"]
