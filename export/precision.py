@@ -202,6 +202,8 @@ def qat_recipe(checkpoint: Mapping[str, Any], path: str) -> Int8Recipe | None:
     if record is None:
         return None
     try:
+        if not isinstance(record, Mapping):
+            raise TypeError(f"a {type(record).__name__}, not a dict")
         recipe = choose_recipe(
             str(record["target"]),
             types=str(record["types"]),

@@ -205,10 +205,11 @@ def test_options_are_checked_before_any_work(tmp_path, tiny_fashion):
     result = run_cli(qat_main, ["--weights", "pretrained", *data, "--output", tmp_path / "notes.pt"])
     assert_one_line_error(result, "exists and is not a nin-qat checkpoint: this run would replace it")
     assert (tmp_path / "notes.pt").read_text() == "mine"
-    with pytest.raises(ConfigError, match="has a broken qat record"):
-        broken = tmp_path / "broken.pt"
-        torch.save({"state_dict": {}, QAT_KEY: {"target": "x86-vnni"}}, broken)
-        ExportConfig(weights=str(broken), precision="int8").int8_recipe()
+    broken = tmp_path / "broken.pt"
+    for record, why in (({"target": "x86-vnni"}, "KeyError: 'types'"), ([1], "TypeError: a list, not a dict")):
+        torch.save({"state_dict": {}, QAT_KEY: record}, broken)
+        with pytest.raises(ConfigError, match=f"'{broken}' has a broken qat record \\({why}\\); run nin-qat again"):
+            ExportConfig(weights=str(broken), precision="int8").int8_recipe()
 
 
 @pytest.mark.slow
