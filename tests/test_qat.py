@@ -225,3 +225,31 @@ def test_the_benchmark_measures_ptq_the_control_and_qat_on_the_same_images(train
     assert [row["variant"] for row in saved["rows"]] == ["ptq", "finetune+ptq", "qat"]
     assert {row["images"] for row in saved["rows"]} == {24}
     assert "QAT weights" in saved["rows"][2]["recipe"] and "QAT" not in saved["rows"][1]["recipe"]
+
+
+@pytest.mark.slow
+def test_activation_ranges_are_the_ones_onnxruntime_calibrates():
+    """Observers that saw the calibration images give the scales of the QDQ model's activations."""
+    model = he_init_nin(SIZE).eval()
+    recipe = choose_recipe("x86-vnni")
+    spec = fake_quant_plan(model, recipe, SIZE)
+    images = _noise(16)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(export_onnx(model=model, input_size=SIZE).proto, str(fp32))
+        quantize_int8(fp32_path=fp32, output=int8, calibration=CalibrationSet(images, None, "noise"), recipe=recipe)
+        graph = onnx.load(str(int8)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    made_by = {out: node for node in graph.node for out in node.output}
+    with torch.no_grad():
+        fq = FakeQuant(model, spec)
+        model(torch.from_numpy(images))  # in eval mode the first batch sets the ranges: minmax over these images
+    ours = {name: float(o.high - torch.clamp(o.low, max=0.0)) / 255 for name, o in fq.observers.items()}
+    compute = [node for node in graph.node if node.op_type == "Conv"]
+    theirs = {f"input of layer {i}": float(inits[made_by[compute[i].input[0]].input[1]]) for i in spec.inputs}
+    theirs["output"] = float(inits[made_by[graph.output[0].name].input[1]])
+    assert ours.keys() == theirs.keys()
+    # The image's range is exact; later ones see the fake-quantized layers before them, onnxruntime's the FP32 ones.
+    assert ours["input of layer 0"] == pytest.approx(theirs["input of layer 0"], rel=1e-6)
+    for name, scale in theirs.items():
+        assert ours[name] == pytest.approx(scale, rel=0.03), name
