@@ -81,20 +81,6 @@ class QatConfig:
             fp32_layers=self.int8_fp32_layers,
         )
 
-    def fine_tune_options(self) -> FineTune:
-        """The nin-train options of the fine-tune."""
-        return FineTune(
-            data=self.data,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            device=self.device,
-            workers=self.workers,
-            train_limit=self.train_limit,
-            test_limit=self.test_limit,
-        )
-
     def validate(self) -> None:
         """Check every option before any checkpoint or data is read."""
         if not self.weights:
@@ -112,7 +98,7 @@ class QatConfig:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number (e.g. {DEFAULT_LR:g}), got {self.lr!r}")
         self.recipe()
-        self.fine_tune_options().check(self.input_size or 224)
+        FineTune.of(self, self.epochs).check(self.input_size or 224)
         check_writable(self.output, "QAT checkpoint")
         if not self.overwrite and kind_of(self.output) == "a regular file" and not _is_qat(self.output):
             raise ConfigError(
@@ -223,7 +209,7 @@ def run_qat(
         FakeQuant(fresh, spec)
 
     tuned, result = fine_tune(
-        config.fine_tune_options(),
+        FineTune.of(config, config.epochs),
         model,
         card,
         data,

@@ -7,6 +7,7 @@ own (optimiser, schedule, split, checks, history) and its output an ordinary che
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,13 @@ class FineTune:
     workers: int = 2
     train_limit: int | None = None
     test_limit: int | None = None
+
+    @classmethod
+    def of(cls, options: Any, epochs: int) -> FineTune:
+        """The fine-tune a command's options ask for: its fields of these names (a frozen dataclass's, e.g.
+        ``PruneConfig``), with ``epochs`` given apart (nin-prune's are ``epochs_per_step``)."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "epochs"]
+        return cls(epochs=epochs, **{name: getattr(options, name) for name in names})
 
     def config(self, card: TrainedCard, *, init_from: str | None, output: str, val_fraction: float) -> TrainConfig:
         """The nin-train run that fine-tunes ``card``'s NiN (at the card's input size) from ``init_from``."""

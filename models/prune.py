@@ -269,21 +269,6 @@ def _resumed(config: PruneConfig) -> tuple[dict, TrainedCard, dict]:
     return data, card, dict(record)
 
 
-def _fine_tune_options(config: PruneConfig) -> FineTune:
-    """The fine-tune after each step: ``epochs_per_step`` epochs of nin-train."""
-    return FineTune(
-        data=config.data,
-        epochs=config.epochs_per_step,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        device=config.device,
-        workers=config.workers,
-        train_limit=config.train_limit,
-        test_limit=config.test_limit,
-    )
-
-
 def run_prune(config: PruneConfig, *, on_epoch: Callable[[EpochStats], None] | None = None) -> PruneReport:
     """Prune ``config.weights`` in ``steps`` steps to at most ``target_macs`` of its MACs, fine-tuning
     after each, and write ``output`` after every step (``resume`` goes on from it)."""
@@ -319,7 +304,7 @@ def run_prune(config: PruneConfig, *, on_epoch: Callable[[EpochStats], None] | N
         acc = None
         if config.epochs_per_step:
             payload, _ = fine_tune(
-                _fine_tune_options(config),
+                FineTune.of(config, config.epochs_per_step),
                 model,
                 card,
                 data,
