@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 from nin_edge.models import list_models
-from nin_edge.models.cli import epoch_line, limit_options
+from nin_edge.models.cli import epoch_line, fine_tune_options
 from nin_edge.runtime.cli.common import CommaList, choice, format_option, input_size_option, one_line_errors
 from nin_edge.runtime.core.choices import OutputFormat, Precision
 from nin_edge.runtime.core.errors import ConfigError
@@ -257,12 +257,8 @@ _Q = QatConfig()
 @click.option(
     "--lr", type=float, default=_Q.lr, show_default=True, help="Fine-tune learning rate (AdamW, cosine schedule)."
 )
-@click.option("--batch-size", type=int, default=None, help="Fine-tune batch [default: nin-train's].")
 @input_size_option(default=None, help="Input side to fine-tune (and export) at [default: the checkpoint's].")
-@click.option("--seed", type=int, default=_Q.seed, show_default=True)
-@click.option("--device", default=_Q.device, show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--workers", type=int, default=_Q.workers, show_default=True, help="Processes decoding image files.")
-@limit_options
+@fine_tune_options
 @click.option("--output", type=click.Path(), default=_Q.output, show_default=True, help="The QAT checkpoint.")
 @click.option("--overwrite", is_flag=True, default=_Q.overwrite, help="Replace an --output that is not nin-qat's.")
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)

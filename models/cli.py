@@ -23,6 +23,7 @@ from nin_edge.runtime.cli.common import (
 from nin_edge.runtime.core.choices import OutputFormat
 
 from .evaluate import EvalConfig, EvalSplit, run_eval
+from .fine_tune import FineTune
 from .prune import Importance, PruneConfig, run_prune
 from .registry import list_models
 from .train import train
@@ -32,6 +33,8 @@ from .train_config import Augment, Balance, Head, Normalize, Optimizer, Schedule
 _T = TrainConfig()
 _E = EvalConfig()
 _P = PruneConfig()
+_F = FineTune(data="", epochs=1)
+WORKERS_HELP = "Processes decoding image files."
 
 
 class _ProgressBar:
@@ -121,6 +124,16 @@ def limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     nin-qat) take them."""
     fn = click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")(fn)
     return click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")(fn)
+
+
+def fine_tune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--batch-size, --seed, --device, --workers, --train-limit and --test-limit of a command that fine-tunes
+    through nin-train (:class:`~nin_edge.models.fine_tune.FineTune`: nin-prune, nin-qat)."""
+    fn = limit_options(fn)
+    fn = click.option("--workers", type=int, default=_F.workers, show_default=True, help=WORKERS_HELP)(fn)
+    fn = click.option("--device", default=_F.device, show_default=True, help="auto, cpu or cuda[:N].")(fn)
+    fn = click.option("--seed", type=int, default=_F.seed, show_default=True)(fn)
+    return click.option("--batch-size", type=int, default=None, help="Fine-tune batch [default: nin-train's].")(fn)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -290,7 +303,7 @@ def _resume_hint(output: str, resumed: str | None, started: float) -> str:
     help="Images to score (auto: test/ if the data has one, else the validation split the checkpoint recorded).",
 )
 @click.option("--seed", type=int, default=_E.seed, show_default=True, help="Seed of the validation split.")
-@click.option("--workers", type=int, default=_E.workers, show_default=True, help="Processes decoding image files.")
+@click.option("--workers", type=int, default=_E.workers, show_default=True, help=WORKERS_HELP)
 @click.option("--weights", type=click.Path(), default=None, help="Checkpoint to evaluate with PyTorch.")
 @click.option("--onnx", type=click.Path(), default=None, help="Exported model to evaluate through nin_edge.runtime.")
 @provider_option(default=_E.provider, help="Provider for --onnx: " + PROVIDER_HELP)
@@ -349,12 +362,8 @@ def eval_main(fmt: str, **options: Any) -> None:
 )
 @click.option("--output", type=click.Path(), default=_P.output, show_default=True, help="The pruned checkpoint.")
 @click.option("--resume", type=click.Path(), default=None, help="Go on from the last step nin-prune wrote here.")
-@click.option("--batch-size", type=int, default=None, help="Fine-tune batch [default: nin-train's].")
 @click.option("--lr", type=float, default=None, help="Fine-tune learning rate [default: nin-train's with --init-from].")
-@click.option("--seed", type=int, default=_P.seed, show_default=True)
-@click.option("--device", default=_P.device, show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--workers", type=int, default=_P.workers, show_default=True, help="Processes decoding image files.")
-@limit_options
+@fine_tune_options
 @click.option("--overwrite", is_flag=True, default=_P.overwrite, help="Replace an --output that is not nin-prune's.")
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
