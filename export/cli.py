@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from nin_edge.models import list_models
+from nin_edge.models.cli import epoch_line, fine_tune_options
 from nin_edge.runtime.cli.common import CommaList, choice, format_option, input_size_option, one_line_errors
 from nin_edge.runtime.core.choices import OutputFormat, Precision
 from nin_edge.runtime.core.errors import ConfigError
@@ -16,6 +17,7 @@ from .config import ExportConfig
 from .inspect import inspect_path
 from .pipeline import run_export
 from .precision import OLD_TARGETS, RECIPES, CalibrationMethod, Fp32Layers, Int8Target, Int8Types, ReduceRange
+from .qat import QatConfig, run_qat
 from .steps import MAX_OPSET, MIN_OPSET
 from .targets import targets
 from .targets.bundle import write_bundle
@@ -46,6 +48,49 @@ class _ExportCommand(click.Command):
         params = super().get_params(ctx)
         at = next(i for i, p in enumerate(params) if p.name == "fmt")
         return [*params[:at], *(o for t in targets().values() for o in t.cli_options), *params[at:]]
+
+
+def int8_recipe_options(fn: Any) -> Any:
+    """``--int8-target``, ``--int8-types``, ``--int8-reduce-range`` and ``--int8-fp32-layers``: the INT8
+    recipe, as nin-export and nin-qat (which fine-tunes for one) both take it."""
+    for option in reversed(
+        [
+            click.option(
+                "--int8-target",
+                type=_Int8TargetChoice(Int8Target.values()),
+                default=_DEFAULTS.int8_target,
+                show_default=True,
+                help="The machine class the INT8 model is for (recorded in it): auto is this machine's (for a nin-qat "
+                "checkpoint with no --int8-* option: the recipe it was fine-tuned for); "
+                + "; ".join(f"{t}: {r.describe()}" for t, r in RECIPES.items())
+                + ".",
+            ),
+            click.option(
+                "--int8-types",
+                type=choice(Int8Types),
+                default=_DEFAULTS.int8_types,
+                show_default=True,
+                help="Activation and weight types [auto: the target's].",
+            ),
+            click.option(
+                "--int8-reduce-range",
+                type=choice(ReduceRange),
+                default=_DEFAULTS.int8_reduce_range,
+                show_default=True,
+                help="7-bit weights [auto: the target's; on only for x86 without VNNI, against AVX2 saturation].",
+            ),
+            click.option(
+                "--int8-fp32-layers",
+                type=choice(Fp32Layers),
+                default=_DEFAULTS.int8_fp32_layers,
+                show_default=True,
+                help="Layers kept FP32 [auto: the target's]: last-block is every Conv/Gemm after the last pooling, "
+                "ends adds the first conv.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
 
 
 @click.command(cls=_ExportCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,37 +144,7 @@ class _ExportCommand(click.Command):
     default=_DEFAULTS.calibration_method,
     show_default=True,
 )
-@click.option(
-    "--int8-target",
-    type=_Int8TargetChoice(Int8Target.values()),
-    default=_DEFAULTS.int8_target,
-    show_default=True,
-    help="The machine class the INT8 model is for (recorded in it): auto is this machine's; "
-    + "; ".join(f"{t}: {r.describe()}" for t, r in RECIPES.items())
-    + ".",
-)
-@click.option(
-    "--int8-types",
-    type=choice(Int8Types),
-    default=_DEFAULTS.int8_types,
-    show_default=True,
-    help="Activation and weight types [auto: the target's].",
-)
-@click.option(
-    "--int8-reduce-range",
-    type=choice(ReduceRange),
-    default=_DEFAULTS.int8_reduce_range,
-    show_default=True,
-    help="7-bit weights [auto: the target's; on only for x86 without VNNI, against AVX2 saturation].",
-)
-@click.option(
-    "--int8-fp32-layers",
-    type=choice(Fp32Layers),
-    default=_DEFAULTS.int8_fp32_layers,
-    show_default=True,
-    help="Layers kept FP32 [auto: the target's]: last-block is every Conv/Gemm after the last pooling, ends adds "
-    "the first conv.",
-)
+@int8_recipe_options
 @click.option(
     "--eval-data",
     default=None,
@@ -220,3 +235,35 @@ def main(fmt: str, **options: Any) -> None:
 def inspect_main(path: str, fmt: str, layers: bool) -> None:
     """What the ONNX model (or the bundle folder) at PATH is: contract, metadata, ops, size, MACs, providers."""
     click.echo(inspect_path(path, layers=layers).render(fmt))
+
+
+_Q = QatConfig()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--weights",
+    type=click.Path(),
+    default="",
+    help="The NiN checkpoint (nin-train's .pt) to fine-tune, or pretrained (the shipped Fashion-MNIST weights).",
+)
+@click.option(
+    "--data",
+    default="",
+    help="The images it was trained on: class folders, a CSV/JSONL manifest or the Fashion-MNIST IDX folder.",
+)
+@int8_recipe_options
+@click.option("--epochs", type=int, default=_Q.epochs, show_default=True, help="Fine-tune epochs.")
+@click.option(
+    "--lr", type=float, default=_Q.lr, show_default=True, help="Fine-tune learning rate (AdamW, cosine schedule)."
+)
+@input_size_option(default=None, help="Input side to fine-tune (and export) at [default: the checkpoint's].")
+@fine_tune_options
+@click.option("--output", type=click.Path(), default=_Q.output, show_default=True, help="The QAT checkpoint.")
+@click.option("--overwrite", is_flag=True, default=_Q.overwrite, help="Replace an --output that is not nin-qat's.")
+@format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
+@one_line_errors
+def qat_main(fmt: str, **options: Any) -> None:
+    """Fine-tune a trained NiN under the fake quantization of an INT8 recipe (quantization-aware training,
+    docs/qat.md), so that nin-export --precision int8 of the --output loses less than of the original."""
+    click.echo(run_qat(QatConfig(**options), on_epoch=epoch_line).render(fmt))

@@ -23,6 +23,8 @@ from .precision import (
     CalibrationMethod,
     Int8Recipe,
     choose_recipe,
+    qat_recipe,
+    recipe_for_weights,
 )
 from .steps import (
     check_opset,
@@ -178,13 +180,20 @@ class ExportConfig:
         return None if self.max_accuracy_drop is not None else DEFAULT_MIN_AGREEMENT
 
     def int8_recipe(self) -> Int8Recipe:
-        """The INT8 recipe these options choose (``int8_target`` auto: this machine's CPU class)."""
-        return choose_recipe(
+        """The INT8 recipe these options choose (``int8_target`` auto: this machine's CPU class); for a
+        nin-qat checkpoint, the recipe it was fine-tuned for unless an ``int8_*`` option is given."""
+        chosen = choose_recipe(
             self.int8_target,
             types=self.int8_types,
             reduce_range=self.int8_reduce_range,
             fp32_layers=self.int8_fp32_layers,
         )
+        trained = qat_recipe(read_checkpoint(self.weights), self.weights) if self.weights else None
+        given = any(
+            value != "auto"
+            for value in (self.int8_target, self.int8_types, self.int8_reduce_range, self.int8_fp32_layers)
+        )
+        return recipe_for_weights(chosen, trained, options_given=given)
 
     @property
     def output_path(self) -> Path:

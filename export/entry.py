@@ -1,4 +1,4 @@
-"""Console scripts ``nin-export`` and ``nin-inspect`` (see :mod:`nin_edge.runtime.core.launch`)."""
+"""Console scripts ``nin-export``, ``nin-inspect`` and ``nin-qat`` (see :mod:`nin_edge.runtime.core.launch`)."""
 
 from nin_edge.runtime.core.launch import launch
 
@@ -11,3 +11,8 @@ def main() -> None:
 def inspect() -> None:
     """``nin-inspect``."""
     launch("nin_edge.export.cli", "inspect_main")
+
+
+def qat() -> None:
+    """``nin-qat``."""
+    launch("nin_edge.export.cli", "qat_main")

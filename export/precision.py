@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -102,10 +102,14 @@ class Int8Recipe:
     reduce_range: bool
     fp32_layers: str
     why: str = ""
+    #: Weights from nin-qat: how they were fine-tuned (``epochs``, ``lr``) and the recipe they were
+    #: fine-tuned for (``trained_for``, this one's unless the export chose another); None otherwise.
+    qat: Mapping[str, Any] | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The recipe as the model's metadata (``int8_recipe``) and a bundle's manifest record it."""
-        return {"types": self.types, "reduce_range": self.reduce_range, "fp32_layers": self.fp32_layers}
+        qat = {} if self.qat is None else {"qat": dict(self.qat)}
+        return {"types": self.types, "reduce_range": self.reduce_range, "fp32_layers": self.fp32_layers, **qat}
 
     def describe(self) -> str:
         """One line: ``U8S8, reduce_range off, FP32 kept: last-block``."""
@@ -184,6 +188,51 @@ def choose_recipe(
     if chosen != base:
         chosen = replace(chosen, why=f"{base.describe()} is {base.target}'s default; changed by the options given")
     return chosen
+
+
+#: A nin-qat checkpoint's record of the recipe its weights were fine-tuned for (target, types,
+#: reduce_range, fp32_layers) and how (epochs, lr).
+QAT_KEY = "qat"
+
+
+def qat_recipe(checkpoint: Mapping[str, Any], path: str) -> Int8Recipe | None:
+    """The recipe a nin-qat checkpoint's weights were fine-tuned for (its ``qat`` field saying how);
+    None for any other checkpoint."""
+    record = checkpoint.get(QAT_KEY)
+    if record is None:
+        return None
+    try:
+        if not isinstance(record, Mapping):
+            raise TypeError(f"a {type(record).__name__}, not a dict")
+        recipe = choose_recipe(
+            str(record["target"]),
+            types=str(record["types"]),
+            reduce_range="on" if record["reduce_range"] is True else "off",
+            fp32_layers=str(record["fp32_layers"]),
+        )
+        how = {"epochs": int(record["epochs"]), "lr": float(record["lr"])}
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise ConfigError(
+            f"'{path}' has a broken {QAT_KEY} record ({type(exc).__name__}: {exc}); run nin-qat again"
+        ) from None
+    line = f"QAT weights: fine-tuned {how['epochs']} epoch(s) at lr {how['lr']:g} under this recipe's fake quantization"
+    return replace(recipe, why=line, qat={**how, "trained_for": f"{recipe.target}: {recipe.describe()}"})
+
+
+def recipe_for_weights(chosen: Int8Recipe, trained: Int8Recipe | None, options_given: bool) -> Int8Recipe:
+    """The recipe an INT8 export of QAT weights (``trained``: the recipe they were fine-tuned for, None
+    for other weights) uses: ``trained`` unless ``options_given`` chose ``chosen``, which is then said to
+    differ (never silently)."""
+    if trained is None:
+        return chosen
+    if not options_given or replace(chosen, why="", qat=None) == replace(trained, why="", qat=None):
+        return trained
+    return replace(
+        chosen,
+        why=f"{chosen.why}; note: the QAT weights were fine-tuned for {trained.target}'s {trained.describe()}, "
+        "not this recipe",
+        qat=trained.qat,
+    )
 
 
 #: The nodes whose precision a recipe decides (the rest follow them), and the ones that end a block.

@@ -23,6 +23,7 @@ from nin_edge.runtime.cli.common import (
 from nin_edge.runtime.core.choices import OutputFormat
 
 from .evaluate import EvalConfig, EvalSplit, run_eval
+from .fine_tune import FineTune
 from .prune import Importance, PruneConfig, run_prune
 from .registry import list_models
 from .train import train
@@ -32,6 +33,8 @@ from .train_config import Augment, Balance, Head, Normalize, Optimizer, Schedule
 _T = TrainConfig()
 _E = EvalConfig()
 _P = PruneConfig()
+_F = FineTune(data="", epochs=1)
+WORKERS_HELP = "Processes decoding image files."
 
 
 class _ProgressBar:
@@ -108,7 +111,7 @@ def data_options(fn: Any) -> Any:
     return fn
 
 
-def _epoch_line(s: EpochStats) -> None:
+def epoch_line(s: EpochStats) -> None:
     click.echo(
         f"epoch {s.epoch}: train loss {s.train_loss:.4f}, train acc {s.train_acc:.4f}, "
         f"held-out acc {s.held_out_acc:.4f}, {s.examples_per_s:.0f} examples/s ({s.seconds:.0f} s, lr {s.lr:.3g})",
@@ -116,14 +119,15 @@ def _epoch_line(s: EpochStats) -> None:
     )
 
 
-def _limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--train-limit and --test-limit, as nin-train and nin-prune (which fine-tunes through it) both take them."""
+def limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--train-limit and --test-limit, as nin-train and the commands that fine-tune through it (nin-prune,
+    nin-qat) take them."""
     fn = click.option("--test-limit", type=int, default=None, help="Use only the first N held-out images.")(fn)
     return click.option("--train-limit", type=int, default=None, help="Use only the first N training images.")(fn)
 
 
-def _speed_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--amp and --channels-last, nin-train's, for nin-train and nin-prune's fine-tune epochs."""
+def speed_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--amp and --channels-last, nin-train's, for nin-train and the commands that fine-tune through it."""
     fn = click.option("--channels-last/--no-channels-last", default=_T.channels_last, show_default=True)(fn)
     return click.option(
         "--amp/--no-amp",
@@ -131,6 +135,17 @@ def _speed_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Mixed precision: float16 on CUDA, bfloat16 on CPUs with bf16 instructions (avx512_bf16, amx_bf16).",
     )(fn)
+
+
+def fine_tune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--batch-size, --seed, --device, --workers, --amp, --channels-last, --train-limit and --test-limit of a
+    command that fine-tunes through nin-train (:class:`~nin_edge.models.fine_tune.FineTune`: nin-prune, nin-qat)."""
+    fn = limit_options(fn)
+    fn = speed_options(fn)
+    fn = click.option("--workers", type=int, default=_F.workers, show_default=True, help=WORKERS_HELP)(fn)
+    fn = click.option("--device", default=_F.device, show_default=True, help="auto, cpu or cuda[:N].")(fn)
+    fn = click.option("--seed", type=int, default=_F.seed, show_default=True)(fn)
+    return click.option("--batch-size", type=int, default=None, help="Fine-tune batch [default: nin-train's].")(fn)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -243,8 +258,8 @@ def _speed_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="NiN's last block: book (D2L's, hidden layers C units wide) or wide (hidden at least 16, raw logits: "
     "learns 2 or 3 classes); auto: book for the Fashion-MNIST IDX files, else wide.",
 )
-@_speed_options
-@_limit_options
+@speed_options
+@limit_options
 @click.option(
     "--plot/--no-plot", default=_T.plot, show_default=True, help="Write the curves as a PNG beside the checkpoint."
 )
@@ -267,7 +282,7 @@ def train_main(fmt: str, channels: str | None, **options: Any) -> None:
         result = train(
             TrainConfig(channels=int(channels) if channels else None, **options),
             on_step=bar,
-            on_epoch=_epoch_line,
+            on_epoch=epoch_line,
             on_note=lambda text: click.echo(text, err=True),
             on_scan=bar.scan,
         )
@@ -301,7 +316,7 @@ def _resume_hint(output: str, resumed: str | None, started: float) -> str:
     help="Images to score (auto: test/ if the data has one, else the validation split the checkpoint recorded).",
 )
 @click.option("--seed", type=int, default=_E.seed, show_default=True, help="Seed of the validation split.")
-@click.option("--workers", type=int, default=_E.workers, show_default=True, help="Processes decoding image files.")
+@click.option("--workers", type=int, default=_E.workers, show_default=True, help=WORKERS_HELP)
 @click.option("--weights", type=click.Path(), default=None, help="Checkpoint to evaluate with PyTorch.")
 @click.option("--onnx", type=click.Path(), default=None, help="Exported model to evaluate through nin_edge.runtime.")
 @provider_option(default=_E.provider, help="Provider for --onnx: " + PROVIDER_HELP)
@@ -360,13 +375,8 @@ def eval_main(fmt: str, **options: Any) -> None:
 )
 @click.option("--output", type=click.Path(), default=_P.output, show_default=True, help="The pruned checkpoint.")
 @click.option("--resume", type=click.Path(), default=None, help="Go on from the last step nin-prune wrote here.")
-@click.option("--batch-size", type=int, default=None, help="Fine-tune batch [default: nin-train's].")
 @click.option("--lr", type=float, default=None, help="Fine-tune learning rate [default: nin-train's with --init-from].")
-@click.option("--seed", type=int, default=_P.seed, show_default=True)
-@click.option("--device", default=_P.device, show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--workers", type=int, default=_P.workers, show_default=True, help="Processes decoding image files.")
-@_speed_options
-@_limit_options
+@fine_tune_options
 @click.option("--overwrite", is_flag=True, default=_P.overwrite, help="Replace an --output that is not nin-prune's.")
 @format_option(OutputFormat.TABLE, OutputFormat.JSON, OutputFormat.CSV)
 @one_line_errors
@@ -375,4 +385,4 @@ def prune_main(fmt: str, **options: Any) -> None:
 
     --output is an ordinary checkpoint after every step: nin-export, nin-eval and nin-train --init-from take it.
     """
-    click.echo(run_prune(PruneConfig(**options), on_epoch=_epoch_line).render(fmt))
+    click.echo(run_prune(PruneConfig(**options), on_epoch=epoch_line).render(fmt))

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,10 +26,9 @@ from nin_edge.runtime.core.report import Report, format_table
 from torch import nn
 
 from .checkpoint import TrainedCard, checkpoint_card, extract_state_dict, load_state_checked, read_checkpoint
+from .fine_tune import FineTune, fine_tune
 from .registry import create_model, model_card, pretrained_path
-from .train import train
 from .train_checkpoint import CHECKPOINT_FORMAT, EpochStats, save
-from .train_config import Head, TrainConfig
 from .zoo import NIN_WIDTHS, ZooModel
 
 #: The NiN blocks nin-prune narrows (their indices in the model); the head (7) keeps its widths.
@@ -225,9 +222,10 @@ def prune_to(model: ZooModel, card: TrainedCard, widths: tuple[int, ...], import
 PRETRAINED = "pretrained"
 
 
-def _source(path: str) -> tuple[dict, TrainedCard]:
-    """The checkpoint to prune and its card; anything but a carded NiN checkpoint (or ``pretrained``:
-    the shipped weights, with the registered model's card at their input size) is refused."""
+def nin_source(path: str, command: str = "nin-prune", verb: str = "prunes") -> tuple[dict, TrainedCard]:
+    """The NiN checkpoint ``command`` (which ``verb`` it) starts from and its card; anything but a carded
+    NiN checkpoint (or ``pretrained``: the shipped weights, with the registered model's card at their
+    input size) is refused."""
     if path == PRETRAINED:
         registered = model_card("nin")
         shipped = TrainedCard(
@@ -241,18 +239,18 @@ def _source(path: str) -> tuple[dict, TrainedCard]:
     card = checkpoint_card(data, path)
     if card is None:
         raise ConfigError(
-            f"'{path}' has no card (class names, input size): nin-prune takes a checkpoint nin-train wrote for nin"
+            f"'{path}' has no card (class names, input size): {command} takes a checkpoint nin-train wrote for nin"
         )
     model = data.get("model", "nin")
     if model != "nin":
-        raise ConfigError(f"'{path}' is a {model} checkpoint; nin-prune prunes nin only")
+        raise ConfigError(f"'{path}' is a {model} checkpoint; {command} {verb} nin only")
     return data, card
 
 
 def _resumed(config: PruneConfig) -> tuple[dict, TrainedCard, dict]:
     """The checkpoint a resumed run goes on from, its card and its prune record (checked against ``config``)."""
     path = config.resume or ""
-    data, card = _source(path)
+    data, card = nin_source(path)
     record = data.get("prune")
     if not isinstance(record, Mapping):
         raise ConfigError(
@@ -273,56 +271,6 @@ def _resumed(config: PruneConfig) -> tuple[dict, TrainedCard, dict]:
     return data, card, dict(record)
 
 
-def _fine_tune(
-    config: PruneConfig, model: ZooModel, card: TrainedCard, source: Mapping, on_epoch: Callable | None
-) -> dict:
-    """``epochs_per_step`` epochs of nin-train on the pruned model; returns the checkpoint it wrote."""
-    raw = source.get("recipe")
-    recipe: Mapping = raw if isinstance(raw, Mapping) else {}
-    with tempfile.TemporaryDirectory(prefix="nin-prune-") as tmp:
-        init = str(Path(tmp) / "pruned.pt")
-        torch.save({"model": "nin", "state_dict": model.state_dict(), "card": card.to_dict()}, init)
-        out = str(Path(tmp) / "tuned.pt")
-        train(
-            TrainConfig(
-                data=config.data,
-                model="nin",
-                epochs=config.epochs_per_step,
-                batch_size=config.batch_size,
-                lr=config.lr,
-                input_size=card.input_size,
-                head=str(card.model_options.get("head", Head.BOOK)),
-                channels=card.in_channels,
-                # the source run's split, so that its held-out images stay held out
-                val_fraction=recipe.get("val_fraction", TrainConfig.val_fraction),
-                seed=config.seed,
-                device=config.device,
-                workers=config.workers,
-                amp=config.amp,
-                channels_last=config.channels_last,
-                train_limit=config.train_limit,
-                test_limit=config.test_limit,
-                init_from=init,
-                output=out,
-                plot=False,
-            ),
-            on_epoch=on_epoch,
-        )
-        tuned = read_checkpoint(out)
-    tuned_card = checkpoint_card(tuned, out)
-    if tuned_card is None or tuned_card.labels != card.labels:
-        given = ", ".join(tuned_card.labels if tuned_card else ())
-        raise ConfigError(
-            f"--data '{config.data}' has other classes than the model: {given} against {', '.join(card.labels)}; "
-            "fine-tune on the images the model was trained on"
-        )
-    load_state_checked(model, extract_state_dict(tuned, out), out)
-    # A finished checkpoint, not a run to --resume with nin-train: its optimiser and RNG state go.
-    tuned = {k: v for k, v in tuned.items() if k not in ("optimizer", "rng")}
-    tuned["recipe"] = {**tuned["recipe"], "init_from": config.weights, "output": config.output}
-    return tuned
-
-
 def run_prune(config: PruneConfig, *, on_epoch: Callable[[EpochStats], None] | None = None) -> PruneReport:
     """Prune ``config.weights`` in ``steps`` steps to at most ``target_macs`` of its MACs, fine-tuning
     after each, and write ``output`` after every step (``resume`` goes on from it)."""
@@ -332,7 +280,7 @@ def run_prune(config: PruneConfig, *, on_epoch: Callable[[EpochStats], None] | N
         source_card = TrainedCard.from_dict(record["source_card"], config.resume)
         config = dataclasses.replace(config, weights=str(record["weights"]))
     else:
-        data, source_card = _source(config.weights)
+        data, source_card = nin_source(config.weights)
         card = source_card
         record = {
             "weights": config.weights,
@@ -357,7 +305,14 @@ def run_prune(config: PruneConfig, *, on_epoch: Callable[[EpochStats], None] | N
         payload["card"] = card.to_dict()
         acc = None
         if config.epochs_per_step:
-            payload = _fine_tune(config, model, card, data, on_epoch)
+            payload, _ = fine_tune(
+                FineTune.of(config, config.epochs_per_step),
+                model,
+                card,
+                data,
+                recipe={"init_from": config.weights, "output": config.output},
+                on_epoch=on_epoch,
+            )
             acc = float(payload["history"][-1]["held_out_acc"])
         macs, params = count_macs(model, card)
         done.append({"step": step, "widths": list(widths), "macs": macs, "params": params, "held_out_acc": acc})

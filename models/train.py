@@ -169,13 +169,16 @@ def train(
     on_epoch: Callable[[EpochStats], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     on_scan: Progress | None = None,
+    prepare: Callable[[nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``config.data``, checkpointing atomically after every epoch.
 
     ``on_step(step, steps, loss)``, ``on_epoch(stats)``, ``on_note(text)`` (what was decided: layers
     kept, files skipped) and ``on_scan(done, total)`` (the up-front file check) are called on rank 0
     for progress. With ``resume`` the run continues exactly where the checkpoint stopped (same weights,
-    optimiser state, RNG state and data order as an uninterrupted run on CPU).
+    optimiser state, RNG state and data order as an uninterrupted run on CPU). ``prepare(model)`` is
+    called once the weights are loaded, before the optimiser is made (nin-qat attaches its fake
+    quantization there); it must keep the model's state_dict keys.
     """
     config.validate()
     ddp = dist_from_env()
@@ -184,13 +187,13 @@ def train(
         dist.init_process_group(backend=backend)
     device = _device(config, ddp)
     try:
-        return _train(config, ddp, device, on_step, on_epoch, on_note or (lambda _: None), on_scan)
+        return _train(config, ddp, device, on_step, on_epoch, on_note or (lambda _: None), on_scan, prepare)
     finally:
         if ddp.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainResult:
+def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan, prepare) -> TrainResult:
     resume_state = read_training_checkpoint(config.resume) if config.resume else None
     recipe = resume_state.get("recipe") if resume_state is not None else None
     config = config.resolved(recipe if isinstance(recipe, Mapping) else None)
@@ -257,6 +260,8 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan) -> TrainRes
     for note in notes:
         if ddp.main:
             on_note(note)
+    if prepare is not None:
+        prepare(model)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit this keyword
