@@ -50,7 +50,8 @@ def plot_training_record(paths: Sequence[str | Path], out: str | Path) -> str:
     """Held-out and training accuracy per epoch over every stage of one or more training records, in order.
 
     A record (``models/weights/*.json``) holds ``stages``, each with a ``name`` and a ``history`` of
-    epochs (``train_acc``, ``test_acc``); a stage that starts from the previous one's weights
+    epochs (``train_acc``, ``held_out_acc``; ``test_acc`` in records written before it was renamed); a stage
+    that starts from the previous one's weights
     continues its epoch count, so the curve reads as one training run with its stages marked.
     """
     expected = "a training record with 'stages', each with a 'name' and a 'history' of epochs"
@@ -70,7 +71,8 @@ def plot_training_record(paths: Sequence[str | Path], out: str | Path) -> str:
     for stage in stages:
         history = stage["history"]
         epochs = [done + e["epoch"] for e in history]
-        line = ax.plot(epochs, [e["test_acc"] for e in history], "o-", markersize=3, label=stage["name"])[0]
+        held = [e["held_out_acc"] if "held_out_acc" in e else e["test_acc"] for e in history]
+        line = ax.plot(epochs, held, "o-", markersize=3, label=stage["name"])[0]
         ax.plot(epochs, [e["train_acc"] for e in history], ":", color=line.get_color())
         if done:
             ax.axvline(done + 0.5, color="grey", linewidth=0.5)

@@ -134,6 +134,7 @@ class ExportConfig:
             in_channels=config.in_channels or registered.in_channels,
             input_size=config.size,
             preprocessing=registered.preprocessing,
+            model_options=dict(registered.model_options),
         )
 
     def resolved(self) -> ExportConfig:

@@ -6,7 +6,7 @@ zoo and answers the lookups (``create_model``, ``list_models``, ``model_card``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,7 +35,9 @@ class ModelCard:
     smallest input its strided layers survive (a test checks it against the built layers);
     ``fixed_input_size`` marks Linear heads that accept only the size they were built for.
     ``weights_file`` names weights shipped in ``models/weights/`` (1 channel, 10 classes), trained
-    and evaluated at ``weights_input_size``.
+    and evaluated at ``weights_input_size``; ``model_options`` are the constructor options those
+    weights need (a pruned NiN's ``widths``), which ``create_model`` uses unless told otherwise and
+    the exported metadata carries.
     """
 
     name: str
@@ -50,6 +52,7 @@ class ModelCard:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     weights_file: str | None = None
     weights_input_size: int | None = None
+    model_options: Mapping[str, Any] = field(default_factory=dict)
 
     def labels_for(self, num_classes: int) -> tuple[str, ...]:
         """The card's labels for its own class count, otherwise ``class_0`` ... ``class_{n-1}``."""

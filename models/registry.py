@@ -50,7 +50,8 @@ def create_model(name: str, pretrained: bool = False, **kwargs: object) -> ZooMo
     ``pretrained=True`` loads the weights shipped with the package (NiN trained on Fashion-MNIST);
     they fit only the default 1 channel and 10 classes.
     """
-    fn = registered_entry(name)[0]
+    fn, card = registered_entry(name)
+    kwargs = {**card.model_options, **kwargs}  # the options the card's weights need, unless given
     options = model_options(name)
     unknown = sorted(set(kwargs) - set(options))
     if unknown:

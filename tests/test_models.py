@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 
@@ -19,11 +20,15 @@ from nin_edge.models import (
 )
 from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime.core.errors import ConfigError, ModelFileError
+from nin_edge.runtime.core.files import sha256_file
 from torch import nn
 
 # Spec figures: D2L's own counts for NiN, AlexNet and VGG-11 at 1x224x224 with 10 classes.
+KNOWN = "alexnet, nin, nin_d2l, nin_pruned, vgg11, vgg11_slim"
 EXPECTED = {
     "nin": (1_992_166, 762_297_352),
+    "nin_d2l": (1_992_166, 762_297_352),
+    "nin_pruned": (982_280, 379_286_016),  # widths 67/179/268 from the card: half nin's MACs
     "alexnet": (46_764_746, 938_146_176),
     "vgg11": (128_806_154, 7_547_232_256),
     "vgg11_slim": (43_093_322, 512_155_648),
@@ -143,7 +148,7 @@ def test_every_model_has_a_card_that_matches_the_built_model(name):
 
 
 def test_unknown_model_card_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown model 'resnet'; known models: alexnet, nin, vgg11, vgg11_slim"):
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet'; known models: " + KNOWN):
         model_card("resnet")
 
 
@@ -177,7 +182,7 @@ def test_nin_needs_67_pixels():
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(ConfigError, match="unknown model 'resnet'; known models: alexnet, nin, vgg11, vgg11_slim"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet'; known models: " + KNOWN):
         create_model("resnet")
 
 
@@ -294,8 +299,26 @@ def test_pretrained_nin_is_shipped_and_trained():
     assert torch.equal(trained[0][0].weight, torch.load(pretrained_path("nin"), weights_only=True)["0.0.weight"])
 
 
+@pytest.mark.parametrize("name", [n for n in list_models() if model_card(n).weights_file])
+def test_every_shipped_weights_file_is_the_one_its_training_record_describes(name):
+    """models/weights/NAME.json records how each shipped file was trained and its sha256 (one record per file)."""
+    path = pretrained_path(name)
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["weights_sha256"] == sha256_file(path)
+    assert record["export_input_size"] == model_card(name).weights_input_size
+
+
+def test_the_book_recipe_weights_stay_by_name_beside_the_better_default():
+    book, default = (create_model(n, pretrained=True) for n in ("nin_d2l", "nin"))
+    assert [k for k, _ in book.state_dict().items()] == [k for k, _ in default.state_dict().items()]
+    assert not torch.equal(book[0][0].weight, default[0][0].weight)
+    assert model_card("nin_d2l").weights_file == "nin_d2l_fashion_mnist.pt"
+
+
 def test_pretrained_refusals():
-    with pytest.raises(ConfigError, match="no pretrained weights are shipped for 'alexnet'; they exist for: nin"):
+    with pytest.raises(
+        ConfigError, match="no pretrained weights are shipped for 'alexnet'; they exist for: nin, nin_d2l, nin_pruned"
+    ):
         create_model("alexnet", pretrained=True)
     with pytest.raises(
         ConfigError, match="the pretrained nin takes 1 channel and gives 10 classes; got in_channels=1, num_classes=5"

@@ -233,3 +233,19 @@ def test_the_speed_flags_reach_the_fine_tune(monkeypatch, carded, tmp_path):
 class _Said:
     def render(self, fmt):
         return ""
+
+
+def test_the_shipped_pruned_model_exports_with_its_widths_in_the_metadata(tmp_path):
+    """nin_pruned is a registry entry like any other: its card's widths build it, its weights load,
+    nin-export writes the widths into the metadata and the runtime reads them back."""
+    from nin_edge.models.registry import create_model, model_card
+    from nin_edge.runtime import Classifier
+
+    model = create_model("nin_pruned", pretrained=True)
+    assert [model[i][0].out_channels for i in (0, 2, 4)] == [67, 179, 268]
+    out = tmp_path / "p.onnx"
+    summary = run_export(ExportConfig(model="nin_pruned", output=str(out), check_batch_sizes=(1,)))
+    assert summary.weights.startswith("pretrained nin_pruned_fashion_mnist.pt sha256:")
+    clf = Classifier(str(out))
+    assert clf.metadata.model_options == {"widths": [67, 179, 268]}
+    assert model_card("nin_pruned").model_options == {"widths": (67, 179, 268)}
