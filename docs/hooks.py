@@ -34,9 +34,7 @@ CHARTS: dict[str, Callable[[Path], str]] = {
         RESULTS / "2026-11-26-cpu" / "bench-precision.json", out
     ),
     "img/latency-h200.png": lambda out: plot_bench_file(RESULTS / "2026-11-26-h200" / "bench-cuda.json", out),
-    "img/training-nin.png": lambda out: plot_training_record(
-        [WEIGHTS / "nin_fashion_mnist.json", WEIGHTS / "nin_fashion_mnist.retrain-2026-11-30.json"], out
-    ),
+    "img/training-nin.png": lambda out: plot_training_record([WEIGHTS / "nin_fashion_mnist.json"], out),
 }
 REPO_IMAGES = {"img/web-page.png": REPO / "web" / "screenshot.png"}
 
