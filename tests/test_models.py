@@ -159,14 +159,15 @@ def test_smallest_input_is_enforced_and_real(name):
     smallest = model.min_input_size
     if model.fixed_input_size:
         small = create_model(name, input_size=smallest)
-        with pytest.raises(ConfigError, match=f"too small for {name}"):
+        with pytest.raises(ConfigError, match=f"too small for {model.model_name}"):
             create_model(name, input_size=smallest - 1)
         with pytest.raises(ConfigError, match="built for 224x224"):
             model.check_input_size(smallest)
     else:
         small = model
         with pytest.raises(
-            ConfigError, match=rf"input size {smallest - 1} is too small for {name}: it needs at least {smallest}"
+            ConfigError,
+            match=rf"input size {smallest - 1} is too small for {model.model_name}: it needs at least {smallest}",
         ):
             model.check_input_size(smallest - 1)
     small.eval()

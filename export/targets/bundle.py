@@ -193,7 +193,7 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
                 {
                     "name": st.get("name"),
                     "recipe": _recipe_facts(st.get("recipe", {})),
-                    "final_test_acc": (st.get("history") or [{}])[-1].get("test_acc"),
+                    "final_test_acc": _last_held_out(st.get("history") or [{}]),
                     "final_acc_on": "Fashion-MNIST test split",
                 }
                 for st in data.get("stages", [])
@@ -210,7 +210,7 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
             "name": f"nin-train, {len(history)} epoch(s)"
             + (f", from {saved['recipe']['init_from']}" if saved["recipe"].get("init_from") else ""),
             "recipe": _recipe_facts(saved["recipe"]),
-            "final_test_acc": history[-1].get("held_out_acc", history[-1].get("test_acc")),  # the old name
+            "final_test_acc": _last_held_out(history),
             "final_acc_on": chance.measured_on if chance else "held-out split",
         }
         # The data's folder or manifest name, never the training machine's path (as for DATASET).
@@ -224,6 +224,12 @@ def _training(config: ExportConfig, summary: ExportSummary) -> dict[str, Any]:
 
 #: The recipe fields a model card repeats (the record keeps them all).
 RECIPE_FACTS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "input_size", "seed")
+
+
+def _last_held_out(history: list) -> float | None:
+    """The last epoch's held-out accuracy (``test_acc`` in records and checkpoints written before the rename)."""
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
+    return last.get("held_out_acc", last.get("test_acc"))
 
 
 def _recipe_facts(recipe: dict[str, Any]) -> dict[str, Any]:
