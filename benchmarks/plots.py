@@ -13,6 +13,7 @@ from typing import Any
 
 from nin_edge.benchmarks import BenchReport, Row, plot_report
 from nin_edge.models.plotting import pyplot, save_png
+from nin_edge.models.train_checkpoint import renamed_epoch
 from nin_edge.runtime.core.errors import ConfigError
 
 
@@ -71,7 +72,7 @@ def plot_training_record(paths: Sequence[str | Path], out: str | Path) -> str:
     for stage in stages:
         history = stage["history"]
         epochs = [done + e["epoch"] for e in history]
-        held = [e["held_out_acc"] if "held_out_acc" in e else e["test_acc"] for e in history]
+        held = [renamed_epoch(e)["held_out_acc"] for e in history]
         line = ax.plot(epochs, held, "o-", markersize=3, label=stage["name"])[0]
         ax.plot(epochs, [e["train_acc"] for e in history], ":", color=line.get_color())
         if done:

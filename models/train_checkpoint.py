@@ -201,6 +201,14 @@ def _misfit(path: str, what: str) -> ModelFileError:
     )
 
 
+def renamed_epoch(entry: dict) -> dict:
+    """A history entry with ``test_acc`` (its name in checkpoints and records before 2026-12, whichever split
+    it was scored on) called ``held_out_acc``, as nin-train writes it now."""
+    if "test_acc" in entry and "held_out_acc" not in entry:
+        return {("held_out_acc" if key == "test_acc" else key): v for key, v in entry.items()}
+    return entry
+
+
 def progress(state: dict, path: str) -> tuple[int, list[EpochStats]]:
     """The epochs done and their history, checked: a crafted value is one error, not a traceback."""
     epoch = state["epoch"]
@@ -212,8 +220,8 @@ def progress(state: dict, path: str) -> tuple[int, list[EpochStats]]:
     fields = {f.name: f.type for f in dataclasses.fields(EpochStats)}
     history = []
     for k, entry in enumerate(entries):
-        if isinstance(entry, dict) and "test_acc" in entry and "held_out_acc" not in entry:
-            entry = {("held_out_acc" if key == "test_acc" else key): v for key, v in entry.items()}  # before 2026-12
+        if isinstance(entry, dict):
+            entry = renamed_epoch(entry)
         ok = isinstance(entry, dict) and set(entry) == set(fields)
         ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry.values())
         if not ok:

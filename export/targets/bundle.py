@@ -33,6 +33,7 @@ from nin_edge.models.chance import ChanceCheck, chance_check, refuse_near_chance
 from nin_edge.models.checkpoint import read_checkpoint
 from nin_edge.models.data import DATASET
 from nin_edge.models.registry import WEIGHTS_DIR
+from nin_edge.models.train_checkpoint import renamed_epoch
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.bundle import BUNDLE_FOLDER, FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, open_bundle
 from nin_edge.runtime.cli.common import CommaList
@@ -227,9 +228,9 @@ RECIPE_FACTS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "sche
 
 
 def _last_held_out(history: list) -> float | None:
-    """The last epoch's held-out accuracy (``test_acc`` in records and checkpoints written before the rename)."""
+    """The last epoch's held-out accuracy, under either of its names (:func:`renamed_epoch`)."""
     last = history[-1] if history and isinstance(history[-1], dict) else {}
-    return last.get("held_out_acc", last.get("test_acc"))
+    return renamed_epoch(last).get("held_out_acc")
 
 
 def _recipe_facts(recipe: dict[str, Any]) -> dict[str, Any]:
