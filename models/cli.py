@@ -373,6 +373,13 @@ def eval_main(fmt: str, **options: Any) -> None:
     show_default=True,
     help="Channel score: L2 or L1 norm of the weights the channel takes out.",
 )
+@click.option(
+    "--round-to",
+    type=int,
+    default=_P.round_to,
+    show_default=True,
+    help="Each block's width is a multiple of this (INT8 and FP32 kernels run whole groups of channels; 1: any).",
+)
 @click.option("--output", type=click.Path(), default=_P.output, show_default=True, help="The pruned checkpoint.")
 @click.option("--resume", type=click.Path(), default=None, help="Go on from the last step nin-prune wrote here.")
 @click.option("--lr", type=float, default=None, help="Fine-tune learning rate [default: nin-train's with --init-from].")

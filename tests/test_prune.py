@@ -16,7 +16,7 @@ from nin_edge.export.targets.web import WebConfig, write_web
 from nin_edge.models import create_model
 from nin_edge.models.checkpoint import TrainedCard, checkpoint_card
 from nin_edge.models.cli import prune_main
-from nin_edge.models.prune import PruneConfig, build, count_macs, run_prune
+from nin_edge.models.prune import PruneConfig, build, count_macs, plan_widths, run_prune
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.metadata import Preprocessing
@@ -69,6 +69,18 @@ def test_prune_only_meets_the_mac_target_and_keeps_the_keys(carded, tmp_path):
     model.load_state_dict(saved["state_dict"], strict=True)  # the card rebuilds its exact architecture
     assert count_macs(model, card)[0] == report.steps[-1].macs
     assert [s["step"] for s in saved["prune"]["done"]] == [1, 2]
+    assert all(w % 16 == 0 for step in report.steps for w in step.widths)  # --round-to's default
+    assert saved["prune"]["round_to"] == 16
+
+
+def test_round_to_sets_the_multiple_of_every_planned_width(carded):
+    card = checkpoint_card(torch.load(carded, weights_only=True), str(carded))
+    assert card is not None
+    assert plan_widths(card, 0.5, 2, 1) == [(82, 218, 327), (67, 179, 269)]  # any width, as before --round-to
+    assert plan_widths(card, 0.5, 2, 16) == [(80, 224, 336), (64, 176, 272)]
+    assert plan_widths(card, 0.25, 1, 16) == [(48, 112, 176)]
+    with pytest.raises(ConfigError, match=r"target macs 0.001 is below what widths of 32 channels .* smaller --round-to"):
+        plan_widths(card, 0.001, 1, 32)
 
 
 @pytest.mark.slow
@@ -152,6 +164,7 @@ def test_resume_after_an_interrupted_step_gives_the_uninterrupted_result(tmp_pat
         (["--target-macs", "0"], ["target macs must be a fraction between 0 and 1", "got 0.0"]),
         (["--steps", "0"], ["steps must be a positive whole number, got 0"]),
         (["--epochs-per-step", "1"], ["--data is required to fine-tune after each step"]),
+        (["--round-to", "0"], ["round to must be a positive whole number of channels", "got 0"]),
     ],
 )
 def test_bad_options_are_refused_up_front(carded, tmp_path, args, fragments):
@@ -179,6 +192,13 @@ def test_resume_is_refused_for_another_run_or_a_foreign_file(carded, tmp_path):
     args = ["--output", out, "--epochs-per-step", "0", "--steps", "2"]
     result = run_cli(prune_main, ["--resume", out, "--target-macs", "0.3", *args])
     assert_one_line_error(result, "was pruned with --target-macs 0.5, not 0.3")
+    result = run_cli(prune_main, ["--resume", out, "--target-macs", "0.5", "--round-to", "8", *args])
+    assert_one_line_error(result, "was pruned with --round-to 16, not 8; resume with --round-to 16")
+    older = torch.load(out, weights_only=True)
+    del older["prune"]["round_to"]  # nin-prune before --round-to kept any width
+    torch.save(older, out)
+    result = run_cli(prune_main, ["--resume", out, "--target-macs", "0.5", *args])
+    assert_one_line_error(result, "was pruned with --round-to 1, not 16")
     result = run_cli(prune_main, ["--resume", carded, *args])
     assert_one_line_error(result, "is not a nin-prune checkpoint (no prune record)")
     foreign = tmp_path / "notes.txt"
