@@ -65,7 +65,7 @@ RECIPES = {
         "freeze_epochs": 3,
         "backbone_lr_scale": 0.5,
     },
-    # nin-train --data DIR --init-from pretrained --input-size 112 (SGD, lr 0.1, 10 epochs: the defaults)
+    # nin-train --data DIR --init-from pretrained --input-size 112 (everything else nin-train's default)
     "defaults": {"init_from": "pretrained", "input_size": 112},
     # The README's recipe without --init-from.
     "scratch": {"input_size": 112, "epochs": 15, "optimizer": "adamw", "lr": 0.0005, "schedule": "cosine"},
@@ -123,18 +123,29 @@ def make_folders(root: Path, classes: int, train: int, held: int, seed: int = 0)
 
 #: ``before``: nin-train's defaults before (the book's head, batch 128, SGD at lr 0.1) - the same code
 #: path as commit 9bee9f7 apart from the dead-head check, which stops a run the old code let go on;
-#: ``after``: nin-train's defaults now (the wide head for image folders, a batch that fits the folder,
-#: AdamW at 5e-4 with --init-from). A recipe's own flags win over either.
+#: ``after``: nin-train's defaults from the wide head until the auto fine-tune stages (the wide head for
+#: image folders, a batch that fits the folder, AdamW at 5e-4 with --init-from, one lr, no freeze);
+#: ``staged``: nin-train's defaults now (``after`` plus auto --freeze-epochs and --backbone-lr-scale:
+#: TrainConfig.with_fine_tune_defaults). A recipe's own flags win over any variant.
 VARIANTS: dict[str, dict[str, object]] = {
-    "before": {"head": "book", "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "schedule": "constant"},
-    "after": {},
-    # --backbone-lr-scale: the loaded layers at lr x this with --init-from; 1 (one lr) is nin-train's default.
-    "one-lr": {"backbone_lr_scale": 1.0},
-    "scale-0.1": {"backbone_lr_scale": 0.1},
-    "scale-0.3": {"backbone_lr_scale": 0.3},
+    "before": {
+        "head": "book",
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "schedule": "constant",
+        "freeze_epochs": 0,
+        "backbone_lr_scale": 1.0,
+    },
+    "after": {"freeze_epochs": 0, "backbone_lr_scale": 1.0},
+    "staged": {},
+    # --backbone-lr-scale: the loaded layers at lr x this with --init-from (one lr: 1).
+    "one-lr": {"backbone_lr_scale": 1.0, "freeze_epochs": 0},
+    "scale-0.1": {"backbone_lr_scale": 0.1, "freeze_epochs": 0},
+    "scale-0.3": {"backbone_lr_scale": 0.3, "freeze_epochs": 0},
     # --freeze-epochs: the new last block learns alone for the first N epochs (then every layer at one lr).
-    "freeze-1": {"freeze_epochs": 1},
-    "freeze-3": {"freeze_epochs": 3},
+    "freeze-1": {"freeze_epochs": 1, "backbone_lr_scale": 1.0},
+    "freeze-3": {"freeze_epochs": 3, "backbone_lr_scale": 1.0},
     "freeze-3-scale-0.3": {"freeze_epochs": 3, "backbone_lr_scale": 0.3},
     "freeze-3-scale-0.5": {"freeze_epochs": 3, "backbone_lr_scale": 0.5},
 }
@@ -260,7 +271,7 @@ def _machine() -> str:
 @click.command()
 @click.option("--classes", default="2,3,5,10", show_default=True, help="Class counts, comma-separated.")
 @click.option("--recipes", default="readme,defaults,scratch", show_default=True)
-@click.option("--variants", default="before,after", show_default=True, help=f"Of: {', '.join(VARIANTS)}.")
+@click.option("--variants", default="staged", show_default=True, help=f"Of: {', '.join(VARIANTS)}.")
 @click.option("--seeds", default="0,1,2,3,4", show_default=True)
 @click.option("--train", "train_count", type=int, default=60, show_default=True, help="Training images per class.")
 @click.option("--held", type=int, default=15, show_default=True, help="Held-out images per class.")

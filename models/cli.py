@@ -187,15 +187,15 @@ def fine_tune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "--backbone-lr-scale",
     type=float,
     default=_T.backbone_lr_scale,
-    show_default=True,
-    help="With --init-from: the loaded layers before the last block learn at lr times this, the new last block at lr.",
+    help="With --init-from: the loaded layers before the last block learn at lr times this, the new last block at "
+    "lr [default: auto: 0.5 with a new last block and 8 or more steps an epoch, else 1].",
 )
 @click.option(
     "--freeze-epochs",
     type=int,
     default=_T.freeze_epochs,
-    show_default=True,
-    help="With --init-from: for this many first epochs only the new last block learns (the loaded layers wait).",
+    help="With --init-from: for this many first epochs only the new last block learns (the loaded layers wait) "
+    "[default: auto: a fifth of --epochs with a new last block and 8 or more steps an epoch, else 0].",
 )
 @click.option(
     "--flip/--no-flip", default=None, help="Random horizontal flips [default: on for image files, off for IDX]."

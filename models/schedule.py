@@ -33,12 +33,15 @@ def make_optimizer(config: TrainConfig, model: nn.Module, *, fine_tune: bool = F
     ``freeze_epochs`` is set, there are two parameter groups: the layers before the last block (``backbone``)
     learn at lr x ``backbone_lr_scale``, the new last block at lr. :func:`group_lr` gives each group's lr.
     """
+    scale = config.backbone_lr_scale
+    if scale is None or config.freeze_epochs is None:
+        raise ValueError("auto --backbone-lr-scale/--freeze-epochs are chosen before the optimiser is made")
     head = last_block(model.state_dict())
     named = list(model.named_parameters())
     split: list[tuple[list[nn.Parameter], float, bool]] = [([p for _, p in named], 1.0, False)]
-    if fine_tune and (config.backbone_lr_scale != 1 or config.freeze_epochs):
+    if fine_tune and (scale != 1 or config.freeze_epochs):
         split = [
-            ([p for n, p in named if n.split(".")[0] != head], config.backbone_lr_scale, True),
+            ([p for n, p in named if n.split(".")[0] != head], scale, True),
             ([p for n, p in named if n.split(".")[0] == head], 1.0, False),
         ]
     groups = [
@@ -54,6 +57,6 @@ def group_lr(config: TrainConfig, group: dict, lr: float, epoch: int) -> float:
     """A parameter group's lr at ``epoch``: the scheduled ``lr`` times its scale, and 0 for the loaded layers
     during the first ``freeze_epochs`` (the new head learns alone first, so its first large gradients do not
     reach and disturb the pretrained features)."""
-    if group.get("backbone") and epoch < config.freeze_epochs:
+    if group.get("backbone") and epoch < (config.freeze_epochs or 0):
         return 0.0
     return lr * group.get("lr_scale", 1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -245,9 +246,14 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan, prepare) ->
     history: list[EpochStats] = []
     start_epoch = 0
     best_acc = -1.0
+    new: list[str] = []
     if init is not None and init_path is not None and resume_state is None:
         kept, new = init_from(model, init, init_path)
         notes.append(init_note(kept, new, config.init_from or init_path))
+    config, chosen = config.with_fine_tune_defaults(
+        new_layers=bool(new), steps_per_epoch=math.ceil(len(train_samples) / batch_size)
+    )
+    notes += [chosen] if chosen else []
     if resume_state is not None:
         check_resumable(config, resume_state, data, resumed_card)
         load_state_checked(model, extract_state_dict(resume_state, config.resume or ""), config.resume or "")

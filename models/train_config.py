@@ -99,6 +99,13 @@ def auto_batch_size(images: int) -> int:
     return min(AUTO_BATCH_MAX, max(AUTO_BATCH_MIN, fitting))
 
 
+#: With --init-from, a new last block and at least AUTO_BATCH_STEPS steps an epoch, --freeze-epochs and
+#: --backbone-lr-scale left out mean: the loaded layers wait this share of the epochs while the new block
+#: learns alone, then learn at lr x this scale (the README's recipe, measured in docs/few-classes.md).
+AUTO_FREEZE_SHARE = 0.2
+AUTO_BACKBONE_LR_SCALE = 0.5
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """A training recipe; each field is also the ``nin-train`` flag of the same name.
@@ -109,7 +116,8 @@ class TrainConfig:
     auto gives NiN a wide last block except on the Fashion-MNIST IDX files. With ``init_from`` and
     ``backbone_lr_scale`` below 1 the loaded layers before the last block learn at lr x
     ``backbone_lr_scale``, the new last block at lr; with ``freeze_epochs`` the loaded layers do not
-    learn at all for that many first epochs (docs/few-classes.md).
+    learn at all for that many first epochs. Left None (auto), both are chosen once the data is known
+    (:meth:`with_fine_tune_defaults`; docs/few-classes.md).
     """
 
     data: str = ""
@@ -123,8 +131,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "auto"
     warmup_epochs: float = 0.0
-    backbone_lr_scale: float = 1.0
-    freeze_epochs: int = 0
+    backbone_lr_scale: float | None = None
+    freeze_epochs: int | None = None
     flip: bool | None = None
     augment: str = "auto"
     balance: str = "none"
@@ -159,7 +167,46 @@ class TrainConfig:
                 filled[name] = given if given not in (None, "auto") else getattr(self._auto, name)
         if self.batch_size is None and recorded and recorded.get("batch_size"):
             filled["batch_size"] = recorded["batch_size"]  # else chosen from the data (auto_batch_size)
+        if recorded is not None:  # runs from before these options had one lr and no freeze
+            for name, before in (("backbone_lr_scale", 1.0), ("freeze_epochs", 0)):
+                if getattr(self, name) is None:
+                    filled[name] = before if recorded.get(name) is None else recorded[name]
         return dataclasses.replace(self, **filled)
+
+    def with_fine_tune_defaults(self, *, new_layers: bool, steps_per_epoch: int) -> tuple[TrainConfig, str | None]:
+        """The recipe with an auto (None) ``freeze_epochs`` and ``backbone_lr_scale`` filled in, and a note
+        saying what auto chose when it matters (weights loaded with a new last block).
+
+        With ``init_from``, a new last block and at least :data:`AUTO_BATCH_STEPS` steps an epoch, the
+        loaded layers wait the first fifth of the epochs and then learn at half the lr (the README's recipe;
+        on 5 classes of photographs it raised held-out accuracy by 0.16 over one lr). With fewer steps
+        (a tiny folder) every layer learns at one lr from the start: a frozen start then leaves too few
+        steps to adapt the loaded layers (the tests' colour folder stayed at chance).
+        """
+        auto_freeze, auto_scale = self.freeze_epochs is None, self.backbone_lr_scale is None
+        if not (auto_freeze or auto_scale):
+            return self, None
+        staged = bool(self.init_from) and new_layers and steps_per_epoch >= AUTO_BATCH_STEPS
+        freeze = min(self.epochs - 1, max(1, round(self.epochs * AUTO_FREEZE_SHARE))) if staged else 0
+        scale = AUTO_BACKBONE_LR_SCALE if staged else 1.0
+        config = dataclasses.replace(
+            self,
+            freeze_epochs=freeze if auto_freeze else self.freeze_epochs,
+            backbone_lr_scale=scale if auto_scale else self.backbone_lr_scale,
+        )
+        if not (self.init_from and new_layers):
+            return config, None
+        chosen = [
+            f"--{name.replace('_', '-')} {getattr(config, name)}"
+            for name, auto in (("freeze_epochs", auto_freeze), ("backbone_lr_scale", auto_scale))
+            if auto
+        ]
+        why = (
+            f"a new last block and {steps_per_epoch} steps an epoch: it learns alone first"
+            if staged
+            else f"only {steps_per_epoch} steps an epoch (under {AUTO_BATCH_STEPS}): every layer learns from the start"
+        )
+        return config, f"fine-tuning with {' '.join(chosen)} (auto: {why})"
 
     @property
     def _auto(self) -> AutoRecipe:
@@ -192,12 +239,14 @@ class TrainConfig:
                 f"warmup epochs must be a finite number from 0 to --epochs ({self.epochs}), got {self.warmup_epochs}"
             )
         scale = self.backbone_lr_scale
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 <= scale <= 1):
+        if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 <= scale <= 1):
             raise ConfigError(
                 f"backbone lr scale must be a number from 0 (backbone frozen) to 1 (one lr for every layer), "
                 f"got {scale!r}"
             )
-        if not is_whole_number(self.freeze_epochs, minimum=0) or self.freeze_epochs >= self.epochs:
+        if self.freeze_epochs is not None and (
+            not is_whole_number(self.freeze_epochs, minimum=0) or self.freeze_epochs >= self.epochs
+        ):
             raise ConfigError(
                 f"freeze epochs must be a whole number from 0 to --epochs - 1 ({self.epochs - 1}): the loaded "
                 f"layers learn after them; got {self.freeze_epochs!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -242,15 +243,51 @@ def test_a_backbone_lr_scale_gives_the_loaded_layers_a_smaller_lr():
     from nin_edge.models.train import TrainConfig
 
     model = create_model("nin", num_classes=2, input_size=67, head="wide")
-    config = TrainConfig(data="d", optimizer="adamw", lr=0.001, backbone_lr_scale=0.1)
+    config = TrainConfig(data="d", optimizer="adamw", lr=0.001, backbone_lr_scale=0.1, freeze_epochs=0)
     groups = make_optimizer(config, model, fine_tune=True).param_groups
     head = {id(p) for p in model[7].parameters()}
     assert [g["lr"] for g in groups] == pytest.approx([0.0001, 0.001])
     assert {id(p) for p in groups[1]["params"]} == head
     assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
     assert [g["lr_scale"] for g in make_optimizer(config, model).param_groups] == [1.0]
-    one = TrainConfig(data="d", optimizer="sgd", lr=0.1)  # the default: one lr for every layer
-    assert len(make_optimizer(one, model, fine_tune=True).param_groups) == 1
+    one = TrainConfig(data="d", optimizer="sgd", lr=0.1, backbone_lr_scale=1.0, freeze_epochs=0)
+    assert len(make_optimizer(one, model, fine_tune=True).param_groups) == 1  # one lr for every layer
+
+
+def test_auto_freeze_and_backbone_scale_follow_the_new_head_and_the_steps_an_epoch():
+    """Left out, --freeze-epochs and --backbone-lr-scale stage a fine-tune with a new last block (a fifth
+    of the epochs frozen, then half the lr) when the folder gives 8 or more steps an epoch; a tiny folder,
+    a run from scratch and a fine-tune that keeps every layer train all layers at one lr. Each choice for
+    a new head is said in a note; given values are kept."""
+    from nin_edge.models.train import TrainConfig
+
+    tuned = TrainConfig(data="d", init_from="pretrained")
+    config, note = tuned.with_fine_tune_defaults(new_layers=True, steps_per_epoch=8)
+    assert (config.freeze_epochs, config.backbone_lr_scale) == (2, 0.5)
+    assert note == (
+        "fine-tuning with --freeze-epochs 2 --backbone-lr-scale 0.5 "
+        "(auto: a new last block and 8 steps an epoch: it learns alone first)"
+    )
+    config, _ = dataclasses.replace(tuned, epochs=15).with_fine_tune_defaults(new_layers=True, steps_per_epoch=30)
+    assert config.freeze_epochs == 3  # the README's recipe: 15 epochs, 3 frozen
+    config, note = tuned.with_fine_tune_defaults(new_layers=True, steps_per_epoch=7)
+    assert (config.freeze_epochs, config.backbone_lr_scale) == (0, 1.0)
+    assert note == (
+        "fine-tuning with --freeze-epochs 0 --backbone-lr-scale 1.0 "
+        "(auto: only 7 steps an epoch (under 8): every layer learns from the start)"
+    )
+    config, note = tuned.with_fine_tune_defaults(new_layers=False, steps_per_epoch=100)
+    assert (config.freeze_epochs, config.backbone_lr_scale, note) == (0, 1.0, None)
+    config, note = TrainConfig(data="d").with_fine_tune_defaults(new_layers=False, steps_per_epoch=100)
+    assert (config.freeze_epochs, config.backbone_lr_scale, note) == (0, 1.0, None)
+    given = dataclasses.replace(tuned, freeze_epochs=1)
+    config, note = given.with_fine_tune_defaults(new_layers=True, steps_per_epoch=50)
+    assert (config.freeze_epochs, config.backbone_lr_scale) == (1, 0.5)
+    assert note == (
+        "fine-tuning with --backbone-lr-scale 0.5 (auto: a new last block and 50 steps an epoch: it learns alone first)"
+    )
+    one_epoch, _ = dataclasses.replace(tuned, epochs=1).with_fine_tune_defaults(new_layers=True, steps_per_epoch=50)
+    assert one_epoch.freeze_epochs == 0  # nothing would be left to adapt the loaded layers
 
 
 @pytest.mark.parametrize("scale", ["-0.5", "2", "nan"])
@@ -274,9 +311,9 @@ def test_a_frozen_backbone_stays_put_and_resumes_with_its_two_groups(tmp_path):
     assert torch.equal(saved["state_dict"]["2.0.weight"], shipped["2.0.weight"])
     assert [g["lr_scale"] for g in saved["optimizer"]["param_groups"]] == [0.0, 1.0]
     resume = ["--data", data, "--resume", out, "--input-size", 67, "--workers", 0, "--no-plot", "--output", out]
-    other = run_cli(train_main, [*resume, "--epochs", 2])  # the default scale, 1, is not the run's 0
+    other = run_cli(train_main, [*resume, "--epochs", 2, "--backbone-lr-scale", 1])
     assert_one_line_error(other, "was trained with --backbone-lr-scale 0.0, not 1.0")
-    again = run_cli(train_main, [*resume, "--epochs", 2, "--backbone-lr-scale", 0])
+    again = run_cli(train_main, [*resume, "--epochs", 2])  # left out: the run's own scale
     assert again.exit_code == 0, again.stderr
     resumed = torch.load(out, weights_only=True)
     assert [g["lr"] for g in resumed["optimizer"]["param_groups"]][0] == 0.0
@@ -290,7 +327,9 @@ def test_freeze_epochs_hold_the_loaded_layers_then_release_them():
     from nin_edge.models.train import TrainConfig
 
     model = create_model("nin", num_classes=2, input_size=67, head="wide")
-    config = TrainConfig(data="d", optimizer="adamw", lr=0.001, init_from="x.pt", epochs=5, freeze_epochs=2)
+    config = TrainConfig(
+        data="d", optimizer="adamw", lr=0.001, init_from="x.pt", epochs=5, freeze_epochs=2, backbone_lr_scale=1.0
+    )
     backbone, head = make_optimizer(config, model, fine_tune=True).param_groups
     assert {id(p) for p in head["params"]} == {id(p) for p in model[7].parameters()}
     assert [group_lr(config, backbone, 0.001, e) for e in range(4)] == [0.0, 0.0, 0.001, 0.001]
@@ -342,5 +381,5 @@ def test_a_frozen_first_epoch_keeps_the_shipped_layers_and_resume_keeps_the_free
     assert not torch.equal(last["2.0.weight"], shipped["2.0.weight"])
     assert last is not first and torch.load(out, weights_only=True)["recipe"]["freeze_epochs"] == 1
     resume = ["--data", data, "--resume", out, "--input-size", 67, "--workers", 0, "--no-plot", "--output", out]
-    other = run_cli(train_main, [*resume, "--epochs", 3])
+    other = run_cli(train_main, [*resume, "--epochs", 3, "--freeze-epochs", 0])
     assert_one_line_error(other, "was trained with --freeze-epochs 1, not 0")
