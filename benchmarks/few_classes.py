@@ -126,7 +126,7 @@ def make_folders(root: Path, classes: int, train: int, held: int, seed: int = 0)
 #: ``after``: nin-train's defaults from the wide head until the auto fine-tune stages (the wide head for
 #: image folders, a batch that fits the folder, AdamW at 5e-4 with --init-from, one lr, no freeze);
 #: ``staged``: nin-train's defaults now (``after`` plus auto --freeze-epochs and --backbone-lr-scale:
-#: TrainConfig.with_fine_tune_defaults). A recipe's own flags win over any variant.
+#: TrainConfig.with_fine_tune_defaults; 15 epochs with --init-from). A recipe's own flags win over any variant.
 VARIANTS: dict[str, dict[str, object]] = {
     "before": {
         "head": "book",
@@ -139,6 +139,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     },
     "after": {"freeze_epochs": 0, "backbone_lr_scale": 1.0},
     "staged": {},
+    # ``staged`` before --epochs auto (15 with --init-from): 10 epochs, 2 of them frozen.
+    "staged-10": {"epochs": 10},
     # --backbone-lr-scale: the loaded layers at lr x this with --init-from (one lr: 1).
     "one-lr": {"backbone_lr_scale": 1.0, "freeze_epochs": 0},
     "scale-0.1": {"backbone_lr_scale": 0.1, "freeze_epochs": 0},
@@ -152,8 +154,9 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 
 @contextmanager
-def recording(record: list[np.ndarray]) -> Iterator[None]:
-    """Keep the logits of each held-out pass nin-train makes (to see constant outputs and unused classes)."""
+def recording(record: list[np.ndarray], truths: list[np.ndarray] | None = None) -> Iterator[None]:
+    """Keep the logits (and true labels) of each held-out pass nin-train makes (to see constant outputs,
+    unused classes and which class takes another's images)."""
     from nin_edge.models import train as T
 
     predict = T.predict_logits
@@ -161,6 +164,8 @@ def recording(record: list[np.ndarray]) -> Iterator[None]:
     def keep(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
         logits, truth = predict(model, batches, device)
         record.append(logits.numpy())
+        if truths is not None:
+            truths.append(np.asarray(truth))
         return logits, truth
 
     T.predict_logits = keep
@@ -178,10 +183,11 @@ def run_one(data: Path, classes: int, recipe: str, variant: str, seed: int, out:
     options: dict[str, Any] = {**VARIANTS[variant], **RECIPES[recipe]}
     config = TrainConfig(data=str(data), seed=seed, workers=0, plot=False, output=str(out / "ckpt.pt"), **options)
     logits: list[np.ndarray] = []
+    truths: list[np.ndarray] = []
     t0 = time.perf_counter()
     stopped = None
     history: list[float] = []
-    with recording(logits):
+    with recording(logits, truths):
         try:
             result = train(config)
             history = [h.held_out_acc for h in result.history]
@@ -202,10 +208,18 @@ def run_one(data: Path, classes: int, recipe: str, variant: str, seed: int, out:
         "largest_class_share": float(np.bincount(preds, minlength=classes).max() / max(1, len(preds))),
         "constant_logits_epochs": int(sum(bool(np.ptp(lg, axis=0).max() < 1e-6) for lg in logits)),
         "dead_output_units": int((np.ptp(last, axis=0) < 1e-6).sum()) if last is not None else None,
+        # rows: true class, columns: predicted class, of the last held-out pass (class order: SOURCES)
+        "confusion": _confusion(truths[-1], preds, classes) if truths else None,
         "batch_size": batch,
         "seconds": round(time.perf_counter() - t0, 1),
         **({"weights": _shipped_weights()} if config.init_from == "pretrained" else {}),
     }
+
+
+def _confusion(truth: np.ndarray, preds: np.ndarray, classes: int) -> list[list[int]]:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (truth.astype(np.int64), preds.astype(np.int64)), 1)
+    return matrix.tolist()
 
 
 def _shipped_weights() -> str:

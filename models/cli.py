@@ -154,7 +154,12 @@ def fine_tune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "--channels", type=click.Choice(["1", "3"]), default=None, help="1 (grey) or 3 (RGB) [default: from the data]."
 )
 @click.option("--model", default=_T.model, show_default=True, help=f"One of {', '.join(list_models())}.")
-@click.option("--epochs", type=int, default=_T.epochs, show_default=True)
+@click.option(
+    "--epochs",
+    type=int,
+    default=_T.epochs,
+    help="[default: auto: 10 (the book's) from scratch, 15 with --init-from; a resumed run's own count].",
+)
 @click.option(
     "--batch-size",
     type=int,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """The learning rate at optimiser ``step``: linear warm-up, then the configured schedule."""
-    total = config.epochs * steps_per_epoch
+    total = config.planned_epochs * steps_per_epoch
     warm = int(config.warmup_epochs * steps_per_epoch)
     if step < warm:
         return config.learning_rate * (step + 1) / warm

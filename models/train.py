@@ -259,7 +259,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan, prepare) ->
         load_state_checked(model, extract_state_dict(resume_state, config.resume or ""), config.resume or "")
         start_epoch, history = progress(resume_state, config.resume or "")
         best_acc = max((h.held_out_acc for h in history), default=-1.0)
-        if start_epoch >= config.epochs:
+        if start_epoch >= config.planned_epochs:
             raise ConfigError(
                 f"checkpoint '{config.resume}' already has {start_epoch} epochs; ask for more with --epochs"
             )
@@ -312,7 +312,7 @@ def _train(config, ddp, device, on_step, on_epoch, on_note, on_scan, prepare) ->
     stopped = None
     lr = config.learning_rate
 
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, config.planned_epochs):
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         sampler: DistributedSampler | WeightedRandomSampler | None = None
         if ddp.enabled:

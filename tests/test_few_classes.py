@@ -262,14 +262,15 @@ def test_auto_freeze_and_backbone_scale_follow_the_new_head_and_the_steps_an_epo
     from nin_edge.models.train import TrainConfig
 
     tuned = TrainConfig(data="d", init_from="pretrained")
+    assert tuned.resolved().epochs == 15 and TrainConfig(data="d").resolved().epochs == 10  # auto epochs
     config, note = tuned.with_fine_tune_defaults(new_layers=True, steps_per_epoch=8)
-    assert (config.freeze_epochs, config.backbone_lr_scale) == (2, 0.5)
+    assert (config.freeze_epochs, config.backbone_lr_scale) == (3, 0.5)  # the README's recipe: 3 of 15 frozen
     assert note == (
-        "fine-tuning with --freeze-epochs 2 --backbone-lr-scale 0.5 "
+        "fine-tuning with --freeze-epochs 3 --backbone-lr-scale 0.5 "
         "(auto: a new last block and 8 steps an epoch: it learns alone first)"
     )
-    config, _ = dataclasses.replace(tuned, epochs=15).with_fine_tune_defaults(new_layers=True, steps_per_epoch=30)
-    assert config.freeze_epochs == 3  # the README's recipe: 15 epochs, 3 frozen
+    config, _ = dataclasses.replace(tuned, epochs=10).with_fine_tune_defaults(new_layers=True, steps_per_epoch=30)
+    assert config.freeze_epochs == 2
     config, note = tuned.with_fine_tune_defaults(new_layers=True, steps_per_epoch=7)
     assert (config.freeze_epochs, config.backbone_lr_scale) == (0, 1.0)
     assert note == (
