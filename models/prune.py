@@ -192,9 +192,9 @@ def plan_widths(card: TrainedCard, target_macs: float, steps: int, round_to: int
     leaves at most ``target_macs`` of the card's model's MACs after the last step, reached in equal steps.
 
     Each width is the nearest multiple of ``round_to`` (at least ``round_to``; never above the block's
-    width): onnxruntime's INT8 and FP32 convolutions run whole groups of channels, so widths such as
-    67/179/268 cost about as much as 80/192/272 (docs/pruning.md#measured: 64/176/272 ran INT8 1.4x
-    faster than 67/179/268 at batch 32, for 5% fewer MACs)."""
+    width): onnxruntime's INT8 and FP32 convolutions run whole groups of channels, so odd widths waste
+    work (docs/pruning.md#widths: at batch 32, 64/176/272 ran INT8 1.4x and FP32 1.4x faster than
+    67/179/268, for 5% fewer MACs)."""
     base = nin_widths(card)
     full = count_macs(build(card), card)[0]
 

@@ -247,17 +247,28 @@ register_model(
     )
 )(nin)
 
-# ``nin`` with whole channels pruned by nin-prune to half its MACs and fine-tuned (docs/pruning.md): the
-# same layers and keys, narrower blocks; the widths are the card's, so create_model("nin_pruned") builds it.
+# ``nin`` with whole channels pruned by nin-prune (widths multiples of 16) and fine-tuned (docs/pruning.md):
+# the same layers and keys, narrower blocks; the widths are the card's, so create_model(NAME) builds it.
 register_model(
     ModelCard(
         name="nin_pruned",
-        summary="Network in Network (D2L), pruned to half its MACs (channels 67/179/268) on Fashion-MNIST",
+        summary="Network in Network (D2L), pruned to half its MACs (channels 64/176/272) on Fashion-MNIST",
         min_input_size=67,
         fixed_input_size=False,
         weights_file="nin_pruned_fashion_mnist.pt",
         weights_input_size=112,
-        model_options={"widths": (67, 179, 268)},
+        model_options={"widths": (64, 176, 272)},
+    )
+)(nin)
+register_model(
+    ModelCard(
+        name="nin_pruned_quarter",
+        summary="Network in Network (D2L), pruned to a quarter of its MACs (channels 48/112/176) on Fashion-MNIST",
+        min_input_size=67,
+        fixed_input_size=False,
+        weights_file="nin_pruned_quarter_fashion_mnist.pt",
+        weights_input_size=112,
+        model_options={"widths": (48, 112, 176)},
     )
 )(nin)
 

@@ -202,7 +202,10 @@ def test_failed_parity_fails_the_export_and_keeps_the_old_file(tmp_path):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--model", "resnet"], ["unknown model 'resnet'; known models: alexnet, nin, nin_d2l, nin_pruned, vgg11"]),
+        (
+            ["--model", "resnet"],
+            ["unknown model 'resnet'; known models: alexnet, nin, nin_d2l, nin_pruned, nin_pruned_quarter, vgg11"],
+        ),
         (["--opset", "5"], ["opset 5 is not supported", f"choose one from 9 to {MAX_OPSET}"]),
         (["--opset", "30"], ["opset 30 is not supported"]),
         (["--input-size", "50"], ["input size 50 is too small for nin: it needs at least 67 pixels"]),

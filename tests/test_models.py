@@ -24,11 +24,12 @@ from nin_edge.runtime.core.files import sha256_file
 from torch import nn
 
 # Spec figures: D2L's own counts for NiN, AlexNet and VGG-11 at 1x224x224 with 10 classes.
-KNOWN = "alexnet, nin, nin_d2l, nin_pruned, vgg11, vgg11_slim"
+KNOWN = "alexnet, nin, nin_d2l, nin_pruned, nin_pruned_quarter, vgg11, vgg11_slim"
 EXPECTED = {
     "nin": (1_992_166, 762_297_352),
     "nin_d2l": (1_992_166, 762_297_352),
-    "nin_pruned": (982_280, 379_286_016),  # widths 67/179/268 from the card: half nin's MACs
+    "nin_pruned": (964_550, 362_677_032),  # widths 64/176/272 from the card: under half nin's MACs
+    "nin_pruned_quarter": (426_342, 173_055_784),  # widths 48/112/176: under a quarter
     "alexnet": (46_764_746, 938_146_176),
     "vgg11": (128_806_154, 7_547_232_256),
     "vgg11_slim": (43_093_322, 512_155_648),
@@ -318,7 +319,9 @@ def test_the_book_recipe_weights_stay_by_name_beside_the_better_default():
 
 def test_pretrained_refusals():
     with pytest.raises(
-        ConfigError, match="no pretrained weights are shipped for 'alexnet'; they exist for: nin, nin_d2l, nin_pruned"
+        ConfigError,
+        match="no pretrained weights are shipped for 'alexnet'; they exist for: "
+        "nin, nin_d2l, nin_pruned, nin_pruned_quarter",
     ):
         create_model("alexnet", pretrained=True)
     with pytest.raises(

@@ -229,7 +229,7 @@ def test_model_options_in_the_metadata_must_be_an_object(tiny_nin_path, tmp_path
 
     model = onnx.load(str(tiny_nin_path))
     onnx.helper.set_model_props(
-        model, {**{p.key: p.value for p in model.metadata_props}, "model_options": "[67, 179, 268]"}
+        model, {**{p.key: p.value for p in model.metadata_props}, "model_options": "[64, 176, 272]"}
     )
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
@@ -262,10 +262,10 @@ def test_the_shipped_pruned_model_exports_with_its_widths_in_the_metadata(tmp_pa
     from nin_edge.runtime import Classifier
 
     model = create_model("nin_pruned", pretrained=True)
-    assert [model[i][0].out_channels for i in (0, 2, 4)] == [67, 179, 268]
+    assert [model[i][0].out_channels for i in (0, 2, 4)] == [64, 176, 272]
     out = tmp_path / "p.onnx"
     summary = run_export(ExportConfig(model="nin_pruned", output=str(out), check_batch_sizes=(1,)))
     assert summary.weights.startswith("pretrained nin_pruned_fashion_mnist.pt sha256:")
     clf = Classifier(str(out))
-    assert clf.metadata.model_options == {"widths": [67, 179, 268]}
-    assert model_card("nin_pruned").model_options == {"widths": (67, 179, 268)}
+    assert clf.metadata.model_options == {"widths": [64, 176, 272]}
+    assert model_card("nin_pruned").model_options == {"widths": (64, 176, 272)}
