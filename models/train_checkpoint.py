@@ -78,7 +78,7 @@ def init_from(model: nn.Module, source: dict, path: str) -> tuple[list[str], lis
     A tensor of the same shape is kept. The first convolution of a one-channel model is adapted to
     three channels by repeating the grey kernel, scaled by 1/3 so that a grey image gives the same
     response. Layers of another shape (the last NiN block for a new class count) keep their fresh
-    initialisation. Every other difference is an error.
+    initialisation, and so does the rest of that block. Every other difference is an error.
     """
     state = extract_state_dict(source, path)
     own = model.state_dict()
@@ -105,6 +105,14 @@ def init_from(model: nn.Module, source: dict, path: str) -> tuple[list[str], lis
                 f"--init-from '{path}': {key!r} has shape {tuple(given.shape)}, the model needs {tuple(tensor.shape)}; "
                 "only the first convolution (channels) and the last block (classes) may differ"
             )
+    head = last_block(own)
+    if any(key.split(".")[0] == head for key in new):
+        # A last block with any new tensor is new as a whole: a tensor that only happens to keep its shape
+        # (the wide head's final bias for 10 classes) would carry the old classes' values into the new ones.
+        for key in [k for k in loaded if k.split(".")[0] == head]:
+            del loaded[key]
+            kept.remove(key)
+            new.append(key)
     model.load_state_dict({**own, **loaded})
     return kept, new
 

@@ -286,6 +286,20 @@ def test_init_from_adapts_channels_and_classes():
     )
 
 
+def test_a_new_last_block_is_new_as_a_whole_even_where_a_tensor_keeps_its_shape():
+    """The wide head for 10 classes ends in a 16 -> 10 layer whose bias has the book head's shape: it must
+    start fresh too, not carry the Fashion-MNIST classes' biases into the new classes."""
+    book = create_model("nin", input_size=SIZE)
+    source = {k: torch.full_like(v, 0.5) for k, v in book.state_dict().items()}
+    wide = create_model("nin", in_channels=3, num_classes=10, input_size=SIZE, head="wide")
+    fresh = wide.state_dict()["7.4.bias"].clone()
+    kept, new = init_from(wide, source, "g.pt")
+    assert sorted(new) == ["7.0.bias", "7.0.weight", "7.2.bias", "7.2.weight", "7.4.bias", "7.4.weight"]
+    assert not any(k.startswith("7.") for k in kept)
+    assert torch.equal(wide.state_dict()["7.4.bias"], fresh)
+    assert torch.equal(wide.state_dict()["4.4.bias"], source["4.4.bias"])
+
+
 # -- end to end --------------------------------------------------------------------------------------
 
 
