@@ -24,6 +24,7 @@ from nin_edge.export.pipeline import build_model
 from nin_edge.export.timing import Clock, LatencyStats, measure, summarize
 from nin_edge.models import ModelProfile, create_model, list_models, model_card, profile_model
 from nin_edge.models.limits import check_input_budget
+from nin_edge.models.registry import pretrained_path
 from nin_edge.runtime import Classifier
 from nin_edge.runtime.core.cache import DigestedFile
 from nin_edge.runtime.core.choices import Precision
@@ -199,12 +200,14 @@ def cached_export(
 ) -> Path:
     """The exported model from the cache, exported (and verified) first if it is not there yet.
 
-    The key holds model, opset, input size, precision, weights (shipped or random) and toolkit
-    version, and for INT8 a digest of the calibration source and this CPU's INT8 class, since other
-    images or another class's recipe give another model.
+    The key holds model, opset, input size, precision, weights (a digest of the shipped file and the
+    card's model options, or random) and toolkit version, and for INT8 a digest of the calibration
+    source and this CPU's INT8 class, since other images or another class's recipe give another model.
+    New weights under an old name (nin_pruned's widths changed on 2026-12-07) must not reuse the old file.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = precision + ("-pretrained" if model_card(name).weights_fit() else "-random")
+    card = model_card(name)
+    tag = precision + (f"-pretrained-{_weights_digest(name)}" if card.weights_fit() else "-random")
     if precision == "int8":
         tag += "-" + hashlib.sha256(str(calibration_data).encode()).hexdigest()[:8] + f"-{cpu_class()}"
     path = cache_dir / f"{name}-opset{OPSET}-{input_size}px-{tag}-v{toolkit_version()}.onnx"
@@ -231,6 +234,13 @@ def cached_export(
     )
     entry.record_digest()
     return path
+
+
+def _weights_digest(name: str) -> str:
+    """Eight hex digits naming the shipped weights of ``name`` and the model options its card builds them with."""
+    digest = hashlib.sha256(pretrained_path(name).read_bytes())
+    digest.update(repr(sorted(model_card(name).model_options.items())).encode())
+    return digest.hexdigest()[:8]
 
 
 def timed_call(clf: Classifier, x: np.ndarray, io_binding: bool) -> tuple[Callable[[], object], bool]:

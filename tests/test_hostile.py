@@ -348,6 +348,21 @@ def test_a_truncated_bench_cache_entry_is_exported_again(tmp_path):
         cached_export("nin", 70, "fp32", tmp_path)  # sound now: reused silently
 
 
+def test_new_shipped_weights_under_an_old_name_are_not_served_from_the_bench_cache(tmp_path, monkeypatch):
+    """nin_pruned's weights and widths changed under the same name: the cache key names the weights."""
+    from nin_edge.benchmarks import bench as bench_module
+    from nin_edge.models.registry import pretrained_path
+
+    first = bench_module.cached_export("nin_pruned", 70, "fp32", tmp_path)
+    copy = tmp_path / "other.pt"
+    state = torch.load(pretrained_path("nin_pruned"), weights_only=True)
+    state["7.4.bias"] = state["7.4.bias"] + 1  # other weights, same shapes
+    torch.save(state, copy)
+    monkeypatch.setattr(bench_module, "pretrained_path", lambda name: copy)
+    second = bench_module.cached_export("nin_pruned", 70, "fp32", tmp_path)
+    assert second != first and second.exists()  # another key, so a fresh export, not the old file
+
+
 # -- 7. calibration arrays in the wrong range, agreement measured on held-out images ------------
 
 
