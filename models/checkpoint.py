@@ -162,7 +162,7 @@ class TrainedCard:
     which the runtime, the bundle and Triton's labels read. Nothing downstream re-derives it.
 
     ``model_options`` are the ``create_model`` keywords the weights need beyond channels, classes and
-    size (NiN's ``head`` layout, a pruned NiN's ``widths``); checkpoints written before it have none
+    size (NiN's ``head`` layout and ``head_width``, a pruned NiN's ``widths``); checkpoints written before it have none
     and build the book's model.
     """
 
@@ -207,10 +207,13 @@ class TrainedCard:
             raise ModelFileError(f"checkpoint '{source}' has an unreadable card: {exc}") from None
 
 
-def _option(value: object) -> str | tuple[int, ...]:
-    """A card's model option: a string (``head``) or a list of whole numbers (``widths``), read as a tuple."""
+def _option(value: object) -> str | int | tuple[int, ...]:
+    """A card's model option: a string (``head``), a whole number (``head_width``) or a list of whole
+    numbers (``widths``), read as a tuple."""
     if isinstance(value, (list, tuple)):
         return tuple(int(v) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     return str(value)
 
 

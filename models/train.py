@@ -52,7 +52,7 @@ from .train_checkpoint import (
     save,
 )
 from .train_config import AUTO_BATCH_MAX, Head, TrainConfig, auto_batch_size
-from .zoo import init_head
+from .zoo import WIDE_HEAD_WIDTH, init_head
 
 #: What --init-from takes, said when it is given an ONNX model.
 INIT_WANTS = "--init-from takes a PyTorch checkpoint (.pt: nin-train's, or a state_dict) or 'pretrained'"
@@ -116,13 +116,20 @@ def _device(config: TrainConfig, ddp: Dist) -> torch.device:
     return torch.device(config.device)
 
 
-def _head(config: TrainConfig, data: LabelledData) -> dict[str, str]:
-    """The model options of the head: NiN's wide head unless asked for the book's or trained on the
-    Fashion-MNIST IDX files (where the book's recipe and the shipped weights' seed stay as they are)."""
+def _head(config: TrainConfig, data: LabelledData, init_card: TrainedCard | None) -> dict[str, Any]:
+    """The model options of the head: NiN's wide head (``WIDE_HEAD_WIDTH`` hidden units, or C if more)
+    unless asked for the book's or trained on the Fashion-MNIST IDX files (where the book's recipe and
+    the shipped weights' seed stay as they are). A wide checkpoint fine-tuned on its own classes keeps
+    its head as it is (a card without ``head_width`` has the first wide head's width)."""
     if "head" not in model_options(config.model):
         return {}
     head = config.head if config.head != Head.AUTO else (Head.BOOK if data.kind == "idx" else Head.WIDE)
-    return {} if head == Head.BOOK else {"head": str(head)}
+    if head == Head.BOOK:
+        return {}
+    kept = init_card is not None and len(init_card.labels) == len(data.classes)
+    if kept and init_card is not None and init_card.model_options.get("head") == Head.WIDE:
+        return {k: v for k, v in init_card.model_options.items() if k in ("head", "head_width")}
+    return {"head": str(head), "head_width": max(len(data.classes), WIDE_HEAD_WIDTH)}
 
 
 def _card(config: TrainConfig, data: LabelledData, init: dict | None) -> TrainedCard:
@@ -131,9 +138,9 @@ def _card(config: TrainConfig, data: LabelledData, init: dict | None) -> Trained
     and the head layout and (from a pruned ``init_from``) block widths it is built with."""
     channels = data.channels
     base = model_card(config.model).preprocessing
-    options: dict[str, Any] = dict(_head(config, data))
+    trained = checkpoint_card(init, config.init_from or "") if init is not None else None
+    options: dict[str, Any] = dict(_head(config, data, trained))
     if init is not None:
-        trained = checkpoint_card(init, config.init_from or "")
         base = trained.preprocessing if trained is not None else base
         if trained is not None and "widths" in trained.model_options:  # a pruned model fine-tunes at its widths
             options["widths"] = trained.model_options["widths"]

@@ -136,19 +136,28 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: in
 
 
 #: NiN's last block: the book's (its hidden 1x1 layers C units wide, a ReLU after each of the three
-#: layers) or ``wide``: hidden layers at least :data:`HEAD_MIN_WIDTH` units wide and raw logits (no
-#: ReLU after the last layer), which learns 2 or 3 classes where the book's dies (docs/few-classes.md).
+#: layers) or ``wide``: hidden layers ``head_width`` units wide and raw logits (no ReLU after the last
+#: layer), which learns 2 or 3 classes where the book's dies (docs/few-classes.md).
 NIN_HEADS = ("book", "wide")
+#: The wide head's hidden width when its card records none (checkpoints of 2026-12-06/07): max(C, 16).
 HEAD_MIN_WIDTH = 16
+#: The wide head's hidden width nin-train gives new models: max(C, 64). Sixteen units left 10 classes
+#: under-fitted (one class never predicted, even on its training images; docs/few-classes.md).
+WIDE_HEAD_WIDTH = 64
 
 
-def nin_head(in_channels: int, num_classes: int, head: str = "book") -> nn.Sequential:
-    """NiN's last block for ``num_classes``; both layouts keep the book's state_dict keys (``7.0`` ... ``7.4``)."""
+def nin_head(in_channels: int, num_classes: int, head: str = "book", width: int | None = None) -> nn.Sequential:
+    """NiN's last block for ``num_classes``; both layouts keep the book's state_dict keys (``7.0`` ... ``7.4``).
+    ``width`` is the wide head's hidden width (default max(C, :data:`HEAD_MIN_WIDTH`))."""
     if head not in NIN_HEADS:
         raise ConfigError(f"nin: head must be one of {', '.join(NIN_HEADS)}, got {head!r}")
     if head == "book":
+        if width is not None:
+            raise ConfigError(f"nin: head_width is the wide head's; the book's head is C units wide, got {width!r}")
         return nin_block(in_channels, num_classes, kernel_size=3, strides=1, padding=1)
-    hidden = max(num_classes, HEAD_MIN_WIDTH)
+    if width is not None:
+        _positive("head_width", width, "nin")
+    hidden = width if width is not None else max(num_classes, HEAD_MIN_WIDTH)
     return nn.Sequential(
         nn.Conv2d(in_channels, hidden, kernel_size=3, stride=1, padding=1),
         nn.ReLU(),
@@ -202,12 +211,14 @@ def nin(
     *,
     input_size: int = 224,
     head: str = "book",
+    head_width: int | None = None,
     widths: Sequence[int] = NIN_WIDTHS,
 ) -> ZooModel:
     """Network in Network as in D2L, chapter "Network in Network (NiN)".
 
     ``input_size`` is the size the model is meant for (NiN itself accepts any size from 67 up);
-    ``head`` the layout of the last block (:data:`NIN_HEADS`; the book's by default); ``widths`` the
+    ``head`` the layout of the last block (:data:`NIN_HEADS`; the book's by default) and ``head_width`` the
+    wide head's hidden width (:func:`nin_head`); ``widths`` the
     channels of the three blocks before it (a pruned model's, docs/pruning.md; the state_dict keys stay).
     """
     _positive("in_channels", in_channels, "nin")
@@ -222,7 +233,7 @@ def nin(
         nin_block(w2, w3, kernel_size=3, strides=1, padding=1),
         nn.MaxPool2d(3, stride=2),
         nn.Dropout(dropout),
-        nin_head(w3, num_classes, head),
+        nin_head(w3, num_classes, head, head_width),
         nn.AdaptiveAvgPool2d((1, 1)),
         nn.Flatten(),
         name="nin",

@@ -31,6 +31,17 @@ def test_wide_head_keeps_the_books_keys_and_gives_raw_logits():
     assert book.state_dict()["7.0.weight"].shape == (2, 384, 3, 3)
     assert not isinstance(wide[7][-1], torch.nn.ReLU) and isinstance(book[7][-1], torch.nn.ReLU)
     assert create_model("nin", num_classes=40, head="wide").state_dict()["7.2.weight"].shape == (40, 40, 1, 1)
+    sixty_four = create_model("nin", num_classes=10, head="wide", head_width=64).state_dict()
+    assert sixty_four["7.0.weight"].shape == (64, 384, 3, 3) and sixty_four["7.4.weight"].shape == (10, 64, 1, 1)
+
+
+def test_a_head_width_is_the_wide_heads_only_and_positive():
+    from nin_edge.runtime.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="head_width is the wide head's; the book's head is C units wide, got 64"):
+        create_model("nin", head_width=64)
+    with pytest.raises(ConfigError, match="head_width"):
+        create_model("nin", head="wide", head_width=0)
 
 
 def test_unknown_head_is_refused():
@@ -41,10 +52,10 @@ def test_unknown_head_is_refused():
 
 
 def test_card_records_the_head_and_old_cards_read_as_the_books():
-    card = TrainedCard(("a", "b"), 3, 112, Preprocessing(), model_options={"head": "wide"})
+    card = TrainedCard(("a", "b"), 3, 112, Preprocessing(), model_options={"head": "wide", "head_width": 64})
     saved = card.to_dict()
-    assert saved["model_options"] == {"head": "wide"}
-    assert checkpoint_card({"card": saved}, "x.pt") == card
+    assert saved["model_options"] == {"head": "wide", "head_width": 64}
+    assert checkpoint_card({"card": saved}, "x.pt") == card  # the width reads back as a number
     old = TrainedCard(("a", "b"), 3, 112, Preprocessing()).to_dict()
     assert "model_options" not in old and checkpoint_card({"card": old}, "x.pt").model_options == {}
 
@@ -214,7 +225,7 @@ def test_two_and_three_classes_learn_with_the_defaults(tmp_path, classes):
     assert report["recipe"]["optimizer"] == "adamw" and report["recipe"]["lr"] == 0.0005
     assert report["recipe"]["batch_size"] == 16 and report["recipe"]["head"] == "auto"
     saved = torch.load(tmp_path / "c.pt", weights_only=True)
-    assert saved["card"]["model_options"] == {"head": "wide"}
+    assert saved["card"]["model_options"] == {"head": "wide", "head_width": 64}
     assert ChanceCheck.from_dict(saved["chance"]).passed
 
 
@@ -384,3 +395,21 @@ def test_a_frozen_first_epoch_keeps_the_shipped_layers_and_resume_keeps_the_free
     resume = ["--data", data, "--resume", out, "--input-size", 67, "--workers", 0, "--no-plot", "--output", out]
     other = run_cli(train_main, [*resume, "--epochs", 3, "--freeze-epochs", 0])
     assert_one_line_error(other, "was trained with --freeze-epochs 1, not 0")
+
+
+def test_the_wide_heads_width_new_and_kept():
+    """New wide heads are max(C, 64) wide and say so in the card; a wide checkpoint fine-tuned on its own
+    classes keeps its head as recorded (one written before head_width: the first wide head's 16)."""
+    from types import SimpleNamespace
+
+    from nin_edge.models.train import TrainConfig, _head
+
+    folder = SimpleNamespace(kind="folder", classes=("a", "b", "c"))
+    config = TrainConfig(data="d")
+    assert _head(config, folder, None) == {"head": "wide", "head_width": 64}
+    assert _head(config, SimpleNamespace(kind="folder", classes=tuple(map(str, range(70)))), None)["head_width"] == 70
+    assert _head(config, SimpleNamespace(kind="idx", classes=folder.classes), None) == {}  # the book's, on IDX
+    first = TrainedCard(("x", "y", "z"), 3, 112, Preprocessing(), model_options={"head": "wide"})
+    assert _head(config, folder, first) == {"head": "wide"}  # builds max(3, 16) = 16, as it was trained
+    other = TrainedCard(("x", "y"), 3, 112, Preprocessing(), model_options={"head": "wide"})
+    assert _head(config, folder, other) == {"head": "wide", "head_width": 64}  # new classes: a new head
