@@ -191,7 +191,15 @@ def test_unknown_model_lists_known_ones():
 def test_unknown_option_is_named():
     with pytest.raises(ConfigError, match="model 'nin' has no option 'width'; its options are: in_channels"):
         create_model("nin", width=2)
-    assert model_options("nin") == ["in_channels", "num_classes", "dropout", "input_size", "head", "head_width", "widths"]
+    assert model_options("nin") == [
+        "in_channels",
+        "num_classes",
+        "dropout",
+        "input_size",
+        "head",
+        "head_width",
+        "widths",
+    ]
 
 
 @pytest.mark.parametrize("name", list_models())
