@@ -22,6 +22,7 @@ from nin_edge.runtime.core.errors import ConfigError
 from nin_edge.runtime.core.metadata import Preprocessing
 
 from tests.conftest import assert_one_line_error, he_init_nin, run_cli
+from tests.test_datasets import make_folder
 
 SIZE = 67  # NiN's smallest input keeps these runs fast
 FAST = {"batch_size": 32, "lr": 1e-3, "workers": 0}
@@ -155,6 +156,30 @@ def test_resume_after_an_interrupted_step_gives_the_uninterrupted_result(tmp_pat
     assert b["recipe"]["channels_last"] is True  # the fine-tune epochs ran with nin-prune's --channels-last
     with pytest.raises(ConfigError, match="has done all 2 steps; nothing is left to resume"):
         run_prune(PruneConfig(output=str(tmp_path / "b.pt"), resume=str(tmp_path / "b.pt"), **common))
+
+
+@pytest.mark.slow
+def test_a_class_folder_checkpoint_prunes_and_keeps_its_wide_head(tmp_path):
+    """The user's path: a nin-train checkpoint of a class folder (RGB, 3 classes, the wide head) pruned and
+    fine-tuned on the same folder; the head keeps its recorded layout, the card its classes."""
+    from nin_edge.models.train import TrainConfig, train
+
+    data = make_folder(tmp_path / "parts", per_class=8)
+    src = tmp_path / "src.pt"
+    train(TrainConfig(data=str(data), epochs=1, input_size=SIZE, output=str(src), plot=False, **FAST))
+    out = tmp_path / "p.pt"
+    report = run_prune(
+        PruneConfig(
+            weights=str(src), data=str(data), target_macs=0.5, steps=1, epochs_per_step=1, output=str(out), **FAST
+        )
+    )
+    saved = torch.load(out, weights_only=True)
+    options = saved["card"]["model_options"]
+    assert options["head"] == "wide" and options["head_width"] == 64 and options["widths"] == [64, 176, 272]
+    assert saved["card"]["labels"] == ["bolt", "nut", "washer"] and report.steps[0].held_out_acc is not None
+    card = checkpoint_card(saved, str(out))
+    assert card is not None
+    build(card).load_state_dict(saved["state_dict"], strict=True)
 
 
 @pytest.mark.parametrize(
