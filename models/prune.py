@@ -193,7 +193,7 @@ def plan_widths(card: TrainedCard, target_macs: float, steps: int, round_to: int
 
     Each width is the nearest multiple of ``round_to`` (at least ``round_to``; never above the block's
     width): onnxruntime's INT8 and FP32 convolutions run whole groups of channels, so odd widths waste
-    work (docs/pruning.md#widths: at batch 32, 64/176/272 ran INT8 1.4x and FP32 1.4x faster than
+    work (docs/pruning.md#widths: at batch 32, 64/176/272 ran INT8 1.4x and FP32 1.4-2.1x faster than
     67/179/268, for 5% fewer MACs)."""
     base = nin_widths(card)
     full = count_macs(build(card), card)[0]
