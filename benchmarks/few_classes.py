@@ -124,7 +124,8 @@ def make_folders(root: Path, classes: int, train: int, held: int, seed: int = 0)
 #: ``before``: nin-train's defaults before (the book's head, batch 128, SGD at lr 0.1) - the same code
 #: path as commit 9bee9f7 apart from the dead-head check, which stops a run the old code let go on;
 #: ``after``: nin-train's defaults from the wide head until the auto fine-tune stages (the wide head for
-#: image folders, a batch that fits the folder, AdamW at 5e-4 with --init-from, one lr, no freeze);
+#: image folders, a batch that fits the folder, AdamW at 5e-4 with --init-from, one lr, no freeze, 10
+#: epochs; its rows of 2026-12-07 had the 16-unit wide head, new runs get today's 64 units);
 #: ``staged``: nin-train's defaults now (``after`` plus auto --freeze-epochs and --backbone-lr-scale:
 #: TrainConfig.with_fine_tune_defaults; 15 epochs with --init-from). A recipe's own flags win over any variant.
 VARIANTS: dict[str, dict[str, object]] = {
@@ -136,8 +137,9 @@ VARIANTS: dict[str, dict[str, object]] = {
         "schedule": "constant",
         "freeze_epochs": 0,
         "backbone_lr_scale": 1.0,
+        "epochs": 10,
     },
-    "after": {"freeze_epochs": 0, "backbone_lr_scale": 1.0},
+    "after": {"freeze_epochs": 0, "backbone_lr_scale": 1.0, "epochs": 10},
     "staged": {},
     # ``staged`` before --epochs auto (15 with --init-from): 10 epochs, 2 of them frozen.
     "staged-10": {"epochs": 10},

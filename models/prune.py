@@ -187,7 +187,7 @@ def count_macs(model: nn.Module, card: TrainedCard) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-def plan_widths(card: TrainedCard, target_macs: float, steps: int, round_to: int = 1) -> list[tuple[int, ...]]:
+def plan_widths(card: TrainedCard, target_macs: float, steps: int, round_to: int) -> list[tuple[int, ...]]:
     """The widths after each step: every block keeps the same share of its channels, the share that
     leaves at most ``target_macs`` of the card's model's MACs after the last step, reached in equal steps.
 

@@ -123,12 +123,17 @@ def _head(config: TrainConfig, data: LabelledData, init_card: TrainedCard | None
     its head as it is (a card without ``head_width`` has the first wide head's width)."""
     if "head" not in model_options(config.model):
         return {}
+    wide_kept = (
+        init_card is not None
+        and init_card.model_options.get("head") == Head.WIDE
+        and len(init_card.labels) == len(data.classes)
+        and config.head in (Head.AUTO, Head.WIDE)
+    )
+    if wide_kept and init_card is not None:  # before the IDX rule: a wide checkpoint keeps its head anywhere
+        return {k: v for k, v in init_card.model_options.items() if k in ("head", "head_width")}
     head = config.head if config.head != Head.AUTO else (Head.BOOK if data.kind == "idx" else Head.WIDE)
     if head == Head.BOOK:
         return {}
-    kept = init_card is not None and len(init_card.labels) == len(data.classes)
-    if kept and init_card is not None and init_card.model_options.get("head") == Head.WIDE:
-        return {k: v for k, v in init_card.model_options.items() if k in ("head", "head_width")}
     return {"head": str(head), "head_width": max(len(data.classes), WIDE_HEAD_WIDTH)}
 
 

@@ -174,6 +174,12 @@ class TrainConfig:
                 if getattr(self, name) is None:
                     filled[name] = before if recorded.get(name) is None else recorded[name]
         config = dataclasses.replace(self, **filled)  # type: ignore[arg-type]  # each filled as its field's type
+        recorded_freeze = recorded is not None and self.freeze_epochs is None and "freeze_epochs" in filled
+        if recorded_freeze and config.planned_epochs <= (config.freeze_epochs or 0):
+            raise ConfigError(
+                f"this run freezes its loaded layers for its first {config.freeze_epochs} epochs (recorded); "
+                f"ask for more than {config.freeze_epochs} with --epochs"
+            )
         config.check_epoch_bounds()
         return config
 
@@ -206,12 +212,15 @@ class TrainConfig:
             for name, auto in (("freeze_epochs", auto_freeze), ("backbone_lr_scale", auto_scale))
             if auto
         ]
-        why = (
-            f"a new last block and {steps_per_epoch} steps an epoch: it learns alone first"
-            if staged
-            else f"only {steps_per_epoch} steps an epoch (under {AUTO_BATCH_STEPS}): every layer learns from the start"
+        if staged:
+            why = f"a new last block and {steps_per_epoch} steps an epoch"
+        else:
+            why = f"only {steps_per_epoch} steps an epoch (under {AUTO_BATCH_STEPS})"
+        frozen = config.freeze_epochs or 0
+        alone = (
+            f"the new last block learns alone for {frozen} epoch(s)" if frozen else "every layer learns from the start"
         )
-        return config, f"fine-tuning with {' '.join(chosen)} (auto: {why})"
+        return config, f"fine-tuning with {' '.join(chosen)} (auto: {why}; {alone})"
 
     @property
     def _auto(self) -> AutoRecipe:
@@ -270,7 +279,7 @@ class TrainConfig:
         if self.freeze_epochs and not (self.init_from or self.resume):
             raise ConfigError(
                 "--freeze-epochs keeps the layers loaded with --init-from fixed while the new last block learns; "
-                "give --init-from, or leave --freeze-epochs at 0"
+                "give --init-from, or leave --freeze-epochs out"
             )
         Augment.check(self.augment, "augment")
         Balance.check(self.balance, "balance")

@@ -278,7 +278,7 @@ def test_auto_freeze_and_backbone_scale_follow_the_new_head_and_the_steps_an_epo
     assert (config.freeze_epochs, config.backbone_lr_scale) == (3, 0.5)  # the README's recipe: 3 of 15 frozen
     assert note == (
         "fine-tuning with --freeze-epochs 3 --backbone-lr-scale 0.5 "
-        "(auto: a new last block and 8 steps an epoch: it learns alone first)"
+        "(auto: a new last block and 8 steps an epoch; the new last block learns alone for 3 epoch(s))"
     )
     config, _ = dataclasses.replace(tuned, epochs=10).with_fine_tune_defaults(new_layers=True, steps_per_epoch=30)
     assert config.freeze_epochs == 2
@@ -286,7 +286,7 @@ def test_auto_freeze_and_backbone_scale_follow_the_new_head_and_the_steps_an_epo
     assert (config.freeze_epochs, config.backbone_lr_scale) == (0, 1.0)
     assert note == (
         "fine-tuning with --freeze-epochs 0 --backbone-lr-scale 1.0 "
-        "(auto: only 7 steps an epoch (under 8): every layer learns from the start)"
+        "(auto: only 7 steps an epoch (under 8); every layer learns from the start)"
     )
     config, note = tuned.with_fine_tune_defaults(new_layers=False, steps_per_epoch=100)
     assert (config.freeze_epochs, config.backbone_lr_scale, note) == (0, 1.0, None)
@@ -296,10 +296,12 @@ def test_auto_freeze_and_backbone_scale_follow_the_new_head_and_the_steps_an_epo
     config, note = given.with_fine_tune_defaults(new_layers=True, steps_per_epoch=50)
     assert (config.freeze_epochs, config.backbone_lr_scale) == (1, 0.5)
     assert note == (
-        "fine-tuning with --backbone-lr-scale 0.5 (auto: a new last block and 50 steps an epoch: it learns alone first)"
+        "fine-tuning with --backbone-lr-scale 0.5 "
+        "(auto: a new last block and 50 steps an epoch; the new last block learns alone for 1 epoch(s))"
     )
-    one_epoch, _ = dataclasses.replace(tuned, epochs=1).with_fine_tune_defaults(new_layers=True, steps_per_epoch=50)
+    one_epoch, note = dataclasses.replace(tuned, epochs=1).with_fine_tune_defaults(new_layers=True, steps_per_epoch=50)
     assert one_epoch.freeze_epochs == 0  # nothing would be left to adapt the loaded layers
+    assert note is not None and note.endswith("every layer learns from the start)")
 
 
 @pytest.mark.parametrize("scale", ["-0.5", "2", "nan"])
@@ -353,7 +355,7 @@ def test_freeze_epochs_hold_the_loaded_layers_then_release_them():
     [
         (["--init-from", "pretrained", "--epochs", "3", "--freeze-epochs", "3"], "from 0 to --epochs - 1 (2)"),
         (["--init-from", "pretrained", "--freeze-epochs", "-1"], "got -1"),
-        (["--freeze-epochs", "1"], "give --init-from, or leave --freeze-epochs at 0"),
+        (["--freeze-epochs", "1"], "give --init-from, or leave --freeze-epochs out"),
     ],
 )
 def test_freeze_epochs_outside_the_run_or_without_init_from_are_refused(tmp_path, args, message):
@@ -411,5 +413,20 @@ def test_the_wide_heads_width_new_and_kept():
     assert _head(config, SimpleNamespace(kind="idx", classes=folder.classes), None) == {}  # the book's, on IDX
     first = TrainedCard(("x", "y", "z"), 3, 112, Preprocessing(), model_options={"head": "wide"})
     assert _head(config, folder, first) == {"head": "wide"}  # builds max(3, 16) = 16, as it was trained
+    idx = SimpleNamespace(kind="idx", classes=folder.classes)
+    assert _head(config, idx, first) == {"head": "wide"}  # kept on the IDX files too (auto would be the book's)
+    assert _head(dataclasses.replace(config, head="book"), idx, first) == {}  # unless the book's is asked for
     other = TrainedCard(("x", "y"), 3, 112, Preprocessing(), model_options={"head": "wide"})
     assert _head(config, folder, other) == {"head": "wide", "head_width": 64}  # new classes: a new head
+
+
+def test_a_short_resume_names_the_recorded_freeze():
+    from nin_edge.models.train import TrainConfig
+    from nin_edge.runtime.core.errors import ConfigError
+
+    recorded = {"optimizer": "adamw", "lr": 0.0005, "schedule": "cosine", "epochs": 15, "freeze_epochs": 3}
+    with pytest.raises(
+        ConfigError, match=r"freezes its loaded layers for its first 3 epochs \(recorded\); ask for more"
+    ):
+        TrainConfig(data="d", resume="c.pt", epochs=3).resolved(recorded)
+    assert TrainConfig(data="d", resume="c.pt").resolved(recorded).epochs == 15  # left out: the run's own count
