@@ -42,33 +42,26 @@ SOURCES = (
 HELD_OUT_FROM = 0.7  # held-out crops come from the right 30 % of each picture, training crops from the rest
 IMAGE_SIDE = 96
 
+# The README's recipe until 2026-12-07 (its --init-from pretrained --input-size 112 --epochs 15 --optimizer
+# adamw --lr 0.0005 --schedule cosine), as TrainConfig fields.
+_README = {
+    "init_from": "pretrained",
+    "input_size": 112,
+    "epochs": 15,
+    "optimizer": "adamw",
+    "lr": 0.0005,
+    "schedule": "cosine",
+}
+
 # What the user types, as TrainConfig fields (input 112 everywhere to keep the CPU grid affordable).
 RECIPES = {
-    # README: nin-train --data DIR --init-from pretrained --input-size 112 --epochs 15 --optimizer adamw
-    #         --lr 0.0005 --schedule cosine
-    "readme": {
-        "init_from": "pretrained",
-        "input_size": 112,
-        "epochs": 15,
-        "optimizer": "adamw",
-        "lr": 0.0005,
-        "schedule": "cosine",
-    },
-    # README since 2026-12-07: the same plus --freeze-epochs 3 --backbone-lr-scale 0.5
-    "readme-freeze": {
-        "init_from": "pretrained",
-        "input_size": 112,
-        "epochs": 15,
-        "optimizer": "adamw",
-        "lr": 0.0005,
-        "schedule": "cosine",
-        "freeze_epochs": 3,
-        "backbone_lr_scale": 0.5,
-    },
+    "readme": _README,
+    # The README's recipe on 2026-12-07 afternoon; nin-train's defaults with --init-from since that evening.
+    "readme-freeze": {**_README, "freeze_epochs": 3, "backbone_lr_scale": 0.5},
     # nin-train --data DIR --init-from pretrained --input-size 112 (everything else nin-train's default)
     "defaults": {"init_from": "pretrained", "input_size": 112},
     # The README's recipe without --init-from.
-    "scratch": {"input_size": 112, "epochs": 15, "optimizer": "adamw", "lr": 0.0005, "schedule": "cosine"},
+    "scratch": {k: v for k, v in _README.items() if k != "init_from"},
 }
 
 

@@ -245,43 +245,37 @@ def nin(
     return model
 
 
+def _nin_weights(name: str, summary: str, model_options: dict | None = None) -> None:
+    """Register ``nin`` again under ``name`` with other shipped Fashion-MNIST weights (trained at 112),
+    built with the card's ``model_options``: one entry per set of weights."""
+    register_model(
+        ModelCard(
+            name=name,
+            summary=summary,
+            min_input_size=67,
+            fixed_input_size=False,
+            weights_file=f"{name}_fashion_mnist.pt",
+            weights_input_size=112,
+            model_options=model_options or {},
+        )
+    )(nin)
+
+
 # The same network with the weights D2L's own recipe gives (0.905 at 112), kept by name for parity with
 # the chapter now that ``nin`` ships better weights of the same layout (models/weights/README.md).
-register_model(
-    ModelCard(
-        name="nin_d2l",
-        summary="Network in Network (D2L) with the book recipe's Fashion-MNIST weights",
-        min_input_size=67,
-        fixed_input_size=False,
-        weights_file="nin_d2l_fashion_mnist.pt",
-        weights_input_size=112,
-    )
-)(nin)
-
+_nin_weights("nin_d2l", "Network in Network (D2L) with the book recipe's Fashion-MNIST weights")
 # ``nin`` with whole channels pruned by nin-prune (widths multiples of 16) and fine-tuned (docs/pruning.md):
 # the same layers and keys, narrower blocks; the widths are the card's, so create_model(NAME) builds it.
-register_model(
-    ModelCard(
-        name="nin_pruned",
-        summary="Network in Network (D2L), pruned to half its MACs (channels 64/176/272) on Fashion-MNIST",
-        min_input_size=67,
-        fixed_input_size=False,
-        weights_file="nin_pruned_fashion_mnist.pt",
-        weights_input_size=112,
-        model_options={"widths": (64, 176, 272)},
-    )
-)(nin)
-register_model(
-    ModelCard(
-        name="nin_pruned_quarter",
-        summary="Network in Network (D2L), pruned to a quarter of its MACs (channels 48/112/176) on Fashion-MNIST",
-        min_input_size=67,
-        fixed_input_size=False,
-        weights_file="nin_pruned_quarter_fashion_mnist.pt",
-        weights_input_size=112,
-        model_options={"widths": (48, 112, 176)},
-    )
-)(nin)
+_nin_weights(
+    "nin_pruned",
+    "Network in Network (D2L), pruned to half its MACs (channels 64/176/272) on Fashion-MNIST",
+    {"widths": (64, 176, 272)},
+)
+_nin_weights(
+    "nin_pruned_quarter",
+    "Network in Network (D2L), pruned to a quarter of its MACs (channels 48/112/176) on Fashion-MNIST",
+    {"widths": (48, 112, 176)},
+)
 
 
 @register_model(
